@@ -1,0 +1,20 @@
+#![doc = include_str!("../README.md")]
+#![cfg_attr(not(test), no_std)]
+#![forbid(unsafe_code)]
+#![deny(missing_docs)]
+
+pub mod fixed;
+pub mod flags;
+pub mod matrix;
+pub mod probe;
+pub mod round;
+pub mod scalar;
+
+#[cfg(feature = "defmt")]
+mod defmt;
+
+pub use fixed::{Fx, Fx16, I1F15, I8F24, I16F16, WideAcc};
+pub use flags::Flags;
+pub use probe::{EventCounts, Probe};
+pub use round::{AnyRounding, Floor, NearestEven, Rounding, Stochastic};
+pub use scalar::Scalar;

@@ -1,0 +1,94 @@
+//! Diagnostic sinks. Kernels report the [`Flags`] of every value they produce to a [`Probe`].
+//!
+//! `()` is the probe that is off: its `record` is empty and inlined, so the flag computations feeding it are
+//! dead code and the optimiser removes them. Counters are plain structs owned by the caller.
+
+use crate::flags::Flags;
+
+/// Receives the events of each value a kernel produces (one call per output value).
+pub trait Probe {
+    /// Record the events of one produced value.
+    fn record(&mut self, flags: Flags);
+}
+
+/// The probe that is off.
+impl Probe for () {
+    #[inline(always)]
+    fn record(&mut self, _flags: Flags) {}
+}
+
+/// Sticky union of every event seen.
+impl Probe for Flags {
+    #[inline]
+    fn record(&mut self, flags: Flags) {
+        *self |= flags;
+    }
+}
+
+impl<P: Probe + ?Sized> Probe for &mut P {
+    #[inline]
+    fn record(&mut self, flags: Flags) {
+        (**self).record(flags);
+    }
+}
+
+/// Counts of produced values per event. Counters saturate at `u32::MAX` instead of wrapping.
+#[derive(Copy, Clone, Debug, Default, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub struct EventCounts {
+    /// Values produced.
+    pub values: u32,
+    /// Values that saturated or overflowed.
+    pub overflow: u32,
+    /// Values whose non-zero exact result became zero.
+    pub underflow: u32,
+    /// Values that differ from the exact result (fixed point).
+    pub inexact: u32,
+    /// Values that are NaN or ±∞, or came from one.
+    pub nonfinite: u32,
+    /// Values (or products inside them) below the float normal range.
+    pub subnormal: u32,
+}
+
+impl EventCounts {
+    /// True when no value had an event that lost more than rounding (overflow, underflow, non-finite).
+    pub fn is_clean(&self) -> bool {
+        self.overflow == 0 && self.underflow == 0 && self.nonfinite == 0
+    }
+}
+
+impl Probe for EventCounts {
+    #[inline]
+    fn record(&mut self, flags: Flags) {
+        let bump = |c: &mut u32, f: Flags| *c = c.saturating_add(flags.contains(f) as u32);
+        self.values = self.values.saturating_add(1);
+        bump(&mut self.overflow, Flags::OVERFLOW);
+        bump(&mut self.underflow, Flags::UNDERFLOW);
+        bump(&mut self.inexact, Flags::INEXACT);
+        bump(&mut self.nonfinite, Flags::NONFINITE);
+        bump(&mut self.subnormal, Flags::SUBNORMAL);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counts_each_event() {
+        let mut c = EventCounts::default();
+        c.record(Flags::OVERFLOW | Flags::INEXACT);
+        c.record(Flags::UNDERFLOW | Flags::INEXACT);
+        c.record(Flags::NONE);
+        assert_eq!(c.values, 3);
+        assert_eq!(
+            (c.overflow, c.underflow, c.inexact, c.nonfinite),
+            (1, 1, 2, 0)
+        );
+        assert!(!c.is_clean());
+        let mut sticky = Flags::NONE;
+        (&mut sticky).record(Flags::SUBNORMAL);
+        assert_eq!(sticky, Flags::SUBNORMAL);
+    }
+}

@@ -1,0 +1,201 @@
+//! Rounding modes, passed as values (never a global).
+//!
+//! Fixed-point narrowing divides a wide integer by `2^s` and must pick an integer: [`Rounding::shr`].
+//! Float conversions pick one of two adjacent representable values: [`Rounding::round_up`].
+//!
+//! - [`Floor`] rounds toward −∞. A small positive product vanishes to 0 while a small negative one sticks at
+//!   −1 LSB: the asymmetry is a property of the mode (the `fixed` crate and CMSIS truncation behave the same way).
+//! - [`NearestEven`] rounds to nearest, ties to even: unbiased on average, no asymmetry.
+//! - [`Stochastic`] rounds up with probability equal to the discarded fraction, using a caller-supplied
+//!   [`rand_core::Rng`]: the expected result equals the exact value, so tiny gradients survive on average.
+//! - [`AnyRounding`] selects one of the three at run time (for command-line tools).
+
+use rand_core::Rng;
+
+/// How to round a value that falls between two representable neighbours.
+pub trait Rounding {
+    /// `x / 2^s` rounded to an integer. `s` is clamped to `0..=62`; the result never overflows.
+    fn shr(&mut self, x: i64, s: u32) -> i64;
+
+    /// For a value `lo + below` strictly between neighbours `lo` and `lo + gap` (`0 < below < gap`, both
+    /// finite and positive), whether to return the upper neighbour. `lo_is_even` breaks ties for nearest-even.
+    fn round_up(&mut self, below: f64, gap: f64, lo_is_even: bool) -> bool;
+
+    /// The mode's name, for reports.
+    fn name(&self) -> &'static str;
+}
+
+impl<R: Rounding + ?Sized> Rounding for &mut R {
+    #[inline]
+    fn shr(&mut self, x: i64, s: u32) -> i64 {
+        (**self).shr(x, s)
+    }
+    #[inline]
+    fn round_up(&mut self, below: f64, gap: f64, lo_is_even: bool) -> bool {
+        (**self).round_up(below, gap, lo_is_even)
+    }
+    fn name(&self) -> &'static str {
+        (**self).name()
+    }
+}
+
+/// Round toward −∞ (arithmetic shift right).
+#[derive(Copy, Clone, Debug, Default, PartialEq, Eq)]
+pub struct Floor;
+
+/// Round to nearest, ties to even.
+#[derive(Copy, Clone, Debug, Default, PartialEq, Eq)]
+pub struct NearestEven;
+
+/// Round up with probability equal to the discarded fraction (unbiased), drawing from `R`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Stochastic<R>(pub R);
+
+#[inline]
+fn split(x: i64, s: u32) -> (i64, u64, u32) {
+    let s = s.min(62);
+    // q = floor(x / 2^s); rem in [0, 2^s). Both computed without overflow for every i64.
+    let q = x >> s;
+    let rem = (x as u64) & ((1u64 << s) - 1);
+    (q, rem, s)
+}
+
+impl Rounding for Floor {
+    #[inline]
+    fn shr(&mut self, x: i64, s: u32) -> i64 {
+        split(x, s).0
+    }
+    #[inline]
+    fn round_up(&mut self, _below: f64, _gap: f64, _lo_is_even: bool) -> bool {
+        false
+    }
+    fn name(&self) -> &'static str {
+        "floor"
+    }
+}
+
+impl Rounding for NearestEven {
+    #[inline]
+    fn shr(&mut self, x: i64, s: u32) -> i64 {
+        let (q, rem, s) = split(x, s);
+        if s == 0 {
+            return q;
+        }
+        let half = 1u64 << (s - 1);
+        // q <= 2^62 here, so q + 1 cannot overflow.
+        q + (rem > half || (rem == half && q & 1 == 1)) as i64
+    }
+    #[inline]
+    fn round_up(&mut self, below: f64, gap: f64, lo_is_even: bool) -> bool {
+        let twice = below * 2.0;
+        twice > gap || (twice == gap && !lo_is_even)
+    }
+    fn name(&self) -> &'static str {
+        "nearest"
+    }
+}
+
+impl<R: Rng> Rounding for Stochastic<R> {
+    #[inline]
+    fn shr(&mut self, x: i64, s: u32) -> i64 {
+        let (q, rem, s) = split(x, s);
+        if s == 0 {
+            return q;
+        }
+        let u = self.0.next_u64() & ((1u64 << s) - 1);
+        // P(carry) = rem / 2^s exactly, so E[result] = x / 2^s.
+        q + ((rem + u) >> s) as i64
+    }
+    #[inline]
+    fn round_up(&mut self, below: f64, gap: f64, _lo_is_even: bool) -> bool {
+        // u uniform on [0, 1) with 53 random bits.
+        let u = (self.0.next_u64() >> 11) as f64 * (1.0 / (1u64 << 53) as f64);
+        u * gap < below
+    }
+    fn name(&self) -> &'static str {
+        "stochastic"
+    }
+}
+
+/// The three modes as one runtime-selectable value.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum AnyRounding<R> {
+    /// [`Floor`].
+    Floor,
+    /// [`NearestEven`].
+    NearestEven,
+    /// [`Stochastic`] over the given RNG.
+    Stochastic(R),
+}
+
+impl<R: Rng> Rounding for AnyRounding<R> {
+    #[inline]
+    fn shr(&mut self, x: i64, s: u32) -> i64 {
+        match self {
+            AnyRounding::Floor => Floor.shr(x, s),
+            AnyRounding::NearestEven => NearestEven.shr(x, s),
+            AnyRounding::Stochastic(r) => Stochastic(r).shr(x, s),
+        }
+    }
+    #[inline]
+    fn round_up(&mut self, below: f64, gap: f64, lo_is_even: bool) -> bool {
+        match self {
+            AnyRounding::Floor => false,
+            AnyRounding::NearestEven => NearestEven.round_up(below, gap, lo_is_even),
+            AnyRounding::Stochastic(r) => Stochastic(r).round_up(below, gap, lo_is_even),
+        }
+    }
+    fn name(&self) -> &'static str {
+        match self {
+            AnyRounding::Floor => "floor",
+            AnyRounding::NearestEven => "nearest",
+            AnyRounding::Stochastic(_) => "stochastic",
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand_core::SeedableRng;
+    use rand_xoshiro::Xoshiro128PlusPlus;
+
+    #[test]
+    fn floor_and_nearest_small_cases() {
+        // 5/4 = 1.25, -5/4 = -1.25, 6/4 = 1.5, 10/4 = 2.5, -6/4 = -1.5
+        assert_eq!(Floor.shr(5, 2), 1);
+        assert_eq!(Floor.shr(-5, 2), -2);
+        assert_eq!(NearestEven.shr(5, 2), 1);
+        assert_eq!(NearestEven.shr(-5, 2), -1);
+        assert_eq!(NearestEven.shr(6, 2), 2);
+        assert_eq!(NearestEven.shr(10, 2), 2);
+        assert_eq!(NearestEven.shr(-6, 2), -2);
+        assert_eq!(NearestEven.shr(-10, 2), -2);
+        assert_eq!(NearestEven.shr(7, 0), 7);
+    }
+
+    #[test]
+    fn extreme_shifts_are_total() {
+        let mut st = Stochastic(Xoshiro128PlusPlus::seed_from_u64(1));
+        for x in [i64::MIN, i64::MAX, -1, 0, 1] {
+            for s in [0, 1, 31, 62, 63, 64, 200] {
+                let f = Floor.shr(x, s);
+                let n = NearestEven.shr(x, s);
+                let r = st.shr(x, s);
+                assert!(n == f || n == f + 1);
+                assert!(r == f || r == f + 1);
+            }
+        }
+    }
+
+    #[test]
+    fn stochastic_rounds_to_a_neighbour_with_the_right_frequency() {
+        let mut st = Stochastic(Xoshiro128PlusPlus::seed_from_u64(7));
+        let n = 100_000;
+        // 3/16 of an LSB: P(up) = 0.1875.
+        let ups: i64 = (0..n).map(|_| st.shr(3, 4)).sum();
+        let p = 3.0 / 16.0;
+        let sigma = (p * (1.0 - p) * n as f64).sqrt();
+        assert!(((ups as f64) - p * n as f64).abs() < 4.0 * sigma, "{ups}");
+    }
+}

@@ -1,0 +1,179 @@
+//! The number formats side by side: their ranges, and what happens to products of small values in each.
+//!
+//! [`underflow_sweep`] multiplies random pairs of magnitude about `2^−k` in each format and rounding mode and
+//! measures how many products vanish (the core's `UNDERFLOW` flag) and how biased the rounding is. It shows the
+//! mechanism behind fixed-point gradient underflow before any network is involved: floor rounding both loses
+//! small products and biases every sum downward; nearest-even loses them symmetrically; stochastic rounding
+//! keeps them on average.
+
+use gradscope_core::{AnyRounding, Flags, I1F15, I8F24, I16F16, Scalar};
+use rand_core::{Rng, SeedableRng};
+use rand_xoshiro::Xoshiro128PlusPlus;
+
+/// Range and resolution of one format, read off the type.
+#[derive(Clone, Debug, PartialEq)]
+pub struct FormatInfo {
+    /// Format name.
+    pub name: &'static str,
+    /// Smallest positive step (LSB, or smallest normal for floats).
+    pub resolution: f64,
+    /// Most negative value.
+    pub min: f64,
+    /// Largest value.
+    pub max: f64,
+}
+
+fn info<S: Scalar>() -> FormatInfo {
+    FormatInfo {
+        name: S::NAME,
+        resolution: S::RESOLUTION,
+        min: S::MIN.to_f64(),
+        max: S::MAX.to_f64(),
+    }
+}
+
+/// Every format of the core, in order of decreasing range.
+pub fn format_infos() -> Vec<FormatInfo> {
+    vec![
+        info::<f64>(),
+        info::<f32>(),
+        info::<I16F16>(),
+        info::<I8F24>(),
+        info::<I1F15>(),
+    ]
+}
+
+/// The rounding modes, by name.
+pub const ROUNDINGS: [&str; 3] = ["floor", "nearest", "stochastic"];
+
+/// One measured cell of the sweep.
+#[derive(Clone, Debug, PartialEq)]
+pub struct UnderflowCell {
+    /// Format name.
+    pub format: &'static str,
+    /// Operands have magnitude in `[2^−k−1, 2^−k)`.
+    pub k: u32,
+    /// Rounding mode name.
+    pub rounding: &'static str,
+    /// Products of non-zero operands measured.
+    pub samples: u32,
+    /// Fraction of those products that became zero.
+    pub underflow_rate: f64,
+    /// `Σ(result − exact) / Σ|exact|`: the rounding's systematic error relative to the products' size.
+    pub relative_bias: f64,
+    /// Two standard errors of `relative_bias` (sampling noise, chiefly of stochastic rounding).
+    pub bias_2se: f64,
+}
+
+fn rounding(name: &str, seed: u64) -> AnyRounding<Xoshiro128PlusPlus> {
+    match name {
+        "floor" => AnyRounding::Floor,
+        "nearest" => AnyRounding::NearestEven,
+        _ => AnyRounding::Stochastic(Xoshiro128PlusPlus::seed_from_u64(seed)),
+    }
+}
+
+fn cell<S: Scalar>(k: u32, mode: &'static str, samples: u32, seed: u64) -> UnderflowCell {
+    let mut rng = Xoshiro128PlusPlus::seed_from_u64(seed ^ (k as u64) << 32);
+    let mut r = rounding(mode, seed.wrapping_add(k as u64));
+    let scale = libm_pow2(-(k as i32));
+    let draw = |rng: &mut Xoshiro128PlusPlus| {
+        let u = 0.5 + 0.5 * (rng.next_u32() as f64 / (u32::MAX as f64 + 1.0));
+        let sign = if rng.next_u32() & 1 == 0 { 1.0 } else { -1.0 };
+        S::from_f64(sign * u * scale, &mut gradscope_core::NearestEven).0
+    };
+    let (mut n, mut under, mut err, mut err_sq, mut mag) = (0u32, 0u32, 0.0f64, 0.0f64, 0.0f64);
+    while n < samples {
+        let (a, b) = (draw(&mut rng), draw(&mut rng));
+        if a.is_zero() || b.is_zero() {
+            continue; // the operands themselves underflowed; only products are measured here
+        }
+        let exact = a.to_f64() * b.to_f64();
+        let (p, f) = a.mul(b, &mut r);
+        n += 1;
+        under += f.contains(Flags::UNDERFLOW) as u32;
+        let e = p.to_f64() - exact;
+        err += e;
+        err_sq += e * e;
+        mag += exact.abs();
+    }
+    UnderflowCell {
+        format: S::NAME,
+        k,
+        rounding: mode,
+        samples: n,
+        underflow_rate: under as f64 / n as f64,
+        relative_bias: if mag > 0.0 { err / mag } else { 0.0 },
+        bias_2se: if mag > 0.0 {
+            let nf = n as f64;
+            2.0 * ((err_sq / nf - (err / nf).powi(2)).max(0.0) * nf).sqrt() / mag
+        } else {
+            0.0
+        },
+    }
+}
+
+fn libm_pow2(e: i32) -> f64 {
+    2f64.powi(e)
+}
+
+/// Measure product underflow and rounding bias for `k` in `ks`, in f32 (the baseline) and every fixed format,
+/// for every rounding mode. Cells come grouped by magnitude, then format, then mode (in [`ROUNDINGS`] order).
+/// A format is measured only at magnitudes it can hold (operands above its LSB), as the operands themselves
+/// would otherwise be zero.
+pub fn underflow_sweep(ks: &[u32], samples: u32, seed: u64) -> Vec<UnderflowCell> {
+    fn push<S: Scalar>(out: &mut Vec<UnderflowCell>, k: u32, samples: u32, seed: u64) {
+        if libm_pow2(-(k as i32) - 1) >= S::RESOLUTION {
+            out.extend(
+                ROUNDINGS
+                    .iter()
+                    .map(|&mode| cell::<S>(k, mode, samples, seed)),
+            );
+        }
+    }
+    let mut out = Vec::new();
+    for &k in ks {
+        push::<f32>(&mut out, k, samples, seed);
+        push::<I16F16>(&mut out, k, samples, seed);
+        push::<I8F24>(&mut out, k, samples, seed);
+        push::<I1F15>(&mut out, k, samples, seed);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn format_ranges_come_from_the_types() {
+        let infos = format_infos();
+        let q15 = infos
+            .iter()
+            .find(|i| i.name == "I1F15")
+            .map(|i| (i.min, i.max));
+        assert_eq!(q15, Some((-1.0, 1.0 - 1.0 / 32768.0)));
+    }
+
+    #[test]
+    fn floor_is_biased_and_loses_small_products_while_stochastic_is_not() {
+        // Products of magnitude ~2^-20 are below the I16F16 LSB (2^-16).
+        let cells = underflow_sweep(&[10], 4000, 1);
+        let get = |fmt: &str, mode: &str| {
+            cells
+                .iter()
+                .find(|c| c.format == fmt && c.rounding == mode && c.k == 10)
+                .cloned()
+                .unwrap()
+        };
+        let floor = get("I16F16", "floor");
+        let nearest = get("I16F16", "nearest");
+        let stoch = get("I16F16", "stochastic");
+        // Floor: positive products vanish (about half), negative ones become -1 LSB: huge negative bias.
+        assert!((floor.underflow_rate - 0.5).abs() < 0.05, "{floor:?}");
+        assert!(floor.relative_bias < -1.0, "{floor:?}");
+        assert!(nearest.underflow_rate > 0.99, "{nearest:?}");
+        assert!(stoch.relative_bias.abs() < 0.5, "{stoch:?}");
+        assert!(get("f32", "floor").underflow_rate == 0.0);
+    }
+}
