@@ -1,0 +1,348 @@
+//! Fixed-point operations and kernels against the `i128` oracle of `gradscope_suite::oracle`, 100 000 proptest
+//! cases per operation and kernel, for `I16F16` and `I8F24` (and `I1F15` for the kernels).
+//!
+//! Each case checks the value (within the rounding mode: exactly for floor and nearest-even, one of the two
+//! neighbours for stochastic), saturation exactly at the bounds, and every flag set exactly when information
+//! was lost. Accumulators: the oracle sums in `i128`; where a partial sum leaves `i64` the core's accumulator
+//! saturates, and the test then demands `OVERFLOW`.
+
+use gradscope_core::{Flags, Floor, Fx, Fx16, NearestEven, Rounding, Scalar, Stochastic, matrix};
+use gradscope_suite::oracle::{Mode, expect, outcome, round_pow2};
+use proptest::prelude::*;
+use rand_core::SeedableRng;
+use rand_xoshiro::Xoshiro128PlusPlus;
+
+const CASES: u32 = 100_000;
+
+fn cfg() -> ProptestConfig {
+    ProptestConfig {
+        cases: CASES,
+        failure_persistence: None,
+        ..ProptestConfig::default()
+    }
+}
+
+/// Raw values that reach every regime: full range, moderate, near the LSB, and the extremes.
+fn raw32() -> impl Strategy<Value = i32> {
+    prop_oneof![
+        3 => any::<i32>(),
+        3 => -(1i32 << 20)..(1i32 << 20),
+        2 => -300i32..300,
+        1 => prop_oneof![Just(i32::MIN), Just(i32::MAX), Just(0), Just(1), Just(-1)],
+    ]
+}
+
+fn raw16() -> impl Strategy<Value = i16> {
+    prop_oneof![
+        3 => any::<i16>(),
+        2 => -300i16..300,
+        1 => prop_oneof![Just(i16::MIN), Just(i16::MAX), Just(0), Just(1), Just(-1)],
+    ]
+}
+
+/// The oracle's deterministic modes next to the core's.
+fn modes() -> [(Mode, &'static dyn Fn() -> Box<dyn Rounding>); 2] {
+    [
+        (Mode::Floor, &|| Box::new(Floor)),
+        (Mode::NearestEven, &|| Box::new(NearestEven)),
+    ]
+}
+
+/// Exact narrowing of a sum that the core accumulated in a saturating i64: returns None when a partial sum
+/// left i64 (then only OVERFLOW is required).
+fn partial_sums_fit(terms: impl IntoIterator<Item = i128>) -> Option<i128> {
+    let mut s = 0i128;
+    for t in terms {
+        s += t;
+        if s > i64::MAX as i128 || s < i64::MIN as i128 {
+            return None;
+        }
+    }
+    Some(s)
+}
+
+/// Check a narrowed result against the oracle for every way it may have been produced.
+fn check_narrow(got: (i128, Flags), terms: Vec<i128>, frac: u32, mode: Mode, min: i128, max: i128) {
+    match partial_sums_fit(terms) {
+        Some(num) => assert_eq!(got, expect(num, frac, mode, min, max), "exact sum {num}"),
+        None => assert!(
+            got.1.contains(Flags::OVERFLOW),
+            "accumulator saturated without OVERFLOW: {got:?}"
+        ),
+    }
+}
+
+/// Stochastic rounding must return one of the two neighbours with exactly that neighbour's flags.
+fn check_stochastic(got: (i128, Flags), num: i128, frac: u32, min: i128, max: i128) {
+    let lo = round_pow2(num, frac, Mode::Floor);
+    let a = outcome(num, frac, lo, min, max);
+    let b = outcome(num, frac, lo + 1, min, max);
+    assert!(got == a || got == b, "{got:?} is neither {a:?} nor {b:?}");
+}
+
+macro_rules! fixed_suite {
+    ($modname:ident, $t:ty, $raw:ty, $strat:expr) => {
+        mod $modname {
+            use super::*;
+            type T = $t;
+            const F: u32 = <T>::FRAC_BITS;
+            const MIN: i128 = <$raw>::MIN as i128;
+            const MAX: i128 = <$raw>::MAX as i128;
+
+            fn t(x: $raw) -> T {
+                T::from_bits(x)
+            }
+            fn raw(v: (T, Flags)) -> (i128, Flags) {
+                (v.0.to_bits() as i128, v.1)
+            }
+
+            proptest! {
+                #![proptest_config(cfg())]
+
+                #[test]
+                fn add_sub_neg(a in $strat, b in $strat) {
+                    let (a128, b128) = (a as i128, b as i128);
+                    prop_assert_eq!(raw(t(a).add(t(b))), expect(a128 + b128, 0, Mode::Floor, MIN, MAX));
+                    prop_assert_eq!(raw(t(a).sub(t(b))), expect(a128 - b128, 0, Mode::Floor, MIN, MAX));
+                    prop_assert_eq!(raw(t(a).neg()), expect(-a128, 0, Mode::Floor, MIN, MAX));
+                }
+
+                #[test]
+                fn mul_all_modes(a in $strat, b in $strat, seed in any::<u64>()) {
+                    let num = a as i128 * b as i128;
+                    for (mode, make) in modes() {
+                        prop_assert_eq!(raw(t(a).mul(t(b), &mut *make())), expect(num, F, mode, MIN, MAX));
+                    }
+                    let mut st = Stochastic(Xoshiro128PlusPlus::seed_from_u64(seed));
+                    check_stochastic(raw(t(a).mul(t(b), &mut st)), num, F, MIN, MAX);
+                }
+
+                #[test]
+                fn from_f64_all_modes(x in prop_oneof![
+                    any::<f64>(),
+                    (-1.0f64..1.0).prop_map(|u| u * (MAX as f64 + 2.0) / (1u64 << F) as f64),
+                    (-1.0f64..1.0).prop_map(|u| u * 4.0 / (1u64 << F) as f64),
+                    (any::<$raw>(), 0u32..4).prop_map(|(r, h)| (r as f64 + h as f64 * 0.25) / (1u64 << F) as f64),
+                ], seed in any::<u64>()) {
+                    let mut st = Stochastic(Xoshiro128PlusPlus::seed_from_u64(seed));
+                    if x.is_nan() {
+                        prop_assert_eq!(raw(T::from_f64(x, &mut Floor)), (0, Flags::NONFINITE));
+                    } else if x.is_infinite() {
+                        let sat = if x > 0.0 { MAX } else { MIN };
+                        let want = (sat, Flags::OVERFLOW | Flags::INEXACT | Flags::NONFINITE);
+                        prop_assert_eq!(raw(T::from_f64(x, &mut NearestEven)), want);
+                    } else {
+                        let (num, shift) = exact_scaled(x, F);
+                        for (mode, make) in modes() {
+                            prop_assert_eq!(raw(T::from_f64(x, &mut *make())), expect(num, shift, mode, MIN, MAX));
+                        }
+                        check_stochastic(raw(T::from_f64(x, &mut st)), num, shift, MIN, MAX);
+                    }
+                }
+
+                #[test]
+                fn to_f32_is_nearest(a in $strat) {
+                    let exact = a as f64 / (1u64 << F) as f64;
+                    let (y, f) = t(a).to_f32();
+                    prop_assert_eq!(y, exact as f32);
+                    prop_assert_eq!(f, if y as f64 == exact { Flags::NONE } else { Flags::INEXACT });
+                }
+
+                #[test]
+                fn dot_kernel(a in prop::array::uniform8($strat), b in prop::array::uniform8($strat)) {
+                    let terms: Vec<i128> = a.iter().zip(&b).map(|(&x, &y)| x as i128 * y as i128).collect();
+                    for (mode, make) in modes() {
+                        let mut fl = Flags::NONE;
+                        let v = matrix::dot(&a.map(t), &b.map(t), &mut *make(), &mut fl);
+                        check_narrow((v.to_bits() as i128, fl), terms.clone(), F, mode, MIN, MAX);
+                    }
+                }
+
+                #[test]
+                fn matvec_affine_and_transposed(
+                    w in prop::array::uniform3(prop::array::uniform4($strat)),
+                    x in prop::array::uniform4($strat),
+                    bias in prop::array::uniform3($strat),
+                    d in prop::array::uniform3($strat),
+                ) {
+                    let wt = w.map(|r| r.map(t));
+                    for (mode, make) in modes() {
+                        let mut r = make();
+                        let mut y = [T::ZERO; 3];
+                        let mut fl = [Flags::NONE; 3];
+                        for o in 0..3 {
+                            // One output at a time so each value's flags can be compared.
+                            let mut one = [T::ZERO; 1];
+                            matrix::matvec(&[wt[o]], &x.map(t), &mut one, &mut *r, &mut fl[o]);
+                            y[o] = one[0];
+                        }
+                        let mut y_all = [T::ZERO; 3];
+                        matrix::matvec(&wt, &x.map(t), &mut y_all, &mut *r, &mut ());
+                        prop_assert_eq!(y, y_all);
+                        for o in 0..3 {
+                            let terms = w[o].iter().zip(&x).map(|(&p, &q)| p as i128 * q as i128).collect();
+                            check_narrow((y[o].to_bits() as i128, fl[o]), terms, F, mode, MIN, MAX);
+                        }
+                        let mut ya = [T::ZERO; 3];
+                        matrix::affine(&wt, &x.map(t), &bias.map(t), &mut ya, &mut *r, &mut ());
+                        for o in 0..3 {
+                            let mut fo = Flags::NONE;
+                            let mut one = [T::ZERO; 1];
+                            matrix::affine(&[wt[o]], &x.map(t), &[t(bias[o])], &mut one, &mut *r, &mut fo);
+                            prop_assert_eq!(one[0], ya[o]);
+                            let terms = std::iter::once((bias[o] as i128) << F)
+                                .chain(w[o].iter().zip(&x).map(|(&p, &q)| p as i128 * q as i128))
+                                .collect();
+                            check_narrow((ya[o].to_bits() as i128, fo), terms, F, mode, MIN, MAX);
+                        }
+                        let mut yt = [T::ZERO; 4];
+                        let mut counts = gradscope_core::EventCounts::default();
+                        matrix::matvec_t(&wt, &d.map(t), &mut yt, &mut *r, &mut counts);
+                        prop_assert_eq!(counts.values, 4);
+                        for i in 0..4 {
+                            let terms: Vec<i128> = (0..3).map(|o| w[o][i] as i128 * d[o] as i128).collect();
+                            let got = yt[i].to_bits() as i128;
+                            if let Some(num) = partial_sums_fit(terms) {
+                                prop_assert_eq!(got, expect(num, F, mode, MIN, MAX).0);
+                            }
+                        }
+                    }
+                }
+
+                #[test]
+                fn outer_acc_and_axpy(
+                    g in prop::array::uniform2(prop::array::uniform3($strat)),
+                    d in prop::array::uniform2($strat),
+                    x in prop::array::uniform3($strat),
+                    alpha in $strat,
+                ) {
+                    for (mode, make) in modes() {
+                        let mut r = make();
+                        let mut gt = g.map(|row| row.map(t));
+                        let mut counts = gradscope_core::EventCounts::default();
+                        matrix::outer_acc(&mut gt, &d.map(t), &x.map(t), &mut *r, &mut counts);
+                        let mut want_counts = gradscope_core::EventCounts::default();
+                        for o in 0..2 {
+                            for i in 0..3 {
+                                let num = ((g[o][i] as i128) << F) + d[o] as i128 * x[i] as i128;
+                                let want = expect(num, F, mode, MIN, MAX);
+                                prop_assert_eq!(gt[o][i].to_bits() as i128, want.0);
+                                gradscope_core::Probe::record(&mut want_counts, want.1);
+                            }
+                        }
+                        prop_assert_eq!(counts, want_counts);
+                        let mut y = x.map(t);
+                        let mut fl = Flags::NONE;
+                        matrix::axpy(t(alpha), &d.map(t), &mut [y[0], y[1]], &mut *r, &mut ());
+                        matrix::axpy(t(alpha), &x.map(t), &mut y, &mut *r, &mut fl);
+                        let mut want_fl = Flags::NONE;
+                        for i in 0..3 {
+                            let num = ((x[i] as i128) << F) + alpha as i128 * x[i] as i128;
+                            let want = expect(num, F, mode, MIN, MAX);
+                            prop_assert_eq!(y[i].to_bits() as i128, want.0);
+                            want_fl |= want.1;
+                        }
+                        prop_assert_eq!(fl, want_fl);
+                    }
+                }
+
+                #[test]
+                fn matmul_kernel(
+                    a in prop::array::uniform2(prop::array::uniform3($strat)),
+                    b in prop::array::uniform3(prop::array::uniform4($strat)),
+                ) {
+                    for (mode, make) in modes() {
+                        let mut c = [[T::ZERO; 4]; 2];
+                        matrix::matmul(&a.map(|r| r.map(t)), &b.map(|r| r.map(t)), &mut c, &mut *make(), &mut ());
+                        for m in 0..2 {
+                            for n in 0..4 {
+                                let terms: Vec<i128> = (0..3).map(|k| a[m][k] as i128 * b[k][n] as i128).collect();
+                                if let Some(num) = partial_sums_fit(terms) {
+                                    prop_assert_eq!(c[m][n].to_bits() as i128, expect(num, F, mode, MIN, MAX).0);
+                                } else {
+                                    // saturated accumulator: the value is pinned to a bound
+                                    let v = c[m][n].to_bits() as i128;
+                                    prop_assert!(v == MIN || v == MAX);
+                                }
+                            }
+                        }
+                    }
+                }
+
+                #[test]
+                fn map_zip_kernels(a in prop::array::uniform5($strat), b in prop::array::uniform5($strat)) {
+                    let mut y = [T::ZERO; 5];
+                    let mut fl = Flags::NONE;
+                    matrix::zip(&a.map(t), &b.map(t), &mut y, |p, q| p.mul(q, &mut NearestEven), &mut fl);
+                    let mut want_fl = Flags::NONE;
+                    for i in 0..5 {
+                        let want = expect(a[i] as i128 * b[i] as i128, F, Mode::NearestEven, MIN, MAX);
+                        prop_assert_eq!(y[i].to_bits() as i128, want.0);
+                        want_fl |= want.1;
+                    }
+                    prop_assert_eq!(fl, want_fl);
+                    let mut z = [T::ZERO; 5];
+                    matrix::map(&a.map(t), &mut z, |p| p.neg(), &mut ());
+                    for i in 0..5 {
+                        prop_assert_eq!(z[i].to_bits() as i128, expect(-(a[i] as i128), 0, Mode::Floor, MIN, MAX).0);
+                    }
+                }
+
+                #[test]
+                fn sum_sq_and_l2_norm(x in prop::collection::vec($strat, 0..12)) {
+                    let num: i128 = x.iter().map(|&v| v as i128 * v as i128).sum();
+                    let xs: Vec<T> = x.iter().map(|&v| t(v)).collect();
+                    for (mode, make) in modes() {
+                        let mut fl = Flags::NONE;
+                        let s = matrix::sum_sq(&xs, &mut *make(), &mut fl);
+                        // The oracle's i128 narrowing saturates exactly where the core's does.
+                        let want = if num > i64::MAX as i128 { (MAX, Flags::OVERFLOW | Flags::INEXACT) } else { expect(num, F, mode, MIN, MAX) };
+                        prop_assert_eq!((s.to_bits() as i128, fl), want);
+                    }
+                    // Norm: nearest integer to sqrt(num), by exact integer comparison.
+                    let mut fl = Flags::NONE;
+                    let n = matrix::l2_norm(&xs, &mut fl).to_bits() as i128;
+                    if fl.contains(Flags::OVERFLOW) {
+                        // Saturated exactly when sqrt(num) rounds above MAX, i.e. 4·num >= (2·MAX + 1)².
+                        prop_assert_eq!(n, MAX);
+                        prop_assert!(4 * num >= (2 * MAX + 1) * (2 * MAX + 1));
+                    } else {
+                        let (lo, hi) = ((2 * n - 1) * (2 * n - 1), (2 * n + 1) * (2 * n + 1));
+                        prop_assert!(n >= 0 && (n == 0 || lo <= 4 * num) && 4 * num < hi, "norm {} of {}", n, num);
+                        prop_assert_eq!(fl.contains(Flags::INEXACT), n * n != num);
+                    }
+                }
+            }
+        }
+    };
+}
+
+/// `x · 2^f` as an exact rational `num / 2^shift`, read off the f64 bits (independent of the core's code).
+fn exact_scaled(x: f64, f: u32) -> (i128, u32) {
+    let bits = x.to_bits();
+    let sign = if bits >> 63 == 1 { -1i128 } else { 1 };
+    let exp = ((bits >> 52) & 0x7ff) as i32;
+    let frac = (bits & ((1u64 << 52) - 1)) as i128;
+    let (m, e) = if exp == 0 {
+        (frac, -1074)
+    } else {
+        (frac | (1 << 52), exp - 1075)
+    };
+    let e = e + f as i32;
+    if m == 0 {
+        return (0, 0);
+    }
+    if e >= 0 {
+        // Beyond ~2^70 every format saturates; cap so i128 cannot overflow while keeping the sign.
+        (sign * (m << e.min(60)), 0)
+    } else if -e > 100 {
+        // Far below one LSB: only the sign and non-zero-ness matter to every rounding mode.
+        (sign, 100)
+    } else {
+        (sign * m, (-e) as u32)
+    }
+}
+
+fixed_suite!(i16f16, Fx<16>, i32, raw32());
+fixed_suite!(i8f24, Fx<24>, i32, raw32());
+fixed_suite!(i1f15, Fx16<15>, i16, raw16());
