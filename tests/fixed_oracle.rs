@@ -6,7 +6,7 @@
 //! was lost. Accumulators: the oracle sums in `i128`; where a partial sum leaves `i64` the core's accumulator
 //! saturates, and the test then demands `OVERFLOW`.
 
-use gradscope_core::{Flags, Floor, Fx, Fx16, NearestEven, Rounding, Scalar, Stochastic, matrix};
+use gradscope_core::{AnyRounding, Flags, Floor, Fx, Fx16, NearestEven, Scalar, Stochastic, matrix};
 use gradscope_suite::oracle::{Mode, expect, outcome, round_pow2};
 use proptest::prelude::*;
 use rand_core::SeedableRng;
@@ -41,11 +41,8 @@ fn raw16() -> impl Strategy<Value = i16> {
 }
 
 /// The oracle's deterministic modes next to the core's.
-fn modes() -> [(Mode, &'static dyn Fn() -> Box<dyn Rounding>); 2] {
-    [
-        (Mode::Floor, &|| Box::new(Floor)),
-        (Mode::NearestEven, &|| Box::new(NearestEven)),
-    ]
+fn modes() -> [(Mode, AnyRounding<Xoshiro128PlusPlus>); 2] {
+    [(Mode::Floor, AnyRounding::Floor), (Mode::NearestEven, AnyRounding::NearestEven)]
 }
 
 /// Exact narrowing of a sum that the core accumulated in a saturating i64: returns None when a partial sum
@@ -110,8 +107,8 @@ macro_rules! fixed_suite {
                 #[test]
                 fn mul_all_modes(a in $strat, b in $strat, seed in any::<u64>()) {
                     let num = a as i128 * b as i128;
-                    for (mode, make) in modes() {
-                        prop_assert_eq!(raw(t(a).mul(t(b), &mut *make())), expect(num, F, mode, MIN, MAX));
+                    for (mode, mut r) in modes() {
+                        prop_assert_eq!(raw(t(a).mul(t(b), &mut r)), expect(num, F, mode, MIN, MAX));
                     }
                     let mut st = Stochastic(Xoshiro128PlusPlus::seed_from_u64(seed));
                     check_stochastic(raw(t(a).mul(t(b), &mut st)), num, F, MIN, MAX);
@@ -133,8 +130,8 @@ macro_rules! fixed_suite {
                         prop_assert_eq!(raw(T::from_f64(x, &mut NearestEven)), want);
                     } else {
                         let (num, shift) = exact_scaled(x, F);
-                        for (mode, make) in modes() {
-                            prop_assert_eq!(raw(T::from_f64(x, &mut *make())), expect(num, shift, mode, MIN, MAX));
+                        for (mode, mut r) in modes() {
+                            prop_assert_eq!(raw(T::from_f64(x, &mut r)), expect(num, shift, mode, MIN, MAX));
                         }
                         check_stochastic(raw(T::from_f64(x, &mut st)), num, shift, MIN, MAX);
                     }
@@ -151,9 +148,9 @@ macro_rules! fixed_suite {
                 #[test]
                 fn dot_kernel(a in prop::array::uniform8($strat), b in prop::array::uniform8($strat)) {
                     let terms: Vec<i128> = a.iter().zip(&b).map(|(&x, &y)| x as i128 * y as i128).collect();
-                    for (mode, make) in modes() {
+                    for (mode, mut r) in modes() {
                         let mut fl = Flags::NONE;
-                        let v = matrix::dot(&a.map(t), &b.map(t), &mut *make(), &mut fl);
+                        let v = matrix::dot(&a.map(t), &b.map(t), &mut r, &mut fl);
                         check_narrow((v.to_bits() as i128, fl), terms.clone(), F, mode, MIN, MAX);
                     }
                 }
@@ -166,29 +163,28 @@ macro_rules! fixed_suite {
                     d in prop::array::uniform3($strat),
                 ) {
                     let wt = w.map(|r| r.map(t));
-                    for (mode, make) in modes() {
-                        let mut r = make();
+                    for (mode, mut r) in modes() {
                         let mut y = [T::ZERO; 3];
                         let mut fl = [Flags::NONE; 3];
                         for o in 0..3 {
                             // One output at a time so each value's flags can be compared.
                             let mut one = [T::ZERO; 1];
-                            matrix::matvec(&[wt[o]], &x.map(t), &mut one, &mut *r, &mut fl[o]);
+                            matrix::matvec(&[wt[o]], &x.map(t), &mut one, &mut r, &mut fl[o]);
                             y[o] = one[0];
                         }
                         let mut y_all = [T::ZERO; 3];
-                        matrix::matvec(&wt, &x.map(t), &mut y_all, &mut *r, &mut ());
+                        matrix::matvec(&wt, &x.map(t), &mut y_all, &mut r, &mut ());
                         prop_assert_eq!(y, y_all);
                         for o in 0..3 {
                             let terms = w[o].iter().zip(&x).map(|(&p, &q)| p as i128 * q as i128).collect();
                             check_narrow((y[o].to_bits() as i128, fl[o]), terms, F, mode, MIN, MAX);
                         }
                         let mut ya = [T::ZERO; 3];
-                        matrix::affine(&wt, &x.map(t), &bias.map(t), &mut ya, &mut *r, &mut ());
+                        matrix::affine(&wt, &x.map(t), &bias.map(t), &mut ya, &mut r, &mut ());
                         for o in 0..3 {
                             let mut fo = Flags::NONE;
                             let mut one = [T::ZERO; 1];
-                            matrix::affine(&[wt[o]], &x.map(t), &[t(bias[o])], &mut one, &mut *r, &mut fo);
+                            matrix::affine(&[wt[o]], &x.map(t), &[t(bias[o])], &mut one, &mut r, &mut fo);
                             prop_assert_eq!(one[0], ya[o]);
                             let terms = std::iter::once((bias[o] as i128) << F)
                                 .chain(w[o].iter().zip(&x).map(|(&p, &q)| p as i128 * q as i128))
@@ -197,7 +193,7 @@ macro_rules! fixed_suite {
                         }
                         let mut yt = [T::ZERO; 4];
                         let mut counts = gradscope_core::EventCounts::default();
-                        matrix::matvec_t(&wt, &d.map(t), &mut yt, &mut *r, &mut counts);
+                        matrix::matvec_t(&wt, &d.map(t), &mut yt, &mut r, &mut counts);
                         prop_assert_eq!(counts.values, 4);
                         for i in 0..4 {
                             let terms: Vec<i128> = (0..3).map(|o| w[o][i] as i128 * d[o] as i128).collect();
@@ -216,11 +212,10 @@ macro_rules! fixed_suite {
                     x in prop::array::uniform3($strat),
                     alpha in $strat,
                 ) {
-                    for (mode, make) in modes() {
-                        let mut r = make();
+                    for (mode, mut r) in modes() {
                         let mut gt = g.map(|row| row.map(t));
                         let mut counts = gradscope_core::EventCounts::default();
-                        matrix::outer_acc(&mut gt, &d.map(t), &x.map(t), &mut *r, &mut counts);
+                        matrix::outer_acc(&mut gt, &d.map(t), &x.map(t), &mut r, &mut counts);
                         let mut want_counts = gradscope_core::EventCounts::default();
                         for o in 0..2 {
                             for i in 0..3 {
@@ -233,8 +228,8 @@ macro_rules! fixed_suite {
                         prop_assert_eq!(counts, want_counts);
                         let mut y = x.map(t);
                         let mut fl = Flags::NONE;
-                        matrix::axpy(t(alpha), &d.map(t), &mut [y[0], y[1]], &mut *r, &mut ());
-                        matrix::axpy(t(alpha), &x.map(t), &mut y, &mut *r, &mut fl);
+                        matrix::axpy(t(alpha), &d.map(t), &mut [y[0], y[1]], &mut r, &mut ());
+                        matrix::axpy(t(alpha), &x.map(t), &mut y, &mut r, &mut fl);
                         let mut want_fl = Flags::NONE;
                         for i in 0..3 {
                             let num = ((x[i] as i128) << F) + alpha as i128 * x[i] as i128;
@@ -251,9 +246,9 @@ macro_rules! fixed_suite {
                     a in prop::array::uniform2(prop::array::uniform3($strat)),
                     b in prop::array::uniform3(prop::array::uniform4($strat)),
                 ) {
-                    for (mode, make) in modes() {
+                    for (mode, mut r) in modes() {
                         let mut c = [[T::ZERO; 4]; 2];
-                        matrix::matmul(&a.map(|r| r.map(t)), &b.map(|r| r.map(t)), &mut c, &mut *make(), &mut ());
+                        matrix::matmul(&a.map(|r| r.map(t)), &b.map(|r| r.map(t)), &mut c, &mut r, &mut ());
                         for m in 0..2 {
                             for n in 0..4 {
                                 let terms: Vec<i128> = (0..3).map(|k| a[m][k] as i128 * b[k][n] as i128).collect();
@@ -292,9 +287,9 @@ macro_rules! fixed_suite {
                 fn sum_sq_and_l2_norm(x in prop::collection::vec($strat, 0..12)) {
                     let num: i128 = x.iter().map(|&v| v as i128 * v as i128).sum();
                     let xs: Vec<T> = x.iter().map(|&v| t(v)).collect();
-                    for (mode, make) in modes() {
+                    for (mode, mut r) in modes() {
                         let mut fl = Flags::NONE;
-                        let s = matrix::sum_sq(&xs, &mut *make(), &mut fl);
+                        let s = matrix::sum_sq(&xs, &mut r, &mut fl);
                         // The oracle's i128 narrowing saturates exactly where the core's does.
                         let want = if num > i64::MAX as i128 { (MAX, Flags::OVERFLOW | Flags::INEXACT) } else { expect(num, F, mode, MIN, MAX) };
                         prop_assert_eq!((s.to_bits() as i128, fl), want);

@@ -2,7 +2,7 @@
 //!
 //! Conventions: matrices are row-major, `w[out][in]`; a layer's weight is `[[S; I]; O]`. Every kernel
 //! accumulates in [`Scalar::Acc`] and narrows **once per output value**, so for fixed point the only error is
-//! that one rounding (plus saturation, flagged). Each produced value's [`Flags`](crate::Flags) go to the probe
+//! that one rounding (plus saturation, flagged). Each produced value's [`Flags`] go to the probe
 //! `p`; pass `&mut ()` to turn reporting off at no cost.
 //!
 //! | kernel | computes | roundings per output |

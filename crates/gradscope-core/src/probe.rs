@@ -87,8 +87,11 @@ mod tests {
             (1, 1, 2, 0)
         );
         assert!(!c.is_clean());
+        fn through<P: Probe>(mut p: P) {
+            p.record(Flags::SUBNORMAL);
+        }
         let mut sticky = Flags::NONE;
-        (&mut sticky).record(Flags::SUBNORMAL);
+        through(&mut sticky);
         assert_eq!(sticky, Flags::SUBNORMAL);
     }
 }
