@@ -6,7 +6,9 @@
 //! was lost. Accumulators: the oracle sums in `i128`; where a partial sum leaves `i64` the core's accumulator
 //! saturates, and the test then demands `OVERFLOW`.
 
-use gradscope_core::{AnyRounding, Flags, Floor, Fx, Fx16, NearestEven, Scalar, Stochastic, matrix};
+use gradscope_core::{
+    AnyRounding, Flags, Floor, Fx, Fx16, NearestEven, Scalar, Stochastic, matrix,
+};
 use gradscope_suite::oracle::{Mode, expect, outcome, round_pow2};
 use proptest::prelude::*;
 use rand_core::SeedableRng;
@@ -42,7 +44,10 @@ fn raw16() -> impl Strategy<Value = i16> {
 
 /// The oracle's deterministic modes next to the core's.
 fn modes() -> [(Mode, AnyRounding<Xoshiro128PlusPlus>); 2] {
-    [(Mode::Floor, AnyRounding::Floor), (Mode::NearestEven, AnyRounding::NearestEven)]
+    [
+        (Mode::Floor, AnyRounding::Floor),
+        (Mode::NearestEven, AnyRounding::NearestEven),
+    ]
 }
 
 /// Exact narrowing of a sum that the core accumulated in a saturating i64: returns None when a partial sum
