@@ -50,6 +50,20 @@ impl WideAcc {
     }
 }
 
+/// Raw-level access shared by the fixed-point types, for kernels that compute in wide integers themselves
+/// (activations, initializers, clipping).
+pub trait Fixed: Scalar {
+    /// Fraction bits `F`.
+    const FRAC: u32;
+    /// The raw value, widened.
+    fn raw(self) -> i64;
+    /// `v · 2^−frac` rounded with `r` and saturated, with its flags.
+    fn from_wide<R: Rounding + ?Sized>(v: i64, frac: u32, r: &mut R) -> (Self, Flags);
+    /// `num / den` in raw units (`num / den · 2^−F`) rounded with `r` and saturated. `den <= 0` gives zero
+    /// with [`Flags::NONFINITE`] (a division by zero), never a panic.
+    fn from_ratio<R: Rounding + ?Sized>(num: i64, den: i64, r: &mut R) -> (Self, Flags);
+}
+
 macro_rules! fixed_family {
     ($(#[$doc:meta])* $name:ident, $raw:ty, $bits:literal, $guard:literal, $names:expr) => {
         $(#[$doc])*
@@ -225,6 +239,36 @@ macro_rules! fixed_family {
             #[inline]
             fn sq_to_f64(acc: u128) -> f64 {
                 acc as f64 * Self::LSB * Self::LSB
+            }
+        }
+
+        impl<const F: u32> Fixed for $name<F> {
+            const FRAC: u32 = F;
+            #[inline]
+            fn raw(self) -> i64 {
+                self.0 as i64
+            }
+            #[inline]
+            fn from_wide<R: Rounding + ?Sized>(v: i64, frac: u32, r: &mut R) -> (Self, Flags) {
+                if frac >= F {
+                    Self::round_wide(v, frac - F, r)
+                } else {
+                    // Exact left shift, saturating (any |v| >= 2^62 saturates every format anyway).
+                    let shifted = (v as i128) << (F - frac).min(64);
+                    Self::saturate(shifted.clamp(i64::MIN as i128, i64::MAX as i128) as i64)
+                }
+            }
+            #[inline]
+            fn from_ratio<R: Rounding + ?Sized>(num: i64, den: i64, r: &mut R) -> (Self, Flags) {
+                if den <= 0 {
+                    return (Self(0), Flags::NONFINITE);
+                }
+                let (q, rem) = (num.div_euclid(den), num.rem_euclid(den));
+                let (v, f) = Self::saturate(r.round_frac(q, rem as u64, den as u64));
+                let f = f
+                    | Flags::when(rem != 0, Flags::INEXACT)
+                    | Flags::when(num != 0 && v.0 == 0, Flags::UNDERFLOW);
+                (v, f)
             }
         }
 

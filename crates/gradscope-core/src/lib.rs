@@ -3,6 +3,7 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+pub mod activation;
 pub mod fixed;
 pub mod flags;
 pub mod matrix;
@@ -13,7 +14,8 @@ pub mod scalar;
 #[cfg(feature = "defmt")]
 mod defmt;
 
-pub use fixed::{Fx, Fx16, I1F15, I8F24, I16F16, WideAcc};
+pub use activation::{Act, ActError, Activate, FastAct};
+pub use fixed::{Fixed, Fx, Fx16, I1F15, I8F24, I16F16, WideAcc};
 pub use flags::Flags;
 pub use probe::{EventCounts, Probe};
 pub use round::{AnyRounding, Floor, NearestEven, Rounding, Stochastic};

@@ -21,6 +21,10 @@ pub trait Rounding {
     /// finite and positive), whether to return the upper neighbour. `lo_is_even` breaks ties for nearest-even.
     fn round_up(&mut self, below: f64, gap: f64, lo_is_even: bool) -> bool;
 
+    /// For an exact value `q + rem/den` with `0 <= rem < den`, the integer to return (`q` or `q + 1`).
+    /// A `rem >= den` is treated as `den − 1`, and `den == 0` as exact; the result saturates at `i64::MAX`.
+    fn round_frac(&mut self, q: i64, rem: u64, den: u64) -> i64;
+
     /// The mode's name, for reports.
     fn name(&self) -> &'static str;
 }
@@ -33,6 +37,10 @@ impl<R: Rounding + ?Sized> Rounding for &mut R {
     #[inline]
     fn round_up(&mut self, below: f64, gap: f64, lo_is_even: bool) -> bool {
         (**self).round_up(below, gap, lo_is_even)
+    }
+    #[inline]
+    fn round_frac(&mut self, q: i64, rem: u64, den: u64) -> i64 {
+        (**self).round_frac(q, rem, den)
     }
     fn name(&self) -> &'static str {
         (**self).name()
@@ -69,6 +77,10 @@ impl Rounding for Floor {
     fn round_up(&mut self, _below: f64, _gap: f64, _lo_is_even: bool) -> bool {
         false
     }
+    #[inline]
+    fn round_frac(&mut self, q: i64, _rem: u64, _den: u64) -> i64 {
+        q
+    }
     fn name(&self) -> &'static str {
         "floor"
     }
@@ -89,6 +101,11 @@ impl Rounding for NearestEven {
     fn round_up(&mut self, below: f64, gap: f64, lo_is_even: bool) -> bool {
         let twice = below * 2.0;
         twice > gap || (twice == gap && !lo_is_even)
+    }
+    #[inline]
+    fn round_frac(&mut self, q: i64, rem: u64, den: u64) -> i64 {
+        let (twice, den) = (2 * rem.min(den.saturating_sub(1)) as u128, den as u128);
+        q.saturating_add((den > 0 && (twice > den || (twice == den && q & 1 == 1))) as i64)
     }
     fn name(&self) -> &'static str {
         "nearest"
@@ -111,6 +128,12 @@ impl<R: Rng> Rounding for Stochastic<R> {
         // u uniform on [0, 1) with 53 random bits.
         let u = (self.0.next_u64() >> 11) as f64 * (1.0 / (1u64 << 53) as f64);
         u * gap < below
+    }
+    #[inline]
+    fn round_frac(&mut self, q: i64, rem: u64, den: u64) -> i64 {
+        // u uniform on [0, den) (multiply-shift; bias below 2^-64 relative): P(up) = rem / den.
+        let u = ((self.0.next_u64() as u128 * den as u128) >> 64) as u64;
+        q.saturating_add((rem.min(den.saturating_sub(1)) > u) as i64)
     }
     fn name(&self) -> &'static str {
         "stochastic"
@@ -145,6 +168,14 @@ impl<R: Rng> Rounding for AnyRounding<R> {
             AnyRounding::Stochastic(r) => Stochastic(r).round_up(below, gap, lo_is_even),
         }
     }
+    #[inline]
+    fn round_frac(&mut self, q: i64, rem: u64, den: u64) -> i64 {
+        match self {
+            AnyRounding::Floor => q,
+            AnyRounding::NearestEven => NearestEven.round_frac(q, rem, den),
+            AnyRounding::Stochastic(r) => Stochastic(r).round_frac(q, rem, den),
+        }
+    }
     fn name(&self) -> &'static str {
         match self {
             AnyRounding::Floor => "floor",
@@ -172,6 +203,23 @@ mod tests {
         assert_eq!(NearestEven.shr(-6, 2), -2);
         assert_eq!(NearestEven.shr(-10, 2), -2);
         assert_eq!(NearestEven.shr(7, 0), 7);
+    }
+
+    #[test]
+    fn quotient_rounding() {
+        // 7/3 = 2 + 1/3, 8/3 = 2 + 2/3, 5/2 = 2 + 1/2, 7/2 = 3 + 1/2
+        assert_eq!(Floor.round_frac(2, 2, 3), 2);
+        assert_eq!(NearestEven.round_frac(2, 1, 3), 2);
+        assert_eq!(NearestEven.round_frac(2, 2, 3), 3);
+        assert_eq!(NearestEven.round_frac(2, 1, 2), 2);
+        assert_eq!(NearestEven.round_frac(3, 1, 2), 4);
+        assert_eq!(NearestEven.round_frac(i64::MAX, 9, 10), i64::MAX);
+        assert_eq!(NearestEven.round_frac(1, 5, 0), 1);
+        let mut st = Stochastic(Xoshiro128PlusPlus::seed_from_u64(9));
+        let n = 100_000;
+        let ups: i64 = (0..n).map(|_| st.round_frac(0, 1, 3)).sum();
+        let sigma = (n as f64 * (1.0 / 3.0) * (2.0 / 3.0)).sqrt();
+        assert!((ups as f64 - n as f64 / 3.0).abs() < 4.0 * sigma, "{ups}");
     }
 
     #[test]

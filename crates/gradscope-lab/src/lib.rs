@@ -2,5 +2,6 @@
 //! renderers that turn data into tables. The binary `gradscope` is a thin command-line front end.
 #![deny(missing_docs)]
 
+pub mod accuracy;
 pub mod formats;
 pub mod table;

@@ -25,6 +25,13 @@ enum Command {
         #[arg(long, default_value_t = 1)]
         seed: u64,
     },
+    /// Each activation backend's maximum absolute error against the f64 formula, for f and f′, over
+    /// x = k/256 in [−20, 20] (f32 libm, f32 micromath, I16F16, I8F24, I1F15).
+    Activations {
+        /// Print the markdown table (the one in crates/gradscope-core/README.md).
+        #[arg(long)]
+        markdown: bool,
+    },
     /// The curated report (what `cargo run --release` runs).
     Report {
         /// Fewer samples per measurement, for CI.
@@ -75,10 +82,36 @@ fn formats(samples: u32, seed: u64) -> String {
     out
 }
 
+/// Render a simple markdown table as an aligned text table.
+fn markdown_to_text(md: &str) -> String {
+    let rows: Vec<Vec<String>> = md
+        .lines()
+        .filter(|l| !l.starts_with("|---"))
+        .map(|l| {
+            l.trim_matches('|')
+                .split('|')
+                .map(|c| c.trim().trim_matches('`').to_string())
+                .collect()
+        })
+        .collect();
+    let Some((header, body)) = rows.split_first() else {
+        return String::new();
+    };
+    let mut t = Table::new(header.clone());
+    for r in body {
+        t.push(r.clone());
+    }
+    t.render()
+}
+
 fn run(cli: Cli) -> anyhow::Result<String> {
     Ok(
         match cli.command.unwrap_or(Command::Report { quick: false }) {
             Command::Formats { samples, seed } => formats(samples, seed),
+            Command::Activations { markdown } => {
+                let md = gradscope_lab::accuracy::markdown_table();
+                if markdown { md } else { markdown_to_text(&md) }
+            }
             Command::Report { quick } => {
                 let mut out = String::from("gradscope report\n================\n\n");
                 out.push_str(&formats(if quick { 2_000 } else { 20_000 }, 1));

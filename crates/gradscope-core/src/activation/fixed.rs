@@ -1,0 +1,358 @@
+//! Fixed-point activations: wide-integer evaluation, one rounding at the end.
+//!
+//! ELU and SELU derivatives are computed from the input (α·eˣ), not from the output as in floats: in `I1F15`
+//! SELU's output saturates at −1 and `y + λα` would then be wrong by 0.11.
+//!
+//! Working precision: table values and derivatives at 30 fraction bits ("d30"), coefficients at 40 (`COEF_FRAC`; an error of
+//! 2⁻⁴¹ stays below 10⁻³ LSB even at x = 32768).
+//! Products are exact in `i128`; a result wider than 62 bits is shifted right with a sticky bit before the one
+//! final rounding, which keeps floor and nearest-even exact and saturation where it belongs.
+
+use super::{Act, Activate, SELU_ALPHA, SELU_LAMBDA, SOFTPLUS_THRESHOLD};
+use crate::fixed::{Fixed, Fx, Fx16};
+use crate::flags::Flags;
+use crate::round::Rounding;
+
+mod tables {
+    include!(concat!(env!("OUT_DIR"), "/activation_tables.rs"));
+}
+use tables::{KNOTS, STEP_LOG2, TABLE_FRAC};
+
+const ONE30: i64 = 1 << TABLE_FRAC;
+use super::COEF_FRAC;
+const LAMBDA_Q: i64 = (SELU_LAMBDA * (1u64 << COEF_FRAC) as f64 + 0.5) as i64;
+const LAMBDA_ALPHA_Q: i64 = (SELU_LAMBDA * SELU_ALPHA * (1u64 << COEF_FRAC) as f64 + 0.5) as i64;
+const SIXTH30: i64 = (ONE30 + 3) / 6;
+
+/// Exact product.
+#[inline]
+fn mul(a: i64, b: i64) -> i128 {
+    a as i128 * b as i128
+}
+
+/// `v` at `from` fraction bits re-expressed at `to` bits (floor when dropping bits, clamped to ±2⁶²).
+#[inline]
+fn rescale(v: i128, from: u32, to: u32) -> i64 {
+    let lim = 1i128 << 62;
+    let w = if from >= to {
+        v >> (from - to).min(127)
+    } else {
+        v << (to - from).min(64)
+    };
+    w.clamp(-lim, lim) as i64
+}
+
+/// An exact `v · 2^−frac` as an `i64` at possibly fewer fraction bits: dropped bits are OR-ed into the lowest
+/// kept bit (sticky), so rounding the result gives the same answer as rounding `v` (stochastic rounding: to
+/// within 2⁻⁶² relative).
+#[inline]
+fn reduce(v: i128, frac: u32) -> (i64, u32) {
+    let k = (128 - v.unsigned_abs().leading_zeros()).saturating_sub(62);
+    if k == 0 {
+        return (v as i64, frac);
+    }
+    if k > frac {
+        // Beyond 2^62 in integer units: saturates every format.
+        return (if v < 0 { -(1i64 << 62) } else { 1i64 << 62 }, 0);
+    }
+    let sticky = (v & ((1i128 << k) - 1) != 0) as i64;
+    ((v >> k) as i64 | sticky, frac - k)
+}
+
+/// Quadratic (3-point Newton) interpolation of `table` at `u >= 0` given with `frac` fraction bits; result at
+/// 30 bits. Error ≤ 0.064·h³·max|f‴| with h = 1/64, plus the knots' rounding (2⁻³¹).
+#[inline]
+fn lookup(table: &[i32; KNOTS], u: i64, frac: u32) -> i64 {
+    let u = u.max(0);
+    let (idx, t, sh) = if frac >= STEP_LOG2 {
+        let sh = frac - STEP_LOG2;
+        (u >> sh, u & ((1i64 << sh) - 1), sh)
+    } else {
+        (rescale(u as i128, frac, STEP_LOG2), 0, 0)
+    };
+    let last = table.last().copied().unwrap_or(0) as i64;
+    let i = usize::try_from(idx).unwrap_or(usize::MAX);
+    let knot = |k: usize| table.get(k).map(|&v| v as i64);
+    match (knot(i), knot(i.wrapping_add(1))) {
+        (Some(y0), Some(y1)) if sh > 0 => {
+            let linear = ((y1 - y0) * t + (1i64 << (sh - 1))) >> sh;
+            // Second difference from the next knot (the last interval stays linear: f is flat there).
+            let curve = match knot(i.wrapping_add(2)) {
+                Some(y2) => {
+                    let d2 = y2 - 2 * y1 + y0;
+                    // t(t − 1)/2 at `sh` bits is in (−1/8, 0]; |d2| < 2^20 here, so no overflow.
+                    let tt = (t * (t - (1i64 << sh))) >> sh;
+                    (tt * d2) >> (sh + 1)
+                }
+                None => 0,
+            };
+            y0 + linear + curve
+        }
+        (Some(y0), Some(_)) => y0,
+        _ => last,
+    }
+}
+
+/// An odd-symmetric table (tanh) or a "1 − f(−u)" table (sigmoid, Φ, GELU gates): value at `x` (F bits).
+#[inline]
+fn odd(table: &[i32; KNOTS], x: i64, frac: u32) -> i64 {
+    let v = lookup(table, x.unsigned_abs().min(i64::MAX as u64) as i64, frac);
+    if x < 0 { -v } else { v }
+}
+
+#[inline]
+fn complement(table: &[i32; KNOTS], x: i64, frac: u32) -> i64 {
+    let v = lookup(table, x.unsigned_abs().min(i64::MAX as u64) as i64, frac);
+    if x < 0 { ONE30 - v } else { v }
+}
+
+/// The exact result before rounding: a wide value at some fraction bits, or a ratio in raw units.
+enum Wide {
+    At(i128, u32),
+    Ratio(i64, i64),
+}
+
+/// βx at 30 bits (for softplus), and whether it passes the linear threshold.
+#[inline]
+fn softplus_arg(beta_q: i64, x: i64, f: u32) -> (i64, bool) {
+    let u = mul(beta_q, x); // at f + COEF_FRAC bits
+    let over = u > (SOFTPLUS_THRESHOLD as i128) << (f + COEF_FRAC);
+    (rescale(u, f + COEF_FRAC, TABLE_FRAC), over)
+}
+
+fn forward(act: &Act, x: i64, f: u32) -> Wide {
+    let one = 1i64 << f;
+    match *act {
+        Act::Identity => Wide::At(x as i128, f),
+        Act::Relu => Wide::At(x.max(0) as i128, f),
+        Act::LeakyRelu(a) => {
+            if x > 0 {
+                Wide::At(x as i128, f)
+            } else {
+                Wide::At(mul(a.q, x), f + COEF_FRAC)
+            }
+        }
+        Act::Elu(a) => {
+            if x > 0 {
+                Wide::At(x as i128, f)
+            } else {
+                Wide::At(
+                    mul(a.q, lookup(&tables::EXPM1_NEG, -x, f)),
+                    COEF_FRAC + TABLE_FRAC,
+                )
+            }
+        }
+        Act::Selu => {
+            if x > 0 {
+                Wide::At(mul(LAMBDA_Q, x), f + COEF_FRAC)
+            } else {
+                Wide::At(
+                    mul(LAMBDA_ALPHA_Q, lookup(&tables::EXPM1_NEG, -x, f)),
+                    COEF_FRAC + TABLE_FRAC,
+                )
+            }
+        }
+        Act::Softplus(b) => {
+            let (u, over) = softplus_arg(b.q, x, f);
+            if over {
+                Wide::At(x as i128, f)
+            } else {
+                let sp =
+                    u.max(0) + lookup(&tables::SOFTPLUS_NEG, u.unsigned_abs() as i64, TABLE_FRAC);
+                Wide::At(mul(b.inv_q, sp), COEF_FRAC + TABLE_FRAC)
+            }
+        }
+        Act::Sigmoid => Wide::At(complement(&tables::SIGMOID, x, f) as i128, TABLE_FRAC),
+        Act::Tanh => Wide::At(odd(&tables::TANH, x, f) as i128, TABLE_FRAC),
+        Act::Gelu => Wide::At(mul(x, complement(&tables::PHI, x, f)), f + TABLE_FRAC),
+        Act::GeluTanh => Wide::At(
+            mul(x, complement(&tables::GELU_TANH_G, x, f)),
+            f + TABLE_FRAC,
+        ),
+        Act::Silu => Wide::At(mul(x, complement(&tables::SIGMOID, x, f)), f + TABLE_FRAC),
+        Act::Softsign => Wide::Ratio(x << f, one + x.abs()),
+        Act::HardSigmoid => {
+            if x <= -3 * one {
+                Wide::At(0, f)
+            } else if x >= 3 * one {
+                Wide::At(one as i128, f)
+            } else {
+                Wide::Ratio(x + 3 * one, 6)
+            }
+        }
+        Act::HardTanh => Wide::At(x.clamp(-one, one) as i128, f),
+    }
+}
+
+/// f′ at 30 fraction bits, from the input `x` and the (rounded) output `y`, both at `f` bits.
+fn derivative30(act: &Act, x: i64, y: i64, f: u32) -> i64 {
+    let one = 1i64 << f;
+    match *act {
+        Act::Identity => ONE30,
+        Act::Relu => {
+            if x > 0 {
+                ONE30
+            } else {
+                0
+            }
+        }
+        Act::LeakyRelu(a) => {
+            if x > 0 {
+                ONE30
+            } else {
+                rescale(a.q as i128, COEF_FRAC, TABLE_FRAC)
+            }
+        }
+        // α·e^x from the input: in a narrow format the output may have saturated, and y + α would be wrong.
+        Act::Elu(a) => {
+            if x > 0 {
+                ONE30
+            } else {
+                rescale(
+                    mul(a.q, lookup(&tables::EXPM1_NEG, -x, f) + ONE30),
+                    COEF_FRAC + TABLE_FRAC,
+                    TABLE_FRAC,
+                )
+            }
+        }
+        Act::Selu => {
+            if x > 0 {
+                rescale(LAMBDA_Q as i128, COEF_FRAC, TABLE_FRAC)
+            } else {
+                let ex = lookup(&tables::EXPM1_NEG, -x, f) + ONE30;
+                rescale(mul(LAMBDA_ALPHA_Q, ex), COEF_FRAC + TABLE_FRAC, TABLE_FRAC)
+            }
+        }
+        Act::Softplus(b) => {
+            let (u, over) = softplus_arg(b.q, x, f);
+            if over {
+                ONE30
+            } else {
+                complement(&tables::SIGMOID, u, TABLE_FRAC)
+            }
+        }
+        Act::Sigmoid => rescale(mul(y, one - y), 2 * f, TABLE_FRAC),
+        Act::Tanh => rescale((1i128 << (2 * f)) - mul(y, y), 2 * f, TABLE_FRAC),
+        Act::Gelu => complement(&tables::GELU_ERF_D, x, f),
+        Act::GeluTanh => complement(&tables::GELU_TANH_D, x, f),
+        Act::Silu => {
+            let s = complement(&tables::SIGMOID, x, f);
+            let xt = rescale(mul(x, ONE30 - s), f + TABLE_FRAC, TABLE_FRAC);
+            s + rescale(mul(s, xt), 2 * TABLE_FRAC, TABLE_FRAC)
+        }
+        Act::Softsign => {
+            let m = one - y.abs();
+            rescale(mul(m, m), 2 * f, TABLE_FRAC)
+        }
+        Act::HardSigmoid => {
+            if x > -3 * one && x < 3 * one {
+                SIXTH30
+            } else {
+                0
+            }
+        }
+        Act::HardTanh => {
+            if x > -one && x < one {
+                ONE30
+            } else {
+                0
+            }
+        }
+    }
+}
+
+/// A zero result where the exact value is not zero is an underflow, even when an intermediate (a table knot)
+/// already rounded to zero.
+#[inline]
+fn underflow(result: i64, exact_zero: bool) -> Flags {
+    Flags::when(
+        result == 0 && !exact_zero,
+        Flags::UNDERFLOW | Flags::INEXACT,
+    )
+}
+
+#[inline]
+fn finish<S: Fixed, R: Rounding + ?Sized>(w: Wide, r: &mut R) -> (S, Flags) {
+    match w {
+        Wide::At(v, frac) => {
+            let (v, frac) = reduce(v, frac);
+            S::from_wide(v, frac, r)
+        }
+        Wide::Ratio(n, d) => S::from_ratio(n, d, r),
+    }
+}
+
+macro_rules! fixed_activate {
+    ($name:ident) => {
+        impl<const F: u32> Activate<$name<F>> for Act {
+            #[inline]
+            fn f<R: Rounding + ?Sized>(&self, x: $name<F>, r: &mut R) -> ($name<F>, Flags) {
+                let (y, fl) = finish::<$name<F>, R>(forward(self, x.raw(), F), r);
+                (
+                    y,
+                    fl | underflow(y.raw(), self.zero_set(x.raw(), 0, 1i64 << F).0),
+                )
+            }
+            #[inline]
+            fn df<R: Rounding + ?Sized>(
+                &self,
+                x: $name<F>,
+                y: $name<F>,
+                r: &mut R,
+            ) -> ($name<F>, Flags) {
+                let (d, fl) =
+                    <$name<F>>::from_wide(derivative30(self, x.raw(), y.raw(), F), TABLE_FRAC, r);
+                (
+                    d,
+                    fl | underflow(d.raw(), self.zero_set(x.raw(), 0, 1i64 << F).1),
+                )
+            }
+            #[inline]
+            fn backward<R: Rounding + ?Sized>(
+                &self,
+                x: $name<F>,
+                y: $name<F>,
+                dy: $name<F>,
+                r: &mut R,
+            ) -> ($name<F>, Flags) {
+                let d = derivative30(self, x.raw(), y.raw(), F);
+                let (v, frac) = reduce(mul(dy.raw(), d), F + TABLE_FRAC);
+                let (g, fl) = <$name<F>>::from_wide(v, frac, r);
+                let exact_zero = dy.raw() == 0 || self.zero_set(x.raw(), 0, 1i64 << F).1;
+                (g, fl | underflow(g.raw(), exact_zero))
+            }
+        }
+    };
+}
+
+fixed_activate!(Fx);
+fixed_activate!(Fx16);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fixed::{I1F15, I16F16};
+    use crate::round::NearestEven;
+    use crate::scalar::Scalar;
+
+    #[test]
+    fn relu_backward_is_exact_and_sigmoid_saturates_to_underflow() {
+        let dy = I1F15::from_bits(123);
+        let x = I1F15::from_bits(5);
+        let (g, f) = Act::Relu.backward(x, x, dy, &mut NearestEven);
+        assert_eq!((g, f), (dy, Flags::NONE));
+        // σ(−30) ≈ 9e−14 is far below an I16F16 LSB: the result is 0 and says so.
+        let x = I16F16::from_f64(-30.0, &mut NearestEven).0;
+        let (y, f) = Act::Sigmoid.f(x, &mut NearestEven);
+        assert_eq!(y, I16F16::ZERO);
+        assert!(f.contains(Flags::UNDERFLOW));
+    }
+
+    #[test]
+    fn tables_match_their_formulas_at_the_knots() {
+        let at = |t: &[i32; KNOTS], k: usize| t[k] as f64 / ONE30 as f64;
+        assert!((at(&tables::SIGMOID, 64) - 1.0 / (1.0 + (-1.0f64).exp())).abs() < 1e-9);
+        assert!((at(&tables::TANH, 32) - 0.5f64.tanh()).abs() < 1e-9);
+        assert!((at(&tables::EXPM1_NEG, 128) - ((-2.0f64).exp() - 1.0)).abs() < 1e-9);
+    }
+}
