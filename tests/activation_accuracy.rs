@@ -161,3 +161,35 @@ fn core_readme_accuracy_table_is_current() {
          `cargo run --release -- activations --markdown` and paste it:\n{table}"
     );
 }
+
+#[test]
+fn nielsens_bound_on_the_sigmoid_gradient() {
+    // Nielsen, "Neural Networks and Deep Learning", ch. 5: |w·σ′(wa + b)| >= 1 only on an interval of a whose
+    // width peaks at about 0.45 near |w| ≈ 6.9. σ′ is even and decreasing on z > 0, so the set is |z| <= z*
+    // with w·σ′(z*) = 1 (z = wa + b), of width 2z*/w in a. σ′ here is the crate's f64 derivative.
+    let dsig = |z: f64| reference(&Act::Sigmoid, z).1;
+    let (mut best_w, mut best) = (0.0, 0.0);
+    for k in 401..=1200 {
+        let w = k as f64 / 100.0;
+        let (mut lo, mut hi) = (0.0f64, 30.0f64);
+        for _ in 0..100 {
+            let mid = 0.5 * (lo + hi);
+            if w * dsig(mid) >= 1.0 {
+                lo = mid
+            } else {
+                hi = mid
+            }
+        }
+        let width = 2.0 * lo / w;
+        let closed_form = 2.0 / w * (w * (1.0 + (1.0 - 4.0 / w).sqrt()) / 2.0 - 1.0).ln();
+        assert!(
+            (width - closed_form).abs() < 1e-9,
+            "w = {w}: {width} vs {closed_form}"
+        );
+        if width > best {
+            (best_w, best) = (w, width);
+        }
+    }
+    assert!((best - 0.448).abs() < 0.002, "peak width {best}");
+    assert!((best_w - 6.9).abs() < 0.2, "peak at |w| = {best_w}");
+}

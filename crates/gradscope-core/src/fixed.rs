@@ -64,6 +64,26 @@ pub trait Fixed: Scalar {
     fn from_ratio<R: Rounding + ?Sized>(num: i64, den: i64, r: &mut R) -> (Self, Flags);
 }
 
+/// An exact `v · 2^−frac` as an `i64` at possibly fewer fraction bits: dropped bits are OR-ed into the lowest
+/// kept bit (sticky), so rounding the result gives the same answer as rounding `v` (stochastic rounding: to
+/// within 2⁻⁶² relative).
+#[inline]
+pub(crate) fn reduce(v: i128, frac: u32) -> (i64, u32) {
+    let k = (128 - v.unsigned_abs().leading_zeros()).saturating_sub(62);
+    if k == 0 {
+        return (v as i64, frac);
+    }
+    if k > frac {
+        // Beyond 2^62 in integer units: saturates every format.
+        return (if v < 0 { -(1i64 << 62) } else { 1i64 << 62 }, 0);
+    }
+    let sticky = (v & ((1i128 << k) - 1) != 0) as i64;
+    ((v >> k) as i64 | sticky, frac - k)
+}
+
+/// Fraction bits of a real coefficient in [`Scalar::scale`].
+const SCALE_FRAC: u32 = 40;
+
 macro_rules! fixed_family {
     ($(#[$doc:meta])* $name:ident, $raw:ty, $bits:literal, $guard:literal, $names:expr) => {
         $(#[$doc])*
@@ -192,6 +212,20 @@ macro_rules! fixed_family {
                 let wide = (fl as i64) * 2 + (fl != t) as i64;
                 // `wide` is non-zero for every non-zero x (the sticky bit), so UNDERFLOW is exact too.
                 Self::round_wide(wide, $guard + 1, r)
+            }
+            #[inline]
+            fn scale<R: Rounding + ?Sized>(self, c: f64, r: &mut R) -> (Self, Flags) {
+                if !c.is_finite() {
+                    return (Self(0), Flags::NONFINITE);
+                }
+                // c at 40 fraction bits (|c| < 2^22), else at 0 (any larger c saturates all but zero).
+                let (q, cf) = if libm::fabs(c) < (1u64 << 22) as f64 {
+                    (libm::rint(c * (1u64 << SCALE_FRAC) as f64) as i64, SCALE_FRAC)
+                } else {
+                    (c.clamp(-((1u64 << 62) as f64), (1u64 << 62) as f64) as i64, 0)
+                };
+                let (v, frac) = reduce(self.0 as i128 * q as i128, F + cf);
+                <Self as Fixed>::from_wide(v, frac, r)
             }
             #[inline]
             fn to_f64(self) -> f64 {

@@ -94,6 +94,14 @@ impl BitOr for Flags {
     }
 }
 
+impl core::ops::BitAnd for Flags {
+    type Output = Flags;
+    #[inline]
+    fn bitand(self, rhs: Flags) -> Flags {
+        Flags(self.0 & rhs.0)
+    }
+}
+
 impl BitOrAssign for Flags {
     #[inline]
     fn bitor_assign(&mut self, rhs: Flags) {

@@ -4,9 +4,12 @@
 #![deny(missing_docs)]
 
 pub mod activation;
+pub mod clip;
 pub mod fixed;
 pub mod flags;
+pub mod init;
 pub mod matrix;
+pub mod net;
 pub mod probe;
 pub mod round;
 pub mod scalar;
@@ -15,8 +18,13 @@ pub mod scalar;
 mod defmt;
 
 pub use activation::{Act, ActError, Activate, FastAct};
+pub use clip::{
+    ClipError, NormType, clip_agc, clip_grad_norm, clip_grad_norm_per_tensor, clip_grad_value,
+};
 pub use fixed::{Fixed, Fx, Fx16, I1F15, I8F24, I16F16, WideAcc};
 pub use flags::Flags;
+pub use init::{FanMode, Init, InitError, Nonlinearity, calculate_gain, init_matrix, init_slice};
+pub use net::{ParamTensor, Params};
 pub use probe::{EventCounts, Probe};
 pub use round::{AnyRounding, Floor, NearestEven, Rounding, Stochastic};
 pub use scalar::Scalar;

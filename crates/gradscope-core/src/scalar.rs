@@ -60,6 +60,10 @@ pub trait Scalar: Copy + Default + PartialEq + PartialOrd + Debug + Send + Sync 
     /// `self · rhs`, rounded with `r`.
     fn mul<R: Rounding + ?Sized>(self, rhs: Self, r: &mut R) -> (Self, Flags);
 
+    /// `self · c` for a real coefficient `c` (a clipping or loss scale), rounded once with `r` (floats: IEEE
+    /// nearest; fixed point: `c` is held to 2⁻⁴⁰). A non-finite `c` gives zero (fixed) or NaN/∞ (float),
+    /// flagged.
+    fn scale<R: Rounding + ?Sized>(self, c: f64, r: &mut R) -> (Self, Flags);
     /// Convert from `f64`, rounding with `r` and saturating.
     fn from_f64<R: Rounding + ?Sized>(x: f64, r: &mut R) -> (Self, Flags);
     /// Convert from `f32`, rounding with `r` and saturating.
@@ -201,6 +205,12 @@ macro_rules! float_scalar {
                     self.is_finite() && rhs.is_finite(),
                 ) | Flags::when(p == 0.0 && self != 0.0 && rhs != 0.0, Flags::UNDERFLOW);
                 (p, f)
+            }
+            #[inline]
+            fn scale<R: Rounding + ?Sized>(self, c: f64, r: &mut R) -> ($t, Flags) {
+                let (c, fc) = <$t>::from_f64(c, &mut NearestEven);
+                let (v, f) = self.mul(c, r);
+                (v, f | (fc & Flags::NONFINITE))
             }
             #[inline]
             fn from_f64<R: Rounding + ?Sized>(x: f64, r: &mut R) -> ($t, Flags) {

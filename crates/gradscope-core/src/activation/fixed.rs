@@ -9,7 +9,7 @@
 //! final rounding, which keeps floor and nearest-even exact and saturation where it belongs.
 
 use super::{Act, Activate, SELU_ALPHA, SELU_LAMBDA, SOFTPLUS_THRESHOLD};
-use crate::fixed::{Fixed, Fx, Fx16};
+use crate::fixed::{Fixed, Fx, Fx16, reduce};
 use crate::flags::Flags;
 use crate::round::Rounding;
 
@@ -40,23 +40,6 @@ fn rescale(v: i128, from: u32, to: u32) -> i64 {
         v << (to - from).min(64)
     };
     w.clamp(-lim, lim) as i64
-}
-
-/// An exact `v · 2^−frac` as an `i64` at possibly fewer fraction bits: dropped bits are OR-ed into the lowest
-/// kept bit (sticky), so rounding the result gives the same answer as rounding `v` (stochastic rounding: to
-/// within 2⁻⁶² relative).
-#[inline]
-fn reduce(v: i128, frac: u32) -> (i64, u32) {
-    let k = (128 - v.unsigned_abs().leading_zeros()).saturating_sub(62);
-    if k == 0 {
-        return (v as i64, frac);
-    }
-    if k > frac {
-        // Beyond 2^62 in integer units: saturates every format.
-        return (if v < 0 { -(1i64 << 62) } else { 1i64 << 62 }, 0);
-    }
-    let sticky = (v & ((1i128 << k) - 1) != 0) as i64;
-    ((v >> k) as i64 | sticky, frac - k)
 }
 
 /// Quadratic (3-point Newton) interpolation of `table` at `u >= 0` given with `frac` fraction bits; result at

@@ -1,0 +1,251 @@
+//! Gradient clipping over a whole parameter set, through the [`Params`] visitor (so it works for any network).
+//!
+//! - [`clip_grad_value`]: clamp every gradient element to [−c, c] (PyTorch `clip_grad_value_`).
+//! - [`clip_grad_norm_per_tensor`]: scale each tensor whose norm exceeds `max_norm`.
+//! - [`clip_grad_norm`]: PyTorch `clip_grad_norm_`: the total norm is the norm of the per-tensor norms (types
+//!   1, 2, ∞); every gradient is scaled by `min(1, max_norm / (total + 1e-6))`; the total is returned.
+//! - [`clip_agc`]: adaptive gradient clipping (Brock et al. 2021): each unit (a weight row, a bias element)
+//!   with ‖Gᵢ‖ > λ·max(‖Wᵢ‖, ε) is scaled to λ·max(‖Wᵢ‖, ε) / max(‖Gᵢ‖, 10⁻⁶); others are left bit-identical.
+//!
+//! Norms are computed without overflow: fixed point sums squares exactly in `u128` (a Q16.16 sum of squares
+//! would saturate once the norm passes ≈181), floats in LAPACK's scaled form; results are reported as `f64`.
+//! Scaling rounds once per element and reports its events to the probe.
+//!
+//! Non-finite gradients are reported, never spread: where PyTorch would multiply every gradient by a NaN
+//! coefficient, these functions leave the gradients unchanged, record [`Flags::NONFINITE`] and (with
+//! `error_if_nonfinite`) return [`ClipError::NonFiniteNorm`].
+
+use core::fmt;
+
+use crate::flags::Flags;
+use crate::matrix::sum_sq_acc;
+use crate::net::Params;
+use crate::probe::Probe;
+use crate::round::Rounding;
+use crate::scalar::Scalar;
+
+/// Which vector norm.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum NormType {
+    /// Σ|x|.
+    L1,
+    /// √Σx².
+    L2,
+    /// max|x|.
+    Inf,
+}
+
+/// Why clipping refused to run or to scale.
+#[derive(Copy, Clone, Debug, PartialEq)]
+#[non_exhaustive]
+pub enum ClipError {
+    /// A threshold (clip value, max norm, λ, ε) is not a positive finite number.
+    InvalidThreshold(f64),
+    /// The total gradient norm is NaN or infinite; the gradients were left unchanged.
+    NonFiniteNorm(f64),
+}
+
+impl fmt::Display for ClipError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ClipError::InvalidThreshold(v) => {
+                write!(f, "clipping threshold must be positive and finite, got {v}")
+            }
+            ClipError::NonFiniteNorm(v) => {
+                write!(f, "total gradient norm is {v}; gradients left unchanged")
+            }
+        }
+    }
+}
+
+impl core::error::Error for ClipError {}
+
+fn positive(x: f64) -> Result<f64, ClipError> {
+    if x.is_finite() && x > 0.0 {
+        Ok(x)
+    } else {
+        Err(ClipError::InvalidThreshold(x))
+    }
+}
+
+/// The norm of a slice as `f64` (NaN or ∞ if any element is).
+pub fn norm_of<S: Scalar>(x: &[S], norm: NormType) -> f64 {
+    match norm {
+        NormType::L2 => libm::sqrt(S::sq_to_f64(sum_sq_acc(x))),
+        NormType::L1 => x.iter().map(|v| libm::fabs(v.to_f64())).sum(),
+        NormType::Inf => x.iter().fold(0.0, |m, v| {
+            let a = libm::fabs(v.to_f64());
+            if a > m || a.is_nan() { a } else { m }
+        }),
+    }
+}
+
+fn combine(total: f64, n: f64, norm: NormType) -> f64 {
+    match norm {
+        NormType::L2 => libm::hypot(total, n),
+        NormType::L1 => total + n,
+        NormType::Inf => {
+            if n > total || n.is_nan() {
+                n
+            } else {
+                total
+            }
+        }
+    }
+}
+
+/// The total gradient norm over all tensors: the norm of the per-tensor norms.
+pub fn grad_norm<S: Scalar, P: Params<S> + ?Sized>(params: &mut P, norm: NormType) -> f64 {
+    let mut total = 0.0f64;
+    params.visit(&mut |t| total = combine(total, norm_of(t.grad, norm), norm));
+    total
+}
+
+fn scale_all<S: Scalar, R: Rounding + ?Sized, P: Probe + ?Sized>(
+    g: &mut [S],
+    c: f64,
+    r: &mut R,
+    p: &mut P,
+) {
+    for v in g.iter_mut() {
+        let (s, f) = v.scale(c, r);
+        p.record(f);
+        *v = s;
+    }
+}
+
+/// Clamp every gradient element to [−clip, clip]. NaN elements stay NaN and are reported.
+pub fn clip_grad_value<S, P, R, Q>(
+    params: &mut P,
+    clip: f64,
+    r: &mut R,
+    probe: &mut Q,
+) -> Result<(), ClipError>
+where
+    S: Scalar,
+    P: Params<S> + ?Sized,
+    R: Rounding + ?Sized,
+    Q: Probe + ?Sized,
+{
+    let clip = positive(clip)?;
+    let (hi, _) = S::from_f64(clip, r);
+    let (lo, _) = hi.neg();
+    params.visit(&mut |t| {
+        for g in t.grad.iter_mut() {
+            if *g > hi {
+                *g = hi;
+            } else if *g < lo {
+                *g = lo;
+            }
+            probe.record(Flags::when(!g.to_f64().is_finite(), Flags::NONFINITE));
+        }
+    });
+    Ok(())
+}
+
+/// Scale each tensor's gradient whose norm exceeds `max_norm` by `max_norm / (norm + 1e-6)`. Tensors with a
+/// non-finite norm are left unchanged and reported.
+pub fn clip_grad_norm_per_tensor<S, P, R, Q>(
+    params: &mut P,
+    max_norm: f64,
+    norm: NormType,
+    r: &mut R,
+    probe: &mut Q,
+) -> Result<(), ClipError>
+where
+    S: Scalar,
+    P: Params<S> + ?Sized,
+    R: Rounding + ?Sized,
+    Q: Probe + ?Sized,
+{
+    let max_norm = positive(max_norm)?;
+    params.visit(&mut |t| {
+        let n = norm_of(t.grad, norm);
+        if !n.is_finite() {
+            probe.record(Flags::NONFINITE);
+        } else {
+            let c = max_norm / (n + 1e-6);
+            if c < 1.0 {
+                scale_all(t.grad, c, r, probe);
+            }
+        }
+    });
+    Ok(())
+}
+
+/// PyTorch's `clip_grad_norm_`: returns the total norm (before clipping). When the total is non-finite the
+/// gradients are left unchanged and [`Flags::NONFINITE`] is recorded; with `error_if_nonfinite` the call
+/// returns [`ClipError::NonFiniteNorm`] instead of the norm.
+pub fn clip_grad_norm<S, P, R, Q>(
+    params: &mut P,
+    max_norm: f64,
+    norm: NormType,
+    error_if_nonfinite: bool,
+    r: &mut R,
+    probe: &mut Q,
+) -> Result<f64, ClipError>
+where
+    S: Scalar,
+    P: Params<S> + ?Sized,
+    R: Rounding + ?Sized,
+    Q: Probe + ?Sized,
+{
+    let max_norm = positive(max_norm)?;
+    let total = grad_norm(params, norm);
+    if !total.is_finite() {
+        probe.record(Flags::NONFINITE);
+        return if error_if_nonfinite {
+            Err(ClipError::NonFiniteNorm(total))
+        } else {
+            Ok(total)
+        };
+    }
+    let c = max_norm / (total + 1e-6);
+    // PyTorch multiplies by min(c, 1); multiplying by exactly 1 changes nothing in floats and is skipped so
+    // that formats without a 1 (Q15) are not disturbed.
+    if c < 1.0 {
+        params.visit(&mut |t| scale_all(t.grad, c, r, probe));
+    }
+    Ok(total)
+}
+
+/// Adaptive gradient clipping with clipping threshold `lambda` and `eps` (the paper uses 10⁻³). Returns the
+/// number of units clipped. Units with a non-finite gradient norm are left unchanged and reported.
+pub fn clip_agc<S, P, R, Q>(
+    params: &mut P,
+    lambda: f64,
+    eps: f64,
+    r: &mut R,
+    probe: &mut Q,
+) -> Result<u32, ClipError>
+where
+    S: Scalar,
+    P: Params<S> + ?Sized,
+    R: Rounding + ?Sized,
+    Q: Probe + ?Sized,
+{
+    let lambda = positive(lambda)?;
+    let eps = positive(eps)?;
+    let mut clipped = 0u32;
+    params.visit(&mut |t| {
+        let unit = if t.unit == 0 {
+            t.value.len().max(1)
+        } else {
+            t.unit
+        };
+        for (w, g) in t.value.chunks(unit).zip(t.grad.chunks_mut(unit)) {
+            let wn = norm_of(w, NormType::L2).max(eps);
+            let gn = norm_of(g, NormType::L2);
+            if !gn.is_finite() || !wn.is_finite() {
+                probe.record(Flags::NONFINITE);
+                continue;
+            }
+            let max_g = lambda * wn;
+            if gn > max_g {
+                scale_all(g, max_g / gn.max(1e-6), r, probe);
+                clipped = clipped.saturating_add(1);
+            }
+        }
+    });
+    Ok(clipped)
+}
