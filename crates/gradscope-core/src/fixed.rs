@@ -242,6 +242,10 @@ macro_rules! fixed_family {
                 self.0 == 0
             }
             #[inline]
+            fn raw_bits(self) -> u64 {
+                self.0 as u64 & (u64::MAX >> (64 - $bits))
+            }
+            #[inline]
             fn sq_zero() -> u128 {
                 0
             }

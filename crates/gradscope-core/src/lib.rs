@@ -10,6 +10,7 @@ pub mod flags;
 pub mod init;
 pub mod matrix;
 pub mod net;
+pub mod parity;
 pub mod probe;
 pub mod round;
 pub mod scalar;

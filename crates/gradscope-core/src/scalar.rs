@@ -78,6 +78,8 @@ pub trait Scalar: Copy + Default + PartialEq + PartialOrd + Debug + Send + Sync 
     fn to_f32(self) -> (f32, Flags);
     /// True for zero (either sign).
     fn is_zero(self) -> bool;
+    /// The storage bit pattern, zero-extended (for digests that must agree across targets).
+    fn raw_bits(self) -> u64;
 
     /// An empty sum of squares.
     fn sq_zero() -> Self::SqAcc;
@@ -227,6 +229,10 @@ macro_rules! float_scalar {
             #[inline]
             fn is_zero(self) -> bool {
                 self == 0.0
+            }
+            #[inline]
+            fn raw_bits(self) -> u64 {
+                self.to_bits() as u64
             }
             #[inline]
             fn sq_zero() -> Self::SqAcc {

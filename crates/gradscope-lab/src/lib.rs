@@ -4,4 +4,5 @@
 
 pub mod accuracy;
 pub mod formats;
+pub mod parity;
 pub mod table;

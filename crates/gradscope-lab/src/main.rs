@@ -32,6 +32,9 @@ enum Command {
         #[arg(long)]
         markdown: bool,
     },
+    /// The parity digests the firmware prints (`digest <workload> <hex>`), computed on the host; a test
+    /// runs the firmware under QEMU and compares the lines.
+    FirmwareDigests,
     /// The curated report (what `cargo run --release` runs).
     Report {
         /// Fewer samples per measurement, for CI.
@@ -112,6 +115,7 @@ fn run(cli: Cli) -> anyhow::Result<String> {
                 let md = gradscope_lab::accuracy::markdown_table();
                 if markdown { md } else { markdown_to_text(&md) }
             }
+            Command::FirmwareDigests => gradscope_lab::parity::digest_lines().join("\n") + "\n",
             Command::Report { quick } => {
                 let mut out = String::from("gradscope report\n================\n\n");
                 out.push_str(&formats(if quick { 2_000 } else { 20_000 }, 1));
