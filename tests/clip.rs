@@ -105,7 +105,7 @@ proptest! {
     ) {
         let mut n = net(w, g.clone().try_into().unwrap());
         let before = net(w, g.try_into().unwrap());
-        let clipped = clip_agc(&mut n, lambda, 1e-3, &mut NearestEven, &mut ()).unwrap();
+        let clipped = clip_agc(&mut n, lambda, gradscope_core::clip::AGC_EPS, &mut NearestEven, &mut ()).unwrap();
         let mut count = 0;
         let rows = n.gw.iter().zip(&before.gw).zip(&n.w).map(|((a, b), w)| (a.to_vec(), b.to_vec(), w.to_vec()));
         let bias = n.gb.iter().zip(&before.gb).zip(&n.b).map(|((a, b), w)| (vec![*a], vec![*b], vec![*w]));

@@ -24,6 +24,10 @@ use crate::probe::Probe;
 use crate::round::Rounding;
 use crate::scalar::Scalar;
 
+/// ε of adaptive gradient clipping in Brock et al. (2021): weight norms below it count as ε, so units with
+/// zero-initialized weights can still learn.
+pub const AGC_EPS: f64 = 1e-3;
+
 /// Which vector norm.
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
 pub enum NormType {
@@ -209,7 +213,7 @@ where
     Ok(total)
 }
 
-/// Adaptive gradient clipping with clipping threshold `lambda` and `eps` (the paper uses 10⁻³). Returns the
+/// Adaptive gradient clipping with clipping threshold `lambda` and `eps` (the paper's is [`AGC_EPS`]). Returns the
 /// number of units clipped. Units with a non-finite gradient norm are left unchanged and reported.
 pub fn clip_agc<S, P, R, Q>(
     params: &mut P,
