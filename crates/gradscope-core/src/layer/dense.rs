@@ -1,0 +1,168 @@
+//! The fully connected layer `y = f(W x + b)`.
+
+use rand_core::Rng;
+
+use super::{At, Layer, Phase, Probes};
+use crate::activation::{Act, Activate};
+use crate::init::{Init, InitError, init_matrix, init_slice};
+use crate::matrix::{affine, matvec_t, outer_acc};
+use crate::net::{ParamTensor, Params};
+use crate::probe::Probe;
+use crate::round::Rounding;
+use crate::scalar::Scalar;
+
+/// A dense layer with `I` inputs, `O` outputs and activation `act`; weights row-major `weight[out][in]`.
+///
+/// Forward: `z = W x + b` (one rounding per output, exact wide sum), `y = act(z)`. Backward:
+/// `dz = dy ⊙ act′(z)` (one rounding), `∂W += dz xᵀ`, `∂b += dz`, `dx = Wᵀ dz`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Dense<S, const I: usize, const O: usize> {
+    /// Weights, `weight[out][in]`.
+    pub weight: [[S; I]; O],
+    /// Biases.
+    pub bias: [S; O],
+    /// Accumulated ∂L/∂weight.
+    pub grad_weight: [[S; I]; O],
+    /// Accumulated ∂L/∂bias.
+    pub grad_bias: [S; O],
+    /// The activation.
+    pub act: Act,
+    x: [S; I],
+    z: [S; O],
+    y: [S; O],
+}
+
+impl<S: Scalar, const I: usize, const O: usize> Dense<S, I, O> {
+    /// A layer with zero weights and biases.
+    pub fn new(act: Act) -> Self {
+        Dense {
+            weight: [[S::ZERO; I]; O],
+            bias: [S::ZERO; O],
+            grad_weight: [[S::ZERO; I]; O],
+            grad_bias: [S::ZERO; O],
+            act,
+            x: [S::ZERO; I],
+            z: [S::ZERO; O],
+            y: [S::ZERO; O],
+        }
+    }
+
+    /// Initialize weights with `weight` and biases with `bias` (fan-in `I`, fan-out `O`), in place. Each
+    /// value's rounding events go to `p` (so a fixed-point layer reports weights that vanished or saturated).
+    pub fn init<G, R, P>(
+        &mut self,
+        weight: &Init,
+        bias: &Init,
+        rng: &mut G,
+        r: &mut R,
+        p: &mut P,
+    ) -> Result<(), InitError>
+    where
+        G: Rng + ?Sized,
+        R: Rounding + ?Sized,
+        P: Probe + ?Sized,
+    {
+        init_matrix(&mut self.weight, weight, rng, r, p)?;
+        init_slice(&mut self.bias, bias, I, O, rng, r, p)
+    }
+
+    /// The pre-activations `z` of the last forward pass.
+    pub fn pre_activation(&self) -> &[S; O] {
+        &self.z
+    }
+
+    /// The outputs `y` of the last forward pass.
+    pub fn output(&self) -> &[S; O] {
+        &self.y
+    }
+}
+
+impl<S: Scalar, const I: usize, const O: usize> Params<S> for Dense<S, I, O> {
+    fn visit(&mut self, f: &mut dyn FnMut(ParamTensor<'_, S>)) {
+        f(ParamTensor::matrix(&mut self.weight, &mut self.grad_weight));
+        f(ParamTensor::vector(&mut self.bias, &mut self.grad_bias));
+    }
+}
+
+impl<S: Scalar, const I: usize, const O: usize> Layer<S> for Dense<S, I, O>
+where
+    Act: Activate<S>,
+{
+    type Input = [S; I];
+    type Output = [S; O];
+
+    fn depth(&self) -> usize {
+        1
+    }
+
+    fn forward<R, P>(&mut self, x: &[S; I], at: usize, r: &mut R, p: &mut P) -> [S; O]
+    where
+        R: Rounding + ?Sized,
+        P: Probes + ?Sized,
+    {
+        let mut fp = At {
+            probes: p,
+            layer: at,
+            phase: Phase::Forward,
+        };
+        self.x = *x;
+        affine(&self.weight, x, &self.bias, &mut self.z, r, &mut fp);
+        for (y, &z) in self.y.iter_mut().zip(&self.z) {
+            let (v, f) = self.act.f(z, r);
+            fp.record(f);
+            *y = v;
+        }
+        self.y
+    }
+
+    fn backward<R, P>(&mut self, dy: &[S; O], at: usize, r: &mut R, p: &mut P) -> [S; I]
+    where
+        R: Rounding + ?Sized,
+        P: Probes + ?Sized,
+    {
+        let mut dz = [S::ZERO; O];
+        {
+            let mut bp = At {
+                probes: &mut *p,
+                layer: at,
+                phase: Phase::Backward,
+            };
+            for (((d, &z), &y), &g) in dz.iter_mut().zip(&self.z).zip(&self.y).zip(dy) {
+                let (v, f) = self.act.backward(z, y, g, r);
+                bp.record(f);
+                *d = v;
+            }
+        }
+        {
+            let mut gp = At {
+                probes: &mut *p,
+                layer: at,
+                phase: Phase::Grad,
+            };
+            for (gb, &d) in self.grad_bias.iter_mut().zip(&dz) {
+                let (v, f) = gb.add(d);
+                gp.record(f);
+                *gb = v;
+            }
+            outer_acc(&mut self.grad_weight, &dz, &self.x, r, &mut gp);
+        }
+        let mut dx = [S::ZERO; I];
+        matvec_t(
+            &self.weight,
+            &dz,
+            &mut dx,
+            r,
+            &mut At {
+                probes: p,
+                layer: at,
+                phase: Phase::Backward,
+            },
+        );
+        dx
+    }
+
+    fn zero_grad(&mut self) {
+        self.grad_weight = [[S::ZERO; I]; O];
+        self.grad_bias = [S::ZERO; O];
+    }
+}

@@ -1,0 +1,385 @@
+//! Backpropagation against f64 central differences, f32 against f64, the optimizer's NaN guard, deep stacks,
+//! and the papers' effects (He et al. 2015; Hochreiter 1991) as asserted numbers.
+
+use gradscope_core::layer::Probes;
+use gradscope_core::{
+    Act, Dense, FanMode, Flags, I16F16, Init, Layer, LayerStats, Loss, NearestEven, Nonlinearity,
+    ParamTensor, Params, Scalar, Sgd, Stack, StepError, loss_grad,
+};
+use proptest::prelude::*;
+use rand_core::SeedableRng;
+use rand_xoshiro::Xoshiro128PlusPlus;
+
+type Net<S> = (Dense<S, 3, 4>, Dense<S, 4, 2>);
+
+fn acts() -> Vec<Act> {
+    let mut a = Act::all().to_vec();
+    a.extend([Act::leaky_relu(0.2), Act::elu(0.5), Act::softplus(2.0)].map(Result::unwrap));
+    a
+}
+
+/// Kinks and regime switches, where central differences are not valid.
+fn kinks(act: &Act) -> Vec<f64> {
+    match act {
+        Act::Relu | Act::LeakyRelu(_) | Act::Elu(_) | Act::Selu => vec![0.0],
+        Act::HardSigmoid => vec![-3.0, 3.0],
+        Act::HardTanh => vec![-1.0, 1.0],
+        Act::Softplus(b) => vec![20.0 / b.value() as f64],
+        _ => vec![],
+    }
+}
+
+fn build<S: Scalar>(a1: Act, a2: Act, w: &[f64]) -> Net<S> {
+    let mut net: Net<S> = (Dense::new(a1), Dense::new(a2));
+    let mut it = w.iter();
+    net.visit(&mut |t: ParamTensor<'_, S>| {
+        for v in t.value.iter_mut() {
+            *v = S::from_f64(*it.next().unwrap_or(&0.0), &mut NearestEven).0;
+        }
+    });
+    net
+}
+
+fn loss_of(net: &mut Net<f64>, x: &[f64; 3], t: &[f64; 2], loss: Loss) -> f64 {
+    let y = net.forward(x, 0, &mut NearestEven, &mut ());
+    let mut dy = [0.0; 2];
+    loss_grad(loss, &y, t, 1, &mut dy, &mut NearestEven, &mut ())
+}
+
+/// Backprop's parameter and input gradients for one sample.
+fn backprop<S: Scalar>(net: &mut Net<S>, x: &[S; 3], t: &[S; 2], loss: Loss) -> (Vec<f64>, Vec<f64>)
+where
+    Act: gradscope_core::Activate<S>,
+{
+    net.zero_grad();
+    let y = net.forward(x, 0, &mut NearestEven, &mut ());
+    let mut dy = [S::ZERO; 2];
+    loss_grad(loss, &y, t, 1, &mut dy, &mut NearestEven, &mut ());
+    let dx = net.backward(&dy, 0, &mut NearestEven, &mut ());
+    let mut g = Vec::new();
+    net.visit(&mut |p: ParamTensor<'_, S>| g.extend(p.grad.iter().map(|v| v.to_f64())));
+    (g, dx.iter().map(|v| v.to_f64()).collect())
+}
+
+fn set_param(net: &mut Net<f64>, k: usize, value: f64) {
+    let mut i = 0;
+    net.visit(&mut |t: ParamTensor<'_, f64>| {
+        for v in t.value.iter_mut() {
+            if i == k {
+                *v = value;
+            }
+            i += 1;
+        }
+    });
+}
+
+const N_PARAMS: usize = 3 * 4 + 4 + 4 * 2 + 2;
+
+fn close(a: f64, n: f64, scale: f64) -> bool {
+    (a - n).abs() <= 1e-6 * scale.max(1.0) + 1e-4 * n.abs()
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 3000, failure_persistence: None, ..ProptestConfig::default() })]
+
+    #[test]
+    fn gradients_match_f64_central_differences(
+        a1 in 0usize..17, a2 in 0usize..17, l in 0usize..3,
+        w in prop::collection::vec(-1.5f64..1.5, N_PARAMS),
+        x in prop::array::uniform3(-2.0f64..2.0),
+        t in prop::array::uniform2(0.0f64..1.0),
+    ) {
+        let (acts, losses) = (acts(), [Loss::Mse, Loss::BceWithLogits, Loss::SoftmaxCrossEntropy]);
+        let (a1, a2, loss) = (acts[a1], acts[a2], losses[l]);
+        let mut net = build::<f64>(a1, a2, &w);
+        let _ = net.forward(&x, 0, &mut NearestEven, &mut ());
+        let near = |act: &Act, z: &[f64]| z.iter().any(|&zi| kinks(act).iter().any(|k| (zi - k).abs() < 1e-4));
+        prop_assume!(!near(&a1, net.0.pre_activation()) && !near(&a2, net.1.pre_activation()));
+        let (g, dx) = backprop(&mut net, &x, &t, loss);
+        let scale = g.iter().chain(&dx).fold(0.0f64, |m, v| m.max(v.abs()));
+        let eps = 1e-6;
+        for (k, &gk) in g.iter().enumerate() {
+            let w0 = w[k];
+            set_param(&mut net, k, w0 + eps);
+            let up = loss_of(&mut net, &x, &t, loss);
+            set_param(&mut net, k, w0 - eps);
+            let down = loss_of(&mut net, &x, &t, loss);
+            set_param(&mut net, k, w0);
+            let numeric = (up - down) / (2.0 * eps);
+            prop_assert!(close(gk, numeric, scale), "{} {} {:?} param {}: {} vs {}", a1, a2, loss, k, gk, numeric);
+        }
+        for (i, &d) in dx.iter().enumerate() {
+            let (mut xp, mut xm) = (x, x);
+            xp[i] += eps;
+            xm[i] -= eps;
+            let numeric = (loss_of(&mut net, &xp, &t, loss) - loss_of(&mut net, &xm, &t, loss)) / (2.0 * eps);
+            prop_assert!(close(d, numeric, scale), "{} {} {:?} input {}: {} vs {}", a1, a2, loss, i, d, numeric);
+        }
+    }
+
+    #[test]
+    fn f32_gradients_agree_with_f64(
+        a1 in 0usize..17, a2 in 0usize..17, l in 0usize..3,
+        w in prop::collection::vec(-1.5f64..1.5, N_PARAMS),
+        x in prop::array::uniform3(-2.0f32..2.0),
+        t in prop::array::uniform2(0.0f32..1.0),
+    ) {
+        let (acts, losses) = (acts(), [Loss::Mse, Loss::BceWithLogits, Loss::SoftmaxCrossEntropy]);
+        let (a1, a2, loss) = (acts[a1], acts[a2], losses[l]);
+        // Weights rounded to f32 first, so both nets compute the same function.
+        let w32: Vec<f64> = w.iter().map(|&v| v as f32 as f64).collect();
+        let mut n64 = build::<f64>(a1, a2, &w32);
+        let mut n32 = build::<f32>(a1, a2, &w32);
+        let _ = n64.forward(&x.map(f64::from), 0, &mut NearestEven, &mut ());
+        let near = |act: &Act, z: &[f64]| z.iter().any(|&zi| kinks(act).iter().any(|k| (zi - k).abs() < 1e-3));
+        prop_assume!(!near(&a1, n64.0.pre_activation()) && !near(&a2, n64.1.pre_activation()));
+        let (g64, d64) = backprop(&mut n64, &x.map(f64::from), &t.map(f64::from), loss);
+        let (g32, d32) = backprop(&mut n32, &x, &t, loss);
+        let scale = g64.iter().chain(&d64).fold(0.0f64, |m, v| m.max(v.abs())).max(1e-3);
+        // 1e-4 of the largest gradient, plus 1e-6 absolute: a few f32 ulps of the O(1) activations and targets
+        // whose differences (y − t) the gradients are made of.
+        for (a, b) in g32.iter().chain(&d32).zip(g64.iter().chain(&d64)) {
+            prop_assert!((a - b).abs() <= 1e-4 * scale + 1e-6, "{} {} {:?}: {} vs {}", a1, a2, loss, a, b);
+        }
+    }
+}
+
+#[test]
+fn fixed_point_gradients_agree_with_f64_within_lsb_bounds() {
+    // I16F16 against f64 on the same (quantized) weights: forward values carry ≤ ½ LSB from the affine map and
+    // ≤ 1 LSB from the activation; each backward step adds ≤ 1 LSB per rounding and multiplies earlier errors by
+    // at most fan·max|w| (≤ 4·1.5). With two layers that bounds every gradient by 64 LSB.
+    let mut rng = Xoshiro128PlusPlus::seed_from_u64(3);
+    let mut worst = 0.0f64;
+    for case in 0..500 {
+        let u =
+            |rng: &mut Xoshiro128PlusPlus| rand_core::Rng::next_u32(rng) as f64 / u32::MAX as f64;
+        let w: Vec<f64> = (0..N_PARAMS)
+            .map(|_| (u(&mut rng) * 3.0 - 1.5) * 0.999)
+            .collect();
+        let wq: Vec<f64> = w
+            .iter()
+            .map(|&v| I16F16::from_f64(v, &mut NearestEven).0.to_f64())
+            .collect();
+        let x = [0, 1, 2].map(|_| I16F16::from_f64(u(&mut rng) * 2.0 - 1.0, &mut NearestEven).0);
+        let t = [0, 1].map(|_| I16F16::from_f64(u(&mut rng), &mut NearestEven).0);
+        let acts = [Act::Tanh, Act::Sigmoid, Act::Relu, Act::Silu, Act::Gelu];
+        let (a1, a2) = (acts[case % 5], acts[(case / 5) % 5]);
+        let mut nq = build::<I16F16>(a1, a2, &wq);
+        let mut nf = build::<f64>(a1, a2, &wq);
+        let (gq, dq) = backprop(&mut nq, &x, &t, Loss::Mse);
+        let (gf, df) = backprop(
+            &mut nf,
+            &x.map(|v| v.to_f64()),
+            &t.map(|v| v.to_f64()),
+            Loss::Mse,
+        );
+        for (a, b) in gq.iter().chain(&dq).zip(gf.iter().chain(&df)) {
+            worst = worst.max((a - b).abs() / I16F16::LSB);
+        }
+    }
+    assert!(worst <= 64.0, "worst gradient error {worst} LSB");
+}
+
+#[test]
+fn a_nan_gradient_stops_the_step_and_leaves_weights_unchanged() {
+    let mut net: Net<f32> = (Dense::new(Act::Tanh), Dense::new(Act::Identity));
+    net.0.weight[1][2] = 0.5;
+    net.1.grad_bias[1] = f32::NAN;
+    let before = net.clone();
+    let sgd = Sgd::new(0.1, 0.01).unwrap();
+    assert_eq!(
+        sgd.step(&mut net, &mut NearestEven, &mut ()),
+        Err(StepError::NonFiniteGradient {
+            tensor: 3,
+            element: 1
+        })
+    );
+    assert_eq!(net.0, before.0);
+    assert_eq!(net.1.weight, before.1.weight);
+    assert!(
+        Sgd::new(0.0, 0.0).is_err()
+            && Sgd::new(f64::NAN, 0.0).is_err()
+            && Sgd::new(0.1, -1.0).is_err()
+    );
+    // A finite step moves the weights by lr·(g + λw).
+    net.1.grad_bias[1] = 2.0;
+    net.0.grad_weight[1][2] = 1.0;
+    sgd.step(&mut net, &mut NearestEven, &mut ()).unwrap();
+    assert_eq!(net.1.bias[1], -0.2);
+    assert_eq!(net.0.weight[1][2], 0.5 - 0.1 * (1.0 + 0.01 * 0.5));
+}
+
+/// Run `f` on a thread with a large stack: deep stacks are bigger than a test thread's default 2 MiB.
+fn big_stack<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
+    std::thread::Builder::new()
+        .stack_size(64 << 20)
+        .spawn(f)
+        .unwrap()
+        .join()
+        .unwrap()
+}
+
+/// Forward std of the output and the norm of the first layer's weight gradient, over a batch of N(0, 1) inputs,
+/// for a `depth`-layer ReLU stack of width 32 under `init` (biases zero), with MSE against zero targets.
+fn relu_stack_signal(init: Init, depth: usize) -> (f64, f64) {
+    let mut s: Box<Stack<f32, 32, 30>> = Box::new(Stack::new(Act::Relu, depth));
+    let mut rng = Xoshiro128PlusPlus::seed_from_u64(30);
+    for l in s.active_mut() {
+        l.init(&init, &Init::Zeros, &mut rng, &mut NearestEven, &mut ())
+            .unwrap();
+    }
+    let (mut sq, mut n) = (0.0f64, 0usize);
+    let batch = 64;
+    for _ in 0..batch {
+        let mut x = [0.0f32; 32];
+        gradscope_core::init_slice(
+            &mut x,
+            &Init::Normal {
+                mean: 0.0,
+                std: 1.0,
+            },
+            1,
+            1,
+            &mut rng,
+            &mut NearestEven,
+            &mut (),
+        )
+        .unwrap();
+        let y = s.forward(&x, 0, &mut NearestEven, &mut ());
+        sq += y.iter().map(|&v| (v as f64).powi(2)).sum::<f64>();
+        n += 32;
+        let mut dy = [0.0f32; 32];
+        loss_grad(
+            Loss::Mse,
+            &y,
+            &[0.0; 32],
+            batch,
+            &mut dy,
+            &mut NearestEven,
+            &mut (),
+        );
+        s.backward(&dy, 0, &mut NearestEven, &mut ());
+    }
+    let g0 = s.layers[0]
+        .grad_weight
+        .as_flattened()
+        .iter()
+        .map(|&v| (v as f64).powi(2))
+        .sum::<f64>()
+        .sqrt();
+    ((sq / n as f64).sqrt(), g0)
+}
+
+#[test]
+fn he_init_keeps_a_30_layer_relu_stack_alive_where_xavier_does_not() {
+    // He et al. 2015: with Xavier (gain 1) each ReLU layer halves the second moment, 2^-30 after 30 layers
+    // (std 2^-15); He's gain √2 preserves it.
+    let (he_std, he_g) = big_stack(|| {
+        relu_stack_signal(
+            Init::KaimingNormal {
+                slope: 0.0,
+                mode: FanMode::FanIn,
+                nonlinearity: Nonlinearity::Relu,
+            },
+            30,
+        )
+    });
+    let (xa_std, xa_g) = big_stack(|| relu_stack_signal(Init::XavierNormal { gain: 1.0 }, 30));
+    assert!(
+        he_std / xa_std >= 1e3,
+        "forward std: He {he_std}, Xavier {xa_std}"
+    );
+    assert!(
+        he_g / xa_g >= 1e3,
+        "first-layer gradient norm: He {he_g}, Xavier {xa_g}"
+    );
+    // And the halving itself: std ratio within a factor 4 of 2^15.
+    let ratio = he_std / xa_std;
+    assert!(
+        ratio > 2f64.powi(13) && ratio < 2f64.powi(17),
+        "ratio {ratio}"
+    );
+}
+
+#[test]
+fn sigmoid_chain_shrinks_as_the_product_of_w_sigma_prime() {
+    // Hochreiter 1991: ∂h_T/∂h_0 = Π_t w·σ′(z_t), and |w·σ′| ≤ |w|/4 < 1 for |w| < 4.
+    for w in [0.5f64, 1.0, 2.0, 3.5, -3.0] {
+        let t_max = 40;
+        let mut s: Box<Stack<f64, 1, 40>> = Box::new(Stack::new(Act::Sigmoid, t_max));
+        for l in s.active_mut() {
+            l.weight = [[w]];
+            l.bias = [0.1];
+        }
+        let _ = s.forward(&[0.3], 0, &mut NearestEven, &mut ());
+        let product: f64 = s
+            .active()
+            .iter()
+            .map(|l| w * l.output()[0] * (1.0 - l.output()[0]))
+            .product();
+        let dx = s.backward(&[1.0], 0, &mut NearestEven, &mut ())[0];
+        assert!(
+            (dx - product).abs() <= 1e-12 * product.abs(),
+            "w {w}: {dx} vs {product}"
+        );
+        assert!(
+            dx.abs() <= (w.abs() / 4.0).powi(t_max as i32),
+            "w {w}: {dx}"
+        );
+    }
+}
+
+#[test]
+fn a_64_deep_32_wide_stack_runs_in_f32_and_i16f16_with_per_layer_stats() {
+    big_stack(|| {
+        let mut s: Box<Stack<I16F16, 32, 64>> = Box::new(Stack::new(Act::Sigmoid, 64));
+        let mut rng = Xoshiro128PlusPlus::seed_from_u64(64);
+        for l in s.active_mut() {
+            l.init(
+                &Init::XavierUniform { gain: 1.0 },
+                &Init::Zeros,
+                &mut rng,
+                &mut NearestEven,
+                &mut (),
+            )
+            .unwrap();
+        }
+        let mut stats = [LayerStats::default(); 64];
+        let x = [I16F16::from_f64(0.5, &mut NearestEven).0; 32];
+        let y = s.forward(&x, 0, &mut NearestEven, &mut stats);
+        let dy = y.map(|v| v.sub(I16F16::from_f64(0.25, &mut NearestEven).0).0);
+        s.backward(&dy, 0, &mut NearestEven, &mut stats);
+        // Every layer produced 32 pre-activations and 32 outputs, and 32·32 + 32 gradient values.
+        assert!(
+            stats
+                .iter()
+                .all(|st| st.forward.values == 64 && st.grad.values == 32 * 32 + 32)
+        );
+        // Sigmoid backprop vanishes with depth: the backward signal underflows to zero on its way down, after
+        // which the first layer's gradients are exactly zero while the last layer's are not.
+        let zeros = |l: &gradscope_core::Dense<I16F16, 32, 32>| {
+            l.grad_weight
+                .as_flattened()
+                .iter()
+                .filter(|v| v.is_zero())
+                .count()
+        };
+        assert_eq!(zeros(&s.layers[0]), 32 * 32);
+        assert!(zeros(&s.layers[63]) < 32 * 32);
+        let lost: u32 = stats.iter().map(|st| st.backward.underflow).sum();
+        assert!(lost > 0, "no backward underflow recorded");
+        let mut f = Box::new(Stack::<f32, 32, 64>::new(Act::Relu, 64));
+        let y = f.forward(&[1.0; 32], 0, &mut NearestEven, &mut ());
+        assert_eq!(f.backward(&y, 0, &mut NearestEven, &mut ()).len(), 32);
+        let mut sink = Flags::NONE;
+        struct Sticky<'a>(&'a mut Flags);
+        impl Probes for Sticky<'_> {
+            fn record(&mut self, _: usize, _: gradscope_core::Phase, f: Flags) {
+                *self.0 |= f;
+            }
+        }
+        f.forward(&[f32::NAN; 32], 0, &mut NearestEven, &mut Sticky(&mut sink));
+        assert!(sink.contains(Flags::NONFINITE));
+    });
+}
