@@ -383,3 +383,45 @@ fn a_64_deep_32_wide_stack_runs_in_f32_and_i16f16_with_per_layer_stats() {
         assert!(sink.contains(Flags::NONFINITE));
     });
 }
+
+#[test]
+fn gradients_accumulate_over_a_batch_to_the_gradient_of_the_mean_loss() {
+    // Three samples, forward/backward each with the 1/batch factor in the loss gradient, no zero_grad in
+    // between: the accumulated gradient must be that of the batch-mean loss (central differences in f64).
+    let w: Vec<f64> = (0..N_PARAMS)
+        .map(|k| ((k * 37 % 23) as f64 - 11.0) / 10.0)
+        .collect();
+    let xs = [[0.3, -1.2, 0.7], [1.1, 0.4, -0.5], [-0.8, 0.9, 1.6]];
+    let ts = [[1.0, 0.0], [0.0, 1.0], [0.5, 0.5]];
+    for loss in [Loss::Mse, Loss::BceWithLogits, Loss::SoftmaxCrossEntropy] {
+        let mut net = build::<f64>(Act::Tanh, Act::elu(1.0).unwrap(), &w);
+        net.zero_grad();
+        for (x, t) in xs.iter().zip(&ts) {
+            let y = net.forward(x, 0, &mut NearestEven, &mut ());
+            let mut dy = [0.0; 2];
+            loss_grad(loss, &y, t, xs.len(), &mut dy, &mut NearestEven, &mut ());
+            net.backward(&dy, 0, &mut NearestEven, &mut ());
+        }
+        let mut g = Vec::new();
+        net.visit(&mut |p: ParamTensor<'_, f64>| g.extend(p.grad.iter().copied()));
+        let mean_loss = |net: &mut Net<f64>| {
+            xs.iter()
+                .zip(&ts)
+                .map(|(x, t)| loss_of(net, x, t, loss))
+                .sum::<f64>()
+                / 3.0
+        };
+        for (k, &gk) in g.iter().enumerate() {
+            set_param(&mut net, k, w[k] + 1e-6);
+            let up = mean_loss(&mut net);
+            set_param(&mut net, k, w[k] - 1e-6);
+            let down = mean_loss(&mut net);
+            set_param(&mut net, k, w[k]);
+            let numeric = (up - down) / 2e-6;
+            assert!(
+                close(gk, numeric, 1.0),
+                "{loss:?} param {k}: {gk} vs {numeric}"
+            );
+        }
+    }
+}

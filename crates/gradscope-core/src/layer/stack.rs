@@ -1,7 +1,7 @@
 //! A deep uniform stack: up to `D` dense layers of width `W`, of which the first `depth` are active.
 //!
 //! Depth is a run-time length over a fixed capacity, so one instance serves every depth up to `D` without
-//! compiling a type per depth. Memory is `D` times a `Dense<S, W, W>` (≈ 2·W²·size_of::<S>() each): a
+//! compiling a type per depth. Memory is `D` times a `Dense<S, W, W>` (about 2·W² scalars each): a
 //! 64-deep, 32-wide `f32` stack is about 0.6 MiB. Build big stacks where they fit (a thread with a large stack,
 //! or a `static` on an MCU).
 
