@@ -3,8 +3,8 @@
 
 use gradscope_core::layer::Probes;
 use gradscope_core::{
-    Act, Dense, FanMode, Flags, I16F16, Init, Layer, LayerStats, Loss, NearestEven, Nonlinearity,
-    ParamTensor, Params, Scalar, Sgd, Stack, StepError, loss_grad,
+    Act, Dense, FanMode, Flags, GradStats, I16F16, Init, Layer, LayerStats, Loss, NearestEven,
+    Nonlinearity, ParamTensor, Params, Scalar, Sgd, Stack, StepError, loss_grad,
 };
 use proptest::prelude::*;
 use rand_core::SeedableRng;
@@ -358,15 +358,10 @@ fn a_64_deep_32_wide_stack_runs_in_f32_and_i16f16_with_per_layer_stats() {
         );
         // Sigmoid backprop vanishes with depth: the backward signal underflows to zero on its way down, after
         // which the first layer's gradients are exactly zero while the last layer's are not.
-        let zeros = |l: &gradscope_core::Dense<I16F16, 32, 32>| {
-            l.grad_weight
-                .as_flattened()
-                .iter()
-                .filter(|v| v.is_zero())
-                .count()
-        };
-        assert_eq!(zeros(&s.layers[0]), 32 * 32);
-        assert!(zeros(&s.layers[63]) < 32 * 32);
+        let first = GradStats::of(&mut s.layers[0]);
+        let last = GradStats::of(&mut s.layers[63]);
+        assert_eq!((first.zero_fraction(), first.norm), (1.0, 0.0));
+        assert!(last.zero_fraction() < 1.0 && last.norm > 0.0, "{last:?}");
         let lost: u32 = stats.iter().map(|st| st.backward.underflow).sum();
         assert!(lost > 0, "no backward underflow recorded");
         let mut f = Box::new(Stack::<f32, 32, 64>::new(Act::Relu, 64));
@@ -424,4 +419,50 @@ fn gradients_accumulate_over_a_batch_to_the_gradient_of_the_mean_loss() {
             );
         }
     }
+}
+
+/// RMS norm of the signal each layer sends backward, for a 5-layer tanh stack of width 128 under `init`
+/// (biases zero), over 32 samples with inputs U(−1, 1) and random N(0, 1) output gradients.
+fn tanh_backward_norms(init: Init) -> [f64; 5] {
+    let mut s: Box<Stack<f64, 128, 5>> = Box::new(Stack::new(Act::Tanh, 5));
+    let mut rng = Xoshiro128PlusPlus::seed_from_u64(2010);
+    for l in s.active_mut() {
+        l.init(&init, &Init::Zeros, &mut rng, &mut NearestEven, &mut ())
+            .unwrap();
+    }
+    let mut stats = [LayerStats::default(); 5];
+    for _ in 0..32 {
+        let mut x = [0.0f64; 128];
+        let mut dy = [0.0f64; 128];
+        let u = Init::Uniform { a: -1.0, b: 1.0 };
+        gradscope_core::init_slice(&mut x, &u, 1, 1, &mut rng, &mut NearestEven, &mut ()).unwrap();
+        let n = Init::Normal {
+            mean: 0.0,
+            std: 1.0,
+        };
+        gradscope_core::init_slice(&mut dy, &n, 1, 1, &mut rng, &mut NearestEven, &mut ()).unwrap();
+        s.forward(&x, 0, &mut NearestEven, &mut stats);
+        s.backward(&dy, 0, &mut NearestEven, &mut stats);
+    }
+    stats.map(|st| st.backward_rms_norm())
+}
+
+#[test]
+fn glorot_bengio_standard_init_shrinks_backprop_by_sqrt_one_third_per_layer_xavier_does_not() {
+    // With U(±1/√n), n·Var(W) = 1/3: the back-propagated signal's std shrinks by √(1/3) ≈ 0.577 per layer
+    // (tanh′ ≈ 1 while the activations are small). Xavier (n·Var(W) = 1) keeps it within a factor 2.
+    let std = big_stack(|| tanh_backward_norms(Init::Standard));
+    for k in 0..4 {
+        let ratio = std[k] / std[k + 1]; // layer k is further from the output than k + 1
+        assert!(
+            (ratio - (1.0f64 / 3.0).sqrt()).abs() < 0.06,
+            "standard: layer {k}/{} ratio {ratio}",
+            k + 1
+        );
+    }
+    let xavier = big_stack(|| tanh_backward_norms(Init::XavierUniform { gain: 1.0 }));
+    let (lo, hi) = xavier
+        .iter()
+        .fold((f64::MAX, 0.0f64), |(lo, hi), &v| (lo.min(v), hi.max(v)));
+    assert!(hi / lo < 2.0, "xavier: {xavier:?}");
 }

@@ -112,6 +112,7 @@ where
             fp.record(f);
             *y = v;
         }
+        p.signal(at, Phase::Forward, &self.y);
         self.y
     }
 
@@ -147,17 +148,13 @@ where
             outer_acc(&mut self.grad_weight, &dz, &self.x, r, &mut gp);
         }
         let mut dx = [S::ZERO; I];
-        matvec_t(
-            &self.weight,
-            &dz,
-            &mut dx,
-            r,
-            &mut At {
-                probes: p,
-                layer: at,
-                phase: Phase::Backward,
-            },
-        );
+        let mut bp = At {
+            probes: &mut *p,
+            layer: at,
+            phase: Phase::Backward,
+        };
+        matvec_t(&self.weight, &dz, &mut dx, r, &mut bp);
+        p.signal(at, Phase::Backward, &dx);
         dx
     }
 

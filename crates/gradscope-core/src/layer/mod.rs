@@ -9,7 +9,9 @@
 //! 1/batch factor). Call `zero_grad` before the next batch.
 //!
 //! Diagnostics: every layer reports the [`Flags`] of every value it produces to a [`Probes`] sink, tagged with
-//! its layer index and [`Phase`]; `&mut ()` is off and free, an array of [`LayerStats`] counts per layer.
+//! its layer index and [`Phase`], and shows it each finished signal (its output, the gradient it sends back);
+//! `&mut ()` is off and free, an array of [`LayerStats`] counts events and signal norms per layer.
+//! [`GradStats::of`] measures a layer's parameter gradients (norm, exactly-zero fraction).
 
 mod dense;
 mod stack;
@@ -38,6 +40,11 @@ pub enum Phase {
 pub trait Probes {
     /// Record the events of one value produced by `layer` in `phase`.
     fn record(&mut self, layer: usize, phase: Phase, flags: Flags);
+
+    /// See a whole signal once it is complete: a layer's output (`Forward`) or the gradient it sends to its
+    /// input (`Backward`). The default ignores it.
+    #[inline(always)]
+    fn signal<S: Scalar>(&mut self, _layer: usize, _phase: Phase, _values: &[S]) {}
 }
 
 /// Diagnostics off.
@@ -46,8 +53,8 @@ impl Probes for () {
     fn record(&mut self, _layer: usize, _phase: Phase, _flags: Flags) {}
 }
 
-/// Event counts of one layer, per phase.
-#[derive(Copy, Clone, Debug, Default, PartialEq, Eq)]
+/// Event counts of one layer, per phase, and the size of the signals it produced.
+#[derive(Copy, Clone, Debug, Default, PartialEq)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize))]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
 pub struct LayerStats {
@@ -57,6 +64,49 @@ pub struct LayerStats {
     pub backward: EventCounts,
     /// Parameter-gradient values.
     pub grad: EventCounts,
+    /// Σ of squared outputs over every forward pass seen.
+    pub forward_sq: f64,
+    /// Σ of squared input-gradients (the signal sent backward) over every backward pass seen.
+    pub backward_sq: f64,
+    /// Forward passes seen.
+    pub forward_passes: u32,
+    /// Backward passes seen.
+    pub backward_passes: u32,
+}
+
+impl LayerStats {
+    /// Root-mean-square of the backward signal per pass: ‖∂L/∂input‖₂ averaged in square over passes.
+    pub fn backward_rms_norm(&self) -> f64 {
+        if self.backward_passes == 0 {
+            0.0
+        } else {
+            libm::sqrt(self.backward_sq / self.backward_passes as f64)
+        }
+    }
+
+    /// Root-mean-square of the output's L2 norm per forward pass.
+    pub fn forward_rms_norm(&self) -> f64 {
+        if self.forward_passes == 0 {
+            0.0
+        } else {
+            libm::sqrt(self.forward_sq / self.forward_passes as f64)
+        }
+    }
+
+    fn add_signal<S: Scalar>(&mut self, phase: Phase, values: &[S]) {
+        let sq = S::sq_to_f64(crate::matrix::sum_sq_acc(values));
+        match phase {
+            Phase::Forward => {
+                self.forward_sq += sq;
+                self.forward_passes = self.forward_passes.saturating_add(1);
+            }
+            Phase::Backward => {
+                self.backward_sq += sq;
+                self.backward_passes = self.backward_passes.saturating_add(1);
+            }
+            Phase::Grad => {}
+        }
+    }
 }
 
 impl LayerStats {
@@ -77,6 +127,11 @@ impl Probes for [LayerStats] {
             s.phase(phase).record(flags);
         }
     }
+    fn signal<S: Scalar>(&mut self, layer: usize, phase: Phase, values: &[S]) {
+        if let Some(s) = self.get_mut(layer) {
+            s.add_signal(phase, values);
+        }
+    }
 }
 
 impl<const N: usize> Probes for [LayerStats; N] {
@@ -84,12 +139,58 @@ impl<const N: usize> Probes for [LayerStats; N] {
     fn record(&mut self, layer: usize, phase: Phase, flags: Flags) {
         self.as_mut_slice().record(layer, phase, flags);
     }
+    fn signal<S: Scalar>(&mut self, layer: usize, phase: Phase, values: &[S]) {
+        self.as_mut_slice().signal(layer, phase, values);
+    }
 }
 
 impl<P: Probes + ?Sized> Probes for &mut P {
     #[inline]
     fn record(&mut self, layer: usize, phase: Phase, flags: Flags) {
         (**self).record(layer, phase, flags);
+    }
+    #[inline]
+    fn signal<S: Scalar>(&mut self, layer: usize, phase: Phase, values: &[S]) {
+        (**self).signal(layer, phase, values);
+    }
+}
+
+/// The state of one layer's parameter gradients: their L2 norm and how many are exactly zero.
+#[derive(Copy, Clone, Debug, Default, PartialEq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub struct GradStats {
+    /// ‖∂L/∂θ‖₂ over every parameter of the layer (weights and biases).
+    pub norm: f64,
+    /// Gradient values that are exactly zero.
+    pub zeros: u32,
+    /// Gradient values in all.
+    pub count: u32,
+}
+
+impl GradStats {
+    /// Measure the gradients of `layer` (any [`Params`]).
+    pub fn of<S: Scalar, L: Params<S> + ?Sized>(layer: &mut L) -> GradStats {
+        let (mut sq, mut zeros, mut count) = (0.0f64, 0u32, 0u32);
+        layer.visit(&mut |t| {
+            sq += S::sq_to_f64(crate::matrix::sum_sq_acc(t.grad));
+            zeros = zeros.saturating_add(t.grad.iter().filter(|g| g.is_zero()).count() as u32);
+            count = count.saturating_add(t.grad.len() as u32);
+        });
+        GradStats {
+            norm: libm::sqrt(sq),
+            zeros,
+            count,
+        }
+    }
+
+    /// Fraction of gradient values that are exactly zero (0 for an empty layer).
+    pub fn zero_fraction(&self) -> f64 {
+        if self.count == 0 {
+            0.0
+        } else {
+            self.zeros as f64 / self.count as f64
+        }
     }
 }
 
