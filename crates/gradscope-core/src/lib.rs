@@ -28,7 +28,7 @@ pub use clip::{
 pub use fixed::{Fixed, Fx, Fx16, I1F15, I8F24, I16F16, WideAcc};
 pub use flags::Flags;
 pub use init::{FanMode, Init, InitError, Nonlinearity, calculate_gain, init_matrix, init_slice};
-pub use layer::{Dense, GradStats, Layer, LayerStats, Phase, Probes, Stack};
+pub use layer::{Dense, GradStats, Layer, LayerStats, Phase, Probes, Rnn, Stack, StepNorms};
 pub use loss::{Loss, loss_grad};
 pub use net::{ParamTensor, Params};
 pub use optim::{Sgd, StepError};

@@ -14,9 +14,11 @@
 //! [`GradStats::of`] measures a layer's parameter gradients (norm, exactly-zero fraction).
 
 mod dense;
+mod rnn;
 mod stack;
 
 pub use dense::Dense;
+pub use rnn::Rnn;
 pub use stack::Stack;
 
 use crate::flags::Flags;
@@ -45,6 +47,42 @@ pub trait Probes {
     /// input (`Backward`). The default ignores it.
     #[inline(always)]
     fn signal<S: Scalar>(&mut self, _layer: usize, _phase: Phase, _values: &[S]) {}
+
+    /// See `∂L/∂h_t`, the gradient reaching time step `step` of a recurrent layer (its own loss gradient
+    /// included). The default ignores it.
+    #[inline(always)]
+    fn step<S: Scalar>(&mut self, _layer: usize, _step: usize, _dh: &[S]) {}
+}
+
+/// ‖∂L/∂h_t‖₂ per time step of one recurrent layer, from the last backward pass.
+#[derive(Copy, Clone, Debug, PartialEq)]
+pub struct StepNorms<const T: usize> {
+    /// The recurrent layer's index.
+    pub layer: usize,
+    /// Norm per step (index = time step).
+    pub norms: [f64; T],
+}
+
+impl<const T: usize> StepNorms<T> {
+    /// Norms of layer `layer`, all zero until a backward pass.
+    pub fn new(layer: usize) -> Self {
+        StepNorms {
+            layer,
+            norms: [0.0; T],
+        }
+    }
+}
+
+impl<const T: usize> Probes for StepNorms<T> {
+    #[inline(always)]
+    fn record(&mut self, _layer: usize, _phase: Phase, _flags: Flags) {}
+    fn step<S: Scalar>(&mut self, layer: usize, step: usize, dh: &[S]) {
+        if layer == self.layer
+            && let Some(n) = self.norms.get_mut(step)
+        {
+            *n = libm::sqrt(S::sq_to_f64(crate::matrix::sum_sq_acc(dh)));
+        }
+    }
 }
 
 /// Diagnostics off.
@@ -152,6 +190,10 @@ impl<P: Probes + ?Sized> Probes for &mut P {
     #[inline]
     fn signal<S: Scalar>(&mut self, layer: usize, phase: Phase, values: &[S]) {
         (**self).signal(layer, phase, values);
+    }
+    #[inline]
+    fn step<S: Scalar>(&mut self, layer: usize, step: usize, dh: &[S]) {
+        (**self).step(layer, step, dh);
     }
 }
 
