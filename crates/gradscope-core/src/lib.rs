@@ -31,7 +31,7 @@ pub use init::{FanMode, Init, InitError, Nonlinearity, calculate_gain, init_matr
 pub use layer::{Dense, GradStats, Layer, LayerStats, Phase, Probes, Rnn, Stack, StepNorms};
 pub use loss::{Loss, loss_grad};
 pub use net::{ParamTensor, Params};
-pub use optim::{Sgd, StepError};
+pub use optim::{Adam, Momentum, Sgd, StepError, param_count};
 pub use probe::{EventCounts, Probe};
 pub use round::{AnyRounding, Floor, NearestEven, Rounding, Stochastic};
 pub use scalar::Scalar;
