@@ -28,10 +28,12 @@ pub use clip::{
 pub use fixed::{Fixed, Fx, Fx16, I1F15, I8F24, I16F16, WideAcc};
 pub use flags::Flags;
 pub use init::{FanMode, Init, InitError, Nonlinearity, calculate_gain, init_matrix, init_slice};
-pub use layer::{Dense, GradStats, Layer, LayerStats, Phase, Probes, Rnn, Stack, StepNorms};
+pub use layer::{
+    Dense, GradStats, Gru, Layer, LayerStats, Lstm, Phase, Probes, Rnn, Stack, StepNorms,
+};
 pub use loss::{Loss, loss_grad};
 pub use net::{ParamTensor, Params};
 pub use optim::{Adam, Momentum, Sgd, StepError, param_count};
 pub use probe::{EventCounts, Probe};
 pub use round::{AnyRounding, Floor, NearestEven, Rounding, Stochastic};
-pub use scalar::Scalar;
+pub use scalar::{Float, Scalar};

@@ -96,6 +96,46 @@ pub trait Scalar: Copy + Default + PartialEq + PartialOrd + Debug + Send + Sync 
     fn sq_to_f64(acc: Self::SqAcc) -> f64;
 }
 
+/// The binary floating-point scalars (`f32`, `f64`): the bound of layers that are float-only by design
+/// (LSTM, GRU), so using them with a fixed-point type is a compile error that names this trait. Provides the
+/// gate nonlinearities through libm.
+pub trait Float: Scalar + crate::activation::Real {
+    /// Logistic sigmoid, PyTorch's stable form.
+    fn sigmoid(self) -> Self;
+    /// Hyperbolic tangent.
+    fn tanh(self) -> Self;
+}
+
+impl Float for f32 {
+    #[inline]
+    fn sigmoid(self) -> f32 {
+        if self >= 0.0 {
+            1.0 / (1.0 + libm::expf(-self))
+        } else {
+            libm::expf(self) / (1.0 + libm::expf(self))
+        }
+    }
+    #[inline]
+    fn tanh(self) -> f32 {
+        libm::tanhf(self)
+    }
+}
+
+impl Float for f64 {
+    #[inline]
+    fn sigmoid(self) -> f64 {
+        if self >= 0.0 {
+            1.0 / (1.0 + libm::exp(-self))
+        } else {
+            libm::exp(self) / (1.0 + libm::exp(self))
+        }
+    }
+    #[inline]
+    fn tanh(self) -> f64 {
+        libm::tanh(self)
+    }
+}
+
 /// Float accumulator: the running IEEE sum and the events met while building it.
 #[derive(Copy, Clone, Debug, Default, PartialEq)]
 pub struct FloatAcc<T> {

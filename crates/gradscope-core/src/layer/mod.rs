@@ -14,10 +14,12 @@
 //! [`GradStats::of`] measures a layer's parameter gradients (norm, exactly-zero fraction).
 
 mod dense;
+mod gated;
 mod rnn;
 mod stack;
 
 pub use dense::Dense;
+pub use gated::{Gru, Lstm};
 pub use rnn::Rnn;
 pub use stack::Stack;
 
