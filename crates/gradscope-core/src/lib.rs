@@ -7,6 +7,7 @@ pub mod activation;
 pub mod clip;
 pub mod fixed;
 pub mod flags;
+pub mod horizon;
 pub mod init;
 pub mod layer;
 pub mod loss;
