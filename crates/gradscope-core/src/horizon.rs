@@ -23,7 +23,7 @@ use crate::activation::{Act, Libm};
 /// split at 0, ±1 and ±3 (the kinks of ReLU, hard tanh and hard sigmoid) with segment ends sampled just
 /// inside, so a jump in `f` there costs no accuracy.
 pub fn gaussian_expectation(q: f64, f: impl Fn(f64) -> f64) -> f64 {
-    if !(q > 0.0) || !q.is_finite() {
+    if q.is_nan() || q <= 0.0 || q.is_infinite() {
         return f(0.0);
     }
     let s = libm::sqrt(q);
