@@ -3,8 +3,8 @@
 
 use gradscope_core::layer::Probes;
 use gradscope_core::{
-    Act, Dense, FanMode, Flags, GradStats, I16F16, Init, Layer, LayerStats, Loss, NearestEven,
-    Nonlinearity, ParamTensor, Params, Scalar, Sgd, Stack, StepError, loss_grad,
+    Act, Dense, DenseStack, FanMode, Flags, GradStats, I16F16, Init, Layer, LayerStats, Loss,
+    NearestEven, Nonlinearity, ParamTensor, Params, Scalar, Sgd, Stack, StepError, loss_grad,
 };
 use proptest::prelude::*;
 use rand_core::SeedableRng;
@@ -223,7 +223,7 @@ fn big_stack<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
 /// Forward std of the output and the norm of the first layer's weight gradient, over a batch of N(0, 1) inputs,
 /// for a `depth`-layer ReLU stack of width 32 under `init` (biases zero), with MSE against zero targets.
 fn relu_stack_signal(init: Init, depth: usize) -> (f64, f64) {
-    let mut s: Box<Stack<f32, 32, 30>> = Box::new(Stack::new(Act::Relu, depth));
+    let mut s: Box<DenseStack<f32, 32, 30>> = Box::new(Stack::new(Act::Relu, depth));
     let mut rng = Xoshiro128PlusPlus::seed_from_u64(30);
     for l in s.active_mut() {
         l.init(&init, &Init::Zeros, &mut rng, &mut NearestEven, &mut ())
@@ -307,7 +307,7 @@ fn sigmoid_chain_shrinks_as_the_product_of_w_sigma_prime() {
     // Hochreiter 1991: ∂h_T/∂h_0 = Π_t w·σ′(z_t), and |w·σ′| ≤ |w|/4 < 1 for |w| < 4.
     for w in [0.5f64, 1.0, 2.0, 3.5, -3.0] {
         let t_max = 40;
-        let mut s: Box<Stack<f64, 1, 40>> = Box::new(Stack::new(Act::Sigmoid, t_max));
+        let mut s: Box<DenseStack<f64, 1, 40>> = Box::new(Stack::new(Act::Sigmoid, t_max));
         for l in s.active_mut() {
             l.weight = [[w]];
             l.bias = [0.1];
@@ -333,7 +333,7 @@ fn sigmoid_chain_shrinks_as_the_product_of_w_sigma_prime() {
 #[test]
 fn a_64_deep_32_wide_stack_runs_in_f32_and_i16f16_with_per_layer_stats() {
     big_stack(|| {
-        let mut s: Box<Stack<I16F16, 32, 64>> = Box::new(Stack::new(Act::Sigmoid, 64));
+        let mut s: Box<DenseStack<I16F16, 32, 64>> = Box::new(Stack::new(Act::Sigmoid, 64));
         let mut rng = Xoshiro128PlusPlus::seed_from_u64(64);
         for l in s.active_mut() {
             l.init(
@@ -364,7 +364,7 @@ fn a_64_deep_32_wide_stack_runs_in_f32_and_i16f16_with_per_layer_stats() {
         assert!(last.zero_fraction() < 1.0 && last.norm > 0.0, "{last:?}");
         let lost: u32 = stats.iter().map(|st| st.backward.underflow).sum();
         assert!(lost > 0, "no backward underflow recorded");
-        let mut f = Box::new(Stack::<f32, 32, 64>::new(Act::Relu, 64));
+        let mut f = Box::new(DenseStack::<f32, 32, 64>::new(Act::Relu, 64));
         let y = f.forward(&[1.0; 32], 0, &mut NearestEven, &mut ());
         assert_eq!(f.backward(&y, 0, &mut NearestEven, &mut ()).len(), 32);
         let mut sink = Flags::NONE;
@@ -424,7 +424,7 @@ fn gradients_accumulate_over_a_batch_to_the_gradient_of_the_mean_loss() {
 /// RMS norm of the signal each layer sends backward, for a 5-layer tanh stack of width 128 under `init`
 /// (biases zero), over 32 samples with inputs U(−1, 1) and random N(0, 1) output gradients.
 fn tanh_backward_norms(init: Init) -> [f64; 5] {
-    let mut s: Box<Stack<f64, 128, 5>> = Box::new(Stack::new(Act::Tanh, 5));
+    let mut s: Box<DenseStack<f64, 128, 5>> = Box::new(Stack::new(Act::Tanh, 5));
     let mut rng = Xoshiro128PlusPlus::seed_from_u64(2010);
     for l in s.active_mut() {
         l.init(&init, &Init::Zeros, &mut rng, &mut NearestEven, &mut ())

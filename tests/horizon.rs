@@ -4,8 +4,8 @@
 
 use gradscope_core::horizon::DepthModel;
 use gradscope_core::{
-    Act, Activate, FanMode, I1F15, I16F16, Init, Layer, LayerStats, NearestEven, Nonlinearity,
-    Scalar, Stack, init_slice,
+    Act, Activate, DenseStack, FanMode, I1F15, I16F16, Init, Layer, LayerStats, NearestEven,
+    Nonlinearity, Scalar, init_slice,
 };
 use rand_core::{Rng, SeedableRng};
 use rand_xoshiro::Xoshiro128PlusPlus;
@@ -45,7 +45,7 @@ fn measured<S: Scalar>(act: Act, scheme: Scheme, g0: f64, seed: u64) -> Option<u
 where
     Act: Activate<S>,
 {
-    let mut s: Box<Stack<S, WIDTH, DEPTH>> = Box::new(Stack::new(act, DEPTH));
+    let mut s: Box<DenseStack<S, WIDTH, DEPTH>> = Box::new(DenseStack::new(act, DEPTH));
     let mut rng = Xoshiro128PlusPlus::seed_from_u64(seed);
     let (init, _) = init_of(scheme);
     for l in s.active_mut() {

@@ -15,13 +15,15 @@
 
 mod dense;
 mod gated;
+mod residual;
 mod rnn;
 mod stack;
 
 pub use dense::Dense;
 pub use gated::{Gru, Lstm};
+pub use residual::Residual;
 pub use rnn::Rnn;
-pub use stack::Stack;
+pub use stack::{DenseStack, Stack};
 
 use crate::flags::Flags;
 use crate::net::Params;

@@ -1,29 +1,40 @@
-//! A deep uniform stack: up to `D` dense layers of width `W`, of which the first `depth` are active.
+//! A deep uniform stack: up to `D` layers of one type, of which the first `depth` are active.
 //!
 //! Depth is a run-time length over a fixed capacity, so one instance serves every depth up to `D` without
-//! compiling a type per depth. Memory is `D` times a `Dense<S, W, W>` (about 2·W² scalars each): a
-//! 64-deep, 32-wide `f32` stack is about 0.6 MiB. Build big stacks where they fit (a thread with a large stack,
-//! or a `static` on an MCU).
+//! compiling a type per depth. [`DenseStack`] is the common case (`Dense<S, W, W>` layers); a stack of
+//! [`Residual`](super::Residual) blocks works the same way. Memory is `D` layers: a 64-deep, 32-wide `f32`
+//! dense stack is about 0.6 MiB. Build big stacks where they fit (a thread with a large stack, the heap, or a
+//! `static` on an MCU).
 
 use super::{Dense, Layer, Probes};
-use crate::activation::{Act, Activate};
+use crate::activation::Act;
 use crate::net::{ParamTensor, Params};
 use crate::round::Rounding;
 use crate::scalar::Scalar;
 
-/// `depth` of `D` layers `Dense<S, W, W>` applied in order.
+/// `depth` of `D` layers `L` applied in order; every layer maps its input type to itself.
 #[derive(Clone, Debug, PartialEq)]
-pub struct Stack<S, const W: usize, const D: usize> {
+pub struct Stack<L, const D: usize> {
     /// All `D` layers; only the first [`Stack::depth`] take part.
-    pub layers: [Dense<S, W, W>; D],
+    pub layers: [L; D],
     depth: usize,
 }
 
-impl<S: Scalar, const W: usize, const D: usize> Stack<S, W, D> {
-    /// A stack of `depth` layers (clamped to `1..=D`) with activation `act` and zero weights.
+/// A stack of dense layers of width `W`.
+pub type DenseStack<S, const W: usize, const D: usize> = Stack<Dense<S, W, W>, D>;
+
+impl<S: Scalar, const W: usize, const D: usize> Stack<Dense<S, W, W>, D> {
+    /// `depth` dense layers (clamped to `1..=D`) with activation `act` and zero weights.
     pub fn new(act: Act, depth: usize) -> Self {
+        Stack::from_fn(depth, |_| Dense::new(act))
+    }
+}
+
+impl<L, const D: usize> Stack<L, D> {
+    /// A stack of `depth` active layers (clamped to `1..=D`), built by `f(index)`.
+    pub fn from_fn(depth: usize, f: impl FnMut(usize) -> L) -> Self {
         Stack {
-            layers: core::array::from_fn(|_| Dense::new(act)),
+            layers: core::array::from_fn(f),
             depth: depth.clamp(1.min(D), D),
         }
     }
@@ -39,19 +50,19 @@ impl<S: Scalar, const W: usize, const D: usize> Stack<S, W, D> {
     }
 
     /// The active layers.
-    pub fn active(&self) -> &[Dense<S, W, W>] {
+    pub fn active(&self) -> &[L] {
         self.layers.get(..self.depth).unwrap_or(&self.layers)
     }
 
     /// The active layers, mutably.
-    pub fn active_mut(&mut self) -> &mut [Dense<S, W, W>] {
+    pub fn active_mut(&mut self) -> &mut [L] {
         let d = self.depth;
         let all = &mut self.layers;
         all.get_mut(..d).unwrap_or(&mut [])
     }
 }
 
-impl<S: Scalar, const W: usize, const D: usize> Params<S> for Stack<S, W, D> {
+impl<S: Scalar, L: Params<S>, const D: usize> Params<S> for Stack<L, D> {
     fn visit(&mut self, f: &mut dyn FnMut(ParamTensor<'_, S>)) {
         for l in self.active_mut() {
             l.visit(f);
@@ -59,37 +70,43 @@ impl<S: Scalar, const W: usize, const D: usize> Params<S> for Stack<S, W, D> {
     }
 }
 
-impl<S: Scalar, const W: usize, const D: usize> Layer<S> for Stack<S, W, D>
+impl<S, X, L, const D: usize> Layer<S> for Stack<L, D>
 where
-    Act: Activate<S>,
+    S: Scalar,
+    X: Copy,
+    L: Layer<S, Input = X, Output = X>,
 {
-    type Input = [S; W];
-    type Output = [S; W];
+    type Input = X;
+    type Output = X;
 
     fn depth(&self) -> usize {
-        self.depth
+        self.active().iter().map(|l| l.depth()).sum()
     }
 
-    fn forward<R, P>(&mut self, x: &[S; W], at: usize, r: &mut R, p: &mut P) -> [S; W]
+    fn forward<R, P>(&mut self, x: &X, at: usize, r: &mut R, p: &mut P) -> X
     where
         R: Rounding + ?Sized,
         P: Probes + ?Sized,
     {
         let mut h = *x;
-        for (k, l) in self.active_mut().iter_mut().enumerate() {
-            h = l.forward(&h, at + k, r, p);
+        let mut idx = at;
+        for l in self.active_mut() {
+            h = l.forward(&h, idx, r, p);
+            idx += l.depth();
         }
         h
     }
 
-    fn backward<R, P>(&mut self, dy: &[S; W], at: usize, r: &mut R, p: &mut P) -> [S; W]
+    fn backward<R, P>(&mut self, dy: &X, at: usize, r: &mut R, p: &mut P) -> X
     where
         R: Rounding + ?Sized,
         P: Probes + ?Sized,
     {
+        let mut idx = at + Layer::depth(self);
         let mut d = *dy;
-        for (k, l) in self.active_mut().iter_mut().enumerate().rev() {
-            d = l.backward(&d, at + k, r, p);
+        for l in self.active_mut().iter_mut().rev() {
+            idx -= l.depth();
+            d = l.backward(&d, idx, r, p);
         }
         d
     }

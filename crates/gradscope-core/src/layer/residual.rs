@@ -1,0 +1,84 @@
+//! Residual blocks: `y = x + F(x)` (He et al. 2016). The identity path carries the gradient past `F`
+//! unchanged: `∂L/∂x = ∂L/∂y + F′ᵀ ∂L/∂y`.
+
+use super::{At, Layer, Phase, Probes};
+use crate::net::{ParamTensor, Params};
+use crate::probe::Probe;
+use crate::round::Rounding;
+use crate::scalar::Scalar;
+
+/// `y = x + inner(x)` for an inner layer that maps `[S; N]` to `[S; N]`. The sum saturates (fixed point)
+/// and reports its events under the block's first layer index.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Residual<L>(pub L);
+
+impl<S: Scalar, L: Params<S>> Params<S> for Residual<L> {
+    fn visit(&mut self, f: &mut dyn FnMut(ParamTensor<'_, S>)) {
+        self.0.visit(f);
+    }
+}
+
+fn add_all<S: Scalar, const N: usize, P: Probe + ?Sized>(
+    a: &[S; N],
+    b: &[S; N],
+    p: &mut P,
+) -> [S; N] {
+    let mut out = *a;
+    for (o, &v) in out.iter_mut().zip(b) {
+        let (s, f) = o.add(v);
+        p.record(f);
+        *o = s;
+    }
+    out
+}
+
+impl<S, L, const N: usize> Layer<S> for Residual<L>
+where
+    S: Scalar,
+    L: Layer<S, Input = [S; N], Output = [S; N]>,
+{
+    type Input = [S; N];
+    type Output = [S; N];
+
+    fn depth(&self) -> usize {
+        self.0.depth()
+    }
+
+    fn forward<R, P>(&mut self, x: &[S; N], at: usize, r: &mut R, p: &mut P) -> [S; N]
+    where
+        R: Rounding + ?Sized,
+        P: Probes + ?Sized,
+    {
+        let fx = self.0.forward(x, at, r, p);
+        add_all(
+            x,
+            &fx,
+            &mut At {
+                probes: p,
+                layer: at,
+                phase: Phase::Forward,
+            },
+        )
+    }
+
+    fn backward<R, P>(&mut self, dy: &[S; N], at: usize, r: &mut R, p: &mut P) -> [S; N]
+    where
+        R: Rounding + ?Sized,
+        P: Probes + ?Sized,
+    {
+        let d_inner = self.0.backward(dy, at, r, p);
+        add_all(
+            dy,
+            &d_inner,
+            &mut At {
+                probes: p,
+                layer: at,
+                phase: Phase::Backward,
+            },
+        )
+    }
+
+    fn zero_grad(&mut self) {
+        self.0.zero_grad();
+    }
+}
