@@ -18,6 +18,7 @@ pub mod parity;
 pub mod probe;
 pub mod round;
 pub mod scalar;
+pub mod scale;
 
 #[cfg(feature = "defmt")]
 mod defmt;
@@ -39,3 +40,4 @@ pub use optim::{Adam, Momentum, Sgd, StepError, param_count};
 pub use probe::{EventCounts, Probe};
 pub use round::{AnyRounding, Floor, NearestEven, Rounding, Stochastic};
 pub use scalar::{Float, Scalar};
+pub use scale::{LossScaler, ScaleDecision, ScaleError};

@@ -1,0 +1,166 @@
+//! Loss scaling in fixed point (Micikevicius et al. 2018): a static scale moves the underflow horizon where
+//! the mean-field model says it will, and a dynamic scale backs off from overflow until the backward pass is
+//! clean.
+
+use gradscope_core::horizon::DepthModel;
+use gradscope_core::layer::Probes;
+use gradscope_core::{
+    Act, DenseStack, Flags, I16F16, Init, Layer, LayerStats, LossScaler, NearestEven, Phase,
+    Scalar, ScaleDecision, init_slice,
+};
+use rand_core::{Rng, SeedableRng};
+use rand_xoshiro::Xoshiro128PlusPlus;
+
+const W: usize = 32;
+const D: usize = 64;
+
+fn big_stack<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
+    std::thread::Builder::new()
+        .stack_size(64 << 20)
+        .spawn(f)
+        .unwrap()
+        .join()
+        .unwrap()
+}
+
+/// Measured underflow horizon of a 64-layer sigmoid stack (Xavier) in I16F16 for output gradients of RMS `g0`
+/// multiplied by the loss scale `scale` (the horizon is in scaled units, as the backward pass sees them).
+fn horizon_with_scale(g0: f64, scale: f64) -> Option<usize> {
+    let mut s: Box<DenseStack<I16F16, W, D>> = Box::new(DenseStack::new(Act::Sigmoid, D));
+    let mut rng = Xoshiro128PlusPlus::seed_from_u64(1);
+    for l in s.active_mut() {
+        l.init(
+            &Init::XavierNormal { gain: 1.0 },
+            &Init::Zeros,
+            &mut rng,
+            &mut NearestEven,
+            &mut (),
+        )
+        .unwrap();
+    }
+    let scaler = LossScaler::fixed(scale).unwrap();
+    let mut stats = [LayerStats::default(); D];
+    for _ in 0..16 {
+        let mut x = [I16F16::ZERO; W];
+        init_slice(
+            &mut x,
+            &Init::Uniform { a: -0.9, b: 0.9 },
+            1,
+            1,
+            &mut rng,
+            &mut NearestEven,
+            &mut (),
+        )
+        .unwrap();
+        s.forward(&x, 0, &mut NearestEven, &mut stats);
+        let mut dy: [I16F16; W] = core::array::from_fn(|_| {
+            let sign = if rng.next_u32() & 1 == 0 { 1.0 } else { -1.0 };
+            I16F16::from_f64(sign * g0, &mut NearestEven).0
+        });
+        scaler.scale_grad(&mut dy, &mut NearestEven, &mut ());
+        s.backward(&dy, 0, &mut NearestEven, &mut stats);
+    }
+    (1..=D).find(|&k| {
+        let st = &stats[D - k];
+        (st.backward_sq / (st.backward_passes as f64 * W as f64)).sqrt() < I16F16::LSB
+    })
+}
+
+#[test]
+fn a_static_loss_scale_moves_the_horizon_where_the_model_predicts() {
+    let model = DepthModel {
+        act: Act::Sigmoid,
+        width: W,
+        weight_var: 1.0 / W as f64,
+        input_second_moment: 0.27,
+    };
+    let g0 = 0.001;
+    let (plain, scaled) =
+        big_stack(move || (horizon_with_scale(g0, 1.0), horizon_with_scale(g0, 4096.0)));
+    let (p_plain, p_scaled) = (
+        model.horizon(D, g0, I16F16::LSB),
+        model.horizon(D, g0 * 4096.0, I16F16::LSB),
+    );
+    assert_eq!(plain, p_plain);
+    let (Some(m), Some(p)) = (scaled, p_scaled) else {
+        panic!("scaled: measured {scaled:?}, predicted {p_scaled:?}")
+    };
+    assert!(m.abs_diff(p) <= 2, "scaled: measured {m}, predicted {p}");
+    // 2^12 buys 12 bits: with sigmoid's ×¼ per layer (Xavier) that is 6 more layers of signal.
+    assert!(m >= plain.unwrap_or(0) + 5, "plain {plain:?}, scaled {m}");
+}
+
+/// Union of the events of the backward pass (signal and gradients).
+struct BackwardEvents(Flags);
+
+impl Probes for BackwardEvents {
+    fn record(&mut self, _layer: usize, phase: Phase, flags: Flags) {
+        if phase != Phase::Forward {
+            self.0 |= flags;
+        }
+    }
+}
+
+#[test]
+fn dynamic_loss_scale_backs_off_from_overflow_until_the_backward_pass_is_clean() {
+    big_stack(|| {
+        let mut s: Box<DenseStack<I16F16, 16, 8>> = Box::new(DenseStack::new(Act::Tanh, 8));
+        let mut rng = Xoshiro128PlusPlus::seed_from_u64(7);
+        for l in s.active_mut() {
+            l.init(
+                &Init::XavierUniform { gain: 1.0 },
+                &Init::Zeros,
+                &mut rng,
+                &mut NearestEven,
+                &mut (),
+            )
+            .unwrap();
+        }
+        let x = [I16F16::from_f64(0.3, &mut NearestEven).0; 16];
+        let dy0 = [I16F16::from_f64(0.05, &mut NearestEven).0; 16];
+        // 2^24 · 0.05 is far beyond I16F16's range: the first steps must overflow and be skipped.
+        let mut scaler = LossScaler::dynamic((1u64 << 24) as f64, 1000).unwrap();
+        let mut decisions = Vec::new();
+        for _ in 0..30 {
+            s.zero_grad();
+            s.forward(&x, 0, &mut NearestEven, &mut ());
+            let mut dy = dy0;
+            let mut events = BackwardEvents(Flags::NONE);
+            let mut fl = Flags::NONE;
+            scaler.scale_grad(&mut dy, &mut NearestEven, &mut fl);
+            events.0 |= fl & Flags::OVERFLOW;
+            s.backward(&dy, 0, &mut NearestEven, &mut events);
+            let d = scaler.update(events.0);
+            decisions.push(d);
+            if d == ScaleDecision::Step {
+                break;
+            }
+        }
+        assert_eq!(decisions.last(), Some(&ScaleDecision::Step));
+        assert!(scaler.skipped() >= 5, "skipped {}", scaler.skipped());
+        // The scale it settled on keeps 0.05·s inside the range, and the unscaled gradients match a plain run.
+        assert!(0.05 * scaler.scale() < I16F16::MAX.to_f64());
+        let mut scaled_grads = Vec::new();
+        scaler.unscale(&mut *s, &mut NearestEven, &mut ());
+        gradscope_core::Params::visit(&mut *s, &mut |t| {
+            scaled_grads.extend(t.grad.iter().map(|v| v.to_f64()))
+        });
+        s.zero_grad();
+        s.forward(&x, 0, &mut NearestEven, &mut ());
+        s.backward(&dy0, 0, &mut NearestEven, &mut ());
+        let mut plain = Vec::new();
+        gradscope_core::Params::visit(&mut *s, &mut |t| {
+            plain.extend(t.grad.iter().map(|v| v.to_f64()))
+        });
+        let zeros = |v: &[f64]| v.iter().filter(|&&g| g == 0.0).count();
+        assert!(
+            zeros(&scaled_grads) <= zeros(&plain),
+            "{} vs {}",
+            zeros(&scaled_grads),
+            zeros(&plain)
+        );
+        for (a, b) in scaled_grads.iter().zip(&plain) {
+            assert!((a - b).abs() <= 8.0 * I16F16::LSB, "{a} vs {b}");
+        }
+    });
+}
