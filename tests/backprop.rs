@@ -466,3 +466,63 @@ fn glorot_bengio_standard_init_shrinks_backprop_by_sqrt_one_third_per_layer_xavi
         .fold((f64::MAX, 0.0f64), |(lo, hi), &v| (lo.min(v), hi.max(v)));
     assert!(hi / lo < 2.0, "xavier: {xavier:?}");
 }
+
+#[test]
+fn a_diverging_step_reports_layer_and_cause_and_leaves_the_weights_unchanged() {
+    // Four f32 layers. Step 0 is clean. Before step 1 layer 2's weights blow up (as after a bad update), so
+    // its pre-activations overflow to ∞ (the cause) and the non-finite values reach every gradient. The
+    // training loop learns the step (its own counter), the layer and the cause from the per-layer stats, and
+    // SGD refuses to update.
+    big_stack(|| {
+        let mut s: Box<DenseStack<f32, 8, 4>> = Box::new(DenseStack::new(Act::Identity, 4));
+        for l in s.active_mut() {
+            l.weight = [[0.125; 8]; 8];
+        }
+        let sgd = Sgd::new(0.01, 0.0).unwrap();
+        for step in 0..2u32 {
+            if step == 1 {
+                s.layers[2].weight = [[1e38; 8]; 8];
+            }
+            let before = s.clone();
+            let mut stats = [LayerStats::default(); 4];
+            s.zero_grad();
+            let y = s.forward(&[1.0; 8], 0, &mut NearestEven, &mut stats);
+            let mut dy = [0.0f32; 8];
+            loss_grad(
+                Loss::Mse,
+                &y,
+                &[0.5; 8],
+                1,
+                &mut dy,
+                &mut NearestEven,
+                &mut (),
+            );
+            s.backward(&dy, 0, &mut NearestEven, &mut stats);
+            let result = sgd.step(&mut *s, &mut NearestEven, &mut ());
+            match step {
+                0 => {
+                    assert_eq!(gradscope_core::NonFinite::locate(&stats), None);
+                    assert!(result.is_ok());
+                    assert_ne!(s.layers[0].weight, before.layers[0].weight);
+                }
+                _ => {
+                    let nf = gradscope_core::NonFinite::locate(&stats).expect("non-finite located");
+                    assert_eq!(
+                        (nf.layer, nf.phase, nf.overflow),
+                        (2, gradscope_core::Phase::Forward, true)
+                    );
+                    assert!(matches!(result, Err(StepError::NonFiniteGradient { .. })));
+                    let params = |l: &Dense<f32, 8, 8>| (l.weight, l.bias);
+                    assert!(
+                        s.layers
+                            .iter()
+                            .map(params)
+                            .eq(before.layers.iter().map(params)),
+                        "weights changed"
+                    );
+                    assert!(GradStats::of(&mut s.layers[0]).nonfinite > 0);
+                }
+            }
+        }
+    });
+}

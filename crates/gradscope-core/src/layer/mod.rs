@@ -116,6 +116,45 @@ pub struct LayerStats {
     pub backward_passes: u32,
 }
 
+/// Where non-finite values first appeared in a pass through a network, and why.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub struct NonFinite {
+    /// Layer index.
+    pub layer: usize,
+    /// The pass that produced them.
+    pub phase: Phase,
+    /// True when finite values overflowed to ±∞ there (the cause); false when a NaN/∞ arrived from outside
+    /// (the input or the loss gradient).
+    pub overflow: bool,
+    /// How many non-finite values that layer produced in that phase.
+    pub count: u32,
+}
+
+impl NonFinite {
+    /// The first layer, in the order the values were computed (forward from the input, then backward from the
+    /// output), whose counts show a non-finite value.
+    pub fn locate(stats: &[LayerStats]) -> Option<NonFinite> {
+        let at = |layer: usize, phase: Phase, c: &EventCounts| {
+            (c.nonfinite > 0).then_some(NonFinite {
+                layer,
+                phase,
+                overflow: c.overflow > 0,
+                count: c.nonfinite,
+            })
+        };
+        let forward = stats
+            .iter()
+            .enumerate()
+            .find_map(|(l, s)| at(l, Phase::Forward, &s.forward));
+        forward.or_else(|| {
+            stats.iter().enumerate().rev().find_map(|(l, s)| {
+                at(l, Phase::Backward, &s.backward).or_else(|| at(l, Phase::Grad, &s.grad))
+            })
+        })
+    }
+}
+
 impl LayerStats {
     /// Root-mean-square of the backward signal per pass: ‖∂L/∂input‖₂ averaged in square over passes.
     pub fn backward_rms_norm(&self) -> f64 {
@@ -212,21 +251,26 @@ pub struct GradStats {
     pub zeros: u32,
     /// Gradient values in all.
     pub count: u32,
+    /// Gradient values that are NaN or ±∞.
+    pub nonfinite: u32,
 }
 
 impl GradStats {
     /// Measure the gradients of `layer` (any [`Params`]).
     pub fn of<S: Scalar, L: Params<S> + ?Sized>(layer: &mut L) -> GradStats {
-        let (mut sq, mut zeros, mut count) = (0.0f64, 0u32, 0u32);
+        let (mut sq, mut zeros, mut count, mut nonfinite) = (0.0f64, 0u32, 0u32, 0u32);
         layer.visit(&mut |t| {
             sq += S::sq_to_f64(crate::matrix::sum_sq_acc(t.grad));
             zeros = zeros.saturating_add(t.grad.iter().filter(|g| g.is_zero()).count() as u32);
             count = count.saturating_add(t.grad.len() as u32);
+            nonfinite = nonfinite
+                .saturating_add(t.grad.iter().filter(|g| !g.to_f64().is_finite()).count() as u32);
         });
         GradStats {
             norm: libm::sqrt(sq),
             zeros,
             count,
+            nonfinite,
         }
     }
 
