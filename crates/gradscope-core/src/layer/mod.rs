@@ -33,6 +33,8 @@ use crate::scalar::Scalar;
 
 /// Which pass produced a value.
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
 pub enum Phase {
     /// Forward activations (pre-activations and outputs).
     Forward,
@@ -118,6 +120,7 @@ pub struct LayerStats {
 
 /// Where non-finite values first appeared in a pass through a network, and why.
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
 pub struct NonFinite {
     /// Layer index.
