@@ -526,3 +526,76 @@ fn a_diverging_step_reports_layer_and_cause_and_leaves_the_weights_unchanged() {
         }
     });
 }
+
+#[test]
+fn stochastic_rounding_keeps_sub_lsb_gradients_alive_on_average() {
+    // A 6-layer sigmoid stack in I16F16 with a small output gradient: by the first layer the gradients are
+    // far below one LSB. Nearest-even rounds them all to zero. Stochastic rounding in the backward pass is
+    // unbiased (every backward operation is linear in the signal and each rounding's error has mean zero), so
+    // the mean over many backward passes approaches the exact gradient.
+    use gradscope_core::Stochastic;
+    let mut rng = Xoshiro128PlusPlus::seed_from_u64(11);
+    let mut q: Box<DenseStack<I16F16, 8, 6>> = Box::new(DenseStack::new(Act::Sigmoid, 6));
+    for l in q.active_mut() {
+        l.init(
+            &Init::XavierUniform { gain: 1.0 },
+            &Init::Zeros,
+            &mut rng,
+            &mut NearestEven,
+            &mut (),
+        )
+        .unwrap();
+    }
+    // The same (quantized) weights in f64: the reference.
+    let mut f: Box<DenseStack<f64, 8, 6>> = Box::new(DenseStack::new(Act::Sigmoid, 6));
+    for (lf, lq) in f.layers.iter_mut().zip(&q.layers) {
+        lf.weight = lq.weight.map(|r| r.map(|v| v.to_f64()));
+    }
+    let xq = [0.5, -0.25, 0.75, 0.1, -0.6, 0.3, 0.9, -0.8]
+        .map(|v| I16F16::from_f64(v, &mut NearestEven).0);
+    let dyq = [2e-3, -2e-3, 2e-3, 2e-3, -2e-3, 2e-3, -2e-3, 2e-3]
+        .map(|v| I16F16::from_f64(v, &mut NearestEven).0);
+    f.forward(&xq.map(|v| v.to_f64()), 0, &mut NearestEven, &mut ());
+    f.backward(&dyq.map(|v| v.to_f64()), 0, &mut NearestEven, &mut ());
+    let exact: Vec<f64> = f.layers[0].grad_weight.as_flattened().to_vec();
+    let scale = exact.iter().fold(0.0f64, |m, v| m.max(v.abs()));
+    assert!(
+        scale < 0.5 * I16F16::LSB,
+        "the first layer's gradients must be below half an LSB: {scale:e}"
+    );
+    // Nearest-even: every first-layer gradient is exactly zero.
+    q.zero_grad();
+    q.forward(&xq, 0, &mut NearestEven, &mut ());
+    q.backward(&dyq, 0, &mut NearestEven, &mut ());
+    assert!(
+        q.layers[0]
+            .grad_weight
+            .as_flattened()
+            .iter()
+            .all(|v| v.is_zero())
+    );
+    // Stochastic: average 4000 backward passes (forward rounded to nearest, so it is the same every time).
+    let runs = 4000;
+    let mut sum = vec![0.0f64; 64];
+    let mut st = Stochastic(Xoshiro128PlusPlus::seed_from_u64(12));
+    for _ in 0..runs {
+        q.zero_grad();
+        q.forward(&xq, 0, &mut NearestEven, &mut ());
+        q.backward(&dyq, 0, &mut st, &mut ());
+        for (s, v) in sum.iter_mut().zip(q.layers[0].grad_weight.as_flattened()) {
+            *s += v.to_f64();
+        }
+    }
+    let mean: Vec<f64> = sum.iter().map(|s| s / runs as f64).collect();
+    // Each sample is 0 or ±1 LSB (mostly), so the standard error is at most LSB/√runs ≈ 2.4e-7; allow 4σ plus
+    // the forward pass's own quantization (a few per cent of the gradient).
+    let tol = 4.0 * I16F16::LSB / (runs as f64).sqrt() + 0.05 * scale;
+    for (m, e) in mean.iter().zip(&exact) {
+        assert!(
+            (m - e).abs() <= tol,
+            "mean {m:e} vs exact {e:e} (tol {tol:e})"
+        );
+    }
+    let nonzero = mean.iter().filter(|m| **m != 0.0).count();
+    assert!(nonzero >= 60, "only {nonzero} of 64 gradients survived");
+}
