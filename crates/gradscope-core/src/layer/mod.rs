@@ -13,12 +13,14 @@
 //! `&mut ()` is off and free, an array of [`LayerStats`] counts events and signal norms per layer.
 //! [`GradStats::of`] measures a layer's parameter gradients (norm, exactly-zero fraction).
 
+mod batch;
 mod dense;
 mod gated;
 mod residual;
 mod rnn;
 mod stack;
 
+pub use batch::{ActLayer, BATCHNORM_EPS, BATCHNORM_MOMENTUM, BatchNorm, Batched};
 pub use dense::Dense;
 pub use gated::{Gru, Lstm};
 pub use residual::Residual;
