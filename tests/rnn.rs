@@ -239,3 +239,40 @@ fn irnn_preserves_the_gradient_through_time_where_a_xavier_tanh_rnn_loses_it() {
     rnn.backward(&dy, 0, &mut NearestEven, &mut tn);
     assert!(tn.norms[0] < 1e-3 * tn.norms[29], "{:?}", tn.norms);
 }
+
+#[test]
+fn fixed_point_bptt_shows_underflow_through_time_per_step() {
+    // A sigmoid RNN in I16F16 with Xavier recurrent weights and a small loss gradient on the last step: going
+    // back in time the signal shrinks (σ′ ≤ ¼) until ∂L/∂h_t is exactly zero; StepNorms shows where.
+    let mut net: Box<Rnn<I16F16, 1, 8, 20>> = Box::new(Rnn::new(Act::Sigmoid));
+    let mut rng = Xoshiro128PlusPlus::seed_from_u64(5);
+    init_matrix(
+        &mut net.weight_hh,
+        &Init::XavierUniform { gain: 1.0 },
+        &mut rng,
+        &mut NearestEven,
+        &mut (),
+    )
+    .unwrap();
+    init_matrix(
+        &mut net.weight_ih,
+        &Init::XavierUniform { gain: 1.0 },
+        &mut rng,
+        &mut NearestEven,
+        &mut (),
+    )
+    .unwrap();
+    let x = [[I16F16::from_f64(0.5, &mut NearestEven).0]; 20];
+    net.forward(&x, 0, &mut NearestEven, &mut ());
+    let mut dy = [[I16F16::ZERO; 8]; 20];
+    dy[19] = [I16F16::from_f64(0.01, &mut NearestEven).0; 8];
+    let mut steps = StepNorms::<20>::new(0);
+    net.backward(&dy, 0, &mut NearestEven, &mut steps);
+    assert_eq!(steps.zeros[19], 0);
+    assert_eq!(steps.zeros[0], 8, "{:?}", steps.zeros);
+    assert_eq!(steps.norms[0], 0.0);
+    // The zeros appear in order: once a step is all-zero, every earlier one is too.
+    let first_dead = steps.zeros.iter().rposition(|&z| z == 8).unwrap();
+    assert!(steps.zeros[..=first_dead].iter().all(|&z| z == 8));
+    assert!(first_dead < 19);
+}

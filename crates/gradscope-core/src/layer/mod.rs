@@ -62,13 +62,16 @@ pub trait Probes {
     fn step<S: Scalar>(&mut self, _layer: usize, _step: usize, _dh: &[S]) {}
 }
 
-/// ‖∂L/∂h_t‖₂ per time step of one recurrent layer, from the last backward pass.
+/// ‖∂L/∂h_t‖₂ and the number of exactly-zero entries of ∂L/∂h_t, per time step of one recurrent layer, from
+/// the last backward pass (an entry that is exactly zero has usually underflowed on its way back in time).
 #[derive(Copy, Clone, Debug, PartialEq)]
 pub struct StepNorms<const T: usize> {
     /// The recurrent layer's index.
     pub layer: usize,
     /// Norm per step (index = time step).
     pub norms: [f64; T],
+    /// Exactly-zero entries per step.
+    pub zeros: [u32; T],
 }
 
 impl<const T: usize> StepNorms<T> {
@@ -77,6 +80,7 @@ impl<const T: usize> StepNorms<T> {
         StepNorms {
             layer,
             norms: [0.0; T],
+            zeros: [0; T],
         }
     }
 }
@@ -85,10 +89,14 @@ impl<const T: usize> Probes for StepNorms<T> {
     #[inline(always)]
     fn record(&mut self, _layer: usize, _phase: Phase, _flags: Flags) {}
     fn step<S: Scalar>(&mut self, layer: usize, step: usize, dh: &[S]) {
-        if layer == self.layer
-            && let Some(n) = self.norms.get_mut(step)
-        {
+        if layer != self.layer {
+            return;
+        }
+        if let Some(n) = self.norms.get_mut(step) {
             *n = libm::sqrt(S::sq_to_f64(crate::matrix::sum_sq_acc(dh)));
+        }
+        if let Some(z) = self.zeros.get_mut(step) {
+            *z = dh.iter().filter(|v| v.is_zero()).count() as u32;
         }
     }
 }
