@@ -31,8 +31,8 @@ pub use fixed::{Fixed, Fx, Fx16, I1F15, I8F24, I16F16, WideAcc};
 pub use flags::Flags;
 pub use init::{FanMode, Init, InitError, Nonlinearity, calculate_gain, init_matrix, init_slice};
 pub use layer::{
-    ActLayer, BatchNorm, Batched, Dense, DenseStack, GradStats, Gru, Layer, LayerStats, Lstm,
-    NonFinite, Phase, Probes, Residual, Rnn, Stack, StepNorms,
+    ActLayer, BatchNorm, Batched, Dense, DenseStack, GradStats, Gru, Layer, LayerScales,
+    LayerStats, Lstm, NonFinite, Phase, Probes, Residual, Rnn, Stack, StepNorms,
 };
 pub use loss::{Loss, loss_grad};
 pub use net::{ParamTensor, Params};

@@ -18,6 +18,7 @@ mod dense;
 mod gated;
 mod residual;
 mod rnn;
+mod scaled;
 mod stack;
 
 pub use batch::{ActLayer, BATCHNORM_EPS, BATCHNORM_MOMENTUM, BatchNorm, Batched};
@@ -25,6 +26,7 @@ pub use dense::Dense;
 pub use gated::{Gru, Lstm};
 pub use residual::Residual;
 pub use rnn::Rnn;
+pub use scaled::LayerScales;
 pub use stack::{DenseStack, Stack};
 
 use crate::flags::Flags;

@@ -1,0 +1,136 @@
+//! Per-layer gradient scaling: block floating point for the backward pass, in the spirit of
+//! quantization-aware scaling (Lin et al. 2022) and of per-tensor "delayed" scaling.
+//!
+//! A uniform fixed-point format cannot hold a back-propagated signal that shrinks by a constant factor per
+//! layer: past the underflow horizon it is exactly zero. [`Stack::backward_scaled`] multiplies the signal
+//! entering each layer's backward pass by a power of two, `2^shift[k]`, so it stays near the top of the
+//! format's range. Layer `k`'s parameter gradients then come out in units of `2^−E_k`, with
+//! `E_k = Σ_{j ≥ k} shift[j]` ([`LayerScales::exponent`]); the optimizer folds that into the layer's learning
+//! rate ([`LayerScales::lr`]), so nothing is divided back down into the underflow.
+//!
+//! The shifts are chosen from the previous pass's observations (delayed scaling): each pass records the peak
+//! true magnitude of the signal at every boundary, and [`LayerScales::adapt`] sets the shifts so the next
+//! pass's scaled signal peaks just below `2^target`. A shift is a power of two, so scaling is exact unless it
+//! saturates (reported as an overflow; [`LayerScales::adapt`] after such a pass lowers the scales).
+
+use super::{Layer, Phase, Probes, Stack};
+use crate::flags::Flags;
+use crate::round::Rounding;
+use crate::scalar::Scalar;
+
+/// Per-layer power-of-two scales of the back-propagated signal of a stack of up to `D` layers.
+#[derive(Copy, Clone, Debug, PartialEq)]
+pub struct LayerScales<const D: usize> {
+    /// log2 of the factor applied to the signal entering layer `k`'s backward pass (`k` from the input).
+    pub shift: [i32; D],
+    /// Peak true (unscaled) log2 magnitude of that signal seen since the last [`LayerScales::adapt`].
+    pub peak_log2: [f64; D],
+}
+
+impl<const D: usize> Default for LayerScales<D> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// Bound on |E_k| (f64 learning rates stay finite).
+const MAX_SHIFT: i32 = 1000;
+
+impl<const D: usize> LayerScales<D> {
+    /// No scaling yet (every shift 0), nothing observed.
+    pub fn new() -> Self {
+        LayerScales {
+            shift: [0; D],
+            peak_log2: [f64::NEG_INFINITY; D],
+        }
+    }
+
+    /// `E_k`: layer `k`'s gradients are in units of `2^−E_k`.
+    pub fn exponent(&self, k: usize) -> i32 {
+        self.shift
+            .get(k..)
+            .unwrap_or(&[])
+            .iter()
+            .fold(0i32, |a, &s| a.saturating_add(s))
+    }
+
+    /// The learning rate for layer `k`'s scaled gradients: `lr · 2^−E_k`.
+    pub fn lr(&self, k: usize, lr: f64) -> f64 {
+        lr * libm::exp2(-(self.exponent(k) as f64))
+    }
+
+    /// Choose the shifts so that the signal entering each of the first `depth` layers, as observed, peaks at
+    /// about `2^target_log2` after scaling (pick `target_log2` a few bits below the format's maximum, e.g. 8 for
+    /// I16F16, −4 for I1F15); boundaries that saw no signal keep the scale above them. Clears the observations
+    /// and returns how many boundaries saw no signal: the signal died before reaching them, so repeat passes
+    /// (each reaches about as deep again as the format's range allows) until this is 0, as delayed scaling
+    /// settles over the first training steps.
+    pub fn adapt(&mut self, depth: usize, target_log2: f64) -> usize {
+        let mut unobserved = 0usize;
+        let mut e_above = 0i32;
+        for k in (0..depth.min(D)).rev() {
+            let peak = self.peak_log2.get(k).copied().unwrap_or(f64::NEG_INFINITY);
+            let e_k = if peak.is_finite() {
+                (libm::floor(target_log2 - peak) as i32).clamp(-MAX_SHIFT, MAX_SHIFT)
+            } else {
+                unobserved += 1;
+                e_above
+            };
+            if let Some(s) = self.shift.get_mut(k) {
+                *s = e_k.saturating_sub(e_above);
+            }
+            e_above = e_k;
+        }
+        self.peak_log2 = [f64::NEG_INFINITY; D];
+        unobserved
+    }
+}
+
+impl<L, const D: usize> Stack<L, D> {
+    /// Backward pass with per-layer scaling of the signal (see the [module docs](self)); records the peaks
+    /// for the next [`LayerScales::adapt`]. Returns the gradient of the input in units of `2^−E_0`. Scaling
+    /// events (saturation) are reported under each layer's index, phase `Backward`.
+    pub fn backward_scaled<S, const W: usize, R, P>(
+        &mut self,
+        dy: &[S; W],
+        scales: &mut LayerScales<D>,
+        at: usize,
+        r: &mut R,
+        p: &mut P,
+    ) -> [S; W]
+    where
+        S: Scalar,
+        L: Layer<S, Input = [S; W], Output = [S; W]>,
+        R: Rounding + ?Sized,
+        P: Probes + ?Sized,
+    {
+        let mut idx = at + Layer::depth(self);
+        let mut d = *dy;
+        let mut e_above = 0i32;
+        for (k, l) in self.active_mut().iter_mut().enumerate().rev() {
+            idx -= l.depth();
+            let peak = d.iter().fold(0.0f64, |m, v| m.max(libm::fabs(v.to_f64())));
+            if peak > 0.0
+                && let Some(obs) = scales.peak_log2.get_mut(k)
+            {
+                *obs = obs.max(libm::log2(peak) - e_above as f64);
+            }
+            let shift = scales.shift.get(k).copied().unwrap_or(0);
+            if shift != 0 {
+                let c = libm::exp2(shift as f64);
+                for v in d.iter_mut() {
+                    let (s, f) = v.scale(c, r);
+                    p.record(
+                        idx,
+                        Phase::Backward,
+                        f & (Flags::OVERFLOW | Flags::UNDERFLOW | Flags::NONFINITE),
+                    );
+                    *v = s;
+                }
+            }
+            e_above = e_above.saturating_add(shift);
+            d = l.backward(&d, idx, r, p);
+        }
+        d
+    }
+}
