@@ -1,23 +1,25 @@
-//! Per-layer gradient scaling: block floating point for the backward pass, in the spirit of
-//! quantization-aware scaling (Lin et al. 2022) and of per-tensor "delayed" scaling.
-//!
-//! A uniform fixed-point format cannot hold a back-propagated signal that shrinks by a constant factor per
-//! layer: past the underflow horizon it is exactly zero. [`Stack::backward_scaled`] multiplies the signal
-//! entering each layer's backward pass by a power of two, `2^shift[k]`, so it stays near the top of the
-//! format's range. Layer `k`'s parameter gradients then come out in units of `2^−E_k`, with
-//! `E_k = Σ_{j ≥ k} shift[j]` ([`LayerScales::exponent`]); the optimizer folds that into the layer's learning
-//! rate ([`LayerScales::lr`]), so nothing is divided back down into the underflow.
-//!
-//! The shifts are chosen from the previous pass's observations (delayed scaling): each pass records the peak
-//! true magnitude of the signal at every boundary, and [`LayerScales::adapt`] sets the shifts so the next
-//! pass's scaled signal peaks just below `2^target`. A shift is a power of two, so scaling is exact unless it
-//! saturates (reported as an overflow; [`LayerScales::adapt`] after such a pass lowers the scales).
+//! Per-layer gradient scaling; see [`LayerScales`].
 
 use super::{Layer, Phase, Probes, Stack};
 use crate::flags::Flags;
 use crate::round::Rounding;
 use crate::scalar::Scalar;
 
+/// Per-layer gradient scaling: block floating point for the backward pass, in the spirit of
+/// quantization-aware scaling (Lin et al. 2022) and of per-tensor "delayed" scaling.
+///
+/// A uniform fixed-point format cannot hold a back-propagated signal that shrinks by a constant factor per
+/// layer: past the underflow horizon it is exactly zero. [`Stack::backward_scaled`] multiplies the signal
+/// entering each layer's backward pass by a power of two, `2^shift[k]`, so it stays near the top of the
+/// format's range. Layer `k`'s parameter gradients then come out in units of `2^−E_k`, with
+/// `E_k = Σ_{j ≥ k} shift[j]` ([`LayerScales::exponent`]); the optimizer folds that into the layer's learning
+/// rate ([`LayerScales::lr`]), so nothing is divided back down into the underflow.
+///
+/// The shifts are chosen from the previous pass's observations (delayed scaling): each pass records the peak
+/// true magnitude of the signal at every boundary, and [`LayerScales::adapt`] sets the shifts so the next
+/// pass's scaled signal peaks just below `2^target`. A shift is a power of two, so scaling is exact unless it
+/// saturates (reported as an overflow; [`LayerScales::adapt`] after such a pass lowers the scales).
+///
 /// Per-layer power-of-two scales of the back-propagated signal of a stack of up to `D` layers.
 #[derive(Copy, Clone, Debug, PartialEq)]
 pub struct LayerScales<const D: usize> {
@@ -87,7 +89,7 @@ impl<const D: usize> LayerScales<D> {
 }
 
 impl<L, const D: usize> Stack<L, D> {
-    /// Backward pass with per-layer scaling of the signal (see the [module docs](self)); records the peaks
+    /// Backward pass with per-layer scaling of the signal (see [`LayerScales`]); records the peaks
     /// for the next [`LayerScales::adapt`]. Returns the gradient of the input in units of `2^−E_0`. Scaling
     /// events (saturation) are reported under each layer's index, phase `Backward`.
     pub fn backward_scaled<S, const W: usize, R, P>(
