@@ -276,3 +276,33 @@ fn fixed_point_bptt_shows_underflow_through_time_per_step() {
     assert!(steps.zeros[..=first_dead].iter().all(|&z| z == 8));
     assert!(first_dead < 19);
 }
+
+#[test]
+fn i1f15_bptt_agrees_with_f64() {
+    // Q15 holds [−1, 1): weights ≤ 0.15 and inputs ≤ 0.5 keep every pre-activation in range through 5 steps.
+    let mut rng = Xoshiro128PlusPlus::seed_from_u64(16);
+    let u = |rng: &mut Xoshiro128PlusPlus| rand_core::Rng::next_u32(rng) as f64 / u32::MAX as f64;
+    let q = |v: f64| gradscope_core::I1F15::from_f64(v, &mut NearestEven).0;
+    let mut worst = 0.0f64;
+    for _ in 0..300 {
+        let w: Vec<f64> = (0..N_PARAMS)
+            .map(|_| q((u(&mut rng) * 2.0 - 1.0) * 0.15).to_f64())
+            .collect();
+        let x: [[f64; 2]; T] =
+            core::array::from_fn(|_| [0, 1].map(|_| q((u(&mut rng) * 2.0 - 1.0) * 0.5).to_f64()));
+        let target: [[f64; 3]; T] = core::array::from_fn(|_| {
+            [0, 1, 2].map(|_| q((u(&mut rng) * 2.0 - 1.0) * 0.5).to_f64())
+        });
+        let (gf, df) = grads(&mut build::<f64>(Act::Tanh, &w, [0.0; 3]), &x, &target);
+        let (gq, dq) = grads(
+            &mut build::<gradscope_core::I1F15>(Act::Tanh, &w, [0.0; 3]),
+            &x.map(|r| r.map(q)),
+            &target.map(|r| r.map(q)),
+        );
+        for (a, b) in gq.iter().chain(&dq).zip(gf.iter().chain(&df)) {
+            worst = worst.max((a - b).abs() / gradscope_core::I1F15::LSB);
+        }
+    }
+    // T = 5 steps of ≤ a few LSB each, amplified by < 1 per step back: 64 LSB is a generous bound.
+    assert!(worst <= 64.0, "worst gradient error {worst} LSB");
+}
