@@ -3,6 +3,7 @@
 #![deny(missing_docs)]
 
 pub mod accuracy;
+pub mod depth;
 pub mod formats;
 pub mod parity;
 pub mod table;
