@@ -124,7 +124,7 @@ fn weight_variance(init: &Init, n: usize) -> Option<f64> {
         }
         Init::LecunUniform | Init::LecunNormal => 1.0 / n,
         Init::Standard => 1.0 / (3.0 * n),
-        Init::Normal { mean, std } if mean == 0.0 => std * std,
+        Init::Normal { mean: 0.0, std } => std * std,
         _ => return None,
     })
 }

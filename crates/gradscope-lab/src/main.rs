@@ -35,8 +35,9 @@ enum Command {
     /// Per-layer gradient norms of a deep dense stack (vanishing and exploding through depth), with the
     /// fixed-point underflow horizon measured and predicted.
     Depth {
-        /// Activation of every layer: identity, sigmoid, tanh, relu, leaky_relu[:α], elu[:α], selu,
-        /// softplus[:β], gelu, gelu_tanh, silu, softsign, hardsigmoid, hardtanh.
+        /// Activation of every layer: identity, sigmoid, tanh, relu, leaky_relu, elu, selu, softplus, gelu,
+        /// gelu_tanh, silu, softsign, hardsigmoid, hardtanh. leaky_relu, elu and softplus take a parameter as
+        /// name:value, e.g. leaky_relu:0.2.
         #[arg(long, default_value = "sigmoid", value_parser = parse_act)]
         activation: Act,
         /// Weight initializer (biases are zero).
