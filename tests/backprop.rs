@@ -6,6 +6,7 @@ use gradscope_core::{
     Act, Dense, DenseStack, FanMode, Flags, GradStats, I16F16, Init, Layer, LayerStats, Loss,
     NearestEven, Nonlinearity, ParamTensor, Params, Scalar, Sgd, Stack, StepError, loss_grad,
 };
+use gradscope_suite::big_stack;
 use proptest::prelude::*;
 use rand_core::SeedableRng;
 use rand_xoshiro::Xoshiro128PlusPlus;
@@ -136,10 +137,11 @@ proptest! {
         let (g64, d64) = backprop(&mut n64, &x.map(f64::from), &t.map(f64::from), loss);
         let (g32, d32) = backprop(&mut n32, &x, &t, loss);
         let scale = g64.iter().chain(&d64).fold(0.0f64, |m, v| m.max(v.abs())).max(1e-3);
-        // 1e-4 of the largest gradient, plus 1e-6 absolute: a few f32 ulps of the O(1) activations and targets
-        // whose differences (y − t) the gradients are made of.
+        // 1e-4 of the largest gradient, plus 1e-5 absolute: derivatives near saturation are differences of
+        // O(1) values (GELU-tanh's 1 + tanh(u) with tanh(u) ≈ −1, as in PyTorch's f32 backward), so f32 errs by a
+        // few ulps of O(1), amplified by |W|·|x| ≈ 2.5 along the chain. (Correctness is the f64 check above.)
         for (a, b) in g32.iter().chain(&d32).zip(g64.iter().chain(&d64)) {
-            prop_assert!((a - b).abs() <= 1e-4 * scale + 1e-6, "{} {} {:?}: {} vs {}", a1, a2, loss, a, b);
+            prop_assert!((a - b).abs() <= 1e-4 * scale + 1e-5, "{} {} {:?}: {} vs {}", a1, a2, loss, a, b);
         }
     }
 }
@@ -214,16 +216,6 @@ fn a_nan_gradient_stops_the_step_and_leaves_weights_unchanged() {
     sgd.step(&mut net, &mut NearestEven, &mut ()).unwrap();
     assert_eq!(net.1.bias[1], -0.2);
     assert_eq!(net.0.weight[1][2], 0.5 - 0.1 * (1.0 + 0.01 * 0.5));
-}
-
-/// Run `f` on a thread with a large stack: deep stacks are bigger than a test thread's default 2 MiB.
-fn big_stack<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
-    std::thread::Builder::new()
-        .stack_size(64 << 20)
-        .spawn(f)
-        .unwrap()
-        .join()
-        .unwrap()
 }
 
 /// Forward std of the output and the norm of the first layer's weight gradient, over a batch of N(0, 1) inputs,

@@ -6,6 +6,7 @@ use gradscope_core::{
     Act, ActLayer, BatchNorm, Batched, Dense, Init, Layer, LayerStats, Loss, NearestEven,
     ParamTensor, Params, Stack, init_slice, loss_grad,
 };
+use gradscope_suite::big_stack;
 use proptest::prelude::*;
 use rand_core::SeedableRng;
 use rand_xoshiro::Xoshiro128PlusPlus;
@@ -198,18 +199,8 @@ fn batch_norm_restores_gradient_flow_through_badly_scaled_weights() {
     // Each plain layer multiplies the signal's second moment by n·σ² = 16·10⁻⁴: over 10 layers the gradient
     // falls by about 0.04¹⁰ ≈ 10⁻¹⁴. Batch normalization divides each layer's output by its own scale, so the
     // weight scale cancels from the Jacobian and the gradient survives.
-    let plain = std::thread::Builder::new()
-        .stack_size(32 << 20)
-        .spawn(|| input_gradient_ratio(false))
-        .unwrap()
-        .join()
-        .unwrap();
-    let bn = std::thread::Builder::new()
-        .stack_size(32 << 20)
-        .spawn(|| input_gradient_ratio(true))
-        .unwrap()
-        .join()
-        .unwrap();
+    let plain = big_stack(|| input_gradient_ratio(false));
+    let bn = big_stack(|| input_gradient_ratio(true));
     eprintln!("input/output gradient RMS: plain {plain:e}, with batch norm {bn:e}");
     assert!(plain < 1e-10, "plain {plain:e}");
     assert!(bn > 1e-3, "with batch norm {bn:e}");

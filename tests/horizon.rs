@@ -7,6 +7,7 @@ use gradscope_core::{
     Act, Activate, DenseStack, FanMode, I1F15, I16F16, Init, Layer, LayerStats, NearestEven,
     Nonlinearity, Scalar, init_slice,
 };
+use gradscope_suite::big_stack;
 use rand_core::{Rng, SeedableRng};
 use rand_xoshiro::Xoshiro128PlusPlus;
 
@@ -83,15 +84,6 @@ fn predicted(act: Act, scheme: Scheme, g0: f64, lsb: f64) -> Option<usize> {
         input_second_moment: INPUT_BOUND * INPUT_BOUND / 3.0,
     };
     model.horizon(DEPTH, g0, lsb)
-}
-
-fn big_stack<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
-    std::thread::Builder::new()
-        .stack_size(64 << 20)
-        .spawn(f)
-        .unwrap()
-        .join()
-        .unwrap()
 }
 
 #[test]

@@ -4,6 +4,7 @@
 use gradscope_core::{
     Act, DenseStack, GradStats, I16F16, Init, Layer, LayerScales, NearestEven, Scalar, init_slice,
 };
+use gradscope_suite::big_stack;
 use rand_core::{Rng, SeedableRng};
 use rand_xoshiro::Xoshiro128PlusPlus;
 
@@ -59,15 +60,6 @@ fn setup() -> Setup {
         }));
     }
     Setup { q, f, xs, dys }
-}
-
-fn big_stack<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
-    std::thread::Builder::new()
-        .stack_size(64 << 20)
-        .spawn(f)
-        .unwrap()
-        .join()
-        .unwrap()
 }
 
 #[test]

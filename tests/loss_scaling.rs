@@ -8,20 +8,12 @@ use gradscope_core::{
     Act, DenseStack, Flags, I16F16, Init, Layer, LayerStats, LossScaler, NearestEven, Phase,
     Scalar, ScaleDecision, init_slice,
 };
+use gradscope_suite::big_stack;
 use rand_core::{Rng, SeedableRng};
 use rand_xoshiro::Xoshiro128PlusPlus;
 
 const W: usize = 32;
 const D: usize = 64;
-
-fn big_stack<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
-    std::thread::Builder::new()
-        .stack_size(64 << 20)
-        .spawn(f)
-        .unwrap()
-        .join()
-        .unwrap()
-}
 
 /// Measured underflow horizon of a 64-layer sigmoid stack (Xavier) in I16F16 for output gradients of RMS `g0`
 /// multiplied by the loss scale `scale` (the horizon is in scaled units, as the backward pass sees them).

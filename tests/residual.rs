@@ -5,6 +5,7 @@ use gradscope_core::{
     Act, Activate, Dense, I16F16, Init, Layer, LayerStats, Loss, NearestEven, ParamTensor, Params,
     Residual, Scalar, Stack, init_slice, loss_grad,
 };
+use gradscope_suite::big_stack;
 use proptest::prelude::*;
 use rand_core::SeedableRng;
 use rand_xoshiro::Xoshiro128PlusPlus;
@@ -139,15 +140,6 @@ where
     }
     let first = stats[0];
     (first.backward_sq / (first.backward_passes as f64 * W as f64)).sqrt()
-}
-
-fn big_stack<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
-    std::thread::Builder::new()
-        .stack_size(64 << 20)
-        .spawn(f)
-        .unwrap()
-        .join()
-        .unwrap()
 }
 
 #[test]

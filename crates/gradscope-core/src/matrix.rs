@@ -14,6 +14,7 @@
 //! | [`outer_acc`] | `G += d xᵀ` (weight gradient) | 1 |
 //! | [`matmul`] | `C = A B` | 1 |
 //! | [`axpy`] | `y += α x` | 1 |
+//! | [`add_assign`] | `y += x` | 0 (saturation only) |
 //! | [`map`], [`zip`] | `y = f(x)`, `y = f(a, b)` | as `f` |
 //! | [`sum_sq`], [`l2_norm`] | `Σ xᵢ²`, `‖x‖₂` | 1 (exact wide sum) |
 //!
@@ -177,6 +178,21 @@ where
 {
     for (yv, &xv) in y.iter_mut().zip(x) {
         let (v, f) = S::narrow(S::mac(S::acc_add(S::acc_zero(), *yv), alpha, xv), r);
+        p.record(f);
+        *yv = v;
+    }
+}
+
+/// `y += x` elementwise (saturating for fixed point); each sum's events go to the probe. Used for gradient
+/// accumulation and residual sums.
+#[inline]
+pub fn add_assign<S, P>(y: &mut [S], x: &[S], p: &mut P)
+where
+    S: Scalar,
+    P: Probe + ?Sized,
+{
+    for (yv, &xv) in y.iter_mut().zip(x) {
+        let (v, f) = yv.add(xv);
         p.record(f);
         *yv = v;
     }

@@ -5,7 +5,7 @@ use rand_core::Rng;
 use super::{At, Layer, Phase, Probes};
 use crate::activation::{Act, Activate};
 use crate::init::{Init, InitError, init_matrix, init_slice};
-use crate::matrix::{affine, matvec_t, outer_acc};
+use crate::matrix::{add_assign, affine, matvec_t, outer_acc};
 use crate::net::{ParamTensor, Params};
 use crate::probe::Probe;
 use crate::round::Rounding;
@@ -140,11 +140,7 @@ where
                 layer: at,
                 phase: Phase::Grad,
             };
-            for (gb, &d) in self.grad_bias.iter_mut().zip(&dz) {
-                let (v, f) = gb.add(d);
-                gp.record(f);
-                *gb = v;
-            }
+            add_assign(&mut self.grad_bias, &dz, &mut gp);
             outer_acc(&mut self.grad_weight, &dz, &self.x, r, &mut gp);
         }
         let mut dx = [S::ZERO; I];

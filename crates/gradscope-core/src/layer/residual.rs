@@ -2,6 +2,7 @@
 //! unchanged: `∂L/∂x = ∂L/∂y + F′ᵀ ∂L/∂y`.
 
 use super::{At, Layer, Phase, Probes};
+use crate::matrix::add_assign;
 use crate::net::{ParamTensor, Params};
 use crate::probe::Probe;
 use crate::round::Rounding;
@@ -24,11 +25,7 @@ fn add_all<S: Scalar, const N: usize, P: Probe + ?Sized>(
     p: &mut P,
 ) -> [S; N] {
     let mut out = *a;
-    for (o, &v) in out.iter_mut().zip(b) {
-        let (s, f) = o.add(v);
-        p.record(f);
-        *o = s;
-    }
+    add_assign(&mut out, b, p);
     out
 }
 

@@ -10,7 +10,7 @@
 
 use super::{At, Layer, Phase, Probes};
 use crate::activation::{Act, Activate};
-use crate::matrix::{matvec_t, outer_acc};
+use crate::matrix::{add_assign, matvec_t, outer_acc};
 use crate::net::{ParamTensor, Params};
 use crate::probe::Probe;
 use crate::round::Rounding;
@@ -183,11 +183,7 @@ where
                     layer: at,
                     phase: Phase::Grad,
                 };
-                for (gb, &d) in self.grad_bias.iter_mut().zip(&dz) {
-                    let (v, f) = gb.add(d);
-                    gp.record(f);
-                    *gb = v;
-                }
+                add_assign(&mut self.grad_bias, &dz, &mut gp);
                 outer_acc(&mut self.grad_weight_ih, &dz, xt, r, &mut gp);
                 outer_acc(&mut self.grad_weight_hh, &dz, &prev, r, &mut gp);
             }
