@@ -7,8 +7,12 @@
 use rand_core::SeedableRng;
 use rand_xoshiro::Xoshiro128PlusPlus;
 
+use crate::activation::{Act, Activate};
 use crate::fixed::{I1F15, I16F16};
-use crate::init::{Init, init_matrix};
+use crate::init::{FanMode, Init, Nonlinearity, init_matrix, init_slice};
+use crate::layer::{DenseStack, Layer};
+use crate::loss::{Loss, loss_grad};
+use crate::net::Params;
 use crate::round::{NearestEven, Rounding, Stochastic};
 use crate::scalar::Scalar;
 
@@ -46,6 +50,8 @@ impl Digest {
     }
 }
 
+// Own stack frame: inlined together, the workloads' locals would add up beyond a Cortex-M0's RAM.
+#[inline(never)]
 fn init_digest<S: Scalar, R: Rounding>(init: &Init, seed: u64, r: &mut R) -> u64 {
     let mut w = [[S::ZERO; 16]; 8];
     let mut rng = Xoshiro128PlusPlus::seed_from_u64(seed);
@@ -85,6 +91,94 @@ pub fn init_digests(emit: &mut dyn FnMut(&str, &str, u64)) {
             name,
             "I1F15",
             init_digest::<I1F15, _>(&init, seed, &mut NearestEven),
+        );
+    }
+}
+
+/// Width and depth of the backprop parity workload (small enough for a Cortex-M0's 16 KiB of RAM).
+const W: usize = 8;
+const D: usize = 8;
+
+// Own stack frame, as `init_digest`.
+#[inline(never)]
+fn backprop_digest<S: Scalar, R: Rounding>(act: Act, init: &Init, seed: u64, r: &mut R) -> u64
+where
+    Act: Activate<S>,
+{
+    let mut net: DenseStack<S, W, D> = DenseStack::new(act, D);
+    let mut rng = Xoshiro128PlusPlus::seed_from_u64(seed);
+    let mut d = Digest::default();
+    for l in net.active_mut() {
+        if l.init(init, &Init::Standard, &mut rng, &mut NearestEven, &mut ())
+            .is_err()
+        {
+            d.write_u64(u64::MAX);
+        }
+    }
+    for _ in 0..4 {
+        let (mut x, mut t) = ([S::ZERO; W], [S::ZERO; W]);
+        let u = Init::Uniform { a: -0.9, b: 0.9 };
+        if init_slice(&mut x, &u, 1, 1, &mut rng, &mut NearestEven, &mut ()).is_err()
+            || init_slice(&mut t, &u, 1, 1, &mut rng, &mut NearestEven, &mut ()).is_err()
+        {
+            d.write_u64(u64::MAX);
+        }
+        let y = net.forward(&x, 0, r, &mut ());
+        let mut dy = [S::ZERO; W];
+        let loss = loss_grad(Loss::Mse, &y, &t, 4, &mut dy, r, &mut ());
+        d.write_u64(loss.to_bits());
+        let dx = net.backward(&dy, 0, r, &mut ());
+        d.write_all(&dx);
+    }
+    net.visit(&mut |t| {
+        d.write_all(t.value);
+        d.write_all(t.grad);
+    });
+    d.finish()
+}
+
+/// Backpropagation through an 8-layer, 8-wide dense stack (MSE, batch of 4 accumulated), for sigmoid and
+/// ReLU under Xavier and He init, in `f32`, `I16F16` (nearest and stochastic rounding) and `I1F15`: the
+/// digest covers the loss, every input gradient, and every final weight and gradient. Calls
+/// `emit("backprop/<act>-<init>", "<format>", digest)`.
+pub fn backprop_digests(emit: &mut dyn FnMut(&str, &str, u64)) {
+    let he = Init::KaimingNormal {
+        slope: 0.0,
+        mode: FanMode::FanIn,
+        nonlinearity: Nonlinearity::Relu,
+    };
+    let cases: [(&str, Act, Init); 4] = [
+        (
+            "sigmoid-xavier",
+            Act::Sigmoid,
+            Init::XavierNormal { gain: 1.0 },
+        ),
+        ("sigmoid-he", Act::Sigmoid, he),
+        ("relu-xavier", Act::Relu, Init::XavierNormal { gain: 1.0 }),
+        ("relu-he", Act::Relu, he),
+    ];
+    for (k, (name, act, init)) in cases.iter().enumerate() {
+        let seed = SEED ^ (0x100 + k as u64);
+        emit(
+            name,
+            "f32",
+            backprop_digest::<f32, _>(*act, init, seed, &mut NearestEven),
+        );
+        emit(
+            name,
+            "I16F16",
+            backprop_digest::<I16F16, _>(*act, init, seed, &mut NearestEven),
+        );
+        let mut st = Stochastic(Xoshiro128PlusPlus::seed_from_u64(seed.rotate_left(29)));
+        emit(
+            name,
+            "I16F16-stochastic",
+            backprop_digest::<I16F16, _>(*act, init, seed, &mut st),
+        );
+        emit(
+            name,
+            "I1F15",
+            backprop_digest::<I1F15, _>(*act, init, seed, &mut NearestEven),
         );
     }
 }

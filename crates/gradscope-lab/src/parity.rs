@@ -6,5 +6,8 @@ pub fn digest_lines() -> Vec<String> {
     gradscope_core::parity::init_digests(&mut |name, format, d| {
         out.push(format!("digest init/{name}/{format} {d:x}"))
     });
+    gradscope_core::parity::backprop_digests(&mut |name, format, d| {
+        out.push(format!("digest backprop/{name}/{format} {d:x}"))
+    });
     out
 }

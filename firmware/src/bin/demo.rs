@@ -1,4 +1,5 @@
-//! The gradscope demo on the target. Today: the parity workloads, whose digests must equal the host's
+//! The gradscope demo on the target. Today: the parity workloads (initializers, and backpropagation through
+//! a dense stack), whose digests must equal the host's
 //! (`gradscope firmware-digests`).
 #![no_std]
 #![no_main]
@@ -12,6 +13,10 @@ fn main() -> ! {
     let mut lines = 0u32;
     gradscope_core::parity::init_digests(&mut |name, format, d| {
         defmt::println!("digest init/{=str}/{=str} {=u64:x}", name, format, d);
+        lines += 1;
+    });
+    gradscope_core::parity::backprop_digests(&mut |name, format, d| {
+        defmt::println!("digest backprop/{=str}/{=str} {=u64:x}", name, format, d);
         lines += 1;
     });
     defmt::println!("parity workloads: {=u32}", lines);
