@@ -32,7 +32,7 @@ pub fn gaussian_expectation(q: f64, f: impl Fn(f64) -> f64) -> f64 {
     let density = |z: f64| libm::exp(-z * z / (2.0 * q)) * norm;
     let mut points = [a, -3.0, -1.0, 0.0, 1.0, 3.0, b];
     for p in points.iter_mut() {
-        *p = p.clamp(a, b);
+        *p = p.max(a).min(b);
     }
     let mut total = 0.0;
     for seg in points.windows(2) {

@@ -461,7 +461,9 @@ impl Dist {
                 b,
             } => {
                 let p = lo_p + (hi_p - lo_p) * unit(rng);
-                (mean + std * normal_quantile(p)).clamp(a, b)
+                // max/min, not clamp: clamp asserts a <= b, which validation guarantees but the optimizer cannot
+                // prove, and the core keeps no panic path.
+                (mean + std * normal_quantile(p)).max(a).min(b)
             }
         }
     }

@@ -163,7 +163,7 @@ fn forward(act: &Act, x: i64, f: u32) -> Wide {
                 Wide::Ratio(x + 3 * one, 6)
             }
         }
-        Act::HardTanh => Wide::At(x.clamp(-one, one) as i128, f),
+        Act::HardTanh => Wide::At(x.max(-one).min(one) as i128, f),
     }
 }
 
