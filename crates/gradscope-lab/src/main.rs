@@ -32,6 +32,26 @@ fn parse_act(s: &str) -> Result<Act, String> {
 
 #[derive(Subcommand, Debug)]
 enum Command {
+    /// The underflow horizon per format, activation and initializer: how many layers from the output the
+    /// back-propagated signal of a deep stack stays above one LSB, measured and predicted by the mean-field
+    /// model.
+    Horizon {
+        /// Number of layers, 1 to 64.
+        #[arg(long, default_value_t = 64)]
+        depth: usize,
+        /// Width of every layer: 8, 16, 32 or 64.
+        #[arg(long, default_value_t = 32)]
+        width: usize,
+        /// Samples in the batch, 1 to 4096.
+        #[arg(long, default_value_t = 16)]
+        batch: usize,
+        /// Seed of weights and data.
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// Output format.
+        #[arg(long, value_enum, default_value_t = Format::Table)]
+        format: Format,
+    },
     /// Per-layer gradient norms of a deep dense stack (vanishing and exploding through depth), with the
     /// fixed-point underflow horizon measured and predicted.
     Depth {
@@ -228,6 +248,87 @@ fn render_depth(r: &DepthResult, format: Format) -> anyhow::Result<String> {
     })
 }
 
+/// One row of the horizon table.
+#[derive(serde::Serialize)]
+struct HorizonRow {
+    precision: String,
+    activation: String,
+    init: String,
+    measured: Option<usize>,
+    predicted: Option<usize>,
+}
+
+fn horizon_rows(
+    depth: usize,
+    width: usize,
+    batch: usize,
+    seed: u64,
+) -> anyhow::Result<Vec<HorizonRow>> {
+    let mut rows = Vec::new();
+    for precision in ["i16f16", "i8f24", "i1f15"] {
+        for act in [Act::Sigmoid, Act::Tanh, Act::Relu] {
+            for init in ["xavier_normal", "kaiming_normal", "standard"] {
+                let r = depth::run(&DepthConfig {
+                    act,
+                    init: init.into(),
+                    depth,
+                    width,
+                    precision: precision.into(),
+                    rounding: "nearest".into(),
+                    seed,
+                    batch,
+                })?;
+                rows.push(HorizonRow {
+                    precision: precision.into(),
+                    activation: act.to_string(),
+                    init: init.into(),
+                    measured: r.measured_horizon,
+                    predicted: r.predicted_horizon,
+                });
+            }
+        }
+    }
+    Ok(rows)
+}
+
+fn render_horizon(rows: &[HorizonRow], format: Format) -> anyhow::Result<String> {
+    Ok(match format {
+        Format::Json => serde_json::to_string_pretty(rows)? + "\n",
+        Format::Csv => {
+            let mut out = String::from("precision,activation,init,measured,predicted\n");
+            for r in rows {
+                let o = |h: Option<usize>| h.map_or(String::new(), |v| v.to_string());
+                out += &format!(
+                    "{},{},{},{},{}\n",
+                    r.precision,
+                    r.activation,
+                    r.init,
+                    o(r.measured),
+                    o(r.predicted)
+                );
+            }
+            out
+        }
+        Format::Table => {
+            let mut t = Table::new(["precision", "activation", "init", "measured", "predicted"]);
+            for r in rows {
+                t.push([
+                    r.precision.clone(),
+                    r.activation.clone(),
+                    r.init.clone(),
+                    opt(r.measured),
+                    opt(r.predicted),
+                ]);
+            }
+            format!(
+                "Underflow horizon: layers from the output until the back-propagated signal's RMS is below one LSB\n\
+                 (none: it never is within the depth). Predicted by the mean-field model of gradscope_core::horizon.\n\n{}",
+                t.render()
+            )
+        }
+    })
+}
+
 /// The report's depth section: first- and last-layer gradient norms and the horizons, per activation,
 /// initializer and precision.
 fn depth_section(batch: usize) -> anyhow::Result<String> {
@@ -306,11 +407,21 @@ fn run(cli: Cli) -> anyhow::Result<String> {
                 };
                 render_depth(&depth::run(&cfg)?, format)?
             }
+            Command::Horizon {
+                depth,
+                width,
+                batch,
+                seed,
+                format,
+            } => render_horizon(&horizon_rows(depth, width, batch, seed)?, format)?,
             Command::FirmwareDigests => gradscope_lab::parity::digest_lines().join("\n") + "\n",
             Command::Report { quick } => {
                 let mut out = String::from("gradscope report\n================\n\n");
                 out.push_str(&formats(if quick { 2_000 } else { 20_000 }, 1));
                 out.push_str(&depth_section(if quick { 2 } else { 16 })?);
+                let rows = horizon_rows(64, 32, if quick { 2 } else { 16 }, 1)?;
+                out.push('\n');
+                out.push_str(&render_horizon(&rows, Format::Table)?);
                 out
             }
         },

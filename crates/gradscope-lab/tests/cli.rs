@@ -107,6 +107,24 @@ fn depth_outputs_table_csv_and_json() {
 }
 
 #[test]
+fn horizon_measured_and_predicted_agree() {
+    let o = gradscope(&[
+        "horizon", "--depth", "24", "--width", "8", "--batch", "2", "--format", "json",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let rows: serde_json::Value = serde_json::from_str(&stdout(&o)).expect("valid JSON");
+    let rows = rows.as_array().expect("an array");
+    assert_eq!(rows.len(), 27);
+    for r in rows {
+        match (r["measured"].as_u64(), r["predicted"].as_u64()) {
+            (Some(m), Some(p)) => assert!(m.abs_diff(p) <= 2, "{r}"),
+            (None, None) => {}
+            _ => panic!("one horizon missing: {r}"),
+        }
+    }
+}
+
+#[test]
 fn other_subcommands_run() {
     for args in [
         &["formats", "--samples", "100"][..],
