@@ -15,6 +15,9 @@
 //! zeros, and for ReLU (derivative 0 at 0) that blocks every gradient behind it.
 //! The same recurrence describes an RNN through time with `W_hh` in place of `W`.
 //!
+//! It is a large-width model: at small widths (say 8) a ReLU layer can go entirely dead by chance (all
+//! pre-activations ≤ 0), which blocks every gradient behind it and which the model does not predict.
+//!
 //! Expectations are computed by [`gaussian_expectation`].
 
 use crate::activation::{Act, Libm};
