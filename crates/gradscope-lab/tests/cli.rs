@@ -108,19 +108,22 @@ fn depth_outputs_table_csv_and_json() {
 
 #[test]
 fn horizon_measured_and_predicted_agree() {
+    // Width 32: at width 8 a ReLU layer can go entirely dead by chance, which the mean-field model ignores.
     let o = gradscope(&[
-        "horizon", "--depth", "24", "--width", "8", "--batch", "2", "--format", "json",
+        "horizon", "--depth", "24", "--width", "32", "--batch", "2", "--format", "json",
     ]);
     assert!(o.status.success(), "{}", stderr(&o));
     let rows: serde_json::Value = serde_json::from_str(&stdout(&o)).expect("valid JSON");
     let rows = rows.as_array().expect("an array");
     assert_eq!(rows.len(), 27);
     for r in rows {
-        match (r["measured"].as_u64(), r["predicted"].as_u64()) {
-            (Some(m), Some(p)) => assert!(m.abs_diff(p) <= 2, "{r}"),
-            (None, None) => {}
-            _ => panic!("one horizon missing: {r}"),
-        }
+        // "None" means beyond the 24 layers: it agrees with a crossing within 2 layers of the depth.
+        let beyond = |h: Option<u64>| h.unwrap_or(25);
+        let (m, p) = (
+            beyond(r["measured"].as_u64()),
+            beyond(r["predicted"].as_u64()),
+        );
+        assert!(m.abs_diff(p) <= 2, "{r}");
     }
 }
 
