@@ -223,10 +223,8 @@ fn a_nan_gradient_stops_the_step_and_leaves_weights_unchanged() {
 fn relu_stack_signal(init: Init, depth: usize) -> (f64, f64) {
     let mut s: Box<DenseStack<f32, 32, 30>> = Box::new(Stack::new(Act::Relu, depth));
     let mut rng = Xoshiro128PlusPlus::seed_from_u64(30);
-    for l in s.active_mut() {
-        l.init(&init, &Init::Zeros, &mut rng, &mut NearestEven, &mut ())
-            .unwrap();
-    }
+    s.init(&init, &Init::Zeros, &mut rng, &mut NearestEven, &mut ())
+        .unwrap();
     let (mut sq, mut n) = (0.0f64, 0usize);
     let batch = 64;
     for _ in 0..batch {
@@ -333,16 +331,14 @@ fn a_64_deep_32_wide_stack_runs_in_f32_and_i16f16_with_per_layer_stats() {
     big_stack(|| {
         let mut s: Box<DenseStack<I16F16, 32, 64>> = Box::new(Stack::new(Act::Sigmoid, 64));
         let mut rng = Xoshiro128PlusPlus::seed_from_u64(64);
-        for l in s.active_mut() {
-            l.init(
-                &Init::XavierUniform { gain: 1.0 },
-                &Init::Zeros,
-                &mut rng,
-                &mut NearestEven,
-                &mut (),
-            )
-            .unwrap();
-        }
+        s.init(
+            &Init::XavierUniform { gain: 1.0 },
+            &Init::Zeros,
+            &mut rng,
+            &mut NearestEven,
+            &mut (),
+        )
+        .unwrap();
         let mut stats = [LayerStats::default(); 64];
         let x = [I16F16::from_f64(0.5, &mut NearestEven).0; 32];
         let y = s.forward(&x, 0, &mut NearestEven, &mut stats);
@@ -424,10 +420,8 @@ fn gradients_accumulate_over_a_batch_to_the_gradient_of_the_mean_loss() {
 fn tanh_backward_norms(init: Init) -> [f64; 5] {
     let mut s: Box<DenseStack<f64, 128, 5>> = Box::new(Stack::new(Act::Tanh, 5));
     let mut rng = Xoshiro128PlusPlus::seed_from_u64(2010);
-    for l in s.active_mut() {
-        l.init(&init, &Init::Zeros, &mut rng, &mut NearestEven, &mut ())
-            .unwrap();
-    }
+    s.init(&init, &Init::Zeros, &mut rng, &mut NearestEven, &mut ())
+        .unwrap();
     let mut stats = [LayerStats::default(); 5];
     for _ in 0..32 {
         let mut x = [0.0f64; 128];
@@ -534,16 +528,14 @@ fn stochastic_rounding_keeps_sub_lsb_gradients_alive_on_average() {
     use gradscope_core::Stochastic;
     let mut rng = Xoshiro128PlusPlus::seed_from_u64(11);
     let mut q: Box<DenseStack<I16F16, 8, 6>> = Box::new(DenseStack::new(Act::Sigmoid, 6));
-    for l in q.active_mut() {
-        l.init(
-            &Init::XavierUniform { gain: 1.0 },
-            &Init::Zeros,
-            &mut rng,
-            &mut NearestEven,
-            &mut (),
-        )
-        .unwrap();
-    }
+    q.init(
+        &Init::XavierUniform { gain: 1.0 },
+        &Init::Zeros,
+        &mut rng,
+        &mut NearestEven,
+        &mut (),
+    )
+    .unwrap();
     // The same (quantized) weights in f64: the reference.
     let mut f: Box<DenseStack<f64, 8, 6>> = Box::new(DenseStack::new(Act::Sigmoid, 6));
     for (lf, lq) in f.layers.iter_mut().zip(&q.layers) {

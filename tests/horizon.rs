@@ -49,10 +49,8 @@ where
     let mut s: Box<DenseStack<S, WIDTH, DEPTH>> = Box::new(DenseStack::new(act, DEPTH));
     let mut rng = Xoshiro128PlusPlus::seed_from_u64(seed);
     let (init, _) = init_of(scheme);
-    for l in s.active_mut() {
-        l.init(&init, &Init::Zeros, &mut rng, &mut NearestEven, &mut ())
-            .unwrap();
-    }
+    s.init(&init, &Init::Zeros, &mut rng, &mut NearestEven, &mut ())
+        .unwrap();
     let mut stats = [LayerStats::default(); DEPTH];
     for _ in 0..BATCH {
         let mut x = [S::ZERO; WIDTH];

@@ -25,16 +25,14 @@ struct Setup {
 fn setup() -> Setup {
     let mut rng = Xoshiro128PlusPlus::seed_from_u64(2022);
     let mut q: Box<Q> = Box::new(DenseStack::new(Act::Sigmoid, D));
-    for l in q.active_mut() {
-        l.init(
-            &Init::XavierNormal { gain: 1.0 },
-            &Init::Zeros,
-            &mut rng,
-            &mut NearestEven,
-            &mut (),
-        )
-        .unwrap();
-    }
+    q.init(
+        &Init::XavierNormal { gain: 1.0 },
+        &Init::Zeros,
+        &mut rng,
+        &mut NearestEven,
+        &mut (),
+    )
+    .unwrap();
     let mut f: Box<F> = Box::new(DenseStack::new(Act::Sigmoid, D));
     for (lf, lq) in f.layers.iter_mut().zip(&q.layers) {
         lf.weight = lq.weight.map(|r| r.map(|v| v.to_f64()));

@@ -20,16 +20,14 @@ const D: usize = 64;
 fn horizon_with_scale(g0: f64, scale: f64) -> Option<usize> {
     let mut s: Box<DenseStack<I16F16, W, D>> = Box::new(DenseStack::new(Act::Sigmoid, D));
     let mut rng = Xoshiro128PlusPlus::seed_from_u64(1);
-    for l in s.active_mut() {
-        l.init(
-            &Init::XavierNormal { gain: 1.0 },
-            &Init::Zeros,
-            &mut rng,
-            &mut NearestEven,
-            &mut (),
-        )
-        .unwrap();
-    }
+    s.init(
+        &Init::XavierNormal { gain: 1.0 },
+        &Init::Zeros,
+        &mut rng,
+        &mut NearestEven,
+        &mut (),
+    )
+    .unwrap();
     let scaler = LossScaler::fixed(scale).unwrap();
     let mut stats = [LayerStats::default(); D];
     for _ in 0..16 {
@@ -98,16 +96,14 @@ fn dynamic_loss_scale_backs_off_from_overflow_until_the_backward_pass_is_clean()
     big_stack(|| {
         let mut s: Box<DenseStack<I16F16, 16, 8>> = Box::new(DenseStack::new(Act::Tanh, 8));
         let mut rng = Xoshiro128PlusPlus::seed_from_u64(7);
-        for l in s.active_mut() {
-            l.init(
-                &Init::XavierUniform { gain: 1.0 },
-                &Init::Zeros,
-                &mut rng,
-                &mut NearestEven,
-                &mut (),
-            )
-            .unwrap();
-        }
+        s.init(
+            &Init::XavierUniform { gain: 1.0 },
+            &Init::Zeros,
+            &mut rng,
+            &mut NearestEven,
+            &mut (),
+        )
+        .unwrap();
         let x = [I16F16::from_f64(0.3, &mut NearestEven).0; 16];
         let dy0 = [I16F16::from_f64(0.05, &mut NearestEven).0; 16];
         // 2^24 · 0.05 is far beyond I16F16's range: the first steps must overflow and be skipped.

@@ -108,12 +108,11 @@ where
     let mut net: DenseStack<S, W, D> = DenseStack::new(act, D);
     let mut rng = Xoshiro128PlusPlus::seed_from_u64(seed);
     let mut d = Digest::default();
-    for l in net.active_mut() {
-        if l.init(init, &Init::Standard, &mut rng, &mut NearestEven, &mut ())
-            .is_err()
-        {
-            d.write_u64(u64::MAX);
-        }
+    if net
+        .init(init, &Init::Standard, &mut rng, &mut NearestEven, &mut ())
+        .is_err()
+    {
+        d.write_u64(u64::MAX);
     }
     for _ in 0..4 {
         let (mut x, mut t) = ([S::ZERO; W], [S::ZERO; W]);

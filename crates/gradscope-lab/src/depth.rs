@@ -215,10 +215,8 @@ where
     let mut rng = Xoshiro128PlusPlus::seed_from_u64(cfg.seed);
     let mut r = rounding(&cfg.rounding, cfg.seed);
     let mut net: Box<DenseStack<S, W, MAX_DEPTH>> = Box::new(DenseStack::new(cfg.act, cfg.depth));
-    for l in net.active_mut() {
-        l.init(init, &Init::Zeros, &mut rng, &mut r, &mut ())
-            .map_err(|e| anyhow::anyhow!("{e}"))?;
-    }
+    net.init(init, &Init::Zeros, &mut rng, &mut r, &mut ())
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
     let mut stats = vec![LayerStats::default(); cfg.depth];
     let (mut loss, mut in_sq) = (0.0, 0.0);
     let mut g0_sq = 0.0;

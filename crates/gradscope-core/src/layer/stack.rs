@@ -6,9 +6,13 @@
 //! dense stack is about 0.6 MiB. Build big stacks where they fit (a thread with a large stack, the heap, or a
 //! `static` on an MCU).
 
+use rand_core::Rng;
+
 use super::{Dense, Layer, Probes};
 use crate::activation::Act;
+use crate::init::{Init, InitError};
 use crate::net::{ParamTensor, Params};
+use crate::probe::Probe;
 use crate::round::Rounding;
 use crate::scalar::Scalar;
 
@@ -27,6 +31,26 @@ impl<S: Scalar, const W: usize, const D: usize> Stack<Dense<S, W, W>, D> {
     /// `depth` dense layers (clamped to `1..=D`) with activation `act` and zero weights.
     pub fn new(act: Act, depth: usize) -> Self {
         Stack::from_fn(depth, |_| Dense::new(act))
+    }
+
+    /// Initialize every active layer's weights with `weight` and biases with `bias`, in order, from one
+    /// generator (see [`Dense::init`]).
+    pub fn init<G, R, P>(
+        &mut self,
+        weight: &Init,
+        bias: &Init,
+        rng: &mut G,
+        r: &mut R,
+        p: &mut P,
+    ) -> Result<(), InitError>
+    where
+        G: Rng + ?Sized,
+        R: Rounding + ?Sized,
+        P: Probe + ?Sized,
+    {
+        self.active_mut()
+            .iter_mut()
+            .try_for_each(|l| l.init(weight, bias, rng, r, p))
     }
 }
 
