@@ -1,10 +1,13 @@
-//! Picks the memory layout by target, so one crate serves the M4F (mps2-an386) and the M0 (micro:bit).
+//! Picks the memory layout by target and feature: the M4F (QEMU mps2-an386), the M0 (QEMU micro:bit), or the
+//! nRF52840-DK board (`board` feature).
 
 use std::{env, fs, path::PathBuf};
 
 fn main() {
     let target = env::var("TARGET").unwrap_or_default();
-    let layout = if target.starts_with("thumbv6m") {
+    let layout = if env::var_os("CARGO_FEATURE_BOARD").is_some() {
+        "memory/nrf52840.x"
+    } else if target.starts_with("thumbv6m") {
         "memory/microbit.x"
     } else {
         "memory/mps2-an386.x"
