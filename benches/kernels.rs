@@ -1,10 +1,18 @@
-//! Kernel throughput per scalar type. Run: `cargo bench --bench kernels`.
+//! Kernel throughput side by side with nalgebra, and the cost of observing numeric events.
+//! Run: `cargo bench --bench kernels` (BENCHMARKS.md has one run's numbers).
+//!
+//! Groups `matvec_<type>/N` and `matmul_<type>/N` for N ∈ {4, 8, 16, 32, 64}; throughput in scalar operations
+//! (2·N² for matvec, 2·N³ for matmul). In the f32 groups `nalgebra` is `SMatrix<f32, N, N>`; nalgebra has no
+//! fixed point, so in the I16F16 and I1F15 groups its entry multiplies the raw `i32`/`i16` values (wrapping, no
+//! rounding, no saturation, no flags): the cost of plain integer arithmetic, a lower bound, not the same result.
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use gradscope_core::{EventCounts, I1F15, I16F16, NearestEven, Scalar, matrix};
+use nalgebra::{SMatrix, SVector};
 use rand_core::{Rng, SeedableRng};
 use rand_xoshiro::Xoshiro128PlusPlus;
 use std::hint::black_box;
+use std::time::Duration;
 
 fn fill<S: Scalar, const I: usize, const O: usize>(seed: u64) -> [[S; I]; O] {
     let mut rng = Xoshiro128PlusPlus::seed_from_u64(seed);
@@ -16,11 +24,49 @@ fn fill<S: Scalar, const I: usize, const O: usize>(seed: u64) -> [[S; I]; O] {
     })
 }
 
-fn matvec_for<S: Scalar, const N: usize>(c: &mut Criterion) {
+/// The nalgebra operand for a gradscope scalar: the float itself, or the raw integer of a fixed-point value.
+trait Raw: Scalar {
+    type N: nalgebra::Scalar
+        + Copy
+        + num_traits::Zero
+        + num_traits::One
+        + nalgebra::ClosedAddAssign
+        + nalgebra::ClosedMulAssign;
+    fn raw(self) -> Self::N;
+}
+
+impl Raw for f32 {
+    type N = f32;
+    fn raw(self) -> f32 {
+        self
+    }
+}
+
+impl Raw for I16F16 {
+    type N = i32;
+    fn raw(self) -> i32 {
+        self.to_bits()
+    }
+}
+
+impl Raw for I1F15 {
+    type N = i16;
+    fn raw(self) -> i16 {
+        self.to_bits()
+    }
+}
+
+fn group_name(kind: &str, s: &str, n: usize) -> String {
+    format!("{kind}_{}/{n}", s.to_lowercase())
+}
+
+fn matvec_for<S: Raw, const N: usize>(c: &mut Criterion) {
     let w: [[S; N]; N] = fill(1);
     let [x]: [[S; N]; 1] = fill(2);
     let mut y = [S::ZERO; N];
-    let mut g = c.benchmark_group(format!("matvec_{}/{N}", S::NAME.to_lowercase()));
+    let a = SMatrix::<S::N, N, N>::from_fn(|i, j| w[i][j].raw());
+    let v = SVector::<S::N, N>::from_fn(|i, _| x[i].raw());
+    let mut g = c.benchmark_group(group_name("matvec", S::NAME, N));
     g.throughput(Throughput::Elements((2 * N * N) as u64));
     g.bench_function("gradscope", |b| {
         b.iter(|| {
@@ -34,7 +80,55 @@ fn matvec_for<S: Scalar, const N: usize>(c: &mut Criterion) {
             black_box(&y);
         })
     });
+    g.bench_function("nalgebra", |b| {
+        b.iter(|| black_box(black_box(&a) * black_box(&v)))
+    });
     g.finish();
+}
+
+fn matmul_for<S: Raw, const N: usize>(c: &mut Criterion) {
+    let a: [[S; N]; N] = fill(3);
+    let bm: [[S; N]; N] = fill(4);
+    let mut out = [[S::ZERO; N]; N];
+    let na = SMatrix::<S::N, N, N>::from_fn(|i, j| a[i][j].raw());
+    let nb = SMatrix::<S::N, N, N>::from_fn(|i, j| bm[i][j].raw());
+    let mut g = c.benchmark_group(group_name("matmul", S::NAME, N));
+    g.throughput(Throughput::Elements((2 * N * N * N) as u64));
+    g.bench_function("gradscope", |b| {
+        b.iter(|| {
+            matrix::matmul(
+                black_box(&a),
+                black_box(&bm),
+                &mut out,
+                &mut NearestEven,
+                &mut (),
+            );
+            black_box(&out);
+        })
+    });
+    g.bench_function("nalgebra", |b| {
+        b.iter(|| black_box(black_box(&na) * black_box(&nb)))
+    });
+    g.finish();
+}
+
+fn sizes<S: Raw>(c: &mut Criterion) {
+    matvec_for::<S, 4>(c);
+    matvec_for::<S, 8>(c);
+    matvec_for::<S, 16>(c);
+    matvec_for::<S, 32>(c);
+    matvec_for::<S, 64>(c);
+    matmul_for::<S, 4>(c);
+    matmul_for::<S, 8>(c);
+    matmul_for::<S, 16>(c);
+    matmul_for::<S, 32>(c);
+    matmul_for::<S, 64>(c);
+}
+
+fn kernels(c: &mut Criterion) {
+    sizes::<f32>(c);
+    sizes::<I16F16>(c);
+    sizes::<I1F15>(c);
 }
 
 /// The probe's cost: the same f32 matvec as a plain loop (no flags at all), through gradscope with the probe
@@ -83,11 +177,11 @@ fn probe_cost(c: &mut Criterion) {
     g.finish();
 }
 
-fn kernels(c: &mut Criterion) {
-    matvec_for::<f32, 16>(c);
-    matvec_for::<I16F16, 16>(c);
-    matvec_for::<I1F15, 16>(c);
+fn config() -> Criterion {
+    Criterion::default()
+        .warm_up_time(Duration::from_millis(300))
+        .measurement_time(Duration::from_secs(1))
 }
 
-criterion_group!(benches, kernels, probe_cost);
+criterion_group! { name = benches; config = config(); targets = kernels, probe_cost }
 criterion_main!(benches);
