@@ -26,6 +26,16 @@ use crate::probe::Probe;
 use crate::round::Rounding;
 use crate::scalar::Scalar;
 
+/// `acc + a·b`, with the event checks only when probe `P` records events.
+#[inline(always)]
+pub(crate) fn mac<S: Scalar, P: Probe + ?Sized>(acc: S::Acc, a: S, b: S) -> S::Acc {
+    if P::ACTIVE {
+        S::mac(acc, a, b)
+    } else {
+        S::mac_unobserved(acc, a, b)
+    }
+}
+
 /// Dot product `Σ aᵢ bᵢ`.
 #[inline]
 pub fn dot<S, const N: usize, R, P>(a: &[S; N], b: &[S; N], r: &mut R, p: &mut P) -> S
@@ -37,7 +47,7 @@ where
     let acc = a
         .iter()
         .zip(b)
-        .fold(S::acc_zero(), |acc, (&x, &y)| S::mac(acc, x, y));
+        .fold(S::acc_zero(), |acc, (&x, &y)| mac::<S, P>(acc, x, y));
     let (v, f) = S::narrow(acc, r);
     p.record(f);
     v
@@ -80,7 +90,7 @@ pub fn affine<S, const I: usize, const O: usize, R, P>(
             .iter()
             .zip(x)
             .fold(S::acc_add(S::acc_zero(), bo), |acc, (&a, &c)| {
-                S::mac(acc, a, c)
+                mac::<S, P>(acc, a, c)
             });
         let (v, f) = S::narrow(acc, r);
         p.record(f);
@@ -106,7 +116,7 @@ pub fn matvec_t<S, const I: usize, const O: usize, R, P>(
     let mut acc = [S::acc_zero(); I];
     for (row, &dv) in w.iter().zip(d) {
         for (a, &wv) in acc.iter_mut().zip(row) {
-            *a = S::mac(*a, wv, dv);
+            *a = mac::<S, P>(*a, wv, dv);
         }
     }
     for (yi, a) in y.iter_mut().zip(acc) {
@@ -131,7 +141,7 @@ pub fn outer_acc<S, const I: usize, const O: usize, R, P>(
 {
     for (row, &dv) in g.iter_mut().zip(d) {
         for (gv, &xv) in row.iter_mut().zip(x) {
-            let (v, f) = S::narrow(S::mac(S::acc_add(S::acc_zero(), *gv), dv, xv), r);
+            let (v, f) = S::narrow(mac::<S, P>(S::acc_add(S::acc_zero(), *gv), dv, xv), r);
             p.record(f);
             *gv = v;
         }
@@ -157,7 +167,7 @@ pub fn matmul<S, const M: usize, const K: usize, const N: usize, R, P>(
         let mut acc = [S::acc_zero(); N];
         for (&av, brow) in arow.iter().zip(b) {
             for (ac, &bv) in acc.iter_mut().zip(brow) {
-                *ac = S::mac(*ac, av, bv);
+                *ac = mac::<S, P>(*ac, av, bv);
             }
         }
         for (cv, ac) in crow.iter_mut().zip(acc) {
@@ -177,7 +187,7 @@ where
     P: Probe + ?Sized,
 {
     for (yv, &xv) in y.iter_mut().zip(x) {
-        let (v, f) = S::narrow(S::mac(S::acc_add(S::acc_zero(), *yv), alpha, xv), r);
+        let (v, f) = S::narrow(mac::<S, P>(S::acc_add(S::acc_zero(), *yv), alpha, xv), r);
         p.record(f);
         *yv = v;
     }
@@ -273,7 +283,7 @@ where
 mod tests {
     use super::*;
     use crate::fixed::{I1F15, I16F16};
-    use crate::probe::EventCounts;
+    use crate::probe::{EventCounts, Probe};
     use crate::round::{Floor, NearestEven};
 
     fn q(x: f64) -> I16F16 {
@@ -334,6 +344,35 @@ mod tests {
         matvec(&[big, big], &big, &mut y, &mut NearestEven, &mut counts);
         assert_eq!(counts.overflow, 2);
         assert_eq!(y, [I1F15::MAX; 2]);
+    }
+
+    type Outputs = ([[f32; 3]; 4], [f32; 5], [[f32; 5]; 4], [f32; 4]);
+
+    /// matmul, matvec_t, outer_acc and affine on fixed inputs (one value near underflow), with probe `p`.
+    fn all_kernels<P: Probe>(p: &mut P) -> Outputs {
+        let v = |i: usize, j: usize| {
+            ((i * 31 + j * 17) % 23) as f32 / 7.0 - 1.5 + if i == j { 1e-30 } else { 0.0 }
+        };
+        let a: [[f32; 5]; 4] = core::array::from_fn(|i| core::array::from_fn(|j| v(i, j)));
+        let b: [[f32; 3]; 5] = core::array::from_fn(|i| core::array::from_fn(|j| v(j + 7, i)));
+        let x: [f32; 5] = core::array::from_fn(|j| v(9, j));
+        let d: [f32; 4] = core::array::from_fn(|j| v(j, 3));
+        let (mut c, mut t, mut g, mut y) = ([[0.0; 3]; 4], [0.0; 5], a, [0.0; 4]);
+        matmul(&a, &b, &mut c, &mut NearestEven, p);
+        matvec_t(&a, &d, &mut t, &mut NearestEven, p);
+        outer_acc(&mut g, &d, &x, &mut NearestEven, p);
+        affine(&a, &x, &d, &mut y, &mut NearestEven, p);
+        (c, t, g, y)
+    }
+
+    #[test]
+    fn probe_on_and_off_give_identical_values() {
+        // With the probe off the kernels skip the event checks: the values must not change.
+        const { assert!(!<() as Probe>::ACTIVE && <EventCounts as Probe>::ACTIVE) };
+        let mut counts = EventCounts::default();
+        let (off, on) = (all_kernels(&mut ()), all_kernels(&mut counts));
+        assert_eq!(format!("{off:?}"), format!("{on:?}"));
+        assert!(counts.values > 0);
     }
 
     #[test]

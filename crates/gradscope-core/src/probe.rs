@@ -7,12 +7,18 @@ use crate::flags::Flags;
 
 /// Receives the events of each value a kernel produces (one call per output value).
 pub trait Probe {
+    /// False for a probe that ignores every event: kernels then skip the per-product event checks entirely
+    /// (the values are the same either way). Array accumulators keep the optimizer from deleting those
+    /// checks on its own, so this is what makes "off" free in `matmul`, `matvec_t` and `outer_acc`.
+    const ACTIVE: bool = true;
+
     /// Record the events of one produced value.
     fn record(&mut self, flags: Flags);
 }
 
 /// The probe that is off.
 impl Probe for () {
+    const ACTIVE: bool = false;
     #[inline(always)]
     fn record(&mut self, _flags: Flags) {}
 }
@@ -26,6 +32,7 @@ impl Probe for Flags {
 }
 
 impl<P: Probe + ?Sized> Probe for &mut P {
+    const ACTIVE: bool = P::ACTIVE;
     #[inline]
     fn record(&mut self, flags: Flags) {
         (**self).record(flags);

@@ -46,6 +46,12 @@ pub trait Scalar: Copy + Default + PartialEq + PartialOrd + Debug + Send + Sync 
     fn acc_zero() -> Self::Acc;
     /// `acc + a·b`, exact for fixed point until the accumulator saturates (which it reports at narrowing).
     fn mac(acc: Self::Acc, a: Self, b: Self) -> Self::Acc;
+    /// [`Scalar::mac`] for callers that will not look at the events: the same value, without the per-product
+    /// event checks (floats); fixed point keeps its saturation, which is part of the value.
+    #[inline]
+    fn mac_unobserved(acc: Self::Acc, a: Self, b: Self) -> Self::Acc {
+        Self::mac(acc, a, b)
+    }
     /// `acc + x`.
     fn acc_add(acc: Self::Acc, x: Self) -> Self::Acc;
     /// Round the accumulated value to `Self`, reporting every event seen since [`Scalar::acc_zero`].
@@ -193,6 +199,13 @@ macro_rules! float_scalar {
                         Flags::OVERFLOW,
                     );
                 FloatAcc { value: s, flags }
+            }
+            #[inline]
+            fn mac_unobserved(acc: Self::Acc, a: $t, b: $t) -> Self::Acc {
+                FloatAcc {
+                    value: acc.value + a * b,
+                    flags: acc.flags,
+                }
             }
             #[inline]
             fn acc_add(acc: Self::Acc, x: $t) -> Self::Acc {

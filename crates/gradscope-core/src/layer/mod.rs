@@ -50,6 +50,9 @@ pub enum Phase {
 
 /// A layer-aware diagnostic sink.
 pub trait Probes {
+    /// False for a sink that ignores every event (see [`Probe::ACTIVE`]).
+    const ACTIVE: bool = true;
+
     /// Record the events of one value produced by `layer` in `phase`.
     fn record(&mut self, layer: usize, phase: Phase, flags: Flags);
 
@@ -105,6 +108,7 @@ impl<const T: usize> Probes for StepNorms<T> {
 
 /// Diagnostics off.
 impl Probes for () {
+    const ACTIVE: bool = false;
     #[inline(always)]
     fn record(&mut self, _layer: usize, _phase: Phase, _flags: Flags) {}
 }
@@ -241,6 +245,7 @@ impl<const N: usize> Probes for [LayerStats; N] {
 }
 
 impl<P: Probes + ?Sized> Probes for &mut P {
+    const ACTIVE: bool = P::ACTIVE;
     #[inline]
     fn record(&mut self, layer: usize, phase: Phase, flags: Flags) {
         (**self).record(layer, phase, flags);
@@ -310,6 +315,7 @@ pub struct At<'a, P: ?Sized> {
 }
 
 impl<P: Probes + ?Sized> Probe for At<'_, P> {
+    const ACTIVE: bool = P::ACTIVE;
     #[inline(always)]
     fn record(&mut self, flags: Flags) {
         self.probes.record(self.layer, self.phase, flags);

@@ -10,7 +10,7 @@
 
 use super::{At, Layer, Phase, Probes};
 use crate::activation::{Act, Activate};
-use crate::matrix::{add_assign, matvec_t, outer_acc};
+use crate::matrix::{add_assign, mac, matvec_t, outer_acc};
 use crate::net::{ParamTensor, Params};
 use crate::probe::Probe;
 use crate::round::Rounding;
@@ -111,11 +111,13 @@ where
                 let acc = row_ih
                     .iter()
                     .zip(xt)
-                    .fold(S::acc_add(S::acc_zero(), b), |a, (&w, &v)| S::mac(a, w, v));
+                    .fold(S::acc_add(S::acc_zero(), b), |a, (&w, &v)| {
+                        mac::<S, At<'_, P>>(a, w, v)
+                    });
                 let acc = row_hh
                     .iter()
                     .zip(&prev)
-                    .fold(acc, |a, (&w, &v)| S::mac(a, w, v));
+                    .fold(acc, |a, (&w, &v)| mac::<S, At<'_, P>>(a, w, v));
                 let (v, f) = S::narrow(acc, r);
                 fp.record(f);
                 *z = v;
