@@ -10,11 +10,15 @@
 use anyhow::{Result, bail};
 use gradscope_core::horizon::DepthModel;
 use gradscope_core::{
-    Act, Activate, AnyRounding, DenseStack, GradStats, I1F15, I8F24, I16F16, Init, Layer,
-    LayerStats, Loss, NearestEven, Scalar, init_slice, loss_grad,
+    Act, Activate, DenseStack, GradStats, I1F15, I8F24, I16F16, Init, Layer, LayerStats, Loss,
+    NearestEven, Scalar, init_slice, loss_grad,
 };
 use rand_core::SeedableRng;
 use rand_xoshiro::Xoshiro128PlusPlus;
+
+use crate::output::{Frame, Outcome};
+use crate::plot::Plot;
+use crate::spec::rounding;
 use serde::Serialize;
 
 /// Deepest stack the lab compiles in.
@@ -44,6 +48,25 @@ pub struct DepthConfig {
     pub seed: u64,
     /// Samples in the batch.
     pub batch: usize,
+    /// Static loss scale: the output gradient is multiplied by it before the backward pass (1 = none).
+    pub loss_scale: f64,
+}
+
+impl DepthConfig {
+    /// A configuration with nearest rounding, seed 1, batch 16 and no loss scaling.
+    pub fn new(act: Act, init: &str, depth: usize, width: usize, precision: &str) -> DepthConfig {
+        DepthConfig {
+            act,
+            init: init.into(),
+            depth,
+            width,
+            precision: precision.into(),
+            rounding: "nearest".into(),
+            seed: 1,
+            batch: 16,
+            loss_scale: 1.0,
+        }
+    }
 }
 
 /// One layer's measurements (layer 1 is next to the input).
@@ -65,6 +88,9 @@ pub struct DepthRow {
     pub saturated: u32,
     /// Non-finite values (forward and backward).
     pub nonfinite: u32,
+    /// Units (rows of the weight gradient) whose gradients differ: 1 when every unit gets the same
+    /// gradient, the symmetry that constant initialization never breaks.
+    pub distinct_units: usize,
 }
 
 /// The result of a depth experiment.
@@ -86,6 +112,8 @@ pub struct DepthResult {
     pub batch: usize,
     /// Seed.
     pub seed: u64,
+    /// Static loss scale (gradients are reported as computed, that is, scaled).
+    pub loss_scale: f64,
     /// Mean loss over the batch.
     pub loss: f64,
     /// Per layer, from the input.
@@ -94,6 +122,14 @@ pub struct DepthResult {
     pub measured_horizon: Option<usize>,
     /// The mean-field model's horizon (only for zero-mean i.i.d. initializers it describes).
     pub predicted_horizon: Option<usize>,
+    /// Where non-finite values first appeared, in computation order (forward from the input, then backward
+    /// from the output): layer (1-based), pass, and whether an overflow caused them.
+    pub first_nonfinite: Option<(usize, String, bool)>,
+    /// The first layer, from the input, whose forward pass saturated or overflowed.
+    pub first_forward_saturated: Option<usize>,
+    /// Weights, data and gradients in the `gradscope-dump/1` schema (see README "Dumps").
+    #[serde(skip)]
+    pub dump: serde_json::Value,
 }
 
 /// Weight variance of an initializer on a square layer of width `n`, where the horizon model applies.
@@ -160,19 +196,26 @@ pub fn validate(cfg: &DepthConfig) -> Result<Init> {
     if cfg.batch == 0 || cfg.batch > 4096 {
         bail!("batch {} is not supported: choose 1 to 4096", cfg.batch);
     }
+    if !(cfg.loss_scale.is_finite() && cfg.loss_scale > 0.0) {
+        bail!(
+            "--loss-scale must be a positive number, got {}",
+            cfg.loss_scale
+        );
+    }
     Init::from_name(&cfg.init).map_err(|e| anyhow::anyhow!("{e}"))
 }
 
 /// Run the experiment (on a thread with room for the largest stack).
 pub fn run(cfg: &DepthConfig) -> Result<DepthResult> {
     let init = validate(cfg)?;
-    let cfg2 = cfg.clone();
-    let handle = std::thread::Builder::new()
-        .stack_size(256 << 20)
-        .spawn(move || dispatch(&cfg2, &init))?;
-    handle
-        .join()
-        .map_err(|_| anyhow::anyhow!("the depth experiment thread failed"))?
+    crate::par::one(|| dispatch(cfg, &init))
+}
+
+/// Run many experiments in parallel (results in input order, identical for any thread count).
+pub fn sweep(label: &str, cfgs: &[DepthConfig]) -> Result<Vec<DepthResult>> {
+    let inits = cfgs.iter().map(validate).collect::<Result<Vec<Init>>>()?;
+    let jobs: Vec<(&DepthConfig, &Init)> = cfgs.iter().zip(&inits).collect();
+    crate::par::sweep(label, &jobs, |(c, i)| dispatch(c, i))
 }
 
 fn dispatch(cfg: &DepthConfig, init: &Init) -> Result<DepthResult> {
@@ -200,14 +243,6 @@ fn dispatch(cfg: &DepthConfig, init: &Init) -> Result<DepthResult> {
     }
 }
 
-fn rounding(name: &str, seed: u64) -> AnyRounding<Xoshiro128PlusPlus> {
-    match name {
-        "floor" => AnyRounding::Floor,
-        "stochastic" => AnyRounding::Stochastic(Xoshiro128PlusPlus::seed_from_u64(seed ^ 0x5eed)),
-        _ => AnyRounding::NearestEven,
-    }
-}
-
 fn run_typed<S: Scalar, const W: usize>(cfg: &DepthConfig, init: &Init) -> Result<DepthResult>
 where
     Act: Activate<S>,
@@ -220,6 +255,7 @@ where
     let mut stats = vec![LayerStats::default(); cfg.depth];
     let (mut loss, mut in_sq) = (0.0, 0.0);
     let mut g0_sq = 0.0;
+    let (mut inputs, mut targets) = (Vec::new(), Vec::new());
     for _ in 0..cfg.batch {
         let mut x = [S::ZERO; W];
         let u = Init::Uniform {
@@ -236,10 +272,17 @@ where
         };
         init_slice(&mut t, &ut, 1, 1, &mut rng, &mut NearestEven, &mut ())
             .map_err(|e| anyhow::anyhow!("{e}"))?;
+        inputs.push(x.map(|v| v.to_f64()).to_vec());
+        targets.push(t.map(|v| v.to_f64()).to_vec());
         let y = net.forward(&x, 0, &mut r, stats.as_mut_slice());
         let mut dy = [S::ZERO; W];
         loss +=
             loss_grad(Loss::Mse, &y, &t, cfg.batch, &mut dy, &mut r, &mut ()) / cfg.batch as f64;
+        if cfg.loss_scale != 1.0 {
+            for d in dy.iter_mut() {
+                *d = d.scale(cfg.loss_scale, &mut r).0;
+            }
+        }
         g0_sq += dy.iter().map(|v| v.to_f64().powi(2)).sum::<f64>();
         net.backward(&dy, 0, &mut r, stats.as_mut_slice());
     }
@@ -253,7 +296,17 @@ where
     let mut layers = Vec::with_capacity(cfg.depth);
     for (k, (l, st)) in net.active_mut().iter_mut().zip(&stats).enumerate() {
         let g = GradStats::of(l);
+        let mut distinct: Vec<&[S; W]> = Vec::new();
+        for row in &l.grad_weight {
+            if !distinct
+                .iter()
+                .any(|d| d.iter().zip(row).all(|(a, b)| a.raw_bits() == b.raw_bits()))
+            {
+                distinct.push(row);
+            }
+        }
         layers.push(DepthRow {
+            distinct_units: distinct.len(),
             layer: k + 1,
             grad_norm: g.norm,
             backward_rms: per_elem(st.backward_sq, st.backward_passes),
@@ -298,7 +351,47 @@ where
             model.horizon(cfg.depth, g0, resolution)
         })
     };
+    let m = |rows: &[[S; W]; W]| -> Vec<Vec<f64>> {
+        rows.iter()
+            .map(|r| r.iter().map(|v| v.to_f64()).collect())
+            .collect()
+    };
+    let v = |x: &[S; W]| -> Vec<f64> { x.iter().map(|v| v.to_f64()).collect() };
+    let dump = serde_json::json!({
+        "format": "gradscope-dump/1",
+        "precision": cfg.precision,
+        "rounding": cfg.rounding,
+        "loss": "mse",
+        "loss_value": loss,
+        "loss_scale": cfg.loss_scale,
+        "input": inputs,
+        "target": targets,
+        "layers": net.active().iter().map(|l| serde_json::json!({
+            "kind": "dense",
+            "activation": l.act.to_string(),
+            "weight": m(&l.weight),
+            "bias": v(&l.bias),
+            "grad_weight": m(&l.grad_weight),
+            "grad_bias": v(&l.grad_bias),
+        })).collect::<Vec<_>>(),
+    });
+    let first_nonfinite = gradscope_core::NonFinite::locate(&stats).map(|nf| {
+        let phase = match nf.phase {
+            gradscope_core::Phase::Forward => "forward",
+            gradscope_core::Phase::Backward => "backward",
+            gradscope_core::Phase::Grad => "gradient",
+        };
+        (nf.layer + 1, phase.to_string(), nf.overflow)
+    });
+    let first_forward_saturated = stats
+        .iter()
+        .position(|s| s.forward.overflow > 0)
+        .map(|k| k + 1);
     Ok(DepthResult {
+        first_nonfinite,
+        first_forward_saturated,
+        dump,
+        loss_scale: cfg.loss_scale,
         activation: cfg.act.to_string(),
         init: cfg.init.clone(),
         precision: cfg.precision.clone(),
@@ -311,6 +404,161 @@ where
         layers,
         measured_horizon,
         predicted_horizon,
+    })
+}
+
+fn opt(h: Option<usize>) -> String {
+    h.map_or_else(|| "none".to_string(), |v| v.to_string())
+}
+
+/// The per-layer frame of one run.
+pub fn layers_frame(name: &str, r: &DepthResult) -> Frame {
+    let mut f = Frame::new(
+        name,
+        "",
+        &[
+            "layer",
+            "grad_norm",
+            "backward_rms",
+            "forward_rms",
+            "zero_grads",
+            "underflow",
+            "saturated",
+            "nonfinite",
+            "distinct_units",
+        ],
+    );
+    for l in &r.layers {
+        f.push(vec![
+            l.layer.into(),
+            l.grad_norm.into(),
+            l.backward_rms.into(),
+            l.forward_rms.into(),
+            l.zero_fraction.into(),
+            l.underflow.into(),
+            l.saturated.into(),
+            l.nonfinite.into(),
+            l.distinct_units.into(),
+        ]);
+    }
+    f
+}
+
+/// A short label of a run for legends.
+pub fn label(r: &DepthResult) -> String {
+    let mut s = format!("{} {} {}", r.activation, r.init, r.precision);
+    if r.rounding != "nearest" {
+        s += &format!(" {}", r.rounding);
+    }
+    if r.loss_scale != 1.0 {
+        s += &format!(" x{}", r.loss_scale);
+    }
+    s
+}
+
+/// Per-layer gradient norms of several runs on one log plot.
+pub fn grad_plot(name: &str, title: &str, runs: &[DepthResult]) -> Plot {
+    let mut p = Plot::new(
+        name,
+        title,
+        "layer (1 = next to the input)",
+        "‖∂L/∂W‖",
+        true,
+    );
+    for r in runs {
+        p.line(
+            label(r),
+            r.layers
+                .iter()
+                .map(|l| (l.layer as f64, l.grad_norm))
+                .collect(),
+        );
+    }
+    p
+}
+
+/// The `depth` subcommand's outcome.
+pub fn outcome(r: &DepthResult) -> Result<Outcome> {
+    Ok(Outcome {
+        name: "depth".into(),
+        heading: format!(
+            "{} stack, {} init, depth {}, width {}, {} ({} rounding), batch {}, seed {}{}: mean loss {:.6}",
+            r.activation,
+            r.init,
+            r.depth,
+            r.width,
+            r.precision,
+            r.rounding,
+            r.batch,
+            r.seed,
+            if r.loss_scale != 1.0 {
+                format!(", loss scale {}", r.loss_scale)
+            } else {
+                String::new()
+            },
+            r.loss
+        ),
+        frames: vec![layers_frame("depth", r)],
+        plots: vec![grad_plot("depth", &label(r), std::slice::from_ref(r))],
+        notes: vec![format!(
+            "underflow horizon (layers from the output until the back-propagated RMS < 1 LSB): measured {}, predicted {}",
+            opt(r.measured_horizon),
+            opt(r.predicted_horizon)
+        )],
+        json: serde_json::to_value(r)?,
+    })
+}
+
+/// Measured and predicted horizons per fixed-point format, activation (sigmoid, tanh, ReLU) and initializer
+/// (Xavier, He, "standard").
+pub fn horizon_outcome(depth: usize, width: usize, batch: usize, seed: u64) -> Result<Outcome> {
+    let mut cfgs = Vec::new();
+    for precision in ["i16f16", "i8f24", "i1f15"] {
+        for act in [Act::Sigmoid, Act::Tanh, Act::Relu] {
+            for init in ["xavier_normal", "kaiming_normal", "standard"] {
+                cfgs.push(DepthConfig {
+                    batch,
+                    seed,
+                    ..DepthConfig::new(act, init, depth, width, precision)
+                });
+            }
+        }
+    }
+    let runs = sweep("horizon", &cfgs)?;
+    let mut f = Frame::new(
+        "horizon",
+        "",
+        &["precision", "activation", "init", "measured", "predicted"],
+    );
+    for r in &runs {
+        f.push(vec![
+            r.precision.as_str().into(),
+            r.activation.as_str().into(),
+            r.init.as_str().into(),
+            r.measured_horizon.into(),
+            r.predicted_horizon.into(),
+        ]);
+    }
+    let rows: Vec<serde_json::Value> = runs
+        .iter()
+        .map(|r| {
+            serde_json::json!({
+                "precision": r.precision, "activation": r.activation, "init": r.init,
+                "measured": r.measured_horizon, "predicted": r.predicted_horizon,
+            })
+        })
+        .collect();
+    Ok(Outcome {
+        name: "horizon".into(),
+        heading: format!(
+            "Underflow horizon through {depth} layers of width {width} (batch {batch}, seed {seed}): layers from the output until the\n\
+             back-propagated signal's RMS is below one LSB (- : it never is). Predicted by the mean-field model of\n\
+             gradscope_core::horizon."
+        ),
+        frames: vec![f],
+        plots: Vec::new(),
+        notes: Vec::new(),
+        json: rows.into(),
     })
 }
 
@@ -328,6 +576,7 @@ mod tests {
             rounding: "nearest".into(),
             seed: 1,
             batch: 4,
+            loss_scale: 1.0,
         }
     }
 

@@ -3,7 +3,16 @@
 #![deny(missing_docs)]
 
 pub mod accuracy;
+pub mod data;
 pub mod depth;
+pub mod flow;
 pub mod formats;
+pub mod output;
+pub mod par;
 pub mod parity;
+pub mod plot;
+pub mod report;
+pub mod rnn;
+pub mod spec;
 pub mod table;
+pub mod train;
