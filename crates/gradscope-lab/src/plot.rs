@@ -35,10 +35,10 @@ pub struct Plot {
     pub series: Vec<Series>,
 }
 
-const W: f64 = 760.0;
+const W: f64 = 860.0;
 const H: f64 = 440.0;
 const LEFT: f64 = 80.0;
-const RIGHT: f64 = 220.0;
+const RIGHT: f64 = 290.0;
 const TOP: f64 = 40.0;
 const BOTTOM: f64 = 50.0;
 const COLORS: [&str; 10] = [
@@ -115,9 +115,9 @@ impl Plot {
             } else {
                 (y0, y1)
             };
-            nice_ticks(lo, hi)
+            nice_ticks(lo, hi, 6.0)
         };
-        let (xt, xlo, xhi) = nice_ticks(x0, x1);
+        let (xt, xlo, xhi) = nice_ticks(x0, x1, 8.0);
         let pw = W - LEFT - RIGHT;
         let ph = H - TOP - BOTTOM;
         let sx = |x: f64| LEFT + (x - xlo) / (xhi - xlo) * pw;
@@ -233,10 +233,10 @@ impl Plot {
     }
 }
 
-/// Round tick positions covering [lo, hi]: (ticks, axis low, axis high).
-fn nice_ticks(lo: f64, hi: f64) -> (Vec<f64>, f64, f64) {
+/// Round tick positions covering [lo, hi], about `target` intervals: (ticks, axis low, axis high).
+fn nice_ticks(lo: f64, hi: f64, target: f64) -> (Vec<f64>, f64, f64) {
     let span = hi - lo;
-    let raw = span / 6.0;
+    let raw = span / target;
     let mag = 10f64.powf(raw.log10().floor());
     let step = [1.0, 2.0, 2.5, 5.0, 10.0]
         .iter()
@@ -280,7 +280,7 @@ mod tests {
 
     #[test]
     fn ticks_cover_the_range() {
-        let (t, a, b) = nice_ticks(0.3, 9.7);
+        let (t, a, b) = nice_ticks(0.3, 9.7, 6.0);
         assert!(a <= 0.3 && b >= 9.7 && t.len() >= 4 && t.len() <= 12);
         let empty = Plot::new("e", "", "", "", false).svg();
         assert!(empty.contains("</svg>"));

@@ -984,22 +984,51 @@ fn events(e: Effort) -> Result<Section> {
     })
 }
 
+type Builder = fn(Effort) -> Result<Section>;
+
+/// Section ids, in report order.
+pub const SECTIONS: [&str; 11] = [
+    "formats",
+    "vanishing",
+    "initialization",
+    "exploding",
+    "clipping",
+    "architecture",
+    "recurrent",
+    "regularization",
+    "horizon",
+    "events",
+    "digits",
+];
+
+/// One section by id (one of [`SECTIONS`]).
+pub fn section(id: &str, e: Effort) -> Result<Section> {
+    let k = SECTIONS.iter().position(|s| *s == id).ok_or_else(|| {
+        anyhow::anyhow!(
+            "unknown section '{id}': choose one of {}",
+            SECTIONS.join(", ")
+        )
+    })?;
+    BUILDERS[k](e)
+}
+
+const BUILDERS: [Builder; 11] = [
+    formats,
+    vanishing,
+    initialization,
+    exploding,
+    clipping,
+    architecture,
+    recurrent,
+    regularization,
+    horizon,
+    events,
+    digits,
+];
+
 /// Every section, in order.
 pub fn sections(e: Effort) -> Result<Vec<Section>> {
-    let builders: [fn(Effort) -> Result<Section>; 11] = [
-        formats,
-        vanishing,
-        initialization,
-        exploding,
-        clipping,
-        architecture,
-        recurrent,
-        regularization,
-        horizon,
-        events,
-        digits,
-    ];
-    builders.iter().map(|b| b(e)).collect()
+    BUILDERS.iter().map(|b| b(e)).collect()
 }
 
 /// The printed summary: one row per finding.

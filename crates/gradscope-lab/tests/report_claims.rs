@@ -1,0 +1,173 @@
+//! The report's claims in README.md ("What you see"), checked on the full report's own numbers.
+
+use gradscope_lab::output::{Cell, Frame};
+use gradscope_lab::report::{Effort, Section, section};
+
+fn run(id: &str) -> Section {
+    section(id, Effort::FULL).unwrap_or_else(|e| panic!("{id}: {e:#}"))
+}
+
+fn frame<'a>(s: &'a Section, name: &str) -> &'a Frame {
+    s.frames
+        .iter()
+        .find(|f| f.name == name)
+        .unwrap_or_else(|| panic!("no frame {name}"))
+}
+
+/// The number in `column` of the row whose cells in `keys` columns equal the given texts.
+fn num(f: &Frame, keys: &[(&str, &str)], column: &str) -> f64 {
+    let col = |c: &str| {
+        f.columns
+            .iter()
+            .position(|x| x == c)
+            .unwrap_or_else(|| panic!("no column {c}"))
+    };
+    let row = f
+        .rows
+        .iter()
+        .find(|r| {
+            keys.iter()
+                .all(|(k, v)| r[col(k)] == Cell::Text((*v).into()))
+        })
+        .unwrap_or_else(|| panic!("no row {keys:?} in {}", f.name));
+    match &row[col(column)] {
+        Cell::Num(v) => *v,
+        Cell::Int(v) => *v as f64,
+        other => panic!("{column} is {other:?}"),
+    }
+}
+
+#[test]
+fn vanishing_initialization_and_architecture() {
+    let v = run("vanishing");
+    let f = frame(&v, "vanishing_summary");
+    assert!(
+        num(f, &[("activation", "sigmoid")], "ratio") < 1e-19,
+        "sigmoid keeps too much"
+    );
+    for a in ["tanh", "relu", "leaky_relu:0.01", "elu:1", "selu"] {
+        assert!(num(f, &[("activation", a)], "ratio") > 0.1, "{a} vanishes");
+    }
+    let i = run("initialization");
+    let f = frame(&i, "initialization_summary");
+    for a in ["tanh", "relu"] {
+        assert_eq!(
+            num(
+                f,
+                &[("activation", a), ("init", "constant")],
+                "distinct_units_layer_1"
+            ),
+            1.0
+        );
+        assert_eq!(
+            num(
+                f,
+                &[("activation", a), ("init", "kaiming_normal")],
+                "distinct_units_layer_1"
+            ),
+            32.0
+        );
+    }
+    let a = run("architecture");
+    let f = frame(&a, "architecture");
+    let ratio = |arch: &str| {
+        num(f, &[("arch", arch)], "grad_norm") / {
+            let col = f.columns.iter().position(|c| c == "grad_norm").unwrap();
+            match &f
+                .rows
+                .iter()
+                .rev()
+                .find(|r| r[0] == Cell::Text(arch.into()))
+                .unwrap()[col]
+            {
+                Cell::Num(v) => *v,
+                _ => unreachable!(),
+            }
+        }
+    };
+    assert!(ratio("plain") < 1e-5, "plain keeps {}", ratio("plain"));
+    assert!(ratio("residual") > 0.1 && ratio("batchnorm") > 0.1);
+}
+
+#[test]
+fn exploding_clipping_and_events() {
+    let e = run("exploding");
+    let f = frame(&e, "exploding_summary");
+    // About 4× per layer over 15 layers: 4^15 ≈ 1e9.
+    let growth = num(f, &[("precision", "f32")], "ratio");
+    assert!((1e8..1e11).contains(&growth), "{growth}");
+    for p in ["i16f16", "i1f15"] {
+        assert!(num(f, &[("precision", p)], "saturated") > 0.0, "{p}");
+    }
+    let c = run("clipping");
+    let f = frame(&c, "clipping");
+    assert!((num(f, &[("clip", "global:1")], "norm_after") - 1.0).abs() < 1e-5);
+    assert!(num(f, &[("clip", "none")], "norm_before") > 10.0);
+    assert!(
+        c.findings
+            .iter()
+            .any(|s| s.starts_with("Adding task, clip none: diverged")),
+        "{:?}",
+        c.findings
+    );
+    assert!(
+        c.findings
+            .iter()
+            .any(|s| s.starts_with("Adding task, clip global:1: held-out")),
+        "{:?}",
+        c.findings
+    );
+    let ev = run("events");
+    let f = frame(&ev, "events");
+    assert!(num(f, &[("precision", "f32")], "nonfinite") > 0.0);
+    for p in ["i16f16", "i8f24", "i1f15"] {
+        assert_eq!(num(f, &[("precision", p)], "nonfinite"), 0.0, "{p}");
+        assert!(num(f, &[("precision", p)], "saturated") > 0.0, "{p}");
+    }
+}
+
+#[test]
+fn horizon_rounding_and_loss_scaling() {
+    let h = run("horizon");
+    let f = frame(&h, "horizon_rounding");
+    let hz = |p: &str, r: &str, s: &str| {
+        let col = |c: &str| f.columns.iter().position(|x| x == c).unwrap();
+        let row = f
+            .rows
+            .iter()
+            .find(|row| {
+                row[col("precision")] == Cell::Text(p.into())
+                    && row[col("rounding")] == Cell::Text(r.into())
+                    && matches!(&row[col("loss_scale")], Cell::Num(v) if v.to_string() == s)
+            })
+            .unwrap();
+        match &row[col("horizon_measured")] {
+            Cell::Int(v) => *v,
+            other => panic!("{other:?}"),
+        }
+    };
+    // Loss scaling by 4^6 and 4^3 moves the horizon about 6 and 3 layers deeper (σ′ ≈ 1/4 per layer).
+    let d16 = hz("i16f16", "nearest", "4096") - hz("i16f16", "nearest", "1");
+    let d15 = hz("i1f15", "nearest", "64") - hz("i1f15", "nearest", "1");
+    assert!(
+        (4..=7).contains(&d16) && (2..=4).contains(&d15),
+        "{d16} {d15}"
+    );
+}
+
+#[test]
+fn digits_precisions() {
+    let d = run("digits");
+    let f = frame(&d, "digits");
+    let acc = |p: &str, r: &str, o: &str| {
+        num(
+            f,
+            &[("precision", p), ("rounding", r), ("optimizer", o)],
+            "accuracy",
+        )
+    };
+    assert!(acc("f32", "nearest", "momentum") > 0.9);
+    assert!(acc("i16f16", "nearest", "momentum") > 0.9);
+    assert!(acc("i1f15", "nearest", "momentum") < 0.5);
+    assert!(acc("i1f15", "stochastic", "adam") > 0.8);
+}
