@@ -7,7 +7,7 @@
 //! saturates, and the test then demands `OVERFLOW`.
 
 use gradscope_core::{
-    AnyRounding, Flags, Floor, Fx, Fx16, NearestEven, Scalar, Stochastic, matrix,
+    AnyRounding, Coef, Flags, Floor, Fx, Fx16, NearestEven, Scalar, Stochastic, matrix,
 };
 use gradscope_suite::oracle::{Mode, expect, outcome, round_pow2};
 use proptest::prelude::*;
@@ -117,6 +117,20 @@ macro_rules! fixed_suite {
                     }
                     let mut st = Stochastic(Xoshiro128PlusPlus::seed_from_u64(seed));
                     check_stochastic(raw(t(a).mul(t(b), &mut st)), num, F, MIN, MAX);
+                }
+
+                #[test]
+                fn scale_by_a_prepared_coefficient(
+                    a in $strat,
+                    c in prop_oneof![-4.0f64..4.0, -1e-6f64..1e-6, -1e5f64..1e5],
+                ) {
+                    let coef = Coef::new(c);
+                    // The coefficient at 40 fraction bits, the product exact in i128, rounded once.
+                    let q = (c * (1u64 << 40) as f64).round_ties_even() as i128;
+                    for (mode, mut r) in modes() {
+                        prop_assert_eq!(raw(t(a).scale_by(&coef, &mut r)), expect(a as i128 * q, 40, mode, MIN, MAX));
+                        prop_assert_eq!(t(a).scale_by(&coef, &mut r), t(a).scale(c, &mut r));
+                    }
                 }
 
                 #[test]

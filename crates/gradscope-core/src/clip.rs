@@ -22,7 +22,7 @@ use crate::matrix::sum_sq_acc;
 use crate::net::Params;
 use crate::probe::Probe;
 use crate::round::Rounding;
-use crate::scalar::Scalar;
+use crate::scalar::{Coef, Scalar};
 
 /// ε of adaptive gradient clipping in Brock et al. (2021): weight norms below it count as ε, so units with
 /// zero-initialized weights can still learn.
@@ -111,8 +111,9 @@ fn scale_all<S: Scalar, R: Rounding + ?Sized, P: Probe + ?Sized>(
     r: &mut R,
     p: &mut P,
 ) {
+    let c = Coef::new(c);
     for v in g.iter_mut() {
-        let (s, f) = v.scale(c, r);
+        let (s, f) = v.scale_by(&c, r);
         p.record(f);
         *v = s;
     }

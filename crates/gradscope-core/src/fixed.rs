@@ -21,7 +21,7 @@ use core::fmt;
 
 use crate::flags::Flags;
 use crate::round::Rounding;
-use crate::scalar::Scalar;
+use crate::scalar::{Coef, Scalar};
 
 /// Exact fixed-point accumulator: the running sum of raw products (at `2F` fraction bits) in an `i64`, and
 /// whether it ever saturated.
@@ -64,6 +64,42 @@ pub trait Fixed: Scalar {
     fn from_ratio<R: Rounding + ?Sized>(num: i64, den: i64, r: &mut R) -> (Self, Flags);
 }
 
+/// The exact product of two raw values as an `i64`, in the narrowest multiplication that holds it: a 16-bit
+/// product fits 32 bits, which a Cortex-M0 computes in one instruction instead of a 64-bit library call.
+trait RawMul: Copy {
+    fn product(a: Self, b: Self) -> i64;
+}
+
+impl RawMul for i32 {
+    #[inline(always)]
+    fn product(a: i32, b: i32) -> i64 {
+        a as i64 * b as i64
+    }
+}
+
+impl RawMul for i16 {
+    #[inline(always)]
+    fn product(a: i16, b: i16) -> i64 {
+        (a as i32 * b as i32) as i64
+    }
+}
+
+/// The exact product of an `i32` and an `i64`, from two 32 × 32-bit products: a core without a 64-bit
+/// multiplier (Cortex-M0) does two short multiplications instead of a full 128-bit one.
+#[inline]
+fn mul_wide(a: i32, q: i64) -> i128 {
+    let (ua, uq) = (a.unsigned_abs() as u64, q.unsigned_abs());
+    let lo = ua * (uq & 0xFFFF_FFFF);
+    let hi = ua * (uq >> 32);
+    let m = ((hi as u128) << 32) + lo as u128;
+    // |a·q| < 2^31 · 2^63 = 2^94: the magnitude fits an i128 with room to spare.
+    if (a < 0) != (q < 0) {
+        -(m as i128)
+    } else {
+        m as i128
+    }
+}
+
 /// An exact `v · 2^−frac` as an `i64` at possibly fewer fraction bits: dropped bits are OR-ed into the lowest
 /// kept bit (sticky), so rounding the result gives the same answer as rounding `v` (stochastic rounding: to
 /// within 2⁻⁶² relative).
@@ -80,9 +116,6 @@ pub(crate) fn reduce(v: i128, frac: u32) -> (i64, u32) {
     let sticky = (v & ((1i128 << k) - 1) != 0) as i64;
     ((v >> k) as i64 | sticky, frac - k)
 }
-
-/// Fraction bits of a real coefficient in [`Scalar::scale`].
-const SCALE_FRAC: u32 = 40;
 
 macro_rules! fixed_family {
     ($(#[$doc:meta])* $name:ident, $raw:ty, $bits:literal, $guard:literal, $names:expr) => {
@@ -163,8 +196,8 @@ macro_rules! fixed_family {
             }
             #[inline]
             fn mac(acc: WideAcc, a: Self, b: Self) -> WideAcc {
-                // |a·b| <= 2^(2·bits−2) fits i64 for both families.
-                acc.add(a.0 as i64 * b.0 as i64)
+                // |a·b| <= 2^(2·bits−2) fits i64 for both families (and i32 for i16 raws).
+                acc.add(<$raw as RawMul>::product(a.0, b.0))
             }
             #[inline]
             fn acc_add(acc: WideAcc, x: Self) -> WideAcc {
@@ -214,17 +247,12 @@ macro_rules! fixed_family {
                 Self::round_wide(wide, $guard + 1, r)
             }
             #[inline]
-            fn scale<R: Rounding + ?Sized>(self, c: f64, r: &mut R) -> (Self, Flags) {
+            fn scale_by<R: Rounding + ?Sized>(self, c: &Coef, r: &mut R) -> (Self, Flags) {
                 if !c.is_finite() {
                     return (Self(0), Flags::NONFINITE);
                 }
-                // c at 40 fraction bits (|c| < 2^22), else at 0 (any larger c saturates all but zero).
-                let (q, cf) = if libm::fabs(c) < (1u64 << 22) as f64 {
-                    (libm::rint(c * (1u64 << SCALE_FRAC) as f64) as i64, SCALE_FRAC)
-                } else {
-                    (c.clamp(-((1u64 << 62) as f64), (1u64 << 62) as f64) as i64, 0)
-                };
-                let (v, frac) = reduce(self.0 as i128 * q as i128, F + cf);
+                let (q, cf) = c.fixed();
+                let (v, frac) = reduce(mul_wide(self.0 as i32, q), F + cf);
                 <Self as Fixed>::from_wide(v, frac, r)
             }
             #[inline]
@@ -350,6 +378,15 @@ pub type I1F15 = Fx16<15>;
 mod tests {
     use super::*;
     use crate::round::{Floor, NearestEven};
+
+    #[test]
+    fn wide_products_are_exact() {
+        for a in [0, 1, -1, i32::MAX, i32::MIN, 12345, -98765] {
+            for q in [0, 1, -1, i64::MAX, i64::MIN + 1, 1 << 40, -(1 << 33) + 7] {
+                assert_eq!(mul_wide(a, q), a as i128 * q as i128, "{a} {q}");
+            }
+        }
+    }
 
     #[test]
     fn floor_rounding_sign_asymmetry() {

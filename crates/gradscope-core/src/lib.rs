@@ -39,5 +39,5 @@ pub use net::{ParamTensor, Params};
 pub use optim::{Adam, Momentum, Sgd, StepError, param_count};
 pub use probe::{EventCounts, Probe};
 pub use round::{AnyRounding, Floor, NearestEven, Rounding, Stochastic};
-pub use scalar::{Float, Scalar};
+pub use scalar::{Coef, Float, Scalar};
 pub use scale::{LossScaler, ScaleDecision, ScaleError};

@@ -22,7 +22,7 @@ use core::fmt;
 use crate::net::Params;
 use crate::probe::Probe;
 use crate::round::Rounding;
-use crate::scalar::Scalar;
+use crate::scalar::{Coef, Scalar};
 
 /// Why an optimizer step did not happen.
 #[derive(Copy, Clone, Debug, PartialEq)]
@@ -91,8 +91,11 @@ fn hyper(x: f64, lo: f64, hi_exclusive: f64) -> Result<f64, StepError> {
     }
 }
 
-/// The first non-finite gradient, if any.
+/// The first non-finite gradient, if any (fixed-point values are always finite).
 pub fn find_nonfinite<S: Scalar, P: Params<S> + ?Sized>(params: &mut P) -> Option<StepError> {
+    if !S::IS_FLOAT {
+        return None;
+    }
     let mut k = 0usize;
     let mut found = None;
     params.visit(&mut |t| {
@@ -149,14 +152,15 @@ impl Sgd {
         if let Some(e) = find_nonfinite(params) {
             return Err(e);
         }
-        let (lr, decay) = (self.lr, self.lr * self.weight_decay);
+        let decaying = self.lr * self.weight_decay > 0.0;
+        let (lr, decay) = (Coef::new(self.lr), Coef::new(self.lr * self.weight_decay));
         params.visit(&mut |t| {
             for (w, &g) in t.value.iter_mut().zip(t.grad.iter()) {
-                let (d, f1) = g.scale(lr, r);
+                let (d, f1) = g.scale_by(&lr, r);
                 let (mut v, f2) = w.sub(d);
                 probe.record(f1 | f2);
-                if decay > 0.0 {
-                    let (dw, f3) = w.scale(decay, r);
+                if decaying {
+                    let (dw, f3) = w.scale_by(&decay, r);
                     let (v2, f4) = v.sub(dw);
                     probe.record(f3 | f4);
                     v = v2;
@@ -202,6 +206,11 @@ impl Momentum {
         Q: Probe + ?Sized,
     {
         check(params, state.len(), 1)?;
+        let (decay, momentum, lr) = (
+            Coef::new(self.weight_decay),
+            Coef::new(self.momentum),
+            Coef::new(self.lr),
+        );
         let mut rest = state;
         params.visit(&mut |t| {
             let taken = core::mem::take(&mut rest);
@@ -209,15 +218,15 @@ impl Momentum {
             rest = tail;
             for ((w, &g), b) in t.value.iter_mut().zip(t.grad.iter()).zip(buf.iter_mut()) {
                 let (gd, f0) = if self.weight_decay > 0.0 {
-                    let (d, f1) = w.scale(self.weight_decay, r);
+                    let (d, f1) = w.scale_by(&decay, r);
                     let (s, f2) = g.add(d);
                     (s, f1 | f2)
                 } else {
                     (g, crate::Flags::NONE)
                 };
-                let (mb, f3) = b.scale(self.momentum, r);
+                let (mb, f3) = b.scale_by(&momentum, r);
                 let (nb, f4) = mb.add(gd);
-                let (step, f5) = nb.scale(self.lr, r);
+                let (step, f5) = nb.scale_by(&lr, r);
                 let (nw, f6) = w.sub(step);
                 probe.record(f0 | f3 | f4 | f5 | f6);
                 *b = nb;

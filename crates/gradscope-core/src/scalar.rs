@@ -68,8 +68,15 @@ pub trait Scalar: Copy + Default + PartialEq + PartialOrd + Debug + Send + Sync 
 
     /// `self · c` for a real coefficient `c` (a clipping or loss scale), rounded once with `r` (floats: IEEE
     /// nearest; fixed point: `c` is held to 2⁻⁴⁰). A non-finite `c` gives zero (fixed) or NaN/∞ (float),
-    /// flagged.
-    fn scale<R: Rounding + ?Sized>(self, c: f64, r: &mut R) -> (Self, Flags);
+    /// flagged. Loops that scale many values by one `c` should prepare it once with [`Coef::new`] and call
+    /// [`Scalar::scale_by`]: the result is the same, without converting `c` per value (on an FPU-less core
+    /// that conversion costs more than the multiplication).
+    #[inline]
+    fn scale<R: Rounding + ?Sized>(self, c: f64, r: &mut R) -> (Self, Flags) {
+        self.scale_by(&Coef::new(c), r)
+    }
+    /// `self · c` for a prepared coefficient: identical to [`Scalar::scale`] with `c`'s value.
+    fn scale_by<R: Rounding + ?Sized>(self, c: &Coef, r: &mut R) -> (Self, Flags);
     /// Convert from `f64`, rounding with `r` and saturating.
     fn from_f64<R: Rounding + ?Sized>(x: f64, r: &mut R) -> (Self, Flags);
     /// Convert from `f32`, rounding with `r` and saturating.
@@ -161,6 +168,79 @@ pub struct ScaledSumSq<T> {
     pub ssq: T,
     /// Sum of the non-finite magnitudes met (NaN or ∞ when any was met, else 0).
     pub nonfinite: T,
+}
+
+/// A real coefficient (learning rate, clipping factor, loss scale) prepared once for scaling many values:
+/// its value rounded to `f32` and to `f64`, and its fixed-point form `q · 2^−frac` (`frac` = 40 for
+/// |c| < 2²², else 0), so [`Scalar::scale_by`] does no floating-point work per value.
+#[derive(Copy, Clone, Debug, PartialEq)]
+pub struct Coef {
+    value: f64,
+    as_f32: f32,
+    f32_flags: Flags,
+    q: i64,
+    frac: u32,
+}
+
+/// Fraction bits of a coefficient's fixed-point form.
+const COEF_FRAC: u32 = 40;
+
+impl Coef {
+    /// Prepare `c`.
+    pub fn new(c: f64) -> Coef {
+        let (as_f32, f32_flags) = <f32 as Scalar>::from_f64(c, &mut NearestEven);
+        // c at 40 fraction bits (|c| < 2^22), else at 0 (any larger c saturates all but zero).
+        let (q, frac) = if !c.is_finite() {
+            (0, 0)
+        } else if libm::fabs(c) < (1u64 << 22) as f64 {
+            (libm::rint(c * (1u64 << COEF_FRAC) as f64) as i64, COEF_FRAC)
+        } else {
+            // `as` saturates; |c| ≥ 2^22 already saturates every non-zero fixed-point product.
+            (c as i64, 0)
+        };
+        Coef {
+            value: c,
+            as_f32,
+            f32_flags,
+            q,
+            frac,
+        }
+    }
+
+    /// The coefficient's value.
+    pub fn value(&self) -> f64 {
+        self.value
+    }
+
+    /// Whether the coefficient is finite.
+    pub fn is_finite(&self) -> bool {
+        self.value.is_finite()
+    }
+
+    /// The fixed-point form: `(q, frac)` with `c ≈ q · 2^−frac`.
+    pub fn fixed(&self) -> (i64, u32) {
+        (self.q, self.frac)
+    }
+}
+
+/// The coefficient in a float type, with the flags of converting it there.
+trait FloatCoef: Sized {
+    fn coef(c: &Coef) -> (Self, Flags);
+}
+
+impl FloatCoef for f32 {
+    #[inline]
+    fn coef(c: &Coef) -> (f32, Flags) {
+        (c.as_f32, c.f32_flags)
+    }
+}
+
+impl FloatCoef for f64 {
+    #[inline]
+    fn coef(c: &Coef) -> (f64, Flags) {
+        // f64 → f64 is exact; a NaN or ∞ coefficient is flagged as the conversion would.
+        (c.value, Flags::when(!c.value.is_finite(), Flags::NONFINITE))
+    }
 }
 
 macro_rules! float_scalar {
@@ -262,9 +342,9 @@ macro_rules! float_scalar {
                 (p, f)
             }
             #[inline]
-            fn scale<R: Rounding + ?Sized>(self, c: f64, r: &mut R) -> ($t, Flags) {
-                let (c, fc) = <$t>::from_f64(c, &mut NearestEven);
-                let (v, f) = self.mul(c, r);
+            fn scale_by<R: Rounding + ?Sized>(self, c: &Coef, r: &mut R) -> ($t, Flags) {
+                let (cv, fc) = <$t as FloatCoef>::coef(c);
+                let (v, f) = self.mul(cv, r);
                 (v, f | (fc & Flags::NONFINITE))
             }
             #[inline]

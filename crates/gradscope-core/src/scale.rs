@@ -111,8 +111,9 @@ impl LossScaler {
         R: Rounding + ?Sized,
         P: Probe + ?Sized,
     {
+        let c = crate::scalar::Coef::new(self.scale);
         for v in dy.iter_mut() {
-            let (s, f) = v.scale(self.scale, r);
+            let (s, f) = v.scale_by(&c, r);
             p.record(f);
             *v = s;
         }
@@ -152,10 +153,10 @@ impl LossScaler {
         R: Rounding + ?Sized,
         Q: Probe + ?Sized,
     {
-        let inv = 1.0 / self.scale;
+        let inv = crate::scalar::Coef::new(1.0 / self.scale);
         params.visit(&mut |t| {
             for g in t.grad.iter_mut() {
-                let (v, f) = g.scale(inv, r);
+                let (v, f) = g.scale_by(&inv, r);
                 probe.record(f);
                 *g = v;
             }

@@ -119,9 +119,9 @@ impl<L, const D: usize> Stack<L, D> {
             }
             let shift = scales.shift.get(k).copied().unwrap_or(0);
             if shift != 0 {
-                let c = libm::exp2(shift as f64);
+                let c = crate::scalar::Coef::new(libm::exp2(shift as f64));
                 for v in d.iter_mut() {
-                    let (s, f) = v.scale(c, r);
+                    let (s, f) = v.scale_by(&c, r);
                     p.record(
                         idx,
                         Phase::Backward,
