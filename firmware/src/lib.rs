@@ -67,13 +67,174 @@ pub fn out_of_bounds(i: usize) -> u32 {
     table[i]
 }
 
-#[cortex_m_rt::exception]
-unsafe fn HardFault(_frame: &cortex_m_rt::ExceptionFrame) -> ! {
-    // Under QEMU a fault must fail the run, not hang it. On a board without a debugger semihosting would fault
-    // again, so the board build parks the core (probe-rs shows the fault).
-    #[cfg(feature = "qemu")]
-    debug::exit(debug::EXIT_FAILURE);
-    loop {
-        cortex_m::asm::wfi();
+// The HardFault handler touches no stack: after a stack overflow (which flip-link turns into a fault at the
+// RAM boundary) SP points below RAM, and a handler that pushes would lock the core up. Under QEMU it ends the run
+// through semihosting SYS_EXIT (0x18) with ADP_Stopped_RunTimeErrorUnknown (0x20023): exit status 1. On a
+// board without a debugger semihosting would fault again, so the board build parks the core (probe-rs shows the
+// fault).
+#[cfg(feature = "qemu")]
+core::arch::global_asm!(
+    ".section .HardFault.user, \"ax\"",
+    ".global HardFault",
+    ".type HardFault,%function",
+    ".thumb_func",
+    "HardFault:",
+    "movs r0, #0x18",
+    "ldr r1, =0x20023",
+    "bkpt 0xab",
+    "b HardFault",
+    ".ltorg",
+);
+
+#[cfg(not(feature = "qemu"))]
+core::arch::global_asm!(
+    ".section .HardFault.user, \"ax\"",
+    ".global HardFault",
+    ".type HardFault,%function",
+    ".thumb_func",
+    "HardFault:",
+    "b HardFault",
+);
+
+/// Stack use, measured by painting: the free stack is filled with a pattern at start-up, and the deepest
+/// word no longer holding it marks the peak. With flip-link the stack occupies `[_stack_end, _stack_start)` at
+/// the bottom of RAM, below the statics.
+pub mod stack {
+    use core::ptr::{addr_of, read_volatile, write_volatile};
+
+    const PAINT: u32 = 0x5AA5_F00D;
+    // Words just below the current stack pointer left unpainted: the painting loop's own frame lives there.
+    const MARGIN: usize = 128;
+
+    unsafe extern "C" {
+        static _stack_start: u32;
+        static _stack_end: u32;
     }
+
+    fn bounds() -> (usize, usize) {
+        // Only the addresses of the linker symbols are taken, never their contents.
+        (
+            addr_of!(_stack_end) as usize,
+            addr_of!(_stack_start) as usize,
+        )
+    }
+
+    /// Bytes reserved for the stack.
+    pub fn size() -> usize {
+        let (bottom, top) = bounds();
+        top - bottom
+    }
+
+    /// Fill the unused stack with the pattern. Call once, first thing in `main`.
+    #[inline(never)]
+    pub fn paint() {
+        let (bottom, _) = bounds();
+        let sp = cortex_m::register::msp::read() as usize;
+        let mut a = bottom;
+        while a + 4 <= sp.saturating_sub(MARGIN) {
+            // SAFETY: [bottom, sp − MARGIN) is stack memory below every live frame, word-aligned (the linker
+            // aligns `_stack_end`), and nothing else owns it.
+            unsafe { write_volatile(a as *mut u32, PAINT) };
+            a += 4;
+        }
+    }
+
+    /// The deepest the stack has reached since [`paint`], in bytes.
+    pub fn peak() -> usize {
+        let (bottom, top) = bounds();
+        let mut a = bottom;
+        // SAFETY: reads of word-aligned stack memory inside the reserved region.
+        while a < top && unsafe { read_volatile(a as *const u32) } == PAINT {
+            a += 4;
+        }
+        top - a
+    }
+}
+
+/// The cost of a piece of code: instructions under QEMU (SysTick with `-icount shift=0`, where each guest
+/// instruction takes 1 ns of virtual time: deterministic, but not cycles, since QEMU models no pipeline or wait
+/// states), cycles on a board (DWT CYCCNT; a Cortex-M0 has none, and there the cost reads 0).
+pub struct Cost {
+    _p: cortex_m::Peripherals,
+}
+
+/// What [`Cost::measure`] counts.
+#[cfg(feature = "qemu")]
+pub const COST_UNIT: &str = "instructions";
+/// What [`Cost::measure`] counts.
+#[cfg(not(feature = "qemu"))]
+pub const COST_UNIT: &str = "cycles";
+
+/// Virtual nanoseconds (= instructions under `-icount shift=0`) per SysTick tick, times two: QEMU clocks
+/// SysTick at 25 MHz on mps2-an386 and 16 MHz on the micro:bit.
+#[cfg(all(feature = "qemu", target_abi = "eabihf"))]
+const NS_PER_TICK_X2: u64 = 80;
+#[cfg(all(feature = "qemu", not(target_abi = "eabihf")))]
+const NS_PER_TICK_X2: u64 = 125;
+
+impl Cost {
+    /// Start the counter.
+    pub fn new(mut p: cortex_m::Peripherals) -> Cost {
+        #[cfg(feature = "qemu")]
+        {
+            p.SYST
+                .set_clock_source(cortex_m::peripheral::syst::SystClkSource::Core);
+            p.SYST.set_reload(0x00FF_FFFF);
+            p.SYST.clear_current();
+            p.SYST.enable_counter();
+        }
+        #[cfg(all(not(feature = "qemu"), target_abi = "eabihf"))]
+        {
+            p.DCB.enable_trace();
+            p.DWT.enable_cycle_counter();
+        }
+        #[cfg(all(not(feature = "qemu"), not(target_abi = "eabihf")))]
+        let _ = &mut p;
+        Cost { _p: p }
+    }
+
+    fn now(&self) -> u32 {
+        #[cfg(feature = "qemu")]
+        return cortex_m::peripheral::SYST::get_current();
+        #[cfg(all(not(feature = "qemu"), target_abi = "eabihf"))]
+        return cortex_m::peripheral::DWT::cycle_count();
+        #[cfg(all(not(feature = "qemu"), not(target_abi = "eabihf")))]
+        return 0;
+    }
+
+    fn elapsed(start: u32, end: u32) -> u64 {
+        #[cfg(feature = "qemu")]
+        {
+            // SysTick counts down through 24 bits; one wrap is handled (measured runs are far shorter).
+            let ticks = start.wrapping_sub(end) & 0x00FF_FFFF;
+            ticks as u64 * NS_PER_TICK_X2 / 2
+        }
+        #[cfg(not(feature = "qemu"))]
+        {
+            end.wrapping_sub(start) as u64
+        }
+    }
+
+    /// Mean cost of one call of `f` over `reps` calls, less the cost of an empty measurement.
+    pub fn measure(&mut self, reps: u32, mut f: impl FnMut()) -> u64 {
+        let reps = reps.max(1);
+        let t0 = self.now();
+        let t1 = self.now();
+        let overhead = Cost::elapsed(t0, t1);
+        let start = self.now();
+        for _ in 0..reps {
+            f();
+        }
+        let end = self.now();
+        Cost::elapsed(start, end).saturating_sub(overhead) / reps as u64
+    }
+}
+
+/// Recurse until the stack overflows (the `overflow-control` feature): with flip-link the run must fault and
+/// exit non-zero instead of silently overwriting the statics.
+#[cfg(feature = "overflow-control")]
+#[inline(never)]
+pub fn overflow(depth: u32) -> u32 {
+    let buf = core::hint::black_box([depth; 64]);
+    buf[0] + overflow(depth + 1)
 }

@@ -10,9 +10,10 @@ use rand_xoshiro::Xoshiro128PlusPlus;
 use crate::activation::{Act, Activate};
 use crate::fixed::{I1F15, I16F16};
 use crate::init::{FanMode, Init, Nonlinearity, init_matrix, init_slice};
-use crate::layer::{DenseStack, Layer};
+use crate::layer::{Dense, DenseStack, Layer};
 use crate::loss::{Loss, loss_grad};
 use crate::net::Params;
+use crate::optim::Sgd;
 use crate::round::{NearestEven, Rounding, Stochastic};
 use crate::scalar::Scalar;
 
@@ -179,5 +180,212 @@ pub fn backprop_digests(emit: &mut dyn FnMut(&str, &str, u64)) {
             "I1F15",
             backprop_digest::<I1F15, _>(*act, init, seed, &mut NearestEven),
         );
+    }
+}
+
+/// One digits sample: 64 pixels in 0..=16 and the label 0..=9 (the layout of scikit-learn's `digits.csv`).
+pub type DigitSample = ([u8; 64], u8);
+
+/// XOR's four samples: inputs ±0.9, target 1 when the signs differ.
+pub const XOR: [([f64; 2], f64); 4] = [
+    ([-0.9, -0.9], 0.0),
+    ([-0.9, 0.9], 1.0),
+    ([0.9, -0.9], 1.0),
+    ([0.9, 0.9], 0.0),
+];
+
+/// Epochs of the XOR workload.
+pub const XOR_EPOCHS: usize = 60;
+/// Epochs of the digits workload.
+pub const DIGITS_EPOCHS: usize = 8;
+const XOR_LR: f64 = 1.0;
+const DIGITS_LR: f64 = 0.1;
+const DIGITS_BATCH: usize = 10;
+/// Hidden units of the digits network (64-`DIGITS_HIDDEN`-10: small enough for a Cortex-M0's 16 KiB).
+pub const DIGITS_HIDDEN: usize = 12;
+
+fn digest_params<S: Scalar, P: Params<S> + ?Sized>(net: &mut P, d: &mut Digest) {
+    net.visit(&mut |t| {
+        d.write_all(t.value);
+        d.write_all(t.grad);
+    });
+}
+
+/// Train a 2-8-1 tanh network on XOR with full-batch SGD (binary cross-entropy on the logit); `on_epoch`
+/// sees each epoch's mean loss. Returns the digest of every loss and the final weights and gradients.
+// Own stack frame, as `init_digest`.
+#[inline(never)]
+pub fn xor_run<S: Scalar, R: Rounding>(r: &mut R, on_epoch: &mut dyn FnMut(usize, f64)) -> u64
+where
+    Act: Activate<S>,
+{
+    let mut rng = Xoshiro128PlusPlus::seed_from_u64(SEED ^ 0x0a0);
+    let mut net = (
+        Dense::<S, 2, 8>::new(Act::Tanh),
+        Dense::<S, 8, 1>::new(Act::Identity),
+    );
+    let mut d = Digest::default();
+    let xavier = Init::XavierNormal { gain: 1.0 };
+    if net
+        .0
+        .init(&xavier, &Init::Zeros, &mut rng, &mut NearestEven, &mut ())
+        .is_err()
+        || net
+            .1
+            .init(&xavier, &Init::Zeros, &mut rng, &mut NearestEven, &mut ())
+            .is_err()
+    {
+        d.write_u64(u64::MAX);
+    }
+    let Ok(sgd) = Sgd::new(XOR_LR, 0.0) else {
+        return u64::MAX;
+    };
+    for epoch in 1..=XOR_EPOCHS {
+        net.zero_grad();
+        let mut loss = 0.0;
+        for (x, t) in &XOR {
+            let x = x.map(|v| S::from_f64(v, &mut NearestEven).0);
+            let t = [S::from_f64(*t, &mut NearestEven).0];
+            let y = net.forward(&x, 0, r, &mut ());
+            let mut dy = [S::ZERO; 1];
+            loss += loss_grad(Loss::BceWithLogits, &y, &t, XOR.len(), &mut dy, r, &mut ())
+                / XOR.len() as f64;
+            net.backward(&dy, 0, r, &mut ());
+        }
+        if sgd.step(&mut net, r, &mut ()).is_err() {
+            d.write_u64(u64::MAX - 1);
+        }
+        d.write_u64(loss.to_bits());
+        on_epoch(epoch, loss);
+    }
+    digest_params(&mut net, &mut d);
+    d.finish()
+}
+
+fn pixels<S: Scalar>(p: &[u8; 64]) -> [S; 64] {
+    p.map(|v| S::from_f64(v as f64 / 16.0, &mut NearestEven).0)
+}
+
+/// Train a 64-12-10 ReLU network on digits with minibatch SGD (batch 10, softmax cross-entropy), in the
+/// samples' order; `on_epoch` sees each epoch's mean training loss and the accuracy on `test`. Returns the
+/// digest of every epoch's loss and the final weights and gradients.
+// Own stack frame, as `init_digest`.
+#[inline(never)]
+pub fn digits_run<S: Scalar, R: Rounding>(
+    train: &[DigitSample],
+    test: &[DigitSample],
+    r: &mut R,
+    on_epoch: &mut dyn FnMut(usize, f64, f64),
+) -> u64
+where
+    Act: Activate<S>,
+{
+    let mut rng = Xoshiro128PlusPlus::seed_from_u64(SEED ^ 0xd16);
+    let mut net = (
+        Dense::<S, 64, DIGITS_HIDDEN>::new(Act::Relu),
+        Dense::<S, DIGITS_HIDDEN, 10>::new(Act::Identity),
+    );
+    let mut d = Digest::default();
+    let he = Init::KaimingNormal {
+        slope: 0.0,
+        mode: FanMode::FanIn,
+        nonlinearity: Nonlinearity::Relu,
+    };
+    let xavier = Init::XavierNormal { gain: 1.0 };
+    if net
+        .0
+        .init(&he, &Init::Zeros, &mut rng, &mut NearestEven, &mut ())
+        .is_err()
+        || net
+            .1
+            .init(&xavier, &Init::Zeros, &mut rng, &mut NearestEven, &mut ())
+            .is_err()
+    {
+        d.write_u64(u64::MAX);
+    }
+    let Ok(sgd) = Sgd::new(DIGITS_LR, 0.0) else {
+        return u64::MAX;
+    };
+    let one_hot = |label: u8| {
+        let mut t = [S::ZERO; 10];
+        if let Some(v) = t.get_mut(label as usize) {
+            *v = S::from_f64(1.0, &mut NearestEven).0;
+        }
+        t
+    };
+    for epoch in 1..=DIGITS_EPOCHS {
+        let mut loss = 0.0;
+        for batch in train.chunks(DIGITS_BATCH) {
+            net.zero_grad();
+            for (p, label) in batch {
+                let y = net.forward(&pixels(p), 0, r, &mut ());
+                let mut dy = [S::ZERO; 10];
+                loss += loss_grad(
+                    Loss::SoftmaxCrossEntropy,
+                    &y,
+                    &one_hot(*label),
+                    batch.len(),
+                    &mut dy,
+                    r,
+                    &mut (),
+                );
+                net.backward(&dy, 0, r, &mut ());
+            }
+            if sgd.step(&mut net, r, &mut ()).is_err() {
+                d.write_u64(u64::MAX - 1);
+            }
+        }
+        let mean = loss / train.len().max(1) as f64;
+        let mut right = 0usize;
+        for (p, label) in test {
+            let y = net.forward(&pixels(p), 0, &mut NearestEven, &mut ());
+            let best = y.iter().enumerate().fold((0usize, S::MIN), |b, (k, v)| {
+                if v.to_f64() > b.1.to_f64() {
+                    (k, *v)
+                } else {
+                    b
+                }
+            });
+            right += (best.0 == *label as usize) as usize;
+        }
+        d.write_u64(mean.to_bits());
+        on_epoch(epoch, mean, right as f64 / test.len().max(1) as f64);
+    }
+    digest_params(&mut net, &mut d);
+    d.finish()
+}
+
+/// The training workloads in `f32`, `I16F16` and `I1F15` (round-to-nearest): XOR, and digits when samples
+/// are given (the firmware keeps the first 200 of scikit-learn's digits in flash: 160 to train, 40 to test).
+/// Calls `emit("train/<task>", "<format>", digest)`; `on_epoch(task, format, epoch, loss, accuracy)` sees
+/// every epoch (XOR's accuracy is NaN: it is not measured).
+pub fn train_digests(
+    digits: Option<(&[DigitSample], &[DigitSample])>,
+    emit: &mut dyn FnMut(&str, &str, u64),
+    on_epoch: &mut dyn FnMut(&str, &str, usize, f64, f64),
+) {
+    macro_rules! xor {
+        ($s:ty, $name:expr) => {{
+            let d = xor_run::<$s, _>(&mut NearestEven, &mut |e, l| {
+                on_epoch("xor", $name, e, l, f64::NAN)
+            });
+            emit("train/xor", $name, d);
+        }};
+    }
+    xor!(f32, "f32");
+    xor!(I16F16, "I16F16");
+    xor!(I1F15, "I1F15");
+    if let Some((train, test)) = digits {
+        macro_rules! digits {
+            ($s:ty, $name:expr) => {{
+                let d = digits_run::<$s, _>(train, test, &mut NearestEven, &mut |e, l, a| {
+                    on_epoch("digits", $name, e, l, a)
+                });
+                emit("train/digits", $name, d);
+            }};
+        }
+        digits!(f32, "f32");
+        digits!(I16F16, "I16F16");
+        digits!(I1F15, "I1F15");
     }
 }

@@ -452,7 +452,7 @@ fn run(cli: Cli) -> Result<String> {
                 dir.as_ref(),
             )?
         }
-        Command::FirmwareDigests => gradscope_lab::parity::digest_lines().join("\n") + "\n",
+        Command::FirmwareDigests => gradscope_lab::parity::digest_lines()?.join("\n") + "\n",
         Command::Report { quick, format, out } => {
             let dir = OutDir::check(&out)?;
             let sections = report::sections(if quick { Effort::QUICK } else { Effort::FULL })?;

@@ -1,0 +1,139 @@
+#!/usr/bin/env python3
+"""Build and run the firmware on both targets under QEMU and print, as markdown:
+
+1. flash, static RAM and peak stack per target (sizes from the ELF's section headers; the stack from the demo's
+   stack painting), against the micro:bit's 256 KiB flash and 16 KiB RAM for the M0;
+2. the cost of each kernel and training step per target and format: instructions counted under QEMU with
+   `-icount shift=0` (deterministic, but instructions, not cycles: QEMU models no pipeline, caches or wait
+   states).
+
+Usage: python3 firmware/mcu-report.py [--out FILE.md]   (needs what `cargo run` in firmware/ needs)
+Exits non-zero if a run fails or the M0 build does not fit the micro:bit.
+"""
+
+import os
+import re
+import struct
+import subprocess
+import sys
+import tempfile
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+TARGETS = [
+    # (label, cargo args, ELF path, flash limit, RAM limit)
+    ("Cortex-M4F (mps2-an386)", ["run", "--release"], "target/thumbv7em-none-eabihf/release/demo", None, None),
+    ("Cortex-M0 (micro:bit)", ["run-m0"], "target/thumbv6m-none-eabi/release/demo", 256 * 1024, 16 * 1024),
+]
+RAM_START = 0x2000_0000
+SHF_ALLOC = 0x2
+
+
+def sections(path):
+    """(name, addr, size, flags, type) of every section of a little-endian ELF32 file."""
+    with open(path, "rb") as f:
+        data = f.read()
+    if data[:4] != b"\x7fELF" or data[4] != 1 or data[5] != 1:
+        raise SystemExit(f"{path}: not a little-endian ELF32 file")
+    shoff = struct.unpack_from("<I", data, 0x20)[0]
+    shentsize, shnum, shstrndx = struct.unpack_from("<HHH", data, 0x2E)
+    headers = [struct.unpack_from("<IIIIIIIIII", data, shoff + k * shentsize) for k in range(shnum)]
+    strtab_off = headers[shstrndx][4]
+
+    def name(off):
+        end = data.index(b"\0", strtab_off + off)
+        return data[strtab_off + off:end].decode()
+
+    return [(name(h[0]), h[3], h[5], h[2], h[1]) for h in headers]
+
+
+def sizes(path):
+    """Flash bytes (code, constants and .data's initial values) and static RAM bytes (.data, .bss, .uninit)."""
+    flash = ram = 0
+    for name, addr, size, flags, kind in sections(path):
+        if not flags & SHF_ALLOC or size == 0:
+            continue
+        if addr < RAM_START:
+            flash += size
+        else:
+            ram += size
+            if kind != 8:  # not NOBITS: its initial values are stored in flash too
+                flash += size
+    return flash, ram
+
+
+def run(args):
+    env = dict(os.environ, QEMU_TIMEOUT=os.environ.get("QEMU_TIMEOUT", "300"))
+    p = subprocess.run(["cargo", *args], cwd=HERE, env=env, capture_output=True, text=True)
+    if p.returncode != 0:
+        sys.stderr.write(p.stdout + p.stderr)
+        raise SystemExit(f"firmware `cargo {' '.join(args)}` failed with status {p.returncode}")
+    return p.stdout
+
+
+def main():
+    out = None
+    argv = sys.argv[1:]
+    if argv[:1] == ["--out"] and len(argv) == 2:
+        out = argv[1]
+    elif argv:
+        raise SystemExit(__doc__)
+    cost_re = re.compile(r"^cost (\S+) (\S+) (\d+) (instructions|cycles)$")
+    stack_re = re.compile(r"^stack peak (\d+) of (\d+) bytes$")
+    size_rows, costs, units = [], {}, set()
+    ok = True
+    for label, args, elf, flash_limit, ram_limit in TARGETS:
+        log = run(args)
+        flash, ram = sizes(os.path.join(HERE, elf))
+        peak = None
+        for line in log.splitlines():
+            m = cost_re.match(line.strip())
+            if m:
+                costs.setdefault(m.group(1), {}).setdefault(label, {})[m.group(2)] = int(m.group(3))
+                units.add(m.group(4))
+            m = stack_re.match(line.strip())
+            if m:
+                peak = int(m.group(1))
+        if peak is None:
+            raise SystemExit(f"{label}: no 'stack peak' line in the log")
+        fits = ""
+        if flash_limit:
+            total_ram = ram + peak
+            good = flash <= flash_limit and total_ram <= ram_limit
+            ok &= good
+            fits = (f"{'fits' if good else 'DOES NOT FIT'} {flash_limit // 1024} KiB flash / "
+                    f"{ram_limit // 1024} KiB RAM ({total_ram} bytes of RAM used)")
+        size_rows.append((label, flash, ram, peak, fits))
+    lines = ["| target | flash (bytes) | static RAM (bytes) | peak stack (bytes) | budget |", "|---|---|---|---|---|"]
+    for label, flash, ram, peak, fits in size_rows:
+        lines.append(f"| {label} | {flash} | {ram} | {peak} | {fits} |")
+    lines += ["", f"Cost per call in {' / '.join(sorted(units))} (QEMU `-icount shift=0`: instructions, not cycles):", ""]
+    formats = ["f32", "I16F16", "I1F15"]
+    head = "| kernel | " + " | ".join(f"{t.split(' ')[0]} {f}" for t, *_ in TARGETS for f in formats) + " |"
+    lines += [head, "|---" * (1 + len(TARGETS) * len(formats)) + "|"]
+    for kernel, per_target in costs.items():
+        cells = [str(per_target.get(t, {}).get(f, "-")) for t, *_ in TARGETS for f in formats]
+        lines.append(f"| {kernel} | " + " | ".join(cells) + " |")
+    lines += ["", "Ratios to f32 on the same core:", ""]
+    lines += ["| kernel | " + " | ".join(f"{t.split(' ')[0]} {f}/f32" for t, *_ in TARGETS for f in formats[1:]) + " |",
+              "|---" * (1 + len(TARGETS) * 2) + "|"]
+    for kernel, per_target in costs.items():
+        cells = []
+        for t, *_ in TARGETS:
+            base = per_target.get(t, {}).get("f32")
+            for f in formats[1:]:
+                v = per_target.get(t, {}).get(f)
+                cells.append(f"{v / base:.2f}" if v and base else "-")
+        lines.append(f"| {kernel} | " + " | ".join(cells) + " |")
+    text = "\n".join(lines) + "\n"
+    if out:
+        fd, tmp = tempfile.mkstemp(dir=os.path.dirname(os.path.abspath(out)) or ".")
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+        os.replace(tmp, out)
+    sys.stdout.write(text)
+    if not ok:
+        raise SystemExit("the M0 build does not fit the micro:bit")
+
+
+if __name__ == "__main__":
+    main()
