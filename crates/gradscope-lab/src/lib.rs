@@ -5,6 +5,7 @@
 pub mod accuracy;
 pub mod data;
 pub mod depth;
+pub mod effects;
 pub mod flow;
 pub mod formats;
 pub mod output;

@@ -143,6 +143,15 @@ enum Command {
         #[command(flatten)]
         output: Output,
     },
+    /// Each format's gradients against f64 on fixed workloads (a deep tanh stack, BPTT through a tanh RNN,
+    /// digits training): relative gradient error per layer, underflowed gradients, final accuracy.
+    PrecisionEffects {
+        /// Small batches and one training epoch.
+        #[arg(long)]
+        quick: bool,
+        #[command(flatten)]
+        output: Output,
+    },
     /// The underflow horizon per format, activation and initializer: how many layers from the output the
     /// back-propagated signal of a deep stack stays above one LSB, measured and predicted by the mean-field
     /// model.
@@ -437,6 +446,14 @@ fn run(cli: Cli) -> Result<String> {
             let names: Vec<&str> = precisions.iter().map(String::as_str).collect();
             let runs = train::across_precisions(&cfg, &data, &names)?;
             emit(&train::precision_outcome(&runs)?, &output, dir.as_ref())?
+        }
+        Command::PrecisionEffects { quick, output } => {
+            let dir = prepare(&output.out, None)?;
+            emit(
+                &gradscope_lab::effects::outcome(quick)?,
+                &output,
+                dir.as_ref(),
+            )?
         }
         Command::Horizon {
             depth,

@@ -99,5 +99,11 @@ mod tests {
             "{:?}",
             last("digits", "I1F15")
         );
+        // The numbers README quotes (the firmware computes the same bits: tests/firmware_parity.rs).
+        assert_eq!(format!("{:.3}", last("xor", "f32").3), "0.036");
+        assert_eq!(format!("{:.3}", last("xor", "I1F15").3), "0.313");
+        assert_eq!(last("digits", "f32").4, 0.925);
+        assert_eq!(last("digits", "I16F16").4, 0.925);
+        assert_eq!(last("digits", "I1F15").4, 0.525);
     }
 }

@@ -49,6 +49,7 @@ fn version_and_help() {
         "rnn",
         "train",
         "precision",
+        "precision-effects",
         "horizon",
         "formats",
         "activations",
@@ -173,7 +174,7 @@ fn horizon_measured_and_predicted_agree() {
 
 #[test]
 fn every_subcommand_runs_on_small_inputs() {
-    let runs: [&[&str]; 12] = [
+    let runs: [&[&str]; 13] = [
         &["formats", "--samples", "100"],
         &["activations"],
         &["firmware-digests"],
@@ -280,6 +281,7 @@ fn every_subcommand_runs_on_small_inputs() {
             "--precisions",
             "f64,i1f15",
         ],
+        &["precision-effects", "--quick"],
     ];
     for args in runs {
         let o = gradscope(args);

@@ -1,0 +1,227 @@
+//! Activations per backend, full SGD training steps, and global-norm clipping.
+//! Run: `cargo bench --bench training` (BENCHMARKS.md has one run's numbers).
+//!
+//! - `activation_<backend>/<name>`: f(x) over 256 inputs spread over [−4, 4] (throughput in elements), for
+//!   every activation, with backends `f32_libm`, `f32_micromath` (`FastAct`), `i16f16` and `i1f15` (tables).
+//! - `train_step/<net>/<batch>`, function = precision: one SGD step (zero the gradients, forward and backward
+//!   for every sample of the batch, update) for 4-8-8-1 tanh, 16-32-32-16 ReLU and eight 64-wide sigmoid
+//!   layers (throughput in samples).
+//! - `clip_grad_norm/4x32`: PyTorch's `clip_grad_norm_` (L2) over a 4-layer, 32-wide dense stack.
+//!
+//! Probes are off (`&mut ()`), as in a production step; seeded inputs.
+
+use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
+use gradscope_core::{
+    Act, Activate, Dense, DenseStack, FastAct, I1F15, I16F16, Init, Layer, Loss, NearestEven,
+    NormType, Scalar, Sgd, clip_grad_norm, init_slice, loss_grad,
+};
+use rand_core::SeedableRng;
+use rand_xoshiro::Xoshiro128PlusPlus;
+use std::hint::black_box;
+use std::time::Duration;
+
+fn inputs<S: Scalar>() -> Vec<S> {
+    (0..256)
+        .map(|k| S::from_f64(-4.0 + 8.0 * k as f64 / 255.0, &mut NearestEven).0)
+        .collect()
+}
+
+fn activations(c: &mut Criterion) {
+    fn backend<S: Scalar, A: Activate<S>>(c: &mut Criterion, group: &str, wrap: impl Fn(Act) -> A) {
+        let xs = inputs::<S>();
+        let mut g = c.benchmark_group(group);
+        g.throughput(Throughput::Elements(xs.len() as u64));
+        for name in Act::NAMES {
+            let Ok(act) = Act::from_name(name) else {
+                continue;
+            };
+            let a = wrap(act);
+            g.bench_function(name, |b| {
+                b.iter(|| {
+                    for &x in black_box(&xs) {
+                        black_box(a.f(x, &mut NearestEven));
+                    }
+                })
+            });
+        }
+        g.finish();
+    }
+    backend::<f32, Act>(c, "activation_f32_libm", |a| a);
+    backend::<f32, FastAct>(c, "activation_f32_micromath", FastAct);
+    backend::<I16F16, Act>(c, "activation_i16f16", |a| a);
+    backend::<I1F15, Act>(c, "activation_i1f15", |a| a);
+}
+
+/// Seeded inputs and targets in (−0.5, 0.5).
+fn data<S: Scalar, const I: usize, const O: usize>(n: usize) -> Vec<([S; I], [S; O])> {
+    let mut rng = Xoshiro128PlusPlus::seed_from_u64(9);
+    let u = Init::Uniform { a: -0.5, b: 0.5 };
+    (0..n)
+        .map(|_| {
+            let (mut x, mut t) = ([S::ZERO; I], [S::ZERO; O]);
+            init_slice(&mut x, &u, 1, 1, &mut rng, &mut NearestEven, &mut ()).expect("inputs");
+            init_slice(&mut t, &u, 1, 1, &mut rng, &mut NearestEven, &mut ()).expect("targets");
+            (x, t)
+        })
+        .collect()
+}
+
+fn step<S, N, const I: usize, const O: usize>(net: &mut N, batch: &[([S; I], [S; O])], sgd: &Sgd)
+where
+    S: Scalar,
+    N: Layer<S, Input = [S; I], Output = [S; O]>,
+{
+    net.zero_grad();
+    for (x, t) in batch {
+        let y = net.forward(x, 0, &mut NearestEven, &mut ());
+        let mut dy = [S::ZERO; O];
+        loss_grad(
+            Loss::Mse,
+            &y,
+            t,
+            batch.len(),
+            &mut dy,
+            &mut NearestEven,
+            &mut (),
+        );
+        net.backward(&dy, 0, &mut NearestEven, &mut ());
+    }
+    let _ = sgd.step(net, &mut NearestEven, &mut ());
+}
+
+fn dense<S: Scalar, const I: usize, const O: usize>(
+    act: Act,
+    rng: &mut Xoshiro128PlusPlus,
+) -> Dense<S, I, O>
+where
+    Act: Activate<S>,
+{
+    let mut d = Dense::new(act);
+    d.init(
+        &Init::XavierNormal { gain: 1.0 },
+        &Init::Zeros,
+        rng,
+        &mut NearestEven,
+        &mut (),
+    )
+    .expect("init");
+    d
+}
+
+fn train_steps(c: &mut Criterion) {
+    // Boxed: the 8×64 stack with its gradients and caches is too big to move around on the stack.
+    #[allow(clippy::boxed_local)]
+    fn bench<S, N, const I: usize, const O: usize>(
+        c: &mut Criterion,
+        net_name: &str,
+        name: &str,
+        mut net: Box<N>,
+    ) where
+        S: Scalar,
+        N: Layer<S, Input = [S; I], Output = [S; O]>,
+    {
+        let sgd = Sgd::new(1e-3, 0.0).expect("lr");
+        for batch in [1usize, 32] {
+            let samples = data::<S, I, O>(batch);
+            let mut g = c.benchmark_group(format!("train_step/{net_name}/{batch}"));
+            g.throughput(Throughput::Elements(batch as u64));
+            g.bench_function(BenchmarkId::from_parameter(name), |b| {
+                b.iter(|| step(&mut *net, black_box(&samples), &sgd))
+            });
+            g.finish();
+        }
+    }
+    fn nets<S: Scalar>(c: &mut Criterion, name: &str)
+    where
+        Act: Activate<S>,
+    {
+        let mut rng = Xoshiro128PlusPlus::seed_from_u64(4);
+        let small = Box::new((
+            (
+                dense::<S, 4, 8>(Act::Tanh, &mut rng),
+                dense::<S, 8, 8>(Act::Tanh, &mut rng),
+            ),
+            dense::<S, 8, 1>(Act::Identity, &mut rng),
+        ));
+        bench::<S, _, 4, 1>(c, "4-8-8-1_tanh", name, small);
+        let relu = Box::new((
+            (
+                dense::<S, 16, 32>(Act::Relu, &mut rng),
+                dense::<S, 32, 32>(Act::Relu, &mut rng),
+            ),
+            dense::<S, 32, 16>(Act::Identity, &mut rng),
+        ));
+        bench::<S, _, 16, 16>(c, "16-32-32-16_relu", name, relu);
+        let mut deep: Box<DenseStack<S, 64, 8>> = Box::new(DenseStack::new(Act::Sigmoid, 8));
+        deep.init(
+            &Init::XavierNormal { gain: 1.0 },
+            &Init::Zeros,
+            &mut rng,
+            &mut NearestEven,
+            &mut (),
+        )
+        .expect("init");
+        bench::<S, _, 64, 64>(c, "8x64_sigmoid", name, deep);
+    }
+    nets::<f32>(c, "f32");
+    nets::<I16F16>(c, "i16f16");
+    nets::<I1F15>(c, "i1f15");
+}
+
+fn clipping(c: &mut Criterion) {
+    fn bench<S: Scalar>(c: &mut Criterion, name: &str)
+    where
+        Act: Activate<S>,
+    {
+        let mut rng = Xoshiro128PlusPlus::seed_from_u64(5);
+        let mut net: Box<DenseStack<S, 32, 4>> = Box::new(DenseStack::new(Act::Tanh, 4));
+        net.init(
+            &Init::XavierNormal { gain: 1.0 },
+            &Init::Zeros,
+            &mut rng,
+            &mut NearestEven,
+            &mut (),
+        )
+        .expect("init");
+        // Real gradients from one backward pass, then clipped below their norm so every call rescales.
+        let samples = data::<S, 32, 32>(4);
+        for (x, t) in &samples {
+            let y = net.forward(x, 0, &mut NearestEven, &mut ());
+            let mut dy = [S::ZERO; 32];
+            loss_grad(Loss::Mse, &y, t, 4, &mut dy, &mut NearestEven, &mut ());
+            net.backward(&dy, 0, &mut NearestEven, &mut ());
+        }
+        let saved = net.clone();
+        let mut g = c.benchmark_group("clip_grad_norm/4x32");
+        g.throughput(Throughput::Elements(4 * (32 * 32 + 32)));
+        g.bench_function(name, |b| {
+            b.iter_batched_ref(
+                || saved.clone(),
+                |n| {
+                    black_box(clip_grad_norm(
+                        &mut **n,
+                        1e-3,
+                        NormType::L2,
+                        false,
+                        &mut NearestEven,
+                        &mut (),
+                    ))
+                },
+                criterion::BatchSize::SmallInput,
+            )
+        });
+        g.finish();
+    }
+    bench::<f32>(c, "f32");
+    bench::<I16F16>(c, "i16f16");
+    bench::<I1F15>(c, "i1f15");
+}
+
+fn config() -> Criterion {
+    Criterion::default()
+        .warm_up_time(Duration::from_millis(300))
+        .measurement_time(Duration::from_secs(1))
+}
+
+criterion_group! { name = benches; config = config(); targets = activations, train_steps, clipping }
+criterion_main!(benches);
