@@ -107,6 +107,24 @@ proptest! {
     }
 
     #[test]
+    fn long_dots_are_within_the_bound_and_equal_observed_or_not(
+        a in prop::array::uniform32(-1e3f32..1e3), b in prop::array::uniform32(-1e3f32..1e3), extra in prop::array::uniform5(-1e3f32..1e3)
+    ) {
+        // 37 values, with and without a recording probe: the same bits, within Higham's bound.
+        let a: [f32; 37] = core::array::from_fn(|k| if k < 32 { a[k] } else { extra[k - 32] });
+        let b: [f32; 37] = core::array::from_fn(|k| if k < 32 { b[k] } else { extra[36 - k] });
+        let mut fl = Flags::NONE;
+        let on = matrix::dot(&a, &b, &mut NearestEven, &mut fl);
+        let off = matrix::dot(&a, &b, &mut NearestEven, &mut ());
+        prop_assert_eq!(on.to_bits(), off.to_bits());
+        let exact: f64 = a.iter().zip(&b).map(|(&x, &y)| x as f64 * y as f64).sum();
+        let abs_sum: f64 = a.iter().zip(&b).map(|(&x, &y)| (x as f64 * y as f64).abs()).sum();
+        let u = f32::EPSILON as f64 / 2.0;
+        let gamma = 37.0 * u / (1.0 - 37.0 * u);
+        prop_assert!((on as f64 - exact).abs() <= gamma * abs_sum, "{} vs {}", on, exact);
+    }
+
+    #[test]
     fn l2_norm_never_overflows_on_the_way(x in prop::collection::vec(f32s().prop_filter("finite", |v| v.is_finite()), 0..16)) {
         let mut fl = Flags::NONE;
         let n = matrix::l2_norm(&x, &mut fl);
