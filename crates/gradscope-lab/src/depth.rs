@@ -539,6 +539,37 @@ pub fn horizon_outcome(depth: usize, width: usize, batch: usize, seed: u64) -> R
             r.predicted_horizon.into(),
         ]);
     }
+    // Measured against predicted, one line per format through its configurations sorted by prediction;
+    // configurations without both numbers (floats, or a signal that never underflows) are left out.
+    let mut plot = Plot::new(
+        "horizon_model",
+        &format!("Underflow horizon, {depth} layers: measured against predicted"),
+        "predicted horizon (layers from the output)",
+        "measured horizon",
+        false,
+    );
+    let mut top = 0usize;
+    let mut lines = Vec::new();
+    for precision in ["i16f16", "i8f24", "i1f15"] {
+        let mut pts: Vec<(f64, f64)> = runs
+            .iter()
+            .filter(|r| r.precision == precision)
+            .filter_map(|r| Some((r.predicted_horizon? as f64, r.measured_horizon? as f64)))
+            .collect();
+        pts.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.total_cmp(&b.1)));
+        top = pts
+            .iter()
+            .fold(top, |t, p| t.max(p.0 as usize).max(p.1 as usize));
+        lines.push((precision, pts));
+    }
+    // The reference first, so the formats' points are drawn over it.
+    plot.line(
+        "measured = predicted",
+        vec![(0.0, 0.0), (top as f64, top as f64)],
+    );
+    for (precision, pts) in lines {
+        plot.line(precision, pts);
+    }
     let rows: Vec<serde_json::Value> = runs
         .iter()
         .map(|r| {
@@ -556,7 +587,7 @@ pub fn horizon_outcome(depth: usize, width: usize, batch: usize, seed: u64) -> R
              gradscope_core::horizon."
         ),
         frames: vec![f],
-        plots: Vec::new(),
+        plots: vec![plot],
         notes: Vec::new(),
         json: rows.into(),
     })

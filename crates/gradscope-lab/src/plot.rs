@@ -206,6 +206,15 @@ impl Plot {
                         r#"<polyline fill="none" stroke="{color}" stroke-width="1.8" points="{}"/>"#,
                         path.join(" ")
                     );
+                    // Markers on short series, so lines that coincide still show every point.
+                    if run.len() <= 40 {
+                        for (x, y) in run {
+                            let _ = writeln!(
+                                s,
+                                r#"<circle cx="{x:.1}" cy="{y:.1}" r="2" fill="{color}"/>"#
+                            );
+                        }
+                    }
                 }
             }
             let ly = TOP + 10.0 + 18.0 * k as f64;
@@ -272,7 +281,8 @@ mod tests {
         assert!(svg.starts_with("<svg") && svg.ends_with("</svg>\n"));
         assert!(svg.contains("t &lt;&amp;&gt;"));
         assert_eq!(svg.matches("<polyline").count(), 2);
-        assert_eq!(svg.matches("<circle").count(), 1);
+        // The lone point after the gap, and a marker on each of the 4 points of the two polylines.
+        assert_eq!(svg.matches("<circle").count(), 1 + 4);
         assert!(svg.contains("a (1 zero or non-finite not drawn)"));
         assert!(svg.contains(">1e-3<") && svg.contains(">1e1<"));
         assert_eq!(svg, p.svg());

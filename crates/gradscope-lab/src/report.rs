@@ -781,6 +781,8 @@ fn horizon(e: Effort) -> Result<Section> {
     );
     let mut frames = vec![f];
     frames.extend(table.frames);
+    let mut plots = vec![plot];
+    plots.extend(table.plots);
     Ok(Section {
         id: "horizon".into(),
         title: "The fixed-point underflow horizon, rounding and loss scaling".into(),
@@ -796,7 +798,7 @@ fn horizon(e: Effort) -> Result<Section> {
             .into(),
         findings,
         frames,
-        plots: vec![plot],
+        plots,
     })
 }
 

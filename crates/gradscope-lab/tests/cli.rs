@@ -340,7 +340,7 @@ fn divergence_is_reported_with_step_and_layer() {
 #[test]
 fn out_writes_csv_json_and_svg() {
     let dir = scratch("out");
-    let cases: [(&[&str], &[&str]); 4] = [
+    let cases: [(&[&str], &[&str]); 5] = [
         (
             &["depth", "--depth", "4", "--width", "8", "--batch", "1"],
             &["depth.csv", "depth.json", "depth.svg"],
@@ -356,6 +356,10 @@ fn out_writes_csv_json_and_svg() {
         (
             &["precision", "--task", "xor", "--epochs", "2"],
             &["precision.csv", "precision.json", "precision.svg"],
+        ),
+        (
+            &["horizon", "--depth", "8", "--width", "8", "--batch", "1"],
+            &["horizon.csv", "horizon.json", "horizon_model.svg"],
         ),
     ];
     for (args, files) in cases {
