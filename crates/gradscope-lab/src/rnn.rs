@@ -520,13 +520,6 @@ pub fn frame_and_plot(name: &str, title: &str, runs: &[RnnResult]) -> (Frame, Pl
             "zero_fraction",
         ],
     );
-    let mut p = Plot::new(
-        name,
-        title,
-        "time step t",
-        "‖∂L/∂h_t‖ (RMS over the batch)",
-        true,
-    );
     for r in runs {
         for s in &r.per_step {
             f.push(vec![
@@ -539,6 +532,20 @@ pub fn frame_and_plot(name: &str, title: &str, runs: &[RnnResult]) -> (Frame, Pl
                 s.zero_fraction.into(),
             ]);
         }
+    }
+    (f, steps_plot(name, title, runs))
+}
+
+/// ‖∂L/∂h_t‖ per time step of several runs, on a log axis.
+pub fn steps_plot(name: &str, title: &str, runs: &[RnnResult]) -> Plot {
+    let mut p = Plot::new(
+        name,
+        title,
+        "time step t",
+        "‖∂L/∂h_t‖ (RMS over the batch)",
+        true,
+    );
+    for r in runs {
         p.line(
             label(r),
             r.per_step
@@ -547,12 +554,12 @@ pub fn frame_and_plot(name: &str, title: &str, runs: &[RnnResult]) -> (Frame, Pl
                 .collect(),
         );
     }
-    (f, p)
+    p
 }
 
 /// The subcommand's outcome.
 pub fn outcome(r: &RnnResult) -> Result<Outcome> {
-    let (f, p) = frame_and_plot("rnn_steps", "", std::slice::from_ref(r));
+    let p = steps_plot("rnn_steps", "", std::slice::from_ref(r));
     let mut steps = Frame::new("rnn", "", &["step", "grad_norm", "zero_fraction"]);
     for s in &r.per_step {
         steps.push(vec![
@@ -567,7 +574,6 @@ pub fn outcome(r: &RnnResult) -> Result<Outcome> {
             e.values, e.underflow, e.overflow, e.nonfinite
         )
     };
-    let _ = f;
     let frames = vec![steps];
     Ok(Outcome {
         name: "rnn".into(),

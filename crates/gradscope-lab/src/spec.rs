@@ -129,11 +129,6 @@ impl Clip {
     }
 }
 
-/// Values and gradients of one parameter tensor, decoded to reals.
-pub fn tensor_values<S: Scalar>(values: &[S]) -> Vec<f64> {
-    values.iter().map(|v| v.to_f64()).collect()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
