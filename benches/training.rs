@@ -3,8 +3,8 @@
 //!
 //! - `activation_<backend>/<name>`: f(x) over 256 inputs spread over [−4, 4] (throughput in elements), for
 //!   every activation, with backends `f32_libm`, `f32_micromath` (`FastAct`), `i16f16` and `i1f15` (tables).
-//! - `train_step/<net>/<batch>`, function = precision: one SGD step (zero the gradients, forward and backward
-//!   for every sample of the batch, update) for 4-8-8-1 tanh, 16-32-32-16 ReLU and eight 64-wide sigmoid
+//! - `train_step/<net>/<batch>`, function = precision: one SGD step (`gradscope_core::train::step`: zero the
+//!   gradients, forward and backward for every sample of the batch, update) for 4-8-8-1 tanh, 16-32-32-16 ReLU and eight 64-wide sigmoid
 //!   layers (throughput in samples).
 //! - `clip_grad_norm/4x32`: PyTorch's `clip_grad_norm_` (L2) over a 4-layer, 32-wide dense stack.
 //!
@@ -13,7 +13,7 @@
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use gradscope_core::{
     Act, Activate, Dense, DenseStack, FastAct, I1F15, I16F16, Init, Layer, Loss, NearestEven,
-    NormType, Scalar, Sgd, clip_grad_norm, init_slice, loss_grad,
+    NormType, Objective, Scalar, Sgd, StepCtx, clip_grad_norm, init_slice, step,
 };
 use rand_core::SeedableRng;
 use rand_xoshiro::Xoshiro128PlusPlus;
@@ -66,29 +66,6 @@ fn data<S: Scalar, const I: usize, const O: usize>(n: usize) -> Vec<([S; I], [S;
         .collect()
 }
 
-fn step<S, N, const I: usize, const O: usize>(net: &mut N, batch: &[([S; I], [S; O])], sgd: &Sgd)
-where
-    S: Scalar,
-    N: Layer<S, Input = [S; I], Output = [S; O]>,
-{
-    net.zero_grad();
-    for (x, t) in batch {
-        let y = net.forward(x, 0, &mut NearestEven, &mut ());
-        let mut dy = [S::ZERO; O];
-        loss_grad(
-            Loss::Mse,
-            &y,
-            t,
-            batch.len(),
-            &mut dy,
-            &mut NearestEven,
-            &mut (),
-        );
-        net.backward(&dy, 0, &mut NearestEven, &mut ());
-    }
-    let _ = sgd.step(net, &mut NearestEven, &mut ());
-}
-
 fn dense<S: Scalar, const I: usize, const O: usize>(
     act: Act,
     rng: &mut Xoshiro128PlusPlus,
@@ -120,13 +97,13 @@ fn train_steps(c: &mut Criterion) {
         S: Scalar,
         N: Layer<S, Input = [S; I], Output = [S; O]>,
     {
-        let sgd = Sgd::new(1e-3, 0.0).expect("lr");
+        let mut ctx = StepCtx::new(Loss::Mse, Sgd::new(1e-3, 0.0).expect("lr"), NearestEven);
         for batch in [1usize, 32] {
             let samples = data::<S, I, O>(batch);
             let mut g = c.benchmark_group(format!("train_step/{net_name}/{batch}"));
             g.throughput(Throughput::Elements(batch as u64));
             g.bench_function(BenchmarkId::from_parameter(name), |b| {
-                b.iter(|| step(&mut *net, black_box(&samples), &sgd))
+                b.iter(|| step(&mut *net, black_box(samples.as_slice()), &mut ctx, &mut ()))
             });
             g.finish();
         }
@@ -188,7 +165,7 @@ fn clipping(c: &mut Criterion) {
         for (x, t) in &samples {
             let y = net.forward(x, 0, &mut NearestEven, &mut ());
             let mut dy = [S::ZERO; 32];
-            loss_grad(Loss::Mse, &y, t, 4, &mut dy, &mut NearestEven, &mut ());
+            Objective::new(Loss::Mse).grad(&y, t, 1.0 / 4.0, &mut dy, &mut NearestEven, &mut ());
             net.backward(&dy, 0, &mut NearestEven, &mut ());
         }
         let saved = net.clone();

@@ -4,7 +4,8 @@
 use gradscope_core::layer::Probes;
 use gradscope_core::{
     Act, Dense, DenseStack, FanMode, Flags, GradStats, I16F16, Init, Layer, LayerStats, Loss,
-    NearestEven, Nonlinearity, ParamTensor, Params, Scalar, Sgd, Stack, StepError, loss_grad,
+    NearestEven, Nonlinearity, Objective, Optimizer, ParamTensor, Params, Scalar, Sgd, Stack,
+    StepCtx, StepError, Verdict, step, train::Cause,
 };
 use gradscope_suite::big_stack;
 use proptest::prelude::*;
@@ -33,7 +34,7 @@ fn kinks(act: &Act) -> Vec<f64> {
 fn build<S: Scalar>(a1: Act, a2: Act, w: &[f64]) -> Net<S> {
     let mut net: Net<S> = (Dense::new(a1), Dense::new(a2));
     let mut it = w.iter();
-    net.visit(&mut |t: ParamTensor<'_, S>| {
+    net.visit(0, &mut |t: ParamTensor<'_, S>| {
         for v in t.value.iter_mut() {
             *v = S::from_f64(*it.next().unwrap_or(&0.0), &mut NearestEven).0;
         }
@@ -44,7 +45,7 @@ fn build<S: Scalar>(a1: Act, a2: Act, w: &[f64]) -> Net<S> {
 fn loss_of(net: &mut Net<f64>, x: &[f64; 3], t: &[f64; 2], loss: Loss) -> f64 {
     let y = net.forward(x, 0, &mut NearestEven, &mut ());
     let mut dy = [0.0; 2];
-    loss_grad(loss, &y, t, 1, &mut dy, &mut NearestEven, &mut ())
+    Objective::new(loss).grad(&y, t, 1.0, &mut dy, &mut NearestEven, &mut ())
 }
 
 /// Backprop's parameter and input gradients for one sample.
@@ -55,16 +56,18 @@ where
     net.zero_grad();
     let y = net.forward(x, 0, &mut NearestEven, &mut ());
     let mut dy = [S::ZERO; 2];
-    loss_grad(loss, &y, t, 1, &mut dy, &mut NearestEven, &mut ());
+    Objective::new(loss).grad(&y, t, 1.0, &mut dy, &mut NearestEven, &mut ());
     let dx = net.backward(&dy, 0, &mut NearestEven, &mut ());
     let mut g = Vec::new();
-    net.visit(&mut |p: ParamTensor<'_, S>| g.extend(p.grad.iter().map(|v| v.to_f64())));
+    net.visit(0, &mut |p: ParamTensor<'_, S>| {
+        g.extend(p.grad.iter().map(|v| v.to_f64()))
+    });
     (g, dx.iter().map(|v| v.to_f64()).collect())
 }
 
 fn set_param(net: &mut Net<f64>, k: usize, value: f64) {
     let mut i = 0;
-    net.visit(&mut |t: ParamTensor<'_, f64>| {
+    net.visit(0, &mut |t: ParamTensor<'_, f64>| {
         for v in t.value.iter_mut() {
             if i == k {
                 *v = value;
@@ -195,12 +198,13 @@ fn a_nan_gradient_stops_the_step_and_leaves_weights_unchanged() {
     net.0.weight[1][2] = 0.5;
     net.1.grad_bias[1] = f32::NAN;
     let before = net.clone();
-    let sgd = Sgd::new(0.1, 0.01).unwrap();
+    let mut sgd = Sgd::new(0.1, 0.01).unwrap();
     assert_eq!(
-        sgd.step(&mut net, &mut NearestEven, &mut ()),
+        sgd.step(&mut net, 1.0, &mut NearestEven, &mut ()),
         Err(StepError::NonFiniteGradient {
             tensor: 3,
-            element: 1
+            element: 1,
+            layer: 1
         })
     );
     assert_eq!(net.0, before.0);
@@ -213,7 +217,7 @@ fn a_nan_gradient_stops_the_step_and_leaves_weights_unchanged() {
     // A finite step moves the weights by lr·(g + λw).
     net.1.grad_bias[1] = 2.0;
     net.0.grad_weight[1][2] = 1.0;
-    sgd.step(&mut net, &mut NearestEven, &mut ()).unwrap();
+    sgd.step(&mut net, 1.0, &mut NearestEven, &mut ()).unwrap();
     assert_eq!(net.1.bias[1], -0.2);
     assert_eq!(net.0.weight[1][2], 0.5 - 0.1 * (1.0 + 0.01 * 0.5));
 }
@@ -246,11 +250,10 @@ fn relu_stack_signal(init: Init, depth: usize) -> (f64, f64) {
         sq += y.iter().map(|&v| (v as f64).powi(2)).sum::<f64>();
         n += 32;
         let mut dy = [0.0f32; 32];
-        loss_grad(
-            Loss::Mse,
+        Objective::new(Loss::Mse).grad(
             &y,
             &[0.0; 32],
-            batch,
+            1.0 / batch as f64,
             &mut dy,
             &mut NearestEven,
             &mut (),
@@ -388,11 +391,20 @@ fn gradients_accumulate_over_a_batch_to_the_gradient_of_the_mean_loss() {
         for (x, t) in xs.iter().zip(&ts) {
             let y = net.forward(x, 0, &mut NearestEven, &mut ());
             let mut dy = [0.0; 2];
-            loss_grad(loss, &y, t, xs.len(), &mut dy, &mut NearestEven, &mut ());
+            Objective::new(loss).grad(
+                &y,
+                t,
+                1.0 / (xs.len()) as f64,
+                &mut dy,
+                &mut NearestEven,
+                &mut (),
+            );
             net.backward(&dy, 0, &mut NearestEven, &mut ());
         }
         let mut g = Vec::new();
-        net.visit(&mut |p: ParamTensor<'_, f64>| g.extend(p.grad.iter().copied()));
+        net.visit(0, &mut |p: ParamTensor<'_, f64>| {
+            g.extend(p.grad.iter().copied())
+        });
         let mean_loss = |net: &mut Net<f64>| {
             xs.iter()
                 .zip(&ts)
@@ -463,38 +475,25 @@ fn glorot_bengio_standard_init_shrinks_backprop_by_sqrt_one_third_per_layer_xavi
 fn a_diverging_step_reports_layer_and_cause_and_leaves_the_weights_unchanged() {
     // Four f32 layers. Step 0 is clean. Before step 1 layer 2's weights blow up (as after a bad update), so
     // its pre-activations overflow to ∞ (the cause) and the non-finite values reach every gradient. The
-    // training loop learns the step (its own counter), the layer and the cause from the per-layer stats, and
-    // SGD refuses to update.
+    // training step's verdict names the layer, the pass and the cause, and nothing is updated.
     big_stack(|| {
         let mut s: Box<DenseStack<f32, 8, 4>> = Box::new(DenseStack::new(Act::Identity, 4));
         for l in s.active_mut() {
             l.weight = [[0.125; 8]; 8];
         }
-        let sgd = Sgd::new(0.01, 0.0).unwrap();
-        for step in 0..2u32 {
-            if step == 1 {
+        let mut ctx = StepCtx::new(Loss::Mse, Sgd::new(0.01, 0.0).unwrap(), NearestEven);
+        let data = [([1.0f32; 8], [0.5f32; 8])];
+        for step_no in 0..2u32 {
+            if step_no == 1 {
                 s.layers[2].weight = [[1e38; 8]; 8];
             }
             let before = s.clone();
             let mut stats = [LayerStats::default(); 4];
-            s.zero_grad();
-            let y = s.forward(&[1.0; 8], 0, &mut NearestEven, &mut stats);
-            let mut dy = [0.0f32; 8];
-            loss_grad(
-                Loss::Mse,
-                &y,
-                &[0.5; 8],
-                1,
-                &mut dy,
-                &mut NearestEven,
-                &mut (),
-            );
-            s.backward(&dy, 0, &mut NearestEven, &mut stats);
-            let result = sgd.step(&mut *s, &mut NearestEven, &mut ());
-            match step {
+            let report = step(&mut *s, &data[..], &mut ctx, &mut stats);
+            match step_no {
                 0 => {
                     assert_eq!(gradscope_core::NonFinite::locate(&stats), None);
-                    assert!(result.is_ok());
+                    assert_eq!(report.verdict, Verdict::Updated);
                     assert_ne!(s.layers[0].weight, before.layers[0].weight);
                 }
                 _ => {
@@ -503,7 +502,14 @@ fn a_diverging_step_reports_layer_and_cause_and_leaves_the_weights_unchanged() {
                         (nf.layer, nf.phase, nf.overflow),
                         (2, gradscope_core::Phase::Forward, true)
                     );
-                    assert!(matches!(result, Err(StepError::NonFiniteGradient { .. })));
+                    let Verdict::Diverged(d) = report.verdict else {
+                        panic!("{:?}", report.verdict)
+                    };
+                    assert_eq!(
+                        (d.layer, d.phase),
+                        (Some(2), Some(gradscope_core::Phase::Forward))
+                    );
+                    assert!(matches!(d.cause, Cause::NonFinite { overflow: true, .. }));
                     let params = |l: &Dense<f32, 8, 8>| (l.weight, l.bias);
                     assert!(
                         s.layers
@@ -601,7 +607,7 @@ fn gradcheck_shape<const I: usize, const H: usize, const O: usize>(
 ) -> Result<(), String> {
     let mut net: (Dense<f64, I, H>, Dense<f64, H, O>) = (Dense::new(a1), Dense::new(a2));
     let mut it = w.iter().cycle();
-    net.visit(&mut |p: ParamTensor<'_, f64>| {
+    net.visit(0, &mut |p: ParamTensor<'_, f64>| {
         p.value
             .iter_mut()
             .for_each(|v| *v = *it.next().unwrap_or(&0.0))
@@ -610,7 +616,7 @@ fn gradcheck_shape<const I: usize, const H: usize, const O: usize>(
     let t: [f64; O] = core::array::from_fn(|i| t[i % t.len()]);
     let loss_of = |net: &mut (Dense<f64, I, H>, Dense<f64, H, O>), x: &[f64; I]| {
         let y = net.forward(x, 0, &mut NearestEven, &mut ());
-        loss_grad(loss, &y, &t, 1, &mut [0.0; O], &mut NearestEven, &mut ())
+        Objective::new(loss).grad(&y, &t, 1.0, &mut [0.0; O], &mut NearestEven, &mut ())
     };
     let y = net.forward(&x, 0, &mut NearestEven, &mut ());
     let near = |act: &Act, z: &[f64]| {
@@ -621,11 +627,11 @@ fn gradcheck_shape<const I: usize, const H: usize, const O: usize>(
         return Ok(()); // a kink: central differences do not apply
     }
     let mut dy = [0.0; O];
-    loss_grad(loss, &y, &t, 1, &mut dy, &mut NearestEven, &mut ());
+    Objective::new(loss).grad(&y, &t, 1.0, &mut dy, &mut NearestEven, &mut ());
     net.zero_grad();
     let dx = net.backward(&dy, 0, &mut NearestEven, &mut ());
     let (mut vals, mut grads) = (Vec::new(), Vec::new());
-    net.visit(&mut |p: ParamTensor<'_, f64>| {
+    net.visit(0, &mut |p: ParamTensor<'_, f64>| {
         vals.extend_from_slice(p.value);
         grads.extend_from_slice(p.grad);
     });
@@ -634,7 +640,7 @@ fn gradcheck_shape<const I: usize, const H: usize, const O: usize>(
     for k in 0..vals.len() {
         let mut bump = |delta: f64| {
             let mut i = 0;
-            net.visit(&mut |p: ParamTensor<'_, f64>| {
+            net.visit(0, &mut |p: ParamTensor<'_, f64>| {
                 for v in p.value.iter_mut() {
                     if i == k {
                         *v = vals[k] + delta;

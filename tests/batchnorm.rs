@@ -4,7 +4,7 @@
 
 use gradscope_core::{
     Act, ActLayer, BatchNorm, Batched, Dense, Init, Layer, LayerStats, Loss, NearestEven,
-    ParamTensor, Params, Stack, init_slice, loss_grad,
+    Objective, ParamTensor, Params, Stack, init_slice,
 };
 use gradscope_suite::big_stack;
 use proptest::prelude::*;
@@ -30,7 +30,7 @@ fn build(act: Act, w: &[f64]) -> Net {
         ),
     );
     let mut it = w.iter();
-    net.visit(&mut |t: ParamTensor<'_, f64>| {
+    net.visit(0, &mut |t: ParamTensor<'_, f64>| {
         for v in t.value.iter_mut() {
             *v = *it.next().unwrap_or(&0.0);
         }
@@ -44,7 +44,9 @@ fn run(net: &mut Net, x: &[[f64; 3]; B], t: &[[f64; 2]; B]) -> (f64, [[f64; 2]; 
     let mut dy = [[0.0; 2]; B];
     let mut total = 0.0;
     for ((yi, ti), di) in y.iter().zip(t).zip(dy.iter_mut()) {
-        total += loss_grad(Loss::Mse, yi, ti, B, di, &mut NearestEven, &mut ()) / B as f64;
+        total +=
+            Objective::new(Loss::Mse).grad(yi, ti, 1.0 / B as f64, di, &mut NearestEven, &mut ())
+                / B as f64;
     }
     (total, dy)
 }
@@ -70,7 +72,7 @@ proptest! {
         let (_, dy) = run(&mut net, &x, &t);
         let dx = net.backward(&dy, 0, &mut NearestEven, &mut ());
         let mut g = Vec::new();
-        net.visit(&mut |p: ParamTensor<'_, f64>| g.extend_from_slice(p.grad));
+        net.visit(0, &mut |p: ParamTensor<'_, f64>| g.extend_from_slice(p.grad));
         let scale = g.iter().chain(dx.as_flattened()).fold(1.0f64, |m, v| m.max(v.abs()));
         let eps = 1e-6;
         for (k, &gk) in g.iter().enumerate() {

@@ -2,8 +2,8 @@
 
 use gradscope_core::clip::{grad_norm, norm_of};
 use gradscope_core::{
-    ClipError, EventCounts, Flags, I16F16, NearestEven, NormType, ParamTensor, Scalar, clip_agc,
-    clip_grad_norm, clip_grad_norm_per_tensor, clip_grad_value,
+    ClipError, EventCounts, Flags, I16F16, NearestEven, NormType, ParamTensor, Pooled, Scalar,
+    clip_agc, clip_grad_norm, clip_grad_norm_per_tensor, clip_grad_value,
 };
 use proptest::prelude::*;
 
@@ -24,9 +24,13 @@ struct Net<S> {
 }
 
 impl<S: Scalar> gradscope_core::Params<S> for Net<S> {
-    fn visit(&mut self, f: &mut dyn FnMut(ParamTensor<'_, S>)) {
-        f(ParamTensor::matrix(&mut self.w, &mut self.gw));
-        f(ParamTensor::vector(&mut self.b, &mut self.gb));
+    fn depth(&self) -> usize {
+        1
+    }
+
+    fn visit(&mut self, at: usize, f: &mut dyn FnMut(ParamTensor<'_, S>)) {
+        f(ParamTensor::matrix(at, &mut self.w, &mut self.gw));
+        f(ParamTensor::vector(at, &mut self.b, &mut self.gb));
     }
 }
 
@@ -81,7 +85,7 @@ proptest! {
         let before = grads(&n);
         let want_total = f64_norm(&before, t);
         let mut fl = Flags::NONE;
-        let total = clip_grad_norm(&mut n, max_norm, t, true, &mut NearestEven, &mut fl).unwrap();
+        let total = clip_grad_norm(&mut n, max_norm, t, true, &mut NearestEven, &mut Pooled(&mut fl)).unwrap();
         // L2 of f32 gradients accumulates in f32 (as PyTorch does in the gradient's dtype): ~n·ε relative.
         let tol = if t == NormType::L2 { 15.0 * f32::EPSILON as f64 } else { 1e-12 };
         prop_assert!((total - want_total).abs() <= tol * want_total, "{} vs {}", total, want_total);
@@ -159,8 +163,15 @@ fn non_finite_gradients_are_reported_never_spread() {
     let r = clip_grad_norm(&mut n, 0.1, NormType::L2, true, &mut NearestEven, &mut ());
     assert!(matches!(r, Err(ClipError::NonFiniteNorm(v)) if v.is_nan()));
     let mut fl = Flags::NONE;
-    let total =
-        clip_grad_norm(&mut n, 0.1, NormType::L2, false, &mut NearestEven, &mut fl).unwrap();
+    let total = clip_grad_norm(
+        &mut n,
+        0.1,
+        NormType::L2,
+        false,
+        &mut NearestEven,
+        &mut Pooled(&mut fl),
+    )
+    .unwrap();
     assert!(total.is_nan() && fl.contains(Flags::NONFINITE));
     let after = grads(&n);
     // Unchanged: the one NaN is still alone, every other gradient still 0.5.
@@ -173,13 +184,13 @@ fn non_finite_gradients_are_reported_never_spread() {
     );
     // AGC skips the unit holding the NaN and clips the others.
     let mut fl = Flags::NONE;
-    let clipped = clip_agc(&mut n, 0.01, 1e-3, &mut NearestEven, &mut fl).unwrap();
+    let clipped = clip_agc(&mut n, 0.01, 1e-3, &mut NearestEven, &mut Pooled(&mut fl)).unwrap();
     assert!(fl.contains(Flags::NONFINITE));
     assert_eq!(clipped, 2 + 3); // two finite weight rows and three bias units
     assert_eq!(grads(&n).iter().filter(|v| v.is_nan()).count(), 1);
     // Clip by value keeps NaN where it was and reports it.
     let mut fl = Flags::NONE;
-    clip_grad_value(&mut n, 0.25, &mut NearestEven, &mut fl).unwrap();
+    clip_grad_value(&mut n, 0.25, &mut NearestEven, &mut Pooled(&mut fl)).unwrap();
     assert!(fl.contains(Flags::NONFINITE));
     assert!(grads(&n).iter().all(|v| v.is_nan() || v.abs() <= 0.25));
 }
@@ -203,7 +214,7 @@ fn fixed_point_norms_do_not_overflow_and_clipping_lands_on_max_norm() {
         NormType::L2,
         true,
         &mut NearestEven,
-        &mut counts,
+        &mut Pooled(&mut counts),
     )
     .unwrap();
     assert!((total - want).abs() < 1e-9);

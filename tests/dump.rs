@@ -5,9 +5,10 @@ use std::path::PathBuf;
 
 use gradscope_core::Act;
 use gradscope_lab::depth::{self, DepthConfig};
+use gradscope_lab::dump::Dump;
+use gradscope_lab::options::{Cell, InitName, Precision};
 use gradscope_lab::output::write_atomic;
 use gradscope_lab::rnn::{self, RnnConfig};
-use gradscope_lab::spec::Clip;
 use serde_json::Value;
 
 type Fn1 = fn(f64) -> f64;
@@ -113,12 +114,14 @@ fn dense_loss_and_grads(layers: &[DenseRef], xs: &[Vec<f64>], ts: &[Vec<f64>]) -
     (total, grads)
 }
 
-fn read_back(dump: &Value, name: &str) -> Value {
+fn read_back(dump: &Dump, name: &str) -> Value {
     let path: PathBuf =
         std::env::temp_dir().join(format!("gradscope-dump-{}-{name}.json", std::process::id()));
     write_atomic(
         &path,
-        serde_json::to_string_pretty(dump).unwrap().as_bytes(),
+        serde_json::to_string_pretty(&dump.json())
+            .unwrap()
+            .as_bytes(),
     )
     .unwrap();
     let v = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
@@ -140,10 +143,10 @@ fn check_depth(act_name: &str, precision: &str, rel_tol: f64) {
         seed: 7,
         ..DepthConfig::new(
             Act::from_name(act_name).unwrap(),
-            "xavier_normal",
+            InitName::XavierNormal,
             4,
             8,
-            precision,
+            precision.parse::<Precision>().unwrap(),
         )
     };
     let d = read_back(
@@ -219,9 +222,9 @@ fn the_reference_matches_central_differences() {
     let cfg = DepthConfig {
         batch: 2,
         seed: 3,
-        ..DepthConfig::new(Act::Tanh, "xavier_normal", 3, 8, "f64")
+        ..DepthConfig::new(Act::Tanh, InitName::XavierNormal, 3, 8, Precision::F64)
     };
-    let d = depth::run(&cfg).unwrap().dump;
+    let d = read_back(&depth::run(&cfg).unwrap().dump, "reference");
     let (f, df) = act("tanh");
     let mut layers: Vec<DenseRef> = d["layers"]
         .as_array()
@@ -257,16 +260,11 @@ fn the_reference_matches_central_differences() {
 fn rnn_dumps_recompute_in_f64() {
     for precision in ["f64", "f32"] {
         let cfg = RnnConfig {
-            cell: "rnn".into(),
-            steps: 10,
             hidden: 8,
-            recurrent_scale: 1.2,
-            gate_bias: 0.0,
-            clip: Clip::None,
-            precision: precision.into(),
-            rounding: "nearest".into(),
+            precision: precision.parse::<Precision>().unwrap(),
             seed: 5,
             batch: 2,
+            ..RnnConfig::new(Cell::Rnn, 1.2, 0.0, 10)
         };
         let d = read_back(&rnn::run(&cfg).unwrap().dump, &format!("rnn-{precision}"));
         let l = &d["layers"][0];

@@ -1,8 +1,8 @@
 //! LSTM and GRU: gradient checks through time, and their gradient flow against a tanh RNN at T = 50.
 
 use gradscope_core::{
-    Act, Gru, Init, Layer, Loss, Lstm, NearestEven, ParamTensor, Params, Rnn, StepNorms,
-    init_slice, loss_grad,
+    Act, Gru, Init, Layer, Loss, Lstm, NearestEven, Objective, ParamTensor, Params, Rnn, StepNorms,
+    init_slice,
 };
 use proptest::prelude::*;
 use rand_core::SeedableRng;
@@ -12,7 +12,7 @@ const T: usize = 4;
 
 fn set_all<P: Params<f64>>(net: &mut P, w: &[f64]) {
     let mut it = w.iter().cycle();
-    net.visit(&mut |t: ParamTensor<'_, f64>| {
+    net.visit(0, &mut |t: ParamTensor<'_, f64>| {
         for v in t.value.iter_mut() {
             *v = *it.next().unwrap_or(&0.0);
         }
@@ -21,7 +21,7 @@ fn set_all<P: Params<f64>>(net: &mut P, w: &[f64]) {
 
 fn set_one<P: Params<f64>>(net: &mut P, k: usize, value: f64) {
     let mut i = 0;
-    net.visit(&mut |t: ParamTensor<'_, f64>| {
+    net.visit(0, &mut |t: ParamTensor<'_, f64>| {
         for v in t.value.iter_mut() {
             if i == k {
                 *v = value;
@@ -33,7 +33,7 @@ fn set_one<P: Params<f64>>(net: &mut P, k: usize, value: f64) {
 
 fn get_all<P: Params<f64>>(net: &mut P) -> (Vec<f64>, Vec<f64>) {
     let (mut v, mut g) = (Vec::new(), Vec::new());
-    net.visit(&mut |t: ParamTensor<'_, f64>| {
+    net.visit(0, &mut |t: ParamTensor<'_, f64>| {
         v.extend_from_slice(t.value);
         g.extend_from_slice(t.grad);
     });
@@ -49,7 +49,9 @@ fn mean_loss<L: Layer<f64, Input = [[f64; 2]; T], Output = [[f64; 3]; T]>>(
     let mut dy = [[0.0; 3]; T];
     let mut total = 0.0;
     for ((h, tg), d) in hs.iter().zip(target).zip(dy.iter_mut()) {
-        total += loss_grad(Loss::Mse, h, tg, T, d, &mut NearestEven, &mut ()) / T as f64;
+        total +=
+            Objective::new(Loss::Mse).grad(h, tg, 1.0 / T as f64, d, &mut NearestEven, &mut ())
+                / T as f64;
     }
     (total, dy)
 }
@@ -133,7 +135,7 @@ const HIDDEN: usize = 16;
 /// biases zero.
 fn xavier_blocks<P: Params<f64>>(net: &mut P, rng: &mut Xoshiro128PlusPlus) {
     let mut k = 0;
-    net.visit(&mut |t: ParamTensor<'_, f64>| {
+    net.visit(0, &mut |t: ParamTensor<'_, f64>| {
         if k < 2 {
             for block in t.value.chunks_mut(HIDDEN * t.unit) {
                 init_slice(

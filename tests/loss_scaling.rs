@@ -47,7 +47,9 @@ fn horizon_with_scale(g0: f64, scale: f64) -> Option<usize> {
             let sign = if rng.next_u32() & 1 == 0 { 1.0 } else { -1.0 };
             I16F16::from_f64(sign * g0, &mut NearestEven).0
         });
-        scaler.scale_grad(&mut dy, &mut NearestEven, &mut ());
+        for v in dy.iter_mut() {
+            *v = v.scale(scaler.scale(), &mut NearestEven).0;
+        }
         s.backward(&dy, 0, &mut NearestEven, &mut stats);
     }
     (1..=D).find(|&k| {
@@ -114,9 +116,11 @@ fn dynamic_loss_scale_backs_off_from_overflow_until_the_backward_pass_is_clean()
             s.forward(&x, 0, &mut NearestEven, &mut ());
             let mut dy = dy0;
             let mut events = BackwardEvents(Flags::NONE);
-            let mut fl = Flags::NONE;
-            scaler.scale_grad(&mut dy, &mut NearestEven, &mut fl);
-            events.0 |= fl & Flags::OVERFLOW;
+            for v in dy.iter_mut() {
+                let (scaled, f) = v.scale(scaler.scale(), &mut NearestEven);
+                events.0 |= f & Flags::OVERFLOW;
+                *v = scaled;
+            }
             s.backward(&dy, 0, &mut NearestEven, &mut events);
             let d = scaler.update(events.0);
             decisions.push(d);
@@ -130,14 +134,14 @@ fn dynamic_loss_scale_backs_off_from_overflow_until_the_backward_pass_is_clean()
         assert!(0.05 * scaler.scale() < I16F16::MAX.to_f64());
         let mut scaled_grads = Vec::new();
         scaler.unscale(&mut *s, &mut NearestEven, &mut ());
-        gradscope_core::Params::visit(&mut *s, &mut |t| {
+        gradscope_core::Params::visit(&mut *s, 0, &mut |t| {
             scaled_grads.extend(t.grad.iter().map(|v| v.to_f64()))
         });
         s.zero_grad();
         s.forward(&x, 0, &mut NearestEven, &mut ());
         s.backward(&dy0, 0, &mut NearestEven, &mut ());
         let mut plain = Vec::new();
-        gradscope_core::Params::visit(&mut *s, &mut |t| {
+        gradscope_core::Params::visit(&mut *s, 0, &mut |t| {
             plain.extend(t.grad.iter().map(|v| v.to_f64()))
         });
         let zeros = |v: &[f64]| v.iter().filter(|&&g| g == 0.0).count();

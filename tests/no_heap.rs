@@ -2,8 +2,8 @@
 //! allocations while they run (the bench targets in `benches/` use the same kernels).
 
 use gradscope_core::{
-    Act, Activate, DenseStack, I1F15, I16F16, Init, Layer, Loss, NearestEven, NormType, Scalar,
-    Sgd, clip_grad_norm, loss_grad, matrix,
+    Act, Activate, Adam, AdamParams, Clip, DenseStack, I1F15, I16F16, Init, LayerStats, Loss,
+    LossScaler, NearestEven, Scalar, Sgd, StepCtx, matrix, step,
 };
 use rand_core::SeedableRng;
 use rand_xoshiro::Xoshiro128PlusPlus;
@@ -33,7 +33,8 @@ where
         let (v, _) = a.f(x[3], &mut NearestEven);
         acc += a.df(x[3], v, &mut NearestEven).0.to_f64();
     }
-    // A full SGD training step on a 4-layer, 16-wide stack, with clipping.
+    // Full training steps (forward, loss, backward, global-norm clipping, update, per-layer statistics) on a
+    // 4-layer, 16-wide stack, with each optimizer; their state lives in arrays.
     let mut net: Box<DenseStack<S, 16, 4>> = Box::new(DenseStack::new(Act::Tanh, 4));
     let mut rng = Xoshiro128PlusPlus::seed_from_u64(1);
     net.init(
@@ -44,26 +45,21 @@ where
         &mut (),
     )
     .unwrap();
+    const PARAMS: usize = 4 * (16 * 16 + 16);
+    let data = [(x, y)];
+    let mut stats = [LayerStats::default(); 4];
+    let sgd = Sgd::with_momentum(0.01, 0.9, 0.0, [S::ZERO; PARAMS]).unwrap();
+    let adam = Adam::new(AdamParams::adamw(0.01, 0.01), [S::ZERO; 2 * PARAMS]).unwrap();
     let region = Region::new(GLOBAL);
+    let mut ctx = StepCtx::new(Loss::Mse, sgd, NearestEven);
+    ctx.clip = Clip::Global(1.0);
     for _ in 0..3 {
-        net.zero_grad();
-        let out = net.forward(&x, 0, &mut NearestEven, &mut ());
-        let mut dy = [S::ZERO; 16];
-        acc += loss_grad(Loss::Mse, &out, &y, 1, &mut dy, &mut NearestEven, &mut ());
-        net.backward(&dy, 0, &mut NearestEven, &mut ());
-        acc += clip_grad_norm(
-            &mut *net,
-            1.0,
-            NormType::L2,
-            false,
-            &mut NearestEven,
-            &mut (),
-        )
-        .unwrap_or(0.0);
-        Sgd::new(0.01, 0.0)
-            .unwrap()
-            .step(&mut *net, &mut NearestEven, &mut ())
-            .unwrap();
+        acc += step(&mut *net, &data[..], &mut ctx, &mut stats).loss;
+    }
+    let mut ctx = StepCtx::new(Loss::Mse, adam, NearestEven);
+    ctx.scaler = Some(LossScaler::dynamic(256.0, 2).unwrap());
+    for _ in 0..3 {
+        acc += step(&mut *net, &data[..], &mut ctx, &mut ()).loss;
     }
     let change = region.change();
     assert_eq!(

@@ -1,6 +1,8 @@
 //! Optimizers against step-by-step f64 re-implementations of PyTorch's update rules.
 
-use gradscope_core::{Adam, Momentum, NearestEven, ParamTensor, Params, StepError, param_count};
+use gradscope_core::{
+    Adam, AdamParams, NearestEven, Optimizer, ParamTensor, Params, Sgd, StepError, param_count,
+};
 
 /// Two tensors of parameters with fixed gradients that change every step.
 struct Toy {
@@ -11,9 +13,13 @@ struct Toy {
 }
 
 impl Params<f64> for Toy {
-    fn visit(&mut self, f: &mut dyn FnMut(ParamTensor<'_, f64>)) {
-        f(ParamTensor::vector(&mut self.w, &mut self.gw));
-        f(ParamTensor::vector(&mut self.b, &mut self.gb));
+    fn depth(&self) -> usize {
+        2
+    }
+
+    fn visit(&mut self, at: usize, f: &mut dyn FnMut(ParamTensor<'_, f64>)) {
+        f(ParamTensor::vector(at, &mut self.w, &mut self.gw));
+        f(ParamTensor::vector(at + 1, &mut self.b, &mut self.gb));
     }
 }
 
@@ -41,17 +47,15 @@ fn values(t: &Toy) -> Vec<f64> {
 }
 
 #[test]
-fn momentum_matches_pytorch_rule() {
+fn sgd_with_momentum_matches_pytorch_rule() {
     let (lr, mu, wd) = (0.1, 0.9, 0.01);
-    let opt = Momentum::new(lr, mu, wd).unwrap();
     let mut t = toy();
-    let mut state = vec![0.0f64; param_count(&mut t)];
+    let mut opt = Sgd::with_momentum(lr, mu, wd, vec![0.0f64; param_count(&mut t)]).unwrap();
     let mut w = values(&t);
     let mut buf = [0.0f64; 5];
     for step in 0..10 {
         set_grads(&mut t, step);
-        opt.step(&mut t, &mut state, &mut NearestEven, &mut ())
-            .unwrap();
+        opt.step(&mut t, 1.0, &mut NearestEven, &mut ()).unwrap();
         for (k, g) in grads_at(step).iter().enumerate() {
             let g = g + wd * w[k];
             buf[k] = if step == 0 { g } else { mu * buf[k] + g };
@@ -63,21 +67,33 @@ fn momentum_matches_pytorch_rule() {
     }
 }
 
-#[test]
-fn adam_matches_pytorch_rule() {
+/// Adam or AdamW against PyTorch's rule, written out: `decoupled` applies `w ← w·(1 − lr·λ)` first and leaves
+/// the gradient alone (AdamW), otherwise `g ← g + λ·w` (Adam).
+fn adam_matches(decoupled: bool) {
     let (lr, b1, b2, eps, wd) = (0.01, 0.9, 0.999, 1e-8, 0.001);
-    let mut opt = Adam::new(lr, b1, b2, eps, wd).unwrap();
+    let p = AdamParams {
+        lr,
+        beta1: b1,
+        beta2: b2,
+        eps,
+        weight_decay: wd,
+        decoupled,
+    };
     let mut t = toy();
-    let mut state = vec![0.0f64; 2 * param_count(&mut t)];
+    let mut opt = Adam::new(p, vec![0.0f64; 2 * param_count(&mut t)]).unwrap();
     let mut w = values(&t);
     let (mut m, mut v) = ([0.0f64; 5], [0.0f64; 5]);
     for step in 0..20 {
         set_grads(&mut t, step);
-        opt.step(&mut t, &mut state, &mut NearestEven, &mut ())
-            .unwrap();
+        opt.step(&mut t, 1.0, &mut NearestEven, &mut ()).unwrap();
         let n = (step + 1) as i32;
         for (k, g) in grads_at(step).iter().enumerate() {
-            let g = g + wd * w[k];
+            let g = if decoupled {
+                w[k] *= 1.0 - lr * wd;
+                *g
+            } else {
+                g + wd * w[k]
+            };
             m[k] = b1 * m[k] + (1.0 - b1) * g;
             v[k] = b2 * v[k] + (1.0 - b2) * g * g;
             let mh = m[k] / (1.0 - b1.powi(n));
@@ -92,39 +108,79 @@ fn adam_matches_pytorch_rule() {
 }
 
 #[test]
+fn adam_matches_pytorch_rule() {
+    adam_matches(false);
+}
+
+#[test]
+fn adamw_matches_pytorch_rule() {
+    adam_matches(true);
+}
+
+#[test]
+fn a_scaled_gradient_gives_the_unscaled_update() {
+    // Loss scaling hands the optimizer s·g; the update must be that of g.
+    for s in [1.0, 8.0, 1024.0] {
+        let mut t = toy();
+        let mut sgd = Sgd::with_momentum(0.1, 0.9, 0.01, vec![0.0f64; 5]).unwrap();
+        let mut adam = Adam::new(AdamParams::new(0.01), vec![0.0f64; 10]).unwrap();
+        let mut u = toy();
+        let (mut sgd1, mut adam1) = (sgd.clone(), adam.clone());
+        for step in 0..5 {
+            set_grads(&mut t, step);
+            set_grads(&mut u, step);
+            t.gw.iter_mut().chain(t.gb.iter_mut()).for_each(|g| *g *= s);
+            sgd.step(&mut t, s, &mut NearestEven, &mut ()).unwrap();
+            sgd1.step(&mut u, 1.0, &mut NearestEven, &mut ()).unwrap();
+            adam.step(&mut t, s, &mut NearestEven, &mut ()).unwrap();
+            adam1.step(&mut u, 1.0, &mut NearestEven, &mut ()).unwrap();
+        }
+        for (a, b) in values(&t).iter().zip(&values(&u)) {
+            assert!((a - b).abs() < 1e-12, "scale {s}: {a} vs {b}");
+        }
+    }
+}
+
+#[test]
 fn bad_state_hyperparameters_and_nan_gradients_are_errors() {
     let mut t = toy();
     set_grads(&mut t, 1);
-    let mut short = [0.0f64; 4];
     assert_eq!(
-        Momentum::new(0.1, 0.9, 0.0)
+        Sgd::with_momentum(0.1, 0.9, 0.0, [0.0f64; 4])
             .unwrap()
-            .step(&mut t, &mut short, &mut NearestEven, &mut ()),
+            .step(&mut t, 1.0, &mut NearestEven, &mut ()),
         Err(StepError::StateTooSmall { need: 5 })
     );
     assert_eq!(
-        Adam::with_lr(0.1)
-            .unwrap()
-            .step(&mut t, &mut [0.0; 9], &mut NearestEven, &mut ()),
+        Adam::new(AdamParams::new(0.1), [0.0f64; 9]).unwrap().step(
+            &mut t,
+            1.0,
+            &mut NearestEven,
+            &mut ()
+        ),
         Err(StepError::StateTooSmall { need: 10 })
     );
-    assert!(Momentum::new(0.1, 1.0, 0.0).is_err() && Momentum::new(-0.1, 0.5, 0.0).is_err());
     assert!(
-        Adam::new(0.1, 0.9, 1.0, 1e-8, 0.0).is_err()
-            && Adam::new(0.1, 0.9, 0.99, 0.0, 0.0).is_err()
+        Sgd::with_momentum(0.1, 1.0, 0.0, ()).is_err()
+            && Sgd::with_momentum(-0.1, 0.5, 0.0, ()).is_err()
     );
+    let bad = |f: fn(&mut AdamParams)| {
+        let mut p = AdamParams::new(0.1);
+        f(&mut p);
+        Adam::new(p, ()).is_err()
+    };
+    assert!(bad(|p| p.beta2 = 1.0) && bad(|p| p.eps = 0.0) && bad(|p| p.lr = f64::NAN));
     t.gb[1] = f64::NAN;
     let before = values(&t);
-    let mut state = [0.5f64; 10];
-    let mut adam = Adam::with_lr(0.1).unwrap();
+    let mut adam = Adam::new(AdamParams::new(0.1), [0.5f64; 10]).unwrap();
     assert_eq!(
-        adam.step(&mut t, &mut state, &mut NearestEven, &mut ()),
+        adam.step(&mut t, 1.0, &mut NearestEven, &mut ()),
         Err(StepError::NonFiniteGradient {
             tensor: 1,
-            element: 1
+            element: 1,
+            layer: 1
         })
     );
     assert_eq!(values(&t), before);
-    assert_eq!(state, [0.5; 10]);
     assert_eq!(adam.steps(), 0);
 }

@@ -2,8 +2,8 @@
 //! loses (He et al. 2016), in f64 and in fixed point.
 
 use gradscope_core::{
-    Act, Activate, Dense, I16F16, Init, Layer, LayerStats, Loss, NearestEven, ParamTensor, Params,
-    Residual, Scalar, Stack, init_slice, loss_grad,
+    Act, Activate, Dense, I16F16, Init, Layer, LayerStats, Loss, NearestEven, Objective,
+    ParamTensor, Params, Residual, Scalar, Stack, init_slice,
 };
 use gradscope_suite::big_stack;
 use proptest::prelude::*;
@@ -14,20 +14,12 @@ type Net = (Residual<Dense<f64, 3, 3>>, Dense<f64, 3, 2>);
 
 fn loss_of(net: &mut Net, x: &[f64; 3], t: &[f64; 2]) -> f64 {
     let y = net.forward(x, 0, &mut NearestEven, &mut ());
-    loss_grad(
-        Loss::Mse,
-        &y,
-        t,
-        1,
-        &mut [0.0; 2],
-        &mut NearestEven,
-        &mut (),
-    )
+    Objective::new(Loss::Mse).grad(&y, t, 1.0, &mut [0.0; 2], &mut NearestEven, &mut ())
 }
 
 fn set(net: &mut Net, k: usize, v: f64) {
     let mut i = 0;
-    net.visit(&mut |t: ParamTensor<'_, f64>| {
+    net.visit(0, &mut |t: ParamTensor<'_, f64>| {
         for p in t.value.iter_mut() {
             if i == k {
                 *p = v;
@@ -54,10 +46,10 @@ proptest! {
         }
         let y = net.forward(&x, 0, &mut NearestEven, &mut ());
         let mut dy = [0.0; 2];
-        loss_grad(Loss::Mse, &y, &t, 1, &mut dy, &mut NearestEven, &mut ());
+        Objective::new(Loss::Mse).grad(&y, &t, 1.0, &mut dy, &mut NearestEven, &mut ());
         let dx = net.backward(&dy, 0, &mut NearestEven, &mut ());
         let mut g = Vec::new();
-        net.visit(&mut |p: ParamTensor<'_, f64>| g.extend_from_slice(p.grad));
+        net.visit(0, &mut |p: ParamTensor<'_, f64>| g.extend_from_slice(p.grad));
         let eps = 1e-6;
         for (k, &gk) in g.iter().enumerate() {
             set(&mut net, k, w[k] + eps);

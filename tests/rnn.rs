@@ -2,8 +2,8 @@
 //! 2013), and the IRNN's preserved gradient (Le et al. 2015).
 
 use gradscope_core::{
-    Act, I16F16, Init, Layer, Loss, NearestEven, NormType, ParamTensor, Params, Rnn, Scalar, Sgd,
-    StepNorms, clip_grad_norm, init_matrix, loss_grad,
+    Act, I16F16, Init, Layer, Loss, NearestEven, NormType, Objective, Optimizer, ParamTensor,
+    Params, Rnn, Scalar, Sgd, StepNorms, clip_grad_norm, init_matrix,
 };
 use proptest::prelude::*;
 use rand_core::SeedableRng;
@@ -16,7 +16,7 @@ const N_PARAMS: usize = 3 * 2 + 3 * 3 + 3;
 fn build<S: Scalar>(act: Act, w: &[f64], h0: [f64; 3]) -> Small<S> {
     let mut net = Small::<S>::new(act);
     let mut it = w.iter();
-    net.visit(&mut |t: ParamTensor<'_, S>| {
+    net.visit(0, &mut |t: ParamTensor<'_, S>| {
         for v in t.value.iter_mut() {
             *v = S::from_f64(*it.next().unwrap_or(&0.0), &mut NearestEven).0;
         }
@@ -34,7 +34,9 @@ where
     let mut dy = [[S::ZERO; 3]; T];
     let mut total = 0.0;
     for ((h, tg), d) in hs.iter().zip(target).zip(dy.iter_mut()) {
-        total += loss_grad(Loss::Mse, h, tg, T, d, &mut NearestEven, &mut ()) / T as f64;
+        total +=
+            Objective::new(Loss::Mse).grad(h, tg, 1.0 / T as f64, d, &mut NearestEven, &mut ())
+                / T as f64;
     }
     (total, dy)
 }
@@ -51,13 +53,15 @@ where
     let (_, dy) = run(net, x, target);
     let dx = net.backward(&dy, 0, &mut NearestEven, &mut ());
     let mut g = Vec::new();
-    net.visit(&mut |t: ParamTensor<'_, S>| g.extend(t.grad.iter().map(|v| v.to_f64())));
+    net.visit(0, &mut |t: ParamTensor<'_, S>| {
+        g.extend(t.grad.iter().map(|v| v.to_f64()))
+    });
     (g, dx.as_flattened().iter().map(|v| v.to_f64()).collect())
 }
 
 fn set(net: &mut Small<f64>, k: usize, v: f64) {
     let mut i = 0;
-    net.visit(&mut |t: ParamTensor<'_, f64>| {
+    net.visit(0, &mut |t: ParamTensor<'_, f64>| {
         for p in t.value.iter_mut() {
             if i == k {
                 *p = v;
@@ -174,7 +178,7 @@ fn recurrent_spectral_radius_2_explodes_and_global_norm_clipping_bounds_the_upda
     assert!(total > 1e12, "total norm {total}");
     Sgd::new(lr, 0.0)
         .unwrap()
-        .step(&mut *net, &mut NearestEven, &mut ())
+        .step(&mut *net, 1.0, &mut NearestEven, &mut ())
         .unwrap();
     let after = collect_values(&mut *net);
     let step: f64 = before
@@ -189,7 +193,7 @@ fn recurrent_spectral_radius_2_explodes_and_global_norm_clipping_bounds_the_upda
 
 fn collect_values<P: Params<f64> + ?Sized>(p: &mut P) -> Vec<f64> {
     let mut v = Vec::new();
-    p.visit(&mut |t| v.extend_from_slice(t.value));
+    p.visit(0, &mut |t| v.extend_from_slice(t.value));
     v
 }
 

@@ -14,19 +14,109 @@
 //! Non-finite gradients are reported, never spread: where PyTorch would multiply every gradient by a NaN
 //! coefficient, these functions leave the gradients unchanged, record [`Flags::NONFINITE`] and (with
 //! `error_if_nonfinite`) return [`ClipError::NonFiniteNorm`].
+//!
+//! Events go to a [`Probes`] sink under each tensor's layer, in phase [`Phase::Clip`]. [`Clip`] names a
+//! policy as a value (what the training step and the command line use).
 
 use core::fmt;
 
 use crate::flags::Flags;
+use crate::layer::{Phase, Probes};
 use crate::matrix::sum_sq_acc;
 use crate::net::Params;
-use crate::probe::Probe;
 use crate::round::Rounding;
 use crate::scalar::{Coef, Scalar};
 
 /// ε of adaptive gradient clipping in Brock et al. (2021): weight norms below it count as ε, so units with
 /// zero-initialized weights can still learn.
 pub const AGC_EPS: f64 = 1e-3;
+
+/// A clipping policy, as a value.
+#[derive(Copy, Clone, Debug, PartialEq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
+#[cfg_attr(
+    feature = "serde",
+    serde(tag = "kind", content = "threshold", rename_all = "lowercase")
+)]
+pub enum Clip {
+    /// No clipping.
+    None,
+    /// Each gradient value into [−V, V] ([`clip_grad_value`]).
+    Value(f64),
+    /// Each tensor's L2 norm to at most N ([`clip_grad_norm_per_tensor`]).
+    Norm(f64),
+    /// The global L2 norm to at most N ([`clip_grad_norm`], PyTorch's `clip_grad_norm_`).
+    Global(f64),
+    /// Adaptive gradient clipping with λ ([`clip_agc`], ε = [`AGC_EPS`]).
+    Agc(f64),
+}
+
+/// What clipping did to one set of gradients: their global L2 norms, in the gradients' own units.
+#[derive(Copy, Clone, Debug, Default, PartialEq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
+pub struct ClipReport {
+    /// Before clipping.
+    pub norm_before: f64,
+    /// After clipping.
+    pub norm_after: f64,
+}
+
+impl Clip {
+    /// The policy with its threshold multiplied by `k`: the same clipping for gradients held `k` times too
+    /// large (loss scaling). AGC's λ scales too, since it bounds the gradient against the unscaled weights.
+    pub fn scaled(self, k: f64) -> Clip {
+        match self {
+            Clip::None => Clip::None,
+            Clip::Value(v) => Clip::Value(v * k),
+            Clip::Norm(v) => Clip::Norm(v * k),
+            Clip::Global(v) => Clip::Global(v * k),
+            Clip::Agc(v) => Clip::Agc(v * k),
+        }
+    }
+
+    /// Clip the gradients of `params`; rescaling events go to `probes` (phase [`Phase::Clip`]). A non-finite
+    /// global norm leaves the gradients unchanged (reported, and visible in the returned norms).
+    pub fn apply<S: Scalar>(
+        self,
+        params: &mut (impl Params<S> + ?Sized),
+        r: &mut (impl Rounding + ?Sized),
+        probes: &mut (impl Probes + ?Sized),
+    ) -> Result<ClipReport, ClipError> {
+        let norm_before = grad_norm(params, NormType::L2);
+        match self {
+            Clip::None => {
+                return Ok(ClipReport {
+                    norm_before,
+                    norm_after: norm_before,
+                });
+            }
+            Clip::Value(v) => clip_grad_value(params, v, r, probes)?,
+            Clip::Norm(v) => clip_grad_norm_per_tensor(params, v, NormType::L2, r, probes)?,
+            Clip::Global(v) => {
+                clip_grad_norm(params, v, NormType::L2, false, r, probes)?;
+            }
+            Clip::Agc(v) => {
+                clip_agc(params, v, AGC_EPS, r, probes)?;
+            }
+        }
+        Ok(ClipReport {
+            norm_before,
+            norm_after: grad_norm(params, NormType::L2),
+        })
+    }
+}
+
+impl fmt::Display for Clip {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Clip::None => write!(f, "none"),
+            Clip::Value(v) => write!(f, "value:{v}"),
+            Clip::Norm(v) => write!(f, "norm:{v}"),
+            Clip::Global(v) => write!(f, "global:{v}"),
+            Clip::Agc(v) => write!(f, "agc:{v}"),
+        }
+    }
+}
 
 /// Which vector norm.
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
@@ -41,6 +131,7 @@ pub enum NormType {
 
 /// Why clipping refused to run or to scale.
 #[derive(Copy, Clone, Debug, PartialEq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
 #[non_exhaustive]
 pub enum ClipError {
     /// A threshold (clip value, max norm, λ, ε) is not a positive finite number.
@@ -101,12 +192,15 @@ fn combine(total: f64, n: f64, norm: NormType) -> f64 {
 /// The total gradient norm over all tensors: the norm of the per-tensor norms.
 pub fn grad_norm<S: Scalar, P: Params<S> + ?Sized>(params: &mut P, norm: NormType) -> f64 {
     let mut total = 0.0f64;
-    params.visit(&mut |t| total = combine(total, norm_of(t.grad, norm), norm));
+    params.visit(0, &mut |t| {
+        total = combine(total, norm_of(t.grad, norm), norm)
+    });
     total
 }
 
-fn scale_all<S: Scalar, R: Rounding + ?Sized, P: Probe + ?Sized>(
+fn scale_all<S: Scalar, R: Rounding + ?Sized, P: Probes + ?Sized>(
     g: &mut [S],
+    layer: usize,
     c: f64,
     r: &mut R,
     p: &mut P,
@@ -114,35 +208,33 @@ fn scale_all<S: Scalar, R: Rounding + ?Sized, P: Probe + ?Sized>(
     let c = Coef::new(c);
     for v in g.iter_mut() {
         let (s, f) = v.scale_by(&c, r);
-        p.record(f);
+        p.record(layer, Phase::Clip, f);
         *v = s;
     }
 }
 
 /// Clamp every gradient element to [−clip, clip]. NaN elements stay NaN and are reported.
-pub fn clip_grad_value<S, P, R, Q>(
-    params: &mut P,
+pub fn clip_grad_value<S: Scalar>(
+    params: &mut (impl Params<S> + ?Sized),
     clip: f64,
-    r: &mut R,
-    probe: &mut Q,
-) -> Result<(), ClipError>
-where
-    S: Scalar,
-    P: Params<S> + ?Sized,
-    R: Rounding + ?Sized,
-    Q: Probe + ?Sized,
-{
+    r: &mut (impl Rounding + ?Sized),
+    probe: &mut (impl Probes + ?Sized),
+) -> Result<(), ClipError> {
     let clip = positive(clip)?;
     let (hi, _) = S::from_f64(clip, r);
     let (lo, _) = hi.neg();
-    params.visit(&mut |t| {
+    params.visit(0, &mut |t| {
         for g in t.grad.iter_mut() {
             if *g > hi {
                 *g = hi;
             } else if *g < lo {
                 *g = lo;
             }
-            probe.record(Flags::when(!g.to_f64().is_finite(), Flags::NONFINITE));
+            probe.record(
+                t.layer,
+                Phase::Clip,
+                Flags::when(!g.to_f64().is_finite(), Flags::NONFINITE),
+            );
         }
     });
     Ok(())
@@ -150,28 +242,22 @@ where
 
 /// Scale each tensor's gradient whose norm exceeds `max_norm` by `max_norm / (norm + 1e-6)`. Tensors with a
 /// non-finite norm are left unchanged and reported.
-pub fn clip_grad_norm_per_tensor<S, P, R, Q>(
-    params: &mut P,
+pub fn clip_grad_norm_per_tensor<S: Scalar>(
+    params: &mut (impl Params<S> + ?Sized),
     max_norm: f64,
     norm: NormType,
-    r: &mut R,
-    probe: &mut Q,
-) -> Result<(), ClipError>
-where
-    S: Scalar,
-    P: Params<S> + ?Sized,
-    R: Rounding + ?Sized,
-    Q: Probe + ?Sized,
-{
+    r: &mut (impl Rounding + ?Sized),
+    probe: &mut (impl Probes + ?Sized),
+) -> Result<(), ClipError> {
     let max_norm = positive(max_norm)?;
-    params.visit(&mut |t| {
+    params.visit(0, &mut |t| {
         let n = norm_of(t.grad, norm);
         if !n.is_finite() {
-            probe.record(Flags::NONFINITE);
+            probe.record(t.layer, Phase::Clip, Flags::NONFINITE);
         } else {
             let c = max_norm / (n + 1e-6);
             if c < 1.0 {
-                scale_all(t.grad, c, r, probe);
+                scale_all(t.grad, t.layer, c, r, probe);
             }
         }
     });
@@ -181,24 +267,26 @@ where
 /// PyTorch's `clip_grad_norm_`: returns the total norm (before clipping). When the total is non-finite the
 /// gradients are left unchanged and [`Flags::NONFINITE`] is recorded; with `error_if_nonfinite` the call
 /// returns [`ClipError::NonFiniteNorm`] instead of the norm.
-pub fn clip_grad_norm<S, P, R, Q>(
-    params: &mut P,
+pub fn clip_grad_norm<S: Scalar>(
+    params: &mut (impl Params<S> + ?Sized),
     max_norm: f64,
     norm: NormType,
     error_if_nonfinite: bool,
-    r: &mut R,
-    probe: &mut Q,
-) -> Result<f64, ClipError>
-where
-    S: Scalar,
-    P: Params<S> + ?Sized,
-    R: Rounding + ?Sized,
-    Q: Probe + ?Sized,
-{
+    r: &mut (impl Rounding + ?Sized),
+    probe: &mut (impl Probes + ?Sized),
+) -> Result<f64, ClipError> {
     let max_norm = positive(max_norm)?;
     let total = grad_norm(params, norm);
     if !total.is_finite() {
-        probe.record(Flags::NONFINITE);
+        let mut first = None;
+        params.visit(0, &mut |t| {
+            first = first.or(t
+                .grad
+                .iter()
+                .any(|g| !g.to_f64().is_finite())
+                .then_some(t.layer))
+        });
+        probe.record(first.unwrap_or(0), Phase::Clip, Flags::NONFINITE);
         return if error_if_nonfinite {
             Err(ClipError::NonFiniteNorm(total))
         } else {
@@ -209,30 +297,24 @@ where
     // PyTorch multiplies by min(c, 1); multiplying by exactly 1 changes nothing in floats and is skipped so
     // that formats without a 1 (Q15) are not disturbed.
     if c < 1.0 {
-        params.visit(&mut |t| scale_all(t.grad, c, r, probe));
+        params.visit(0, &mut |t| scale_all(t.grad, t.layer, c, r, probe));
     }
     Ok(total)
 }
 
 /// Adaptive gradient clipping with clipping threshold `lambda` and `eps` (the paper's is [`AGC_EPS`]). Returns the
 /// number of units clipped. Units with a non-finite gradient norm are left unchanged and reported.
-pub fn clip_agc<S, P, R, Q>(
-    params: &mut P,
+pub fn clip_agc<S: Scalar>(
+    params: &mut (impl Params<S> + ?Sized),
     lambda: f64,
     eps: f64,
-    r: &mut R,
-    probe: &mut Q,
-) -> Result<u32, ClipError>
-where
-    S: Scalar,
-    P: Params<S> + ?Sized,
-    R: Rounding + ?Sized,
-    Q: Probe + ?Sized,
-{
+    r: &mut (impl Rounding + ?Sized),
+    probe: &mut (impl Probes + ?Sized),
+) -> Result<u32, ClipError> {
     let lambda = positive(lambda)?;
     let eps = positive(eps)?;
     let mut clipped = 0u32;
-    params.visit(&mut |t| {
+    params.visit(0, &mut |t| {
         let unit = if t.unit == 0 {
             t.value.len().max(1)
         } else {
@@ -242,12 +324,12 @@ where
             let wn = norm_of(w, NormType::L2).max(eps);
             let gn = norm_of(g, NormType::L2);
             if !gn.is_finite() || !wn.is_finite() {
-                probe.record(Flags::NONFINITE);
+                probe.record(t.layer, Phase::Clip, Flags::NONFINITE);
                 continue;
             }
             let max_g = lambda * wn;
             if gn > max_g {
-                scale_all(g, max_g / gn.max(1e-6), r, probe);
+                scale_all(g, t.layer, max_g / gn.max(1e-6), r, probe);
                 clipped = clipped.saturating_add(1);
             }
         }

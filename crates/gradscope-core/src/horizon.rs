@@ -20,7 +20,8 @@
 //!
 //! Expectations are computed by [`gaussian_expectation`].
 
-use crate::activation::{Act, Libm};
+use crate::activation::Act;
+use crate::math::Libm;
 
 /// Gaussian expectation `E_{z∼N(0, q)}[f(z)]`, by composite Simpson integration over ±10 standard deviations,
 /// split at 0, ±1 and ±3 (the kinks of ReLU, hard tanh and hard sigmoid) with segment ends sampled just

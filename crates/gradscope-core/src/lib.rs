@@ -11,6 +11,7 @@ pub mod horizon;
 pub mod init;
 pub mod layer;
 pub mod loss;
+pub mod math;
 pub mod matrix;
 pub mod net;
 pub mod optim;
@@ -19,25 +20,28 @@ pub mod probe;
 pub mod round;
 pub mod scalar;
 pub mod scale;
+pub mod train;
 
 #[cfg(feature = "defmt")]
 mod defmt;
 
 pub use activation::{Act, ActError, Activate, FastAct};
 pub use clip::{
-    ClipError, NormType, clip_agc, clip_grad_norm, clip_grad_norm_per_tensor, clip_grad_value,
+    Clip, ClipError, ClipReport, NormType, clip_agc, clip_grad_norm, clip_grad_norm_per_tensor,
+    clip_grad_value,
 };
 pub use fixed::{Fixed, Fx, Fx16, I1F15, I8F24, I16F16, WideAcc};
 pub use flags::Flags;
 pub use init::{FanMode, Init, InitError, Nonlinearity, calculate_gain, init_matrix, init_slice};
 pub use layer::{
-    ActLayer, BatchNorm, Batched, Dense, DenseStack, GradStats, Gru, Layer, LayerScales,
-    LayerStats, Lstm, NonFinite, Phase, Probes, Residual, Rnn, Stack, StepNorms,
+    ActLayer, BatchNorm, Batched, Dense, DenseStack, GradStats, Gru, LastStep, Layer, LayerScales,
+    LayerStats, Lstm, NonFinite, Phase, Pooled, Probes, Residual, Rnn, Stack, StepNorms,
 };
-pub use loss::{Loss, loss_grad};
-pub use net::{ParamTensor, Params};
-pub use optim::{Adam, Momentum, Sgd, StepError, param_count};
+pub use loss::{Loss, Objective};
+pub use net::{ParamTensor, Params, param_count};
+pub use optim::{Adam, AdamParams, NoState, Optimizer, Sgd, StepError};
 pub use probe::{EventCounts, Probe};
 pub use round::{AnyRounding, Floor, NearestEven, Rounding, Stochastic};
 pub use scalar::{Coef, Float, Scalar};
 pub use scale::{LossScaler, ScaleDecision, ScaleError};
+pub use train::{StepCtx, StepReport, Verdict, step};

@@ -6,20 +6,23 @@
 //! | `BceWithLogits` | (1/N) Σ max(yᵢ, 0) − yᵢtᵢ + ln(1 + e^−\|yᵢ\|) | (σ(yᵢ) − tᵢ)/N |
 //! | `SoftmaxCrossEntropy` | −Σ tᵢ log softmax(y)ᵢ (t: class probabilities, e.g. one-hot) | softmax(y)ᵢ·Σt − tᵢ |
 //!
-//! The loss of a batch is the mean of its samples' losses, so [`loss_grad`] returns the gradient of
-//! `value / batch`: accumulating it over the batch's backward passes gives the gradient of the batch mean.
+//! The loss of a batch is the mean of its samples' losses, so [`Objective::grad`] is given the factor
+//! `1/batch`: accumulating its gradients over the batch's backward passes gives the gradient of the batch mean.
 //!
 //! Values and gradients are computed in `f64` from the exact values of `y` and `t` (a few outputs per sample,
 //! so this costs little even in soft float), and each gradient is rounded once into `S` with the caller's
 //! rounding; its events go to the probe.
 
 use crate::flags::Flags;
+use crate::math::{Libm, sigmoid};
 use crate::probe::Probe;
 use crate::round::Rounding;
 use crate::scalar::Scalar;
 
 /// A loss function.
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
+#[cfg_attr(feature = "serde", serde(rename_all = "snake_case"))]
 #[non_exhaustive]
 pub enum Loss {
     /// Mean squared error.
@@ -54,32 +57,71 @@ impl Loss {
     }
 }
 
-/// The loss of one sample with outputs `y` and target `t`, and in `dy` the gradient of `value / batch`
-/// (`batch` 0 counts as 1). Non-finite inputs give a NaN value and flagged gradients.
-pub fn loss_grad<S, const N: usize, R, P>(
-    loss: Loss,
-    y: &[S; N],
-    t: &[S; N],
-    batch: usize,
-    dy: &mut [S; N],
-    r: &mut R,
-    p: &mut P,
-) -> f64
-where
-    S: Scalar,
-    R: Rounding + ?Sized,
-    P: Probe + ?Sized,
-{
-    let y64 = y.map(|v| v.to_f64());
-    let t64 = t.map(|v| v.to_f64());
-    let (value, mut g) = loss_grad_f64(loss, &y64, &t64);
-    let scale = 1.0 / batch.max(1) as f64;
-    for (d, gv) in dy.iter_mut().zip(g.iter_mut()) {
-        let (v, f) = S::from_f64(*gv * scale, r);
-        p.record(f | Flags::when(!gv.is_finite(), Flags::NONFINITE));
-        *d = v;
+/// A loss and how it reads the network's outputs: the loss of `output_scale · y` (1: as they are). A
+/// fixed-point convention: with 8, `I1F15` outputs in (−1, 1) stand for logits in (−8, 8).
+#[derive(Copy, Clone, Debug, PartialEq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
+pub struct Objective {
+    /// The loss function.
+    pub loss: Loss,
+    /// The loss reads the outputs multiplied by this.
+    pub output_scale: f64,
+}
+
+impl From<Loss> for Objective {
+    fn from(loss: Loss) -> Objective {
+        Objective::new(loss)
     }
-    value
+}
+
+impl Objective {
+    /// `loss` of the outputs as they are.
+    pub fn new(loss: Loss) -> Objective {
+        Objective {
+            loss,
+            output_scale: 1.0,
+        }
+    }
+
+    /// The loss of one sample with outputs `y` and target `t`, and in `dy` its gradient with respect to `y`
+    /// multiplied by `factor` (`1/batch` for the batch mean, times a loss scale if any), rounded once per
+    /// value with `r`; the rounding's events go to `p`. Non-finite inputs give a NaN value and flagged
+    /// gradients.
+    pub fn grad<S, const N: usize, R, P>(
+        &self,
+        y: &[S; N],
+        t: &[S; N],
+        factor: f64,
+        dy: &mut [S; N],
+        r: &mut R,
+        p: &mut P,
+    ) -> f64
+    where
+        S: Scalar,
+        R: Rounding + ?Sized,
+        P: Probe + ?Sized,
+    {
+        let (value, g) = self.value_grad_f64(y, t);
+        // d/dy of L(k·y) = k·L′(k·y); one factor, one rounding.
+        let k = self.output_scale * factor;
+        for (d, gv) in dy.iter_mut().zip(g) {
+            let (v, f) = S::from_f64(gv * k, r);
+            p.record(f | Flags::when(!gv.is_finite(), Flags::NONFINITE));
+            *d = v;
+        }
+        value
+    }
+
+    /// The loss of one sample (no gradient), for evaluation.
+    pub fn value<S: Scalar, const N: usize>(&self, y: &[S; N], t: &[S; N]) -> f64 {
+        self.value_grad_f64(y, t).0
+    }
+
+    fn value_grad_f64<S: Scalar, const N: usize>(&self, y: &[S; N], t: &[S; N]) -> (f64, [f64; N]) {
+        let y64 = y.map(|v| v.to_f64() * self.output_scale);
+        let t64 = t.map(|v| v.to_f64());
+        loss_grad_f64(self.loss, &y64, &t64)
+    }
 }
 
 /// The f64 reference: the loss of one sample and its gradient (not divided by a batch).
@@ -100,11 +142,7 @@ pub fn loss_grad_f64<const N: usize>(loss: Loss, y: &[f64; N], t: &[f64; N]) -> 
             let mut s = 0.0;
             for ((gi, &z), &ti) in g.iter_mut().zip(y).zip(t) {
                 s += z.max(0.0) - z * ti + libm::log1p(libm::exp(-libm::fabs(z)));
-                let sig = if z >= 0.0 {
-                    1.0 / (1.0 + libm::exp(-z))
-                } else {
-                    libm::exp(z) / (1.0 + libm::exp(z))
-                };
+                let sig = sigmoid::<f64, Libm>(z);
                 *gi = (sig - ti) / n;
             }
             s / n

@@ -10,7 +10,8 @@
 //! | [`dot`] | `Σ aᵢ bᵢ` | 1 |
 //! | [`matvec`] | `y = W x` | 1 |
 //! | [`affine`] | `y = W x + b` | 1 |
-//! | [`matvec_t`] | `y = Wᵀ d` (backprop of a dense layer) | 1 |
+//! | [`matvec_t`], [`matvec_t_add`] | `y = Wᵀ d`, `y += Wᵀ d` (backprop of a dense layer) | 1 |
+//! | [`affine_pair`] | `y = W₁ x₁ + W₂ x₂ + b` (a recurrent cell) | 1 |
 //! | [`outer_acc`] | `G += d xᵀ` (weight gradient) | 1 |
 //! | [`matmul`] | `C = A B` | 1 |
 //! | [`axpy`] | `y += α x` | 1 |
@@ -99,8 +100,6 @@ pub fn affine<S, const I: usize, const O: usize, R, P>(
 }
 
 /// Transposed product `y = Wᵀ d`: `y[i] = Σ_o w[o][i] d[o]`, the signal a dense layer sends backward.
-///
-/// Walks `W` row by row (cache order) with one accumulator per output.
 #[inline]
 pub fn matvec_t<S, const I: usize, const O: usize, R, P>(
     w: &[[S; I]; O],
@@ -113,7 +112,41 @@ pub fn matvec_t<S, const I: usize, const O: usize, R, P>(
     R: Rounding + ?Sized,
     P: Probe + ?Sized,
 {
-    let mut acc = [S::acc_zero(); I];
+    transposed(w, d, y, [S::acc_zero(); I], r, p);
+}
+
+/// Accumulating transposed product `y += Wᵀ d`: the sum starts from `y`'s value and rounds once per output
+/// (a gated cell sums its gates' contributions this way).
+#[inline]
+pub fn matvec_t_add<S, const I: usize, const O: usize, R, P>(
+    w: &[[S; I]; O],
+    d: &[S; O],
+    y: &mut [S; I],
+    r: &mut R,
+    p: &mut P,
+) where
+    S: Scalar,
+    R: Rounding + ?Sized,
+    P: Probe + ?Sized,
+{
+    let start = y.map(|v| S::acc_add(S::acc_zero(), v));
+    transposed(w, d, y, start, r, p);
+}
+
+/// `y = start + Wᵀ d`, walking `W` row by row (cache order) with one accumulator per output.
+#[inline]
+fn transposed<S, const I: usize, const O: usize, R, P>(
+    w: &[[S; I]; O],
+    d: &[S; O],
+    y: &mut [S; I],
+    mut acc: [S::Acc; I],
+    r: &mut R,
+    p: &mut P,
+) where
+    S: Scalar,
+    R: Rounding + ?Sized,
+    P: Probe + ?Sized,
+{
     for (row, &dv) in w.iter().zip(d) {
         for (a, &wv) in acc.iter_mut().zip(row) {
             *a = mac::<S, P>(*a, wv, dv);
@@ -123,6 +156,38 @@ pub fn matvec_t<S, const I: usize, const O: usize, R, P>(
         let (v, f) = S::narrow(a, r);
         p.record(f);
         *yi = v;
+    }
+}
+
+/// Two affine terms as one exact sum, `y = W₁ x₁ + W₂ x₂ + b` (a recurrent cell's input and recurrent paths),
+/// rounded once per output; the bias joins first.
+#[inline]
+pub fn affine_pair<S, const I: usize, const J: usize, const O: usize, R, P>(
+    (w1, x1): (&[[S; I]; O], &[S; I]),
+    (w2, x2): (&[[S; J]; O], &[S; J]),
+    b: &[S; O],
+    y: &mut [S; O],
+    r: &mut R,
+    p: &mut P,
+) where
+    S: Scalar,
+    R: Rounding + ?Sized,
+    P: Probe + ?Sized,
+{
+    for (((yo, row1), row2), &bo) in y.iter_mut().zip(w1).zip(w2).zip(b) {
+        let acc = row1
+            .iter()
+            .zip(x1)
+            .fold(S::acc_add(S::acc_zero(), bo), |a, (&w, &v)| {
+                mac::<S, P>(a, w, v)
+            });
+        let acc = row2
+            .iter()
+            .zip(x2)
+            .fold(acc, |a, (&w, &v)| mac::<S, P>(a, w, v));
+        let (v, f) = S::narrow(acc, r);
+        p.record(f);
+        *yo = v;
     }
 }
 

@@ -11,11 +11,12 @@ use crate::activation::{Act, Activate};
 use crate::fixed::{I1F15, I16F16};
 use crate::init::{FanMode, Init, Nonlinearity, init_matrix, init_slice};
 use crate::layer::{Dense, DenseStack, Layer};
-use crate::loss::{Loss, loss_grad};
+use crate::loss::{Loss, Objective};
 use crate::net::Params;
 use crate::optim::Sgd;
 use crate::round::{NearestEven, Rounding, Stochastic};
 use crate::scalar::Scalar;
+use crate::train::{FromFn, StepCtx, Verdict, evaluate, step};
 
 /// Seed of every parity workload.
 pub const SEED: u64 = 2026;
@@ -125,15 +126,12 @@ where
         }
         let y = net.forward(&x, 0, r, &mut ());
         let mut dy = [S::ZERO; W];
-        let loss = loss_grad(Loss::Mse, &y, &t, 4, &mut dy, r, &mut ());
+        let loss = Objective::new(Loss::Mse).grad(&y, &t, 0.25, &mut dy, r, &mut ());
         d.write_u64(loss.to_bits());
         let dx = net.backward(&dy, 0, r, &mut ());
         d.write_all(&dx);
     }
-    net.visit(&mut |t| {
-        d.write_all(t.value);
-        d.write_all(t.grad);
-    });
+    digest_params(&mut net, &mut d);
     d.finish()
 }
 
@@ -205,10 +203,35 @@ const DIGITS_BATCH: usize = 10;
 pub const DIGITS_HIDDEN: usize = 12;
 
 fn digest_params<S: Scalar, P: Params<S> + ?Sized>(net: &mut P, d: &mut Digest) {
-    net.visit(&mut |t| {
+    net.visit(0, &mut |t| {
         d.write_all(t.value);
         d.write_all(t.grad);
     });
+}
+
+/// Initialize a two-layer network in place (it is not returned: a copy would double an MCU's stack frame):
+/// weights from `inits`, zero biases, from one generator seeded with `seed`. Returns a digest that records an
+/// initializer's refusal.
+fn init_two<S: Scalar, const I: usize, const H: usize, const O: usize>(
+    net: &mut (Dense<S, I, H>, Dense<S, H, O>),
+    inits: [&Init; 2],
+    seed: u64,
+) -> Digest {
+    let mut rng = Xoshiro128PlusPlus::seed_from_u64(seed);
+    let mut d = Digest::default();
+    let zeros = &Init::Zeros;
+    if net
+        .0
+        .init(inits[0], zeros, &mut rng, &mut NearestEven, &mut ())
+        .and_then(|()| {
+            net.1
+                .init(inits[1], zeros, &mut rng, &mut NearestEven, &mut ())
+        })
+        .is_err()
+    {
+        d.write_u64(u64::MAX);
+    }
+    d
 }
 
 /// Train a 2-8-1 tanh network on XOR with full-batch SGD (binary cross-entropy on the logit); `on_epoch`
@@ -219,44 +242,31 @@ pub fn xor_run<S: Scalar, R: Rounding>(r: &mut R, on_epoch: &mut dyn FnMut(usize
 where
     Act: Activate<S>,
 {
-    let mut rng = Xoshiro128PlusPlus::seed_from_u64(SEED ^ 0x0a0);
+    let xavier = Init::XavierNormal { gain: 1.0 };
     let mut net = (
         Dense::<S, 2, 8>::new(Act::Tanh),
         Dense::<S, 8, 1>::new(Act::Identity),
     );
-    let mut d = Digest::default();
-    let xavier = Init::XavierNormal { gain: 1.0 };
-    if net
-        .0
-        .init(&xavier, &Init::Zeros, &mut rng, &mut NearestEven, &mut ())
-        .is_err()
-        || net
-            .1
-            .init(&xavier, &Init::Zeros, &mut rng, &mut NearestEven, &mut ())
-            .is_err()
-    {
-        d.write_u64(u64::MAX);
-    }
+    let mut d = init_two(&mut net, [&xavier; 2], SEED ^ 0x0a0);
     let Ok(sgd) = Sgd::new(XOR_LR, 0.0) else {
         return u64::MAX;
     };
+    let mut ctx = StepCtx::new(Loss::BceWithLogits, sgd, r);
+    let data = FromFn {
+        count: XOR.len(),
+        sample: |k: usize| {
+            let (x, t) = XOR.get(k)?;
+            let q = |v: f64| S::from_f64(v, &mut NearestEven).0;
+            Some((x.map(q), [q(*t)]))
+        },
+    };
     for epoch in 1..=XOR_EPOCHS {
-        net.zero_grad();
-        let mut loss = 0.0;
-        for (x, t) in &XOR {
-            let x = x.map(|v| S::from_f64(v, &mut NearestEven).0);
-            let t = [S::from_f64(*t, &mut NearestEven).0];
-            let y = net.forward(&x, 0, r, &mut ());
-            let mut dy = [S::ZERO; 1];
-            loss += loss_grad(Loss::BceWithLogits, &y, &t, XOR.len(), &mut dy, r, &mut ())
-                / XOR.len() as f64;
-            net.backward(&dy, 0, r, &mut ());
-        }
-        if sgd.step(&mut net, r, &mut ()).is_err() {
+        let report = step(&mut net, &data, &mut ctx, &mut ());
+        if report.verdict != Verdict::Updated {
             d.write_u64(u64::MAX - 1);
         }
-        d.write_u64(loss.to_bits());
-        on_epoch(epoch, loss);
+        d.write_u64(report.loss.to_bits());
+        on_epoch(epoch, report.loss);
     }
     digest_params(&mut net, &mut d);
     d.finish()
@@ -266,88 +276,81 @@ fn pixels<S: Scalar>(p: &[u8; 64]) -> [S; 64] {
     p.map(|v| S::from_f64(v as f64 / 16.0, &mut NearestEven).0)
 }
 
+fn one_hot<S: Scalar>(label: u8) -> [S; 10] {
+    let mut t = [S::ZERO; 10];
+    if let Some(v) = t.get_mut(label as usize) {
+        *v = S::from_f64(1.0, &mut NearestEven).0;
+    }
+    t
+}
+
+/// The index of the largest value (the first of equals).
+fn argmax<S: Scalar, const N: usize>(y: &[S; N]) -> usize {
+    y.iter()
+        .enumerate()
+        .fold((0usize, S::MIN), |b, (k, v)| {
+            if v.to_f64() > b.1.to_f64() {
+                (k, *v)
+            } else {
+                b
+            }
+        })
+        .0
+}
+
 /// Train a 64-12-10 ReLU network on digits with minibatch SGD (batch 10, softmax cross-entropy), in the
 /// samples' order; `on_epoch` sees each epoch's mean training loss and the accuracy on `test`. Returns the
 /// digest of every epoch's loss and the final weights and gradients.
 // Own stack frame, as `init_digest`.
 #[inline(never)]
-pub fn digits_run<S: Scalar, R: Rounding>(
-    train: &[DigitSample],
-    test: &[DigitSample],
+pub fn digits_run<'a, S: Scalar, R: Rounding>(
+    train: &'a [DigitSample],
+    test: &'a [DigitSample],
     r: &mut R,
     on_epoch: &mut dyn FnMut(usize, f64, f64),
 ) -> u64
 where
     Act: Activate<S>,
 {
-    let mut rng = Xoshiro128PlusPlus::seed_from_u64(SEED ^ 0xd16);
-    let mut net = (
-        Dense::<S, 64, DIGITS_HIDDEN>::new(Act::Relu),
-        Dense::<S, DIGITS_HIDDEN, 10>::new(Act::Identity),
-    );
-    let mut d = Digest::default();
     let he = Init::KaimingNormal {
         slope: 0.0,
         mode: FanMode::FanIn,
         nonlinearity: Nonlinearity::Relu,
     };
     let xavier = Init::XavierNormal { gain: 1.0 };
-    if net
-        .0
-        .init(&he, &Init::Zeros, &mut rng, &mut NearestEven, &mut ())
-        .is_err()
-        || net
-            .1
-            .init(&xavier, &Init::Zeros, &mut rng, &mut NearestEven, &mut ())
-            .is_err()
-    {
-        d.write_u64(u64::MAX);
-    }
+    let mut net = (
+        Dense::<S, 64, DIGITS_HIDDEN>::new(Act::Relu),
+        Dense::<S, DIGITS_HIDDEN, 10>::new(Act::Identity),
+    );
+    let mut d = init_two(&mut net, [&he, &xavier], SEED ^ 0xd16);
     let Ok(sgd) = Sgd::new(DIGITS_LR, 0.0) else {
         return u64::MAX;
     };
-    let one_hot = |label: u8| {
-        let mut t = [S::ZERO; 10];
-        if let Some(v) = t.get_mut(label as usize) {
-            *v = S::from_f64(1.0, &mut NearestEven).0;
-        }
-        t
+    let mut ctx = StepCtx::new(Loss::SoftmaxCrossEntropy, sgd, r);
+    let samples = |set: &'a [DigitSample]| FromFn {
+        count: set.len(),
+        sample: move |k: usize| {
+            set.get(k)
+                .map(|(p, label)| (pixels::<S>(p), one_hot::<S>(*label)))
+        },
     };
     for epoch in 1..=DIGITS_EPOCHS {
         let mut loss = 0.0;
         for batch in train.chunks(DIGITS_BATCH) {
-            net.zero_grad();
-            for (p, label) in batch {
-                let y = net.forward(&pixels(p), 0, r, &mut ());
-                let mut dy = [S::ZERO; 10];
-                loss += loss_grad(
-                    Loss::SoftmaxCrossEntropy,
-                    &y,
-                    &one_hot(*label),
-                    batch.len(),
-                    &mut dy,
-                    r,
-                    &mut (),
-                );
-                net.backward(&dy, 0, r, &mut ());
-            }
-            if sgd.step(&mut net, r, &mut ()).is_err() {
+            let report = step(&mut net, &samples(batch), &mut ctx, &mut ());
+            if report.verdict != Verdict::Updated {
                 d.write_u64(u64::MAX - 1);
             }
+            loss += report.backprop.loss_sum;
         }
         let mean = loss / train.len().max(1) as f64;
-        let mut right = 0usize;
-        for (p, label) in test {
-            let y = net.forward(&pixels(p), 0, &mut NearestEven, &mut ());
-            let best = y.iter().enumerate().fold((0usize, S::MIN), |b, (k, v)| {
-                if v.to_f64() > b.1.to_f64() {
-                    (k, *v)
-                } else {
-                    b
-                }
-            });
-            right += (best.0 == *label as usize) as usize;
-        }
+        let (_, right) = evaluate(
+            &mut net,
+            &samples(test),
+            &Objective::new(Loss::SoftmaxCrossEntropy),
+            &mut NearestEven,
+            |y, t| argmax(y) == argmax(t),
+        );
         d.write_u64(mean.to_bits());
         on_epoch(epoch, mean, right as f64 / test.len().max(1) as f64);
     }

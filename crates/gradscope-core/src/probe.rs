@@ -63,6 +63,18 @@ impl EventCounts {
     pub fn is_clean(&self) -> bool {
         self.overflow == 0 && self.underflow == 0 && self.nonfinite == 0
     }
+
+    /// The counts of both, added (saturating).
+    pub fn merged(&self, other: &EventCounts) -> EventCounts {
+        EventCounts {
+            values: self.values.saturating_add(other.values),
+            overflow: self.overflow.saturating_add(other.overflow),
+            underflow: self.underflow.saturating_add(other.underflow),
+            inexact: self.inexact.saturating_add(other.inexact),
+            nonfinite: self.nonfinite.saturating_add(other.nonfinite),
+            subnormal: self.subnormal.saturating_add(other.subnormal),
+        }
+    }
 }
 
 impl Probe for EventCounts {

@@ -16,6 +16,7 @@
 use core::fmt::Debug;
 
 use crate::flags::Flags;
+use crate::math::{Libm, Math, Real, sigmoid};
 use crate::round::{NearestEven, Rounding};
 
 /// A number type that every kernel of this crate runs on.
@@ -112,42 +113,31 @@ pub trait Scalar: Copy + Default + PartialEq + PartialOrd + Debug + Send + Sync 
 /// The binary floating-point scalars (`f32`, `f64`): the bound of layers that are float-only by design
 /// (LSTM, GRU), so using them with a fixed-point type is a compile error that names this trait. Provides the
 /// gate nonlinearities through libm.
-pub trait Float: Scalar + crate::activation::Real {
+pub trait Float: Scalar + Real {
     /// Logistic sigmoid, PyTorch's stable form.
     fn sigmoid(self) -> Self;
     /// Hyperbolic tangent.
     fn tanh(self) -> Self;
 }
 
-impl Float for f32 {
-    #[inline]
-    fn sigmoid(self) -> f32 {
-        if self >= 0.0 {
-            1.0 / (1.0 + libm::expf(-self))
-        } else {
-            libm::expf(self) / (1.0 + libm::expf(self))
+// One impl per type (not a blanket impl over `Real`), so that a fixed-point LSTM's compile error names
+// `Float` itself.
+macro_rules! float_impl {
+    ($t:ty) => {
+        impl Float for $t {
+            #[inline]
+            fn sigmoid(self) -> $t {
+                sigmoid::<$t, Libm>(self)
+            }
+            #[inline]
+            fn tanh(self) -> $t {
+                Libm::tanh(self)
+            }
         }
-    }
-    #[inline]
-    fn tanh(self) -> f32 {
-        libm::tanhf(self)
-    }
+    };
 }
-
-impl Float for f64 {
-    #[inline]
-    fn sigmoid(self) -> f64 {
-        if self >= 0.0 {
-            1.0 / (1.0 + libm::exp(-self))
-        } else {
-            libm::exp(self) / (1.0 + libm::exp(self))
-        }
-    }
-    #[inline]
-    fn tanh(self) -> f64 {
-        libm::tanh(self)
-    }
-}
+float_impl!(f32);
+float_impl!(f64);
 
 /// Float accumulator: the running IEEE sum and the events met while building it.
 #[derive(Copy, Clone, Debug, Default, PartialEq)]
@@ -182,8 +172,8 @@ pub struct Coef {
     frac: u32,
 }
 
-/// Fraction bits of a coefficient's fixed-point form.
-const COEF_FRAC: u32 = 40;
+/// Fraction bits of a coefficient's fixed-point form (every fixed-point coefficient in the crate uses it).
+pub(crate) const COEF_FRAC: u32 = 40;
 
 impl Coef {
     /// Prepare `c`.
@@ -443,6 +433,14 @@ macro_rules! float_scalar {
             }
         }
     };
+}
+
+/// Flags of a value a float formula produced (not one IEEE operation): non-finite, or non-zero and below the
+/// normal range. Layers that compute in plain float arithmetic report their outputs with it.
+#[inline]
+pub(crate) fn float_value_flags<T: Scalar>(v: T) -> Flags {
+    let f = v.to_f64();
+    float_result_flags(f.is_finite(), f != 0.0 && libm::fabs(f) < T::RESOLUTION)
 }
 
 /// Flags of a float result: non-finite or subnormal.

@@ -5,15 +5,16 @@
 //! - Dynamic (PyTorch's `GradScaler` rule): a step whose backward pass overflowed (saturated in fixed point,
 //!   ±∞/NaN in float) is skipped and `s` is halved; after `growth_interval` clean steps in a row `s` doubles.
 //!
-//! In fixed point, multiplying by `s` and dividing back rounds twice; [`LossScaler::unscaled_lr`] lets the
-//! optimizer fold `1/s` into its learning rate instead (one rounding, and gradients below one LSB after
-//! unscaling are not lost).
+//! The scale joins the loss gradient's factor before its one rounding ([`Objective::grad`](crate::loss::Objective::grad)).
+//! In fixed point, dividing the parameter gradients back by `s` would round again and lose those below one LSB;
+//! the optimizers take the scale instead ([`Optimizer::step`](crate::optim::Optimizer::step)'s `grad_scale`) and
+//! fold it into their learning rate. [`LossScaler::unscale`] is there for code that needs true gradients.
 
 use core::fmt;
 
 use crate::flags::Flags;
+use crate::layer::{Phase, Probes};
 use crate::net::Params;
-use crate::probe::Probe;
 use crate::round::Rounding;
 use crate::scalar::Scalar;
 
@@ -104,26 +105,6 @@ impl LossScaler {
         self.skipped
     }
 
-    /// Multiply the loss gradient by the scale, rounding once per value.
-    pub fn scale_grad<S, R, P>(&self, dy: &mut [S], r: &mut R, p: &mut P)
-    where
-        S: Scalar,
-        R: Rounding + ?Sized,
-        P: Probe + ?Sized,
-    {
-        let c = crate::scalar::Coef::new(self.scale);
-        for v in dy.iter_mut() {
-            let (s, f) = v.scale_by(&c, r);
-            p.record(f);
-            *v = s;
-        }
-    }
-
-    /// The learning rate that undoes the scale inside the optimizer: `lr / s`.
-    pub fn unscaled_lr(&self, lr: f64) -> f64 {
-        lr / self.scale
-    }
-
     /// Decide after the backward pass, given the events it produced (e.g. the union of every layer's
     /// backward and gradient flags). Overflow or a non-finite value means [`ScaleDecision::Skip`] (and a
     /// halved scale if dynamic); otherwise [`ScaleDecision::Step`] (and a doubled scale after
@@ -145,19 +126,21 @@ impl LossScaler {
         ScaleDecision::Step
     }
 
-    /// Divide every parameter gradient by the scale (PyTorch's `unscale_`), rounding once per value.
-    pub fn unscale<S, P, R, Q>(&self, params: &mut P, r: &mut R, probe: &mut Q)
-    where
+    /// Divide every parameter gradient by the scale (PyTorch's `unscale_`), rounding once per value; events
+    /// go to `probes` under each tensor's layer, phase [`Phase::Grad`].
+    pub fn unscale<S>(
+        &self,
+        params: &mut (impl Params<S> + ?Sized),
+        r: &mut (impl Rounding + ?Sized),
+        probes: &mut (impl Probes + ?Sized),
+    ) where
         S: Scalar,
-        P: Params<S> + ?Sized,
-        R: Rounding + ?Sized,
-        Q: Probe + ?Sized,
     {
         let inv = crate::scalar::Coef::new(1.0 / self.scale);
-        params.visit(&mut |t| {
+        params.visit(0, &mut |t| {
             for g in t.grad.iter_mut() {
                 let (v, f) = g.scale_by(&inv, r);
-                probe.record(f);
+                probes.record(t.layer, Phase::Grad, f);
                 *g = v;
             }
         });
@@ -190,6 +173,5 @@ mod tests {
         assert_eq!(f.scale(), 8.0);
         assert!(LossScaler::fixed(0.0).is_err() && LossScaler::fixed(f64::NAN).is_err());
         assert_eq!(LossScaler::dynamic(1.0, 0), Err(ScaleError::ZeroInterval));
-        assert_eq!(f.unscaled_lr(0.8), 0.1);
     }
 }

@@ -4,6 +4,8 @@
 use gradscope_core::activation::{Activate, FastAct};
 use gradscope_core::{Act, I1F15, I8F24, I16F16, NearestEven, Scalar};
 
+use crate::output::{Cell, Frame};
+
 /// An evaluation backend of the activations.
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
 pub enum Backend {
@@ -95,31 +97,51 @@ pub fn max_error(backend: Backend, act: &Act, xs: impl Iterator<Item = f64>) -> 
     (ef, ed)
 }
 
-/// The accuracy table over x = k/256 for |x| <= 20, as markdown: one row per activation, f and f′ per backend.
-pub fn markdown_table() -> String {
-    let xs = || (-20 * 256..=20 * 256).map(|k| k as f64 / 256.0);
-    let mut out = String::from("| activation |");
-    for b in Backend::ALL {
-        out.push_str(&format!(" {} f | {} f′ |", b.name(), b.name()));
-    }
-    out.push_str("\n|---|");
-    out.push_str(&"---|---|".repeat(Backend::ALL.len()));
-    out.push('\n');
-    for act in Act::all() {
-        out.push_str(&format!("| `{act}` |"));
-        for b in Backend::ALL {
-            let (ef, ed) = max_error(b, &act, xs());
-            out.push_str(&format!(" {} | {} |", sci(ef), sci(ed)));
-        }
-        out.push('\n');
-    }
-    out
+/// One activation's maximum errors: (f, f′) per backend, in [`Backend::ALL`] order.
+#[derive(Clone, Debug, PartialEq)]
+pub struct AccuracyRow {
+    /// The activation.
+    pub act: Act,
+    /// Maximum absolute error of f and of f′, per backend.
+    pub errors: Vec<(f64, f64)>,
 }
 
-fn sci(x: f64) -> String {
-    if x == 0.0 {
-        "0".to_string()
-    } else {
-        format!("{x:.1e}")
+/// Every activation's maximum errors over x = k/256 for |x| ≤ 20.
+pub fn rows() -> Vec<AccuracyRow> {
+    let xs = || (-20 * 256..=20 * 256).map(|k| k as f64 / 256.0);
+    Act::all()
+        .iter()
+        .map(|act| AccuracyRow {
+            act: *act,
+            errors: Backend::ALL
+                .iter()
+                .map(|&b| max_error(b, act, xs()))
+                .collect(),
+        })
+        .collect()
+}
+
+/// The rows as a frame: one row per activation, f and f′ per backend.
+pub fn frame(rows: &[AccuracyRow]) -> Frame {
+    let mut columns = vec!["activation".to_string()];
+    for b in Backend::ALL {
+        columns.push(format!("{} f", b.name()));
+        columns.push(format!("{} f′", b.name()));
     }
+    let columns: Vec<&str> = columns.iter().map(String::as_str).collect();
+    let mut f = Frame::new("activations", "", &columns);
+    for r in rows {
+        let mut cells = vec![Cell::Code(r.act.to_string())];
+        for &(ef, ed) in &r.errors {
+            cells.push(Cell::Approx(ef));
+            cells.push(Cell::Approx(ed));
+        }
+        f.push(cells);
+    }
+    f
+}
+
+/// The core README's accuracy table, as Markdown.
+pub fn markdown_table() -> String {
+    frame(&rows()).markdown()
 }

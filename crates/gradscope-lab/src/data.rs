@@ -13,8 +13,7 @@ use anyhow::{Context, Result, bail};
 use rand_core::{Rng, SeedableRng};
 use rand_xoshiro::Xoshiro128PlusPlus;
 
-/// Task names.
-pub const TASKS: [&str; 5] = ["xor", "spiral", "sine", "adding", "digits"];
+use crate::options::Task;
 
 /// Steps of the adding problem.
 pub const ADDING_STEPS: usize = 20;
@@ -36,8 +35,8 @@ pub type Samples = Vec<(Vec<f64>, Vec<f64>)>;
 /// Samples as flat rows of reals.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Dataset {
-    /// Task name.
-    pub name: String,
+    /// The task.
+    pub task: Task,
     /// Inputs per sample (for the adding task: 2 per step, step-major).
     pub inputs: usize,
     /// Outputs per sample.
@@ -77,14 +76,15 @@ pub fn shuffle<T>(v: &mut [T], rng: &mut Xoshiro128PlusPlus) {
 }
 
 /// Build a task's data from its seed (`digits` from the committed file, or `file` when given).
-pub fn load(task: &str, seed: u64, file: Option<&Path>) -> Result<Dataset> {
+pub fn load(task: Task, seed: u64, file: Option<&Path>) -> Result<Dataset> {
     let mut rng = Xoshiro128PlusPlus::seed_from_u64(seed ^ 0xda7a);
-    if file.is_some() && task != "digits" {
+    if file.is_some() && task != Task::Digits {
         bail!("--data applies to the digits task only");
     }
-    Ok(match task {
-        "xor" => {
-            let pts: Vec<(Vec<f64>, Vec<f64>)> =
+    // Per task: what the outputs mean, the regression tolerance, the samples and the share held out.
+    let ((kind, tolerance), all, test_share) = match task {
+        Task::Xor => {
+            let all: Vec<(Vec<f64>, Vec<f64>)> =
                 [(-1.0, -1.0), (-1.0, 1.0), (1.0, -1.0), (1.0, 1.0)]
                     .iter()
                     .map(|&(a, b): &(f64, f64)| {
@@ -94,17 +94,9 @@ pub fn load(task: &str, seed: u64, file: Option<&Path>) -> Result<Dataset> {
                         )
                     })
                     .collect();
-            Dataset {
-                name: task.into(),
-                inputs: 2,
-                outputs: 1,
-                kind: Kind::Binary,
-                tolerance: 0.0,
-                train: pts.clone(),
-                test: pts,
-            }
+            ((Kind::Binary, 0.0), all, 0.0)
         }
-        "spiral" => {
+        Task::Spiral => {
             // Two interleaved spirals (Lang & Witbrock 1988), 1.5 turns, radius up to 0.9, small noise.
             let mut all = Vec::new();
             for k in 0..400 {
@@ -117,35 +109,17 @@ pub fn load(task: &str, seed: u64, file: Option<&Path>) -> Result<Dataset> {
                 let y = radius * angle.sin() + noise(&mut rng);
                 all.push((vec![x, y], vec![class as f64]));
             }
-            let (train, test) = split(all, 0.25, &mut rng);
-            Dataset {
-                name: task.into(),
-                inputs: 2,
-                outputs: 1,
-                kind: Kind::Binary,
-                tolerance: 0.0,
-                train,
-                test,
-            }
+            ((Kind::Binary, 0.0), all, 0.25)
         }
-        "sine" => {
+        Task::Sine => {
             let mut all = Vec::new();
             for _ in 0..384 {
                 let x = 1.8 * uniform(&mut rng) - 0.9;
                 all.push((vec![x], vec![0.8 * (std::f64::consts::PI * x).sin()]));
             }
-            let (train, test) = split(all, 1.0 / 3.0, &mut rng);
-            Dataset {
-                name: task.into(),
-                inputs: 1,
-                outputs: 1,
-                kind: Kind::Regression,
-                tolerance: 0.05,
-                train,
-                test,
-            }
+            ((Kind::Regression, 0.05), all, 1.0 / 3.0)
         }
-        "adding" => {
+        Task::Adding => {
             // Hochreiter & Schmidhuber (1997): values U(0, 1), two markers (one in each half); the target is
             // the mean of the two marked values, so it stays in [0, 1).
             let mut all = Vec::new();
@@ -166,18 +140,9 @@ pub fn load(task: &str, seed: u64, file: Option<&Path>) -> Result<Dataset> {
                 }
                 all.push((x, vec![target]));
             }
-            let (train, test) = split(all, 1.0 / 6.0, &mut rng);
-            Dataset {
-                name: task.into(),
-                inputs: 2 * ADDING_STEPS,
-                outputs: 1,
-                kind: Kind::Regression,
-                tolerance: 0.02,
-                train,
-                test,
-            }
+            ((Kind::Regression, 0.02), all, 1.0 / 6.0)
         }
-        "digits" => {
+        Task::Digits => {
             let text = match file {
                 Some(p) => std::fs::read_to_string(p)
                     .with_context(|| format!("cannot read --data {}", p.display()))?,
@@ -188,18 +153,23 @@ pub fn load(task: &str, seed: u64, file: Option<&Path>) -> Result<Dataset> {
                 |p| p.display().to_string(),
             );
             let all = parse_digits(&text).with_context(|| format!("in {where_}"))?;
-            let (train, test) = split(all, 0.2, &mut rng);
-            Dataset {
-                name: task.into(),
-                inputs: 64,
-                outputs: 10,
-                kind: Kind::Classes,
-                tolerance: 0.0,
-                train,
-                test,
-            }
+            ((Kind::Classes, 0.0), all, 0.2)
         }
-        other => bail!("unknown task '{other}': choose one of {}", TASKS.join(", ")),
+    };
+    let (train, test) = if test_share > 0.0 {
+        split(all, test_share, &mut rng)
+    } else {
+        (all.clone(), all)
+    };
+    let (inputs, outputs) = train.first().map_or((0, 0), |(x, t)| (x.len(), t.len()));
+    Ok(Dataset {
+        task,
+        inputs,
+        outputs,
+        kind,
+        tolerance,
+        train,
+        test,
     })
 }
 
@@ -274,7 +244,7 @@ mod tests {
 
     #[test]
     fn the_committed_digits_are_complete() {
-        let d = load("digits", 1, None).unwrap();
+        let d = load(Task::Digits, 1, None).unwrap();
         assert_eq!(d.train.len() + d.test.len(), 1797);
         assert_eq!(d.test.len(), 359);
         let mut counts = [0usize; 10];
@@ -310,10 +280,10 @@ mod tests {
 
     #[test]
     fn synthetic_tasks_are_seeded() {
-        for t in ["xor", "spiral", "sine", "adding"] {
+        for t in [Task::Xor, Task::Spiral, Task::Sine, Task::Adding] {
             assert_eq!(load(t, 5, None).unwrap(), load(t, 5, None).unwrap());
         }
-        let a = load("adding", 1, None).unwrap();
+        let a = load(Task::Adding, 1, None).unwrap();
         assert_eq!(a.train[0].0.len(), 2 * ADDING_STEPS);
         assert!(
             a.train

@@ -7,61 +7,79 @@
 //! collected: the norm of its weight gradient, the RMS of the signal it sends back, the RMS of its output, the
 //! share of exactly-zero gradients, and the counts of underflowed, saturated and non-finite values.
 
-use anyhow::{Result, bail};
+use anyhow::Result;
 use gradscope_core::horizon::DepthModel;
+use gradscope_core::train::backprop;
 use gradscope_core::{
-    Act, Activate, DenseStack, GradStats, I1F15, I8F24, I16F16, Init, Layer, LayerStats, Loss,
-    NearestEven, Scalar, init_slice, loss_grad,
+    Act, Activate, DenseStack, GradStats, Init, LayerStats, Loss, NearestEven, Objective, Scalar,
+    init_slice,
 };
 use rand_core::SeedableRng;
 use rand_xoshiro::Xoshiro128PlusPlus;
+use serde::Serialize;
 
+use crate::dump::{Dump, DumpLayer, Tensor};
+use crate::options::{InitName, Precision, Rounding, in_range, number, one_of, parse_act};
 use crate::output::{Frame, Outcome};
 use crate::plot::Plot;
-use crate::spec::rounding;
-use serde::Serialize;
+use crate::with_scalar;
 
 /// Deepest stack the lab compiles in.
 pub const MAX_DEPTH: usize = 64;
 /// Widths the lab compiles in (sizes are types in the core).
 pub const WIDTHS: [usize; 4] = [8, 16, 32, 64];
-/// Precisions, by name.
-pub const PRECISIONS: [&str; 5] = ["f32", "f64", "i16f16", "i8f24", "i1f15"];
 const INPUT_BOUND: f64 = 0.9;
 
-/// One depth experiment.
-#[derive(Clone, Debug, PartialEq)]
+/// One depth experiment (the `depth` subcommand's options).
+#[derive(Clone, Debug, PartialEq, clap::Args)]
 pub struct DepthConfig {
-    /// Activation of every layer.
+    /// Activation of every layer: identity, sigmoid, tanh, relu, leaky_relu, elu, selu, softplus, gelu,
+    /// gelu_tanh, silu, softsign, hardsigmoid, hardtanh. leaky_relu, elu and softplus take a parameter as
+    /// name:value, e.g. leaky_relu:0.2.
+    #[arg(long = "activation", default_value = "sigmoid", value_parser = parse_act)]
     pub act: Act,
-    /// Initializer name (one of `Init::NAMES`).
-    pub init: String,
-    /// Layers, 1..=64.
+    /// Weight initializer (biases are zero); Keras's names are accepted as aliases.
+    #[arg(long, value_enum, default_value_t = InitName::XavierNormal, ignore_case = true)]
+    pub init: InitName,
+    /// Number of layers, 1 to 64.
+    #[arg(long, default_value_t = 32)]
     pub depth: usize,
-    /// Width, one of [`WIDTHS`].
+    /// Width of every layer: 8, 16, 32 or 64.
+    #[arg(long, default_value_t = 32)]
     pub width: usize,
-    /// One of [`PRECISIONS`].
-    pub precision: String,
-    /// `floor`, `nearest` or `stochastic`.
-    pub rounding: String,
+    /// Number format.
+    #[arg(long, value_enum, default_value_t = Precision::I16F16, ignore_case = true)]
+    pub precision: Precision,
+    /// Rounding of fixed-point results.
+    #[arg(long, value_enum, default_value_t = Rounding::Nearest)]
+    pub rounding: Rounding,
     /// Seed of weights, data and stochastic rounding.
+    #[arg(long, default_value_t = 1)]
     pub seed: u64,
-    /// Samples in the batch.
+    /// Samples in the batch, 1 to 4096.
+    #[arg(long, default_value_t = 16)]
     pub batch: usize,
-    /// Static loss scale: the output gradient is multiplied by it before the backward pass (1 = none).
+    /// Static loss scale applied to the output gradient (gradients are reported scaled; 1 = none).
+    #[arg(long, default_value_t = 1.0)]
     pub loss_scale: f64,
 }
 
 impl DepthConfig {
     /// A configuration with nearest rounding, seed 1, batch 16 and no loss scaling.
-    pub fn new(act: Act, init: &str, depth: usize, width: usize, precision: &str) -> DepthConfig {
+    pub fn new(
+        act: Act,
+        init: InitName,
+        depth: usize,
+        width: usize,
+        precision: Precision,
+    ) -> DepthConfig {
         DepthConfig {
             act,
-            init: init.into(),
+            init,
             depth,
             width,
-            precision: precision.into(),
-            rounding: "nearest".into(),
+            precision,
+            rounding: Rounding::Nearest,
             seed: 1,
             batch: 16,
             loss_scale: 1.0,
@@ -98,12 +116,12 @@ pub struct DepthRow {
 pub struct DepthResult {
     /// Activation name.
     pub activation: String,
-    /// Initializer name.
-    pub init: String,
-    /// Precision name.
-    pub precision: String,
-    /// Rounding name.
-    pub rounding: String,
+    /// Initializer.
+    pub init: InitName,
+    /// Precision.
+    pub precision: Precision,
+    /// Rounding.
+    pub rounding: Rounding,
     /// Layers.
     pub depth: usize,
     /// Width.
@@ -127,9 +145,9 @@ pub struct DepthResult {
     pub first_nonfinite: Option<(usize, String, bool)>,
     /// The first layer, from the input, whose forward pass saturated or overflowed.
     pub first_forward_saturated: Option<usize>,
-    /// Weights, data and gradients in the `gradscope-dump/1` schema (see README "Dumps").
+    /// Weights, data and gradients (the `gradscope-dump/1` schema).
     #[serde(skip)]
-    pub dump: serde_json::Value,
+    pub dump: Dump,
 }
 
 /// Weight variance of an initializer on a square layer of width `n`, where the horizon model applies.
@@ -167,42 +185,16 @@ fn weight_variance(init: &Init, n: usize) -> Option<f64> {
 
 /// Check a configuration before running it: every error names what is accepted.
 pub fn validate(cfg: &DepthConfig) -> Result<Init> {
-    if !(1..=MAX_DEPTH).contains(&cfg.depth) {
-        bail!(
-            "depth {} is not supported: choose 1 to {MAX_DEPTH}",
-            cfg.depth
-        );
-    }
-    if !WIDTHS.contains(&cfg.width) {
-        bail!(
-            "width {} is not supported: choose one of {:?}",
-            cfg.width,
-            WIDTHS
-        );
-    }
-    if !PRECISIONS.contains(&cfg.precision.as_str()) {
-        bail!(
-            "unknown precision '{}': choose one of {}",
-            cfg.precision,
-            PRECISIONS.join(", ")
-        );
-    }
-    if !["floor", "nearest", "stochastic"].contains(&cfg.rounding.as_str()) {
-        bail!(
-            "unknown rounding '{}': choose floor, nearest or stochastic",
-            cfg.rounding
-        );
-    }
-    if cfg.batch == 0 || cfg.batch > 4096 {
-        bail!("batch {} is not supported: choose 1 to 4096", cfg.batch);
-    }
-    if !(cfg.loss_scale.is_finite() && cfg.loss_scale > 0.0) {
-        bail!(
-            "--loss-scale must be a positive number, got {}",
-            cfg.loss_scale
-        );
-    }
-    Init::from_name(&cfg.init).map_err(|e| anyhow::anyhow!("{e}"))
+    in_range("depth", cfg.depth, 1..=MAX_DEPTH)?;
+    one_of("width", cfg.width, &WIDTHS)?;
+    in_range("batch", cfg.batch, 1..=4096)?;
+    number(
+        "--loss-scale",
+        cfg.loss_scale,
+        |v| v > 0.0,
+        "a positive number",
+    )?;
+    cfg.init.init()
 }
 
 /// Run the experiment (on a thread with room for the largest stack).
@@ -219,28 +211,16 @@ pub fn sweep(label: &str, cfgs: &[DepthConfig]) -> Result<Vec<DepthResult>> {
 }
 
 fn dispatch(cfg: &DepthConfig, init: &Init) -> Result<DepthResult> {
-    macro_rules! widths {
-        ($s:ty) => {
-            match cfg.width {
-                8 => run_typed::<$s, 8>(cfg, init),
-                16 => run_typed::<$s, 16>(cfg, init),
-                32 => run_typed::<$s, 32>(cfg, init),
-                64 => run_typed::<$s, 64>(cfg, init),
-                w => bail!("width {w} is not supported: choose one of {:?}", WIDTHS),
-            }
-        };
-    }
-    match cfg.precision.as_str() {
-        "f32" => widths!(f32),
-        "f64" => widths!(f64),
-        "i16f16" => widths!(I16F16),
-        "i8f24" => widths!(I8F24),
-        "i1f15" => widths!(I1F15),
-        p => bail!(
-            "unknown precision '{p}': choose one of {}",
-            PRECISIONS.join(", ")
-        ),
-    }
+    with_scalar!(cfg.precision, S => match cfg.width {
+        8 => run_typed::<S, 8>(cfg, init),
+        16 => run_typed::<S, 16>(cfg, init),
+        32 => run_typed::<S, 32>(cfg, init),
+        _ => run_typed::<S, 64>(cfg, init),
+    })
+}
+
+fn err(e: impl std::fmt::Display) -> anyhow::Error {
+    anyhow::anyhow!("{e}")
 }
 
 fn run_typed<S: Scalar, const W: usize>(cfg: &DepthConfig, init: &Init) -> Result<DepthResult>
@@ -248,44 +228,39 @@ where
     Act: Activate<S>,
 {
     let mut rng = Xoshiro128PlusPlus::seed_from_u64(cfg.seed);
-    let mut r = rounding(&cfg.rounding, cfg.seed);
+    let mut r = cfg.rounding.build(cfg.seed);
     let mut net: Box<DenseStack<S, W, MAX_DEPTH>> = Box::new(DenseStack::new(cfg.act, cfg.depth));
     net.init(init, &Init::Zeros, &mut rng, &mut r, &mut ())
-        .map_err(|e| anyhow::anyhow!("{e}"))?;
-    let mut stats = vec![LayerStats::default(); cfg.depth];
-    let (mut loss, mut in_sq) = (0.0, 0.0);
-    let mut g0_sq = 0.0;
-    let (mut inputs, mut targets) = (Vec::new(), Vec::new());
+        .map_err(err)?;
+    let mut samples = Vec::with_capacity(cfg.batch);
     for _ in 0..cfg.batch {
-        let mut x = [S::ZERO; W];
+        let (mut x, mut t) = ([S::ZERO; W], [S::ZERO; W]);
         let u = Init::Uniform {
             a: -INPUT_BOUND,
             b: INPUT_BOUND,
         };
-        init_slice(&mut x, &u, 1, 1, &mut rng, &mut NearestEven, &mut ())
-            .map_err(|e| anyhow::anyhow!("{e}"))?;
-        in_sq += x.iter().map(|v| v.to_f64().powi(2)).sum::<f64>();
-        let mut t = [S::ZERO; W];
+        init_slice(&mut x, &u, 1, 1, &mut rng, &mut NearestEven, &mut ()).map_err(err)?;
         let ut = Init::Uniform {
             a: 0.0,
             b: INPUT_BOUND,
         };
-        init_slice(&mut t, &ut, 1, 1, &mut rng, &mut NearestEven, &mut ())
-            .map_err(|e| anyhow::anyhow!("{e}"))?;
-        inputs.push(x.map(|v| v.to_f64()).to_vec());
-        targets.push(t.map(|v| v.to_f64()).to_vec());
-        let y = net.forward(&x, 0, &mut r, stats.as_mut_slice());
-        let mut dy = [S::ZERO; W];
-        loss +=
-            loss_grad(Loss::Mse, &y, &t, cfg.batch, &mut dy, &mut r, &mut ()) / cfg.batch as f64;
-        if cfg.loss_scale != 1.0 {
-            for d in dy.iter_mut() {
-                *d = d.scale(cfg.loss_scale, &mut r).0;
-            }
-        }
-        g0_sq += dy.iter().map(|v| v.to_f64().powi(2)).sum::<f64>();
-        net.backward(&dy, 0, &mut r, stats.as_mut_slice());
+        init_slice(&mut t, &ut, 1, 1, &mut rng, &mut NearestEven, &mut ()).map_err(err)?;
+        samples.push((x, t));
     }
+    let mut stats = vec![LayerStats::default(); cfg.depth];
+    let bp = backprop(
+        &mut *net,
+        samples.as_slice(),
+        &Objective::new(Loss::Mse),
+        cfg.loss_scale,
+        &mut r,
+        stats.as_mut_slice(),
+    );
+    let in_sq: f64 = samples
+        .iter()
+        .flat_map(|(x, _)| x.iter())
+        .map(|v| v.to_f64().powi(2))
+        .sum();
     let per_elem = |sq: f64, passes: u32| {
         if passes == 0 {
             0.0
@@ -337,7 +312,7 @@ where
     };
     // The output gradient's RMS per element, per sample (the loss gradient carries 1/batch; the model wants
     // one sample's signal, as each backward pass sees it).
-    let g0 = (g0_sq / (cfg.batch as f64 * W as f64)).sqrt();
+    let g0 = (bp.output_grad_sq / (cfg.batch as f64 * W as f64)).sqrt();
     let predicted_horizon = if S::IS_FLOAT {
         None
     } else {
@@ -351,38 +326,28 @@ where
             model.horizon(cfg.depth, g0, resolution)
         })
     };
-    let m = |rows: &[[S; W]; W]| -> Vec<Vec<f64>> {
-        rows.iter()
-            .map(|r| r.iter().map(|v| v.to_f64()).collect())
-            .collect()
+    let dump = Dump {
+        precision: cfg.precision.to_string(),
+        rounding: cfg.rounding.to_string(),
+        loss: Loss::Mse.name().into(),
+        loss_value: bp.loss,
+        loss_scale: Some(cfg.loss_scale),
+        input: samples
+            .iter()
+            .map(|(x, _)| Tensor::vector("x", x))
+            .collect(),
+        target: samples
+            .iter()
+            .map(|(_, t)| Tensor::vector("t", t))
+            .collect(),
+        layers: net
+            .active_mut()
+            .iter_mut()
+            .map(|l| DumpLayer::from_params("dense", vec![("activation", l.act.to_string())], l))
+            .collect(),
     };
-    let v = |x: &[S; W]| -> Vec<f64> { x.iter().map(|v| v.to_f64()).collect() };
-    let dump = serde_json::json!({
-        "format": "gradscope-dump/1",
-        "precision": cfg.precision,
-        "rounding": cfg.rounding,
-        "loss": "mse",
-        "loss_value": loss,
-        "loss_scale": cfg.loss_scale,
-        "input": inputs,
-        "target": targets,
-        "layers": net.active().iter().map(|l| serde_json::json!({
-            "kind": "dense",
-            "activation": l.act.to_string(),
-            "weight": m(&l.weight),
-            "bias": v(&l.bias),
-            "grad_weight": m(&l.grad_weight),
-            "grad_bias": v(&l.grad_bias),
-        })).collect::<Vec<_>>(),
-    });
-    let first_nonfinite = gradscope_core::NonFinite::locate(&stats).map(|nf| {
-        let phase = match nf.phase {
-            gradscope_core::Phase::Forward => "forward",
-            gradscope_core::Phase::Backward => "backward",
-            gradscope_core::Phase::Grad => "gradient",
-        };
-        (nf.layer + 1, phase.to_string(), nf.overflow)
-    });
+    let first_nonfinite = gradscope_core::NonFinite::locate(&stats)
+        .map(|nf| (nf.layer + 1, nf.phase.name().to_string(), nf.overflow));
     let first_forward_saturated = stats
         .iter()
         .position(|s| s.forward.overflow > 0)
@@ -393,14 +358,14 @@ where
         dump,
         loss_scale: cfg.loss_scale,
         activation: cfg.act.to_string(),
-        init: cfg.init.clone(),
-        precision: cfg.precision.clone(),
-        rounding: cfg.rounding.clone(),
+        init: cfg.init,
+        precision: cfg.precision,
+        rounding: cfg.rounding,
         depth: cfg.depth,
         width: W,
         batch: cfg.batch,
         seed: cfg.seed,
-        loss,
+        loss: bp.loss,
         layers,
         measured_horizon,
         predicted_horizon,
@@ -412,42 +377,51 @@ fn opt(h: Option<usize>) -> String {
 }
 
 /// The per-layer frame of one run.
-pub fn layers_frame(name: &str, r: &DepthResult) -> Frame {
-    let mut f = Frame::new(
-        name,
-        "",
-        &[
-            "layer",
-            "grad_norm",
-            "backward_rms",
-            "forward_rms",
-            "zero_grads",
-            "underflow",
-            "saturated",
-            "nonfinite",
-            "distinct_units",
-        ],
-    );
-    for l in &r.layers {
-        f.push(vec![
-            l.layer.into(),
-            l.grad_norm.into(),
-            l.backward_rms.into(),
-            l.forward_rms.into(),
-            l.zero_fraction.into(),
-            l.underflow.into(),
-            l.saturated.into(),
-            l.nonfinite.into(),
-            l.distinct_units.into(),
-        ]);
+pub fn layers_frame(name: &str, r: &DepthResult) -> Result<Frame> {
+    Frame::from_records(name, "", &r.layers)
+}
+
+/// What tells one depth run from another in a long-form frame.
+#[derive(Serialize)]
+struct RunKey<'a> {
+    activation: &'a str,
+    init: InitName,
+    precision: Precision,
+    rounding: Rounding,
+    loss_scale: f64,
+}
+
+/// Every layer of several runs, one row per run and layer.
+pub fn long_frame(name: &str, runs: &[DepthResult]) -> Result<Frame> {
+    #[derive(Serialize)]
+    struct Row<'a> {
+        #[serde(flatten)]
+        run: RunKey<'a>,
+        #[serde(flatten)]
+        layer: &'a DepthRow,
     }
-    f
+    let rows: Vec<Row<'_>> = runs
+        .iter()
+        .flat_map(|r| {
+            r.layers.iter().map(move |layer| Row {
+                run: RunKey {
+                    activation: &r.activation,
+                    init: r.init,
+                    precision: r.precision,
+                    rounding: r.rounding,
+                    loss_scale: r.loss_scale,
+                },
+                layer,
+            })
+        })
+        .collect();
+    Frame::from_records(name, "", &rows)
 }
 
 /// A short label of a run for legends.
 pub fn label(r: &DepthResult) -> String {
     let mut s = format!("{} {} {}", r.activation, r.init, r.precision);
-    if r.rounding != "nearest" {
+    if r.rounding != Rounding::Nearest {
         s += &format!(" {}", r.rounding);
     }
     if r.loss_scale != 1.0 {
@@ -458,23 +432,22 @@ pub fn label(r: &DepthResult) -> String {
 
 /// Per-layer gradient norms of several runs on one log plot.
 pub fn grad_plot(name: &str, title: &str, runs: &[DepthResult]) -> Plot {
-    let mut p = Plot::new(
-        name,
-        title,
-        "layer (1 = next to the input)",
-        "‖∂L/∂W‖",
-        true,
-    );
-    for r in runs {
-        p.line(
-            label(r),
-            r.layers
-                .iter()
-                .map(|l| (l.layer as f64, l.grad_norm))
-                .collect(),
-        );
-    }
-    p
+    layer_plot(name, title, "‖∂L/∂W‖", runs, |l| l.grad_norm)
+}
+
+/// One value per layer of several runs on one log plot.
+pub fn layer_plot(
+    name: &str,
+    title: &str,
+    y_label: &str,
+    runs: &[DepthResult],
+    value: impl Fn(&DepthRow) -> f64,
+) -> Plot {
+    let x_label = "layer (1 = next to the input)";
+    Plot::new(name, title, x_label, y_label, true).with_lines(runs.iter().map(|r| {
+        let points = r.layers.iter().map(|l| (l.layer as f64, value(l)));
+        (label(r), points.collect())
+    }))
 }
 
 /// The `depth` subcommand's outcome.
@@ -498,7 +471,7 @@ pub fn outcome(r: &DepthResult) -> Result<Outcome> {
             },
             r.loss
         ),
-        frames: vec![layers_frame("depth", r)],
+        frames: vec![layers_frame("depth", r)?],
         plots: vec![grad_plot("depth", &label(r), std::slice::from_ref(r))],
         notes: vec![format!(
             "underflow horizon (layers from the output until the back-propagated RMS < 1 LSB): measured {}, predicted {}",
@@ -509,13 +482,25 @@ pub fn outcome(r: &DepthResult) -> Result<Outcome> {
     })
 }
 
+/// The fixed-point formats the horizon is measured in.
+pub const FIXED: [Precision; 3] = [Precision::I16F16, Precision::I8F24, Precision::I1F15];
+
 /// Measured and predicted horizons per fixed-point format, activation (sigmoid, tanh, ReLU) and initializer
 /// (Xavier, He, "standard").
-pub fn horizon_outcome(depth: usize, width: usize, batch: usize, seed: u64) -> Result<Outcome> {
+pub fn horizon_runs(
+    depth: usize,
+    width: usize,
+    batch: usize,
+    seed: u64,
+) -> Result<Vec<DepthResult>> {
     let mut cfgs = Vec::new();
-    for precision in ["i16f16", "i8f24", "i1f15"] {
+    for precision in FIXED {
         for act in [Act::Sigmoid, Act::Tanh, Act::Relu] {
-            for init in ["xavier_normal", "kaiming_normal", "standard"] {
+            for init in [
+                InitName::XavierNormal,
+                InitName::KaimingNormal,
+                InitName::Standard,
+            ] {
                 cfgs.push(DepthConfig {
                     batch,
                     seed,
@@ -524,17 +509,24 @@ pub fn horizon_outcome(depth: usize, width: usize, batch: usize, seed: u64) -> R
             }
         }
     }
-    let runs = sweep("horizon", &cfgs)?;
+    sweep("horizon", &cfgs)
+}
+
+/// The horizon runs' outcome: a table, and a plot of measured against predicted horizons per format.
+pub fn horizon_outcome(runs: &[DepthResult]) -> Result<Outcome> {
+    let (depth, width, batch, seed) = runs
+        .first()
+        .map_or((0, 0, 0, 0), |r| (r.depth, r.width, r.batch, r.seed));
     let mut f = Frame::new(
         "horizon",
         "",
         &["precision", "activation", "init", "measured", "predicted"],
     );
-    for r in &runs {
+    for r in runs {
         f.push(vec![
-            r.precision.as_str().into(),
+            r.precision.name().into(),
             r.activation.as_str().into(),
-            r.init.as_str().into(),
+            r.init.name().into(),
             r.measured_horizon.into(),
             r.predicted_horizon.into(),
         ]);
@@ -550,7 +542,7 @@ pub fn horizon_outcome(depth: usize, width: usize, batch: usize, seed: u64) -> R
     );
     let mut top = 0usize;
     let mut lines = Vec::new();
-    for precision in ["i16f16", "i8f24", "i1f15"] {
+    for precision in FIXED {
         let mut pts: Vec<(f64, f64)> = runs
             .iter()
             .filter(|r| r.precision == precision)
@@ -568,7 +560,7 @@ pub fn horizon_outcome(depth: usize, width: usize, batch: usize, seed: u64) -> R
         vec![(0.0, 0.0), (top as f64, top as f64)],
     );
     for (precision, pts) in lines {
-        plot.line(precision, pts);
+        plot.line(precision.name(), pts);
     }
     let rows: Vec<serde_json::Value> = runs
         .iter()
@@ -597,23 +589,21 @@ pub fn horizon_outcome(depth: usize, width: usize, batch: usize, seed: u64) -> R
 mod tests {
     use super::*;
 
-    fn cfg(act: Act, init: &str, precision: &str) -> DepthConfig {
+    fn cfg(act: Act, init: InitName, precision: Precision) -> DepthConfig {
         DepthConfig {
-            act,
-            init: init.into(),
-            depth: 16,
-            width: 16,
-            precision: precision.into(),
-            rounding: "nearest".into(),
-            seed: 1,
             batch: 4,
-            loss_scale: 1.0,
+            ..DepthConfig::new(act, init, 16, 16, precision)
         }
     }
 
     #[test]
     fn sigmoid_vanishes_and_the_horizon_is_measured_and_predicted() {
-        let r = run(&cfg(Act::Sigmoid, "xavier_normal", "i16f16")).unwrap();
+        let r = run(&cfg(
+            Act::Sigmoid,
+            InitName::XavierNormal,
+            Precision::I16F16,
+        ))
+        .unwrap();
         assert_eq!(r.layers.len(), 16);
         assert!(r.layers[0].grad_norm < r.layers[15].grad_norm * 1e-3);
         let (Some(m), Some(p)) = (r.measured_horizon, r.predicted_horizon) else {
@@ -621,23 +611,20 @@ mod tests {
         };
         assert!(m.abs_diff(p) <= 2, "measured {m}, predicted {p}");
         assert_eq!(r.layers[0].zero_fraction, 1.0);
-        let f = run(&cfg(Act::Sigmoid, "xavier_normal", "f64")).unwrap();
+        let f = run(&cfg(Act::Sigmoid, InitName::XavierNormal, Precision::F64)).unwrap();
         assert!(f.layers[0].zero_fraction < 1.0 && f.measured_horizon.is_none());
     }
 
     #[test]
     fn bad_configurations_are_errors_that_list_the_choices() {
-        let mut c = cfg(Act::Relu, "kaiming_normal", "f32");
+        let mut c = cfg(Act::Relu, InitName::KaimingNormal, Precision::F32);
         c.width = 12;
         assert!(run(&c).unwrap_err().to_string().contains("[8, 16, 32, 64]"));
         c.width = 16;
         c.depth = 0;
         assert!(run(&c).unwrap_err().to_string().contains("1 to 64"));
         c.depth = 8;
-        c.init = "he".into();
-        assert!(run(&c).unwrap_err().to_string().contains("xavier_uniform"));
-        c.init = "zeros".into();
-        c.precision = "bf16".into();
-        assert!(run(&c).unwrap_err().to_string().contains("i1f15"));
+        c.loss_scale = f64::NAN;
+        assert!(run(&c).unwrap_err().to_string().contains("--loss-scale"));
     }
 }

@@ -11,32 +11,24 @@
 
 use anyhow::{Result, anyhow};
 use gradscope_core::Act;
-use serde_json::Value;
 
 use crate::depth::{self, DepthConfig};
+use crate::dump::Dump;
+use crate::options::{Cell as RnnCell, InitName, Precision, Rounding, Task};
 use crate::output::{Frame, Outcome};
 use crate::plot::Plot;
 use crate::rnn::{self, RnnConfig};
-use crate::spec::Clip;
 use crate::train::{self, TrainConfig};
 
 /// (precision, rounding) pairs compared with f64.
-pub const VARIANTS: [(&str, &str); 6] = [
-    ("f32", "nearest"),
-    ("i16f16", "nearest"),
-    ("i16f16", "stochastic"),
-    ("i8f24", "nearest"),
-    ("i1f15", "nearest"),
-    ("i1f15", "stochastic"),
+pub const VARIANTS: [(Precision, Rounding); 6] = [
+    (Precision::F32, Rounding::Nearest),
+    (Precision::I16F16, Rounding::Nearest),
+    (Precision::I16F16, Rounding::Stochastic),
+    (Precision::I8F24, Rounding::Nearest),
+    (Precision::I1F15, Rounding::Nearest),
+    (Precision::I1F15, Rounding::Stochastic),
 ];
-
-fn numbers(v: &Value) -> Vec<f64> {
-    match v {
-        Value::Array(a) => a.iter().flat_map(numbers).collect(),
-        Value::Number(n) => n.as_f64().into_iter().collect(),
-        _ => Vec::new(),
-    }
-}
 
 /// Relative L2 error of `got` against `want`, and the share of `want`'s non-zero entries that `got` has as 0.
 pub fn compare(got: &[f64], want: &[f64]) -> (f64, f64) {
@@ -64,28 +56,60 @@ pub fn compare(got: &[f64], want: &[f64]) -> (f64, f64) {
     )
 }
 
-fn layer_grads(dump: &Value, keys: &[&str]) -> Result<Vec<Vec<f64>>> {
-    dump["layers"]
-        .as_array()
-        .ok_or_else(|| anyhow!("dump without layers"))?
-        .iter()
-        .map(|l| Ok(keys.iter().flat_map(|k| numbers(&l[*k])).collect()))
-        .collect()
+/// Every layer's gradients (all of its `grad_*` tensors, concatenated).
+fn layer_grads(dump: &Dump) -> Vec<Vec<f64>> {
+    dump.layers.iter().map(|l| l.gradients()).collect()
 }
 
-/// Run every workload in f64 and in each variant.
-pub fn outcome(quick: bool) -> Result<Outcome> {
+/// The values of one tensor of the first layer.
+fn tensor(dump: &Dump, name: &str) -> Result<Vec<f64>> {
+    dump.layers
+        .first()
+        .and_then(|l| l.tensor(name))
+        .map(|t| t.values.clone())
+        .ok_or_else(|| anyhow!("the dump has no {name}"))
+}
+
+/// One row of the summary: a format's error against f64 on a workload.
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+pub struct EffectRow {
+    /// The workload.
+    pub workload: &'static str,
+    /// The format.
+    pub precision: Precision,
+    /// Its rounding.
+    pub rounding: Rounding,
+    /// Maximum relative gradient error over layers or tensors (deep stack and RNN).
+    pub max_relative_error: Option<f64>,
+    /// Share of gradient values that underflowed to zero where f64's are not.
+    pub underflowed: Option<f64>,
+    /// Held-out accuracy after training (digits).
+    pub accuracy: Option<f64>,
+    /// f64's held-out accuracy.
+    pub accuracy_f64: Option<f64>,
+}
+
+/// The deep-stack workload's name.
+pub const DEPTH: &str = "depth (16 tanh layers)";
+/// The RNN workload's name.
+pub const RNN: &str = "rnn (tanh, 50 steps)";
+/// The training workload's name.
+pub const DIGITS: &str = "digits (64-32-10, trained)";
+
+/// Every workload in f64 and in each variant: the summary rows and the outcome.
+pub fn run(quick: bool) -> Result<(Vec<EffectRow>, Outcome)> {
     let batch = if quick { 2 } else { 16 };
+    let mut rows = Vec::new();
     // Deep stack.
-    let mk_depth = |p: &str, r: &str| DepthConfig {
+    let mk_depth = |p: Precision, r: Rounding| DepthConfig {
         batch,
-        rounding: r.into(),
-        ..DepthConfig::new(Act::Tanh, "xavier_normal", 16, 32, p)
+        rounding: r,
+        ..DepthConfig::new(Act::Tanh, InitName::XavierNormal, 16, 32, p)
     };
-    let mut cfgs = vec![mk_depth("f64", "nearest")];
-    cfgs.extend(VARIANTS.iter().map(|(p, r)| mk_depth(p, r)));
+    let mut cfgs = vec![mk_depth(Precision::F64, Rounding::Nearest)];
+    cfgs.extend(VARIANTS.iter().map(|&(p, r)| mk_depth(p, r)));
     let runs = depth::sweep("effects: depth", &cfgs)?;
-    let reference = layer_grads(&runs[0].dump, &["grad_weight", "grad_bias"])?;
+    let reference = layer_grads(&runs[0].dump);
     let mut depth_f = Frame::new(
         "effects_depth",
         "",
@@ -104,28 +128,15 @@ pub fn outcome(quick: bool) -> Result<Outcome> {
         "‖g − g_f64‖ / ‖g_f64‖",
         true,
     );
-    let mut summary = Frame::new(
-        "effects",
-        "",
-        &[
-            "workload",
-            "precision",
-            "rounding",
-            "max_relative_error",
-            "underflowed",
-            "accuracy",
-            "accuracy_f64",
-        ],
-    );
     for r in &runs[1..] {
-        let grads = layer_grads(&r.dump, &["grad_weight", "grad_bias"])?;
+        let grads = layer_grads(&r.dump);
         let mut pts = Vec::new();
         let (mut worst, mut lost_all, mut count_all) = (0.0f64, 0.0, 0.0);
         for (k, (g, want)) in grads.iter().zip(&reference).enumerate() {
             let (rel, lost) = compare(g, want);
             depth_f.push(vec![
-                r.precision.as_str().into(),
-                r.rounding.as_str().into(),
+                r.precision.name().into(),
+                r.rounding.name().into(),
                 (k + 1).into(),
                 rel.into(),
                 lost.into(),
@@ -136,37 +147,31 @@ pub fn outcome(quick: bool) -> Result<Outcome> {
             count_all += want.iter().filter(|v| **v != 0.0).count() as f64;
         }
         depth_p.line(format!("{} {}", r.precision, r.rounding), pts);
-        summary.push(vec![
-            "depth (16 tanh layers)".into(),
-            r.precision.as_str().into(),
-            r.rounding.as_str().into(),
-            worst.into(),
-            (lost_all / count_all.max(1.0)).into(),
-            crate::output::Cell::None,
-            crate::output::Cell::None,
-        ]);
+        rows.push(EffectRow {
+            workload: DEPTH,
+            precision: r.precision,
+            rounding: r.rounding,
+            max_relative_error: Some(worst),
+            underflowed: Some(lost_all / count_all.max(1.0)),
+            accuracy: None,
+            accuracy_f64: None,
+        });
     }
     // RNN BPTT.
-    let mk_rnn = |p: &str, r: &str| RnnConfig {
-        cell: "rnn".into(),
-        steps: 50,
-        hidden: 16,
-        recurrent_scale: 1.0,
-        gate_bias: 0.0,
-        clip: Clip::None,
-        precision: p.into(),
-        rounding: r.into(),
-        seed: 1,
+    let mk_rnn = |p: Precision, r: Rounding| RnnConfig {
+        precision: p,
+        rounding: r,
         batch,
+        ..RnnConfig::new(RnnCell::Rnn, 1.0, 0.0, 50)
     };
-    let mut rcfgs = vec![mk_rnn("f64", "nearest")];
-    rcfgs.extend(VARIANTS.iter().map(|(p, r)| mk_rnn(p, r)));
+    let mut rcfgs = vec![mk_rnn(Precision::F64, Rounding::Nearest)];
+    rcfgs.extend(VARIANTS.iter().map(|&(p, r)| mk_rnn(p, r)));
     let rnns = crate::par::sweep("effects: rnn", &rcfgs, rnn::run)?;
     let tensors = ["grad_weight_ih", "grad_weight_hh", "grad_bias"];
     let want: Vec<Vec<f64>> = tensors
         .iter()
-        .map(|t| numbers(&rnns[0].dump["layers"][0][*t]))
-        .collect();
+        .map(|t| tensor(&rnns[0].dump, t))
+        .collect::<Result<_>>()?;
     let mut rnn_f = Frame::new(
         "effects_rnn",
         "",
@@ -188,11 +193,11 @@ pub fn outcome(quick: bool) -> Result<Outcome> {
     for r in &rnns[1..] {
         let (mut worst, mut lost_sum, mut n_sum) = (0.0f64, 0.0, 0.0);
         for (t, w) in tensors.iter().zip(&want) {
-            let g = numbers(&r.dump["layers"][0][*t]);
+            let g = tensor(&r.dump, t)?;
             let (rel, lost) = compare(&g, w);
             rnn_f.push(vec![
-                r.precision.as_str().into(),
-                r.rounding.as_str().into(),
+                r.precision.name().into(),
+                r.rounding.name().into(),
                 (*t).into(),
                 rel.into(),
                 lost.into(),
@@ -210,51 +215,52 @@ pub fn outcome(quick: bool) -> Result<Outcome> {
                 .map(|(a, b)| (a.step as f64, (a.grad_norm / b.grad_norm - 1.0).abs()))
                 .collect(),
         );
-        summary.push(vec![
-            "rnn (tanh, 50 steps)".into(),
-            r.precision.as_str().into(),
-            r.rounding.as_str().into(),
-            worst.into(),
-            (lost_sum / n_sum.max(1.0)).into(),
-            crate::output::Cell::None,
-            crate::output::Cell::None,
-        ]);
+        rows.push(EffectRow {
+            workload: RNN,
+            precision: r.precision,
+            rounding: r.rounding,
+            max_relative_error: Some(worst),
+            underflowed: Some(lost_sum / n_sum.max(1.0)),
+            accuracy: None,
+            accuracy_f64: None,
+        });
     }
     // Digits training.
-    let data = crate::data::load("digits", 1, None)?;
+    let data = crate::data::load(Task::Digits, 1, None)?;
     let base = TrainConfig {
         epochs: if quick { 1 } else { 15 },
-        ..TrainConfig::for_task("digits")
+        ..TrainConfig::for_task(Task::Digits)
     };
     let mut tcfgs = vec![TrainConfig {
-        precision: "f64".into(),
+        precision: Precision::F64,
         ..base.clone()
     }];
-    tcfgs.extend(VARIANTS.iter().map(|(p, r)| TrainConfig {
-        precision: (*p).into(),
-        rounding: (*r).into(),
+    tcfgs.extend(VARIANTS.iter().map(|&(p, r)| TrainConfig {
+        precision: p,
+        rounding: r,
         ..base.clone()
     }));
     let trained = crate::par::sweep("effects: digits", &tcfgs, |c| train::run(c, &data))?;
     let acc = |r: &train::TrainResult| r.last().map(|e| e.accuracy);
     let acc64 = acc(&trained[0]);
     for r in &trained[1..] {
-        summary.push(vec![
-            "digits (64-32-10, trained)".into(),
-            r.config.precision.as_str().into(),
-            r.config.rounding.as_str().into(),
-            crate::output::Cell::None,
-            r.last().map(|e| e.underflow_rate).into(),
-            acc(r).into(),
-            acc64.into(),
-        ]);
+        rows.push(EffectRow {
+            workload: DIGITS,
+            precision: r.config.precision,
+            rounding: r.config.rounding,
+            max_relative_error: None,
+            underflowed: r.last().map(|e| e.underflow_rate),
+            accuracy: acc(r),
+            accuracy_f64: acc64,
+        });
     }
+    let summary = summary_frame(&rows)?;
     let json = serde_json::json!({
         "summary": summary.json(),
         "depth": depth_f.json(),
         "rnn": rnn_f.json(),
     });
-    Ok(Outcome {
+    let outcome = Outcome {
         name: "precision_effects".into(),
         heading: format!(
             "Precision effects against f64 (batch {batch}{}): relative gradient error (max over layers or tensors),\n\
@@ -266,7 +272,18 @@ pub fn outcome(quick: bool) -> Result<Outcome> {
         plots: vec![depth_p, rnn_p],
         notes: Vec::new(),
         json,
-    })
+    };
+    Ok((rows, outcome))
+}
+
+/// The summary rows as a frame.
+pub fn summary_frame(rows: &[EffectRow]) -> Result<Frame> {
+    Frame::from_records("effects", "", rows)
+}
+
+/// The `precision-effects` subcommand's outcome.
+pub fn outcome(quick: bool) -> Result<Outcome> {
+    Ok(run(quick)?.1)
 }
 
 #[cfg(test)]
@@ -282,25 +299,19 @@ mod tests {
 
     #[test]
     fn formats_rank_by_resolution() {
-        let o = outcome(true).unwrap();
-        let f = &o.frames[0];
-        let err = |p: &str| {
-            f.rows
-                .iter()
+        let (rows, _) = run(true).unwrap();
+        let err = |p: Precision| {
+            rows.iter()
                 .find(|r| {
-                    r[0] == "depth (16 tanh layers)".into()
-                        && r[1] == p.into()
-                        && r[2] == "nearest".into()
+                    r.workload == DEPTH && r.precision == p && r.rounding == Rounding::Nearest
                 })
-                .map(|r| match r[3] {
-                    crate::output::Cell::Num(v) => v,
-                    _ => f64::NAN,
-                })
+                .and_then(|r| r.max_relative_error)
                 .unwrap()
         };
         // f32 (24-bit significand) < I8F24 (2^-24) < I16F16 (2^-16) < I1F15 (2^-15, and a narrow range).
-        assert!(err("f32") < 1e-5, "{}", err("f32"));
-        assert!(err("f32") < err("i16f16") && err("i8f24") < err("i16f16"));
-        assert!(err("i16f16") < err("i1f15"));
+        assert!(err(Precision::F32) < 1e-5, "{}", err(Precision::F32));
+        assert!(err(Precision::F32) < err(Precision::I8F24));
+        assert!(err(Precision::I8F24) < err(Precision::I16F16));
+        assert!(err(Precision::I16F16) < err(Precision::I1F15));
     }
 }

@@ -7,9 +7,10 @@
 //! norm, γ and β included) of the batch-mean loss. Float only: batch norm is float-only in the core.
 
 use anyhow::{Result, anyhow, bail};
+use gradscope_core::train::backprop;
 use gradscope_core::{
     Act, ActLayer, Activate, BatchNorm, Batched, Dense, Float, GradStats, Init, Layer, Loss,
-    NearestEven, Params, Residual, Stack, init_slice, loss_grad,
+    NearestEven, Objective, Residual, Stack, init_slice,
 };
 use rand_core::SeedableRng;
 use rand_xoshiro::Xoshiro128PlusPlus;
@@ -85,6 +86,29 @@ pub fn run(arch: &str, init_name: &str, depth: usize, seed: u64) -> Result<FlowR
     crate::par::one(|| typed::<f32>(arch, &init, init_name, depth, seed))
 }
 
+/// The blocks' gradient norms after one backward pass of the batch-mean MSE through a stack of `depth`
+/// blocks made from `layers` by `block`.
+fn stack_norms<S: Float, L>(
+    layers: Vec<Dense<S, W, W>>,
+    depth: usize,
+    samples: &[([S; W], [S; W])],
+    block: impl Fn(Dense<S, W, W>) -> L,
+) -> Vec<f64>
+where
+    L: Layer<S, Input = [S; W], Output = [S; W]>,
+{
+    let mut it = layers.into_iter().map(&block);
+    let mut net: Box<Stack<L, MAX_DEPTH>> = Box::new(Stack::from_fn(depth, |_| {
+        it.next().unwrap_or_else(|| block(Dense::new(Act::Tanh)))
+    }));
+    let mse = Objective::new(Loss::Mse);
+    backprop(&mut *net, samples, &mse, 1.0, &mut NearestEven, &mut ());
+    net.active_mut()
+        .iter_mut()
+        .map(|l| GradStats::of::<S, _>(l).norm)
+        .collect()
+}
+
 fn typed<S: Float>(
     arch: &str,
     init: &Init,
@@ -109,36 +133,10 @@ where
         )?);
     }
     let (x, t) = batch_data::<S>(&mut rng)?;
-    let per_sample = |net: &mut dyn FnMut(&[S; W], &[S; W])| {
-        for (xi, ti) in x.iter().zip(&t) {
-            net(xi, ti);
-        }
-    };
+    let samples: Vec<([S; W], [S; W])> = x.iter().copied().zip(t.iter().copied()).collect();
     let grad_norms = match arch {
-        "plain" => {
-            let mut it = layers.into_iter();
-            let mut net: Box<Stack<Dense<S, W, W>, MAX_DEPTH>> =
-                Box::new(Stack::from_fn(depth, |_| {
-                    it.next().unwrap_or_else(|| Dense::new(Act::Tanh))
-                }));
-            per_sample(&mut |xi, ti| step(&mut *net, xi, ti));
-            net.active_mut()
-                .iter_mut()
-                .map(|l| GradStats::of::<S, _>(l).norm)
-                .collect()
-        }
-        "residual" => {
-            let mut it = layers.into_iter();
-            let mut net: Box<Stack<Residual<Dense<S, W, W>>, MAX_DEPTH>> =
-                Box::new(Stack::from_fn(depth, |_| {
-                    Residual(it.next().unwrap_or_else(|| Dense::new(Act::Tanh)))
-                }));
-            per_sample(&mut |xi, ti| step(&mut *net, xi, ti));
-            net.active_mut()
-                .iter_mut()
-                .map(|l| GradStats::of::<S, _>(l).norm)
-                .collect()
-        }
+        "plain" => stack_norms::<S, _>(layers, depth, &samples, |d| d),
+        "residual" => stack_norms::<S, _>(layers, depth, &samples, Residual),
         "batchnorm" => {
             type Block<S> = (
                 (Batched<S, Dense<S, W, W>, B>, BatchNorm<S, W, B>),
@@ -157,7 +155,14 @@ where
             let y = net.forward(&x, 0, &mut NearestEven, &mut ());
             let mut dy = [[S::ZERO; W]; B];
             for ((yi, ti), di) in y.iter().zip(&t).zip(dy.iter_mut()) {
-                loss_grad(Loss::Mse, yi, ti, B, di, &mut NearestEven, &mut ());
+                Objective::new(Loss::Mse).grad(
+                    yi,
+                    ti,
+                    1.0 / B as f64,
+                    di,
+                    &mut NearestEven,
+                    &mut (),
+                );
             }
             net.backward(&dy, 0, &mut NearestEven, &mut ());
             net.active_mut()
@@ -176,17 +181,6 @@ where
         depth,
         grad_norms,
     })
-}
-
-fn step<S: Float, L: Layer<S, Input = [S; W], Output = [S; W]> + Params<S>>(
-    net: &mut L,
-    x: &[S; W],
-    t: &[S; W],
-) {
-    let y = net.forward(x, 0, &mut NearestEven, &mut ());
-    let mut dy = [S::ZERO; W];
-    loss_grad(Loss::Mse, &y, t, B, &mut dy, &mut NearestEven, &mut ());
-    net.backward(&dy, 0, &mut NearestEven, &mut ());
 }
 
 #[cfg(test)]

@@ -6,18 +6,20 @@
 //! small products and biases every sum downward; nearest-even loses them symmetrically; stochastic rounding
 //! keeps them on average.
 
-use gradscope_core::{AnyRounding, Flags, I1F15, I8F24, I16F16, Scalar};
+use gradscope_core::{Flags, Scalar};
 use rand_core::{Rng, SeedableRng};
 use rand_xoshiro::Xoshiro128PlusPlus;
 
+use crate::options::{Precision, Rounding};
 use crate::output::{Frame, Outcome};
 use crate::plot::Plot;
+use crate::with_scalar;
 
 /// Range and resolution of one format, read off the type.
 #[derive(Clone, Debug, PartialEq)]
 pub struct FormatInfo {
-    /// Format name.
-    pub name: &'static str,
+    /// The format.
+    pub precision: Precision,
     /// Smallest positive step (LSB, or smallest normal for floats).
     pub resolution: f64,
     /// Most negative value.
@@ -26,9 +28,9 @@ pub struct FormatInfo {
     pub max: f64,
 }
 
-fn info<S: Scalar>() -> FormatInfo {
+fn info<S: Scalar>(precision: Precision) -> FormatInfo {
     FormatInfo {
-        name: S::NAME,
+        precision,
         resolution: S::RESOLUTION,
         min: S::MIN.to_f64(),
         max: S::MAX.to_f64(),
@@ -37,27 +39,32 @@ fn info<S: Scalar>() -> FormatInfo {
 
 /// Every format of the core, in order of decreasing range.
 pub fn format_infos() -> Vec<FormatInfo> {
-    vec![
-        info::<f64>(),
-        info::<f32>(),
-        info::<I16F16>(),
-        info::<I8F24>(),
-        info::<I1F15>(),
-    ]
+    Precision::ALL
+        .iter()
+        .map(|&p| with_scalar!(p, S => info::<S>(p)))
+        .collect()
 }
 
-/// The rounding modes, by name.
-pub const ROUNDINGS: [&str; 3] = ["floor", "nearest", "stochastic"];
+/// The rounding modes, in table order.
+pub const ROUNDINGS: [Rounding; 3] = [Rounding::Floor, Rounding::Nearest, Rounding::Stochastic];
+
+/// The formats of the product sweep: f32 (the baseline) and the fixed-point ones.
+pub const SWEPT: [Precision; 4] = [
+    Precision::F32,
+    Precision::I16F16,
+    Precision::I8F24,
+    Precision::I1F15,
+];
 
 /// One measured cell of the sweep.
 #[derive(Clone, Debug, PartialEq)]
 pub struct UnderflowCell {
-    /// Format name.
-    pub format: &'static str,
+    /// The format.
+    pub format: Precision,
     /// Operands have magnitude in `[2^−k−1, 2^−k)`.
     pub k: u32,
-    /// Rounding mode name.
-    pub rounding: &'static str,
+    /// The rounding mode.
+    pub rounding: Rounding,
     /// Products of non-zero operands measured.
     pub samples: u32,
     /// Fraction of those products that became zero.
@@ -68,17 +75,15 @@ pub struct UnderflowCell {
     pub bias_2se: f64,
 }
 
-fn rounding(name: &str, seed: u64) -> AnyRounding<Xoshiro128PlusPlus> {
-    match name {
-        "floor" => AnyRounding::Floor,
-        "nearest" => AnyRounding::NearestEven,
-        _ => AnyRounding::Stochastic(Xoshiro128PlusPlus::seed_from_u64(seed)),
-    }
-}
-
-fn cell<S: Scalar>(k: u32, mode: &'static str, samples: u32, seed: u64) -> UnderflowCell {
+fn cell<S: Scalar>(
+    format: Precision,
+    k: u32,
+    mode: Rounding,
+    samples: u32,
+    seed: u64,
+) -> UnderflowCell {
     let mut rng = Xoshiro128PlusPlus::seed_from_u64(seed ^ (k as u64) << 32);
-    let mut r = rounding(mode, seed.wrapping_add(k as u64));
+    let mut r = mode.build(seed.wrapping_add(k as u64));
     let scale = libm_pow2(-(k as i32));
     let draw = |rng: &mut Xoshiro128PlusPlus| {
         let u = 0.5 + 0.5 * (rng.next_u32() as f64 / (u32::MAX as f64 + 1.0));
@@ -101,7 +106,7 @@ fn cell<S: Scalar>(k: u32, mode: &'static str, samples: u32, seed: u64) -> Under
         mag += exact.abs();
     }
     UnderflowCell {
-        format: S::NAME,
+        format,
         k,
         rounding: mode,
         samples: n,
@@ -125,27 +130,45 @@ fn libm_pow2(e: i32) -> f64 {
 /// A format is measured only at magnitudes it can hold (operands above its LSB), as the operands themselves
 /// would otherwise be zero.
 pub fn underflow_sweep(ks: &[u32], samples: u32, seed: u64) -> Vec<UnderflowCell> {
-    fn push<S: Scalar>(out: &mut Vec<UnderflowCell>, k: u32, samples: u32, seed: u64) {
-        if libm_pow2(-(k as i32) - 1) >= S::RESOLUTION {
-            out.extend(
-                ROUNDINGS
-                    .iter()
-                    .map(|&mode| cell::<S>(k, mode, samples, seed)),
-            );
-        }
-    }
     let mut out = Vec::new();
     for &k in ks {
-        push::<f32>(&mut out, k, samples, seed);
-        push::<I16F16>(&mut out, k, samples, seed);
-        push::<I8F24>(&mut out, k, samples, seed);
-        push::<I1F15>(&mut out, k, samples, seed);
+        for p in SWEPT {
+            with_scalar!(p, S => {
+                if libm_pow2(-(k as i32) - 1) >= S::RESOLUTION {
+                    out.extend(
+                        ROUNDINGS
+                            .iter()
+                            .map(|&mode| cell::<S>(p, k, mode, samples, seed)),
+                    );
+                }
+            })
+        }
     }
     out
 }
 
+/// The cell for `format`, `k` and `rounding` in a sweep's results.
+pub fn find(
+    cells: &[UnderflowCell],
+    format: Precision,
+    k: u32,
+    rounding: Rounding,
+) -> Option<&UnderflowCell> {
+    cells
+        .iter()
+        .find(|c| c.format == format && c.k == k && c.rounding == rounding)
+}
+
 /// The `formats` subcommand's outcome: the formats' ranges, and product underflow per rounding mode.
 pub fn outcome(samples: u32, seed: u64) -> Outcome {
+    outcome_of(&underflow_sweep(&KS, samples, seed), samples)
+}
+
+/// Operand magnitudes of the sweep: 2^−k for these k.
+pub const KS: [u32; 4] = [4, 8, 10, 12];
+
+/// The outcome of a sweep's `cells` (measured with `samples` products each).
+pub fn outcome_of(cells: &[UnderflowCell], samples: u32) -> Outcome {
     let mut ranges = Frame::new(
         "formats",
         "Number formats (resolution = one LSB, or the smallest normal for floats)",
@@ -153,13 +176,12 @@ pub fn outcome(samples: u32, seed: u64) -> Outcome {
     );
     for i in format_infos() {
         ranges.push(vec![
-            i.name.into(),
+            i.precision.name().into(),
             i.resolution.into(),
             i.min.into(),
             i.max.into(),
         ]);
     }
-    let cells = underflow_sweep(&[4, 8, 10, 12], samples, seed);
     let mut products = Frame::new(
         "products",
         format!(
@@ -184,11 +206,11 @@ pub fn outcome(samples: u32, seed: u64) -> Outcome {
         false,
     );
     let mut by_line: Vec<(String, Vec<(f64, f64)>)> = Vec::new();
-    for c in &cells {
+    for c in cells {
         products.push(vec![
-            c.format.into(),
+            c.format.name().into(),
             c.k.into(),
-            c.rounding.into(),
+            c.rounding.name().into(),
             c.underflow_rate.into(),
             c.relative_bias.into(),
             c.bias_2se.into(),
@@ -225,7 +247,7 @@ mod tests {
         let infos = format_infos();
         let q15 = infos
             .iter()
-            .find(|i| i.name == "I1F15")
+            .find(|i| i.precision == Precision::I1F15)
             .map(|i| (i.min, i.max));
         assert_eq!(q15, Some((-1.0, 1.0 - 1.0 / 32768.0)));
     }
@@ -234,21 +256,15 @@ mod tests {
     fn floor_is_biased_and_loses_small_products_while_stochastic_is_not() {
         // Products of magnitude ~2^-20 are below the I16F16 LSB (2^-16).
         let cells = underflow_sweep(&[10], 4000, 1);
-        let get = |fmt: &str, mode: &str| {
-            cells
-                .iter()
-                .find(|c| c.format == fmt && c.rounding == mode && c.k == 10)
-                .cloned()
-                .unwrap()
-        };
-        let floor = get("I16F16", "floor");
-        let nearest = get("I16F16", "nearest");
-        let stoch = get("I16F16", "stochastic");
+        let get = |fmt, mode| find(&cells, fmt, 10, mode).cloned().unwrap();
+        let floor = get(Precision::I16F16, Rounding::Floor);
+        let nearest = get(Precision::I16F16, Rounding::Nearest);
+        let stoch = get(Precision::I16F16, Rounding::Stochastic);
         // Floor: positive products vanish (about half), negative ones become -1 LSB: huge negative bias.
         assert!((floor.underflow_rate - 0.5).abs() < 0.05, "{floor:?}");
         assert!(floor.relative_bias < -1.0, "{floor:?}");
         assert!(nearest.underflow_rate > 0.99, "{nearest:?}");
         assert!(stoch.relative_bias.abs() < 0.5, "{stoch:?}");
-        assert!(get("f32", "floor").underflow_rate == 0.0);
+        assert!(get(Precision::F32, Rounding::Floor).underflow_rate == 0.0);
     }
 }

@@ -5,15 +5,23 @@
 pub mod accuracy;
 pub mod data;
 pub mod depth;
+pub mod dump;
 pub mod effects;
 pub mod flow;
 pub mod formats;
+pub mod markup;
+pub mod options;
 pub mod output;
 pub mod par;
 pub mod parity;
 pub mod plot;
+pub mod record;
 pub mod report;
 pub mod rnn;
-pub mod spec;
 pub mod table;
 pub mod train;
+
+/// The top-level README's code examples, compiled and run as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../../../README.md")]
+struct ReadmeDoctests;

@@ -5,13 +5,16 @@ use std::process::ExitCode;
 
 use anyhow::Result;
 use clap::{Args, Parser, Subcommand};
-use gradscope_core::{Act, Init};
+use gradscope_core::{Act, Clip};
 use gradscope_lab::depth::{self, DepthConfig};
+use gradscope_lab::options::{
+    InitName, OptimizerKind, Precision, Rounding, Scaling, Task, parse_act, parse_clip_arg,
+    parse_scaling,
+};
 use gradscope_lab::output::{Format, OutDir, Outcome, write_atomic};
 use gradscope_lab::report::{self, Effort};
 use gradscope_lab::rnn::{self, RnnConfig};
-use gradscope_lab::spec::Clip;
-use gradscope_lab::train::{self, Scaling, TrainConfig};
+use gradscope_lab::train::{self, TrainConfig};
 
 #[derive(Parser, Debug)]
 #[command(name = "gradscope", version, about, long_about = None)]
@@ -31,52 +34,13 @@ struct Output {
     out: Option<PathBuf>,
 }
 
-fn parse_act(s: &str) -> Result<Act, String> {
-    Act::from_name(s).map_err(|e| e.to_string())
-}
-
-fn parse_clip(s: &str) -> Result<Clip, String> {
-    s.parse::<Clip>().map_err(|e| e.to_string())
-}
-
-fn parse_scaling(s: &str) -> Result<Scaling, String> {
-    s.parse::<Scaling>().map_err(|e| e.to_string())
-}
-
 #[derive(Subcommand, Debug)]
 enum Command {
     /// Per-layer gradient norms of a deep dense stack (vanishing and exploding through depth), with the
     /// fixed-point underflow horizon measured and predicted.
     Depth {
-        /// Activation of every layer: identity, sigmoid, tanh, relu, leaky_relu, elu, selu, softplus, gelu,
-        /// gelu_tanh, silu, softsign, hardsigmoid, hardtanh. leaky_relu, elu and softplus take a parameter as
-        /// name:value, e.g. leaky_relu:0.2.
-        #[arg(long, default_value = "sigmoid", value_parser = parse_act)]
-        activation: Act,
-        /// Weight initializer (biases are zero).
-        #[arg(long, default_value = "xavier_normal", value_parser = clap::builder::PossibleValuesParser::new(Init::NAMES))]
-        init: String,
-        /// Number of layers, 1 to 64.
-        #[arg(long, default_value_t = 32)]
-        depth: usize,
-        /// Width of every layer: 8, 16, 32 or 64.
-        #[arg(long, default_value_t = 32)]
-        width: usize,
-        /// Number format.
-        #[arg(long, default_value = "i16f16", value_parser = clap::builder::PossibleValuesParser::new(depth::PRECISIONS))]
-        precision: String,
-        /// Rounding of fixed-point results.
-        #[arg(long, default_value = "nearest", value_parser = ["floor", "nearest", "stochastic"])]
-        rounding: String,
-        /// Seed of weights, data and stochastic rounding.
-        #[arg(long, default_value_t = 1)]
-        seed: u64,
-        /// Samples in the batch, 1 to 4096.
-        #[arg(long, default_value_t = 16)]
-        batch: usize,
-        /// Static loss scale applied to the output gradient (gradients are reported scaled).
-        #[arg(long, default_value_t = 1.0)]
-        loss_scale: f64,
+        #[command(flatten)]
+        cfg: DepthConfig,
         /// Write weights, data and gradients as JSON (schema gradscope-dump/1).
         #[arg(long, value_name = "FILE.json")]
         dump: Option<PathBuf>,
@@ -85,36 +49,8 @@ enum Command {
     },
     /// Per-time-step gradient norms ‖∂L/∂h_t‖ of a recurrent layer (vanishing and exploding through time).
     Rnn {
-        /// Cell: rnn (tanh), irnn (ReLU, identity recurrent weights), lstm, gru.
-        #[arg(long, default_value = "rnn", value_parser = clap::builder::PossibleValuesParser::new(rnn::CELLS))]
-        cell: String,
-        /// Time steps: 10, 20, 50 or 100.
-        #[arg(long, default_value_t = 50)]
-        steps: usize,
-        /// Hidden units: 8, 16 or 32.
-        #[arg(long, default_value_t = 16)]
-        hidden: usize,
-        /// Gain of the recurrent weights (every singular value for rnn/lstm/gru, the diagonal for irnn).
-        #[arg(long, default_value_t = 1.0)]
-        recurrent_scale: f64,
-        /// Bias of the LSTM forget gate or GRU update gate.
-        #[arg(long, default_value_t = 1.0, allow_negative_numbers = true)]
-        gate_bias: f64,
-        /// Clipping of the parameter gradients: none, value:V, norm:N (per tensor), global:N, agc:L.
-        #[arg(long, default_value = "none", value_parser = parse_clip)]
-        clip: Clip,
-        /// Number format (lstm and gru: f32 or f64).
-        #[arg(long, default_value = "f32", value_parser = clap::builder::PossibleValuesParser::new(depth::PRECISIONS))]
-        precision: String,
-        /// Rounding of fixed-point results.
-        #[arg(long, default_value = "nearest", value_parser = ["floor", "nearest", "stochastic"])]
-        rounding: String,
-        /// Seed.
-        #[arg(long, default_value_t = 1)]
-        seed: u64,
-        /// Sequences in the batch, 1 to 1024.
-        #[arg(long, default_value_t = 16)]
-        batch: usize,
+        #[command(flatten)]
+        cfg: RnnConfig,
         /// Write weights, data and gradients as JSON (schema gradscope-dump/1).
         #[arg(long, value_name = "FILE.json")]
         dump: Option<PathBuf>,
@@ -127,8 +63,8 @@ enum Command {
         #[command(flatten)]
         train: TrainArgs,
         /// Number format.
-        #[arg(long, default_value = "f32", value_parser = clap::builder::PossibleValuesParser::new(depth::PRECISIONS))]
-        precision: String,
+        #[arg(long, value_enum, default_value_t = Precision::F32, ignore_case = true)]
+        precision: Precision,
         #[command(flatten)]
         output: Output,
     },
@@ -138,8 +74,14 @@ enum Command {
         #[command(flatten)]
         train: TrainArgs,
         /// Precisions to compare, comma-separated.
-        #[arg(long, default_value = "f64,f32,i16f16,i8f24,i1f15", value_delimiter = ',', value_parser = clap::builder::PossibleValuesParser::new(depth::PRECISIONS))]
-        precisions: Vec<String>,
+        #[arg(
+            long,
+            value_enum,
+            default_value = "f64,f32,i16f16,i8f24,i1f15",
+            value_delimiter = ',',
+            ignore_case = true
+        )]
+        precisions: Vec<Precision>,
         #[command(flatten)]
         output: Output,
     },
@@ -186,9 +128,11 @@ enum Command {
     /// Each activation backend's maximum absolute error against the f64 formula, for f and f′, over
     /// x = k/256 in [−20, 20] (f32 libm, f32 micromath, I16F16, I8F24, I1F15).
     Activations {
-        /// Print the markdown table (the one in crates/gradscope-core/README.md).
+        /// Print the Markdown table (the one in crates/gradscope-core/README.md) instead.
         #[arg(long)]
         markdown: bool,
+        #[command(flatten)]
+        output: Output,
     },
     /// The parity digests the firmware prints (`digest <workload> <hex>`), computed on the host; a test
     /// runs the firmware under QEMU and compares the lines.
@@ -211,26 +155,28 @@ enum Command {
 /// Options shared by `train` and `precision`.
 #[derive(Args, Debug, Clone)]
 struct TrainArgs {
-    /// Task: xor, spiral, sine, adding (Hochreiter & Schmidhuber's adding problem, 20 steps), digits (8×8
-    /// handwritten digits).
-    #[arg(long, default_value = "xor", value_parser = clap::builder::PossibleValuesParser::new(gradscope_lab::data::TASKS))]
-    task: String,
+    /// Task.
+    #[arg(long, value_enum, default_value_t = Task::Xor)]
+    task: Task,
     /// Digits data file instead of the bundled one: CSV rows of 64 pixels (0..16) and a label (0..9).
     #[arg(long, value_name = "FILE.csv")]
     data: Option<PathBuf>,
     /// Rounding of fixed-point results.
-    #[arg(long, default_value = "nearest", value_parser = ["floor", "nearest", "stochastic"])]
-    rounding: String,
+    #[arg(long, value_enum, default_value_t = Rounding::Nearest)]
+    rounding: Rounding,
     /// Hidden-layer activation (default: the task's; see `gradscope activations` for names).
     #[arg(long, value_parser = parse_act)]
     activation: Option<Act>,
-    /// Optimizer: sgd, momentum (0.9) or adam.
-    #[arg(long, default_value = "momentum", value_parser = clap::builder::PossibleValuesParser::new(train::OPTIMIZERS))]
-    optimizer: String,
+    /// Optimizer (default: the task's: SGD with momentum 0.9, Adam for the adding task).
+    #[arg(long, value_enum)]
+    optimizer: Option<OptimizerKind>,
+    /// SGD's momentum, from 0 (plain SGD) to below 1 (default 0.9).
+    #[arg(long)]
+    momentum: Option<f64>,
     /// Learning rate (default: the task's).
     #[arg(long)]
     lr: Option<f64>,
-    /// Coupled L2 weight decay.
+    /// Weight decay: coupled L2 for sgd and adam, decoupled for adamw.
     #[arg(long, default_value_t = 0.0)]
     weight_decay: f64,
     /// Passes over the training set (default: the task's).
@@ -243,7 +189,7 @@ struct TrainArgs {
     #[arg(long, default_value = "none", value_parser = parse_scaling)]
     loss_scale: Scaling,
     /// Clipping: none, value:V, norm:N (per tensor), global:N, agc:L.
-    #[arg(long, default_value = "none", value_parser = parse_clip)]
+    #[arg(long, default_value = "none", value_parser = parse_clip_arg)]
     clip: Clip,
     /// The loss reads the outputs multiplied by this; e.g. 8 lets I1F15 outputs stand for logits in (−8, 8).
     #[arg(long, default_value_t = 1.0)]
@@ -254,13 +200,14 @@ struct TrainArgs {
 }
 
 impl TrainArgs {
-    fn config(&self, precision: &str) -> TrainConfig {
-        let d = TrainConfig::for_task(&self.task);
+    fn config(&self, precision: Precision) -> TrainConfig {
+        let d = TrainConfig::for_task(self.task);
         TrainConfig {
-            precision: precision.into(),
-            rounding: self.rounding.clone(),
+            precision,
+            rounding: self.rounding,
             activation: self.activation,
-            optimizer: self.optimizer.clone(),
+            optimizer: self.optimizer.unwrap_or(d.optimizer),
+            momentum: self.momentum.unwrap_or(d.momentum),
             lr: self.lr.unwrap_or(d.lr),
             weight_decay: self.weight_decay,
             epochs: self.epochs.unwrap_or(d.epochs),
@@ -274,30 +221,8 @@ impl TrainArgs {
     }
 
     fn data(&self, seed: u64) -> Result<gradscope_lab::data::Dataset> {
-        gradscope_lab::data::load(&self.task, seed, self.data.as_deref())
+        gradscope_lab::data::load(self.task, seed, self.data.as_deref())
     }
-}
-
-/// Render a simple markdown table as an aligned text table.
-fn markdown_to_text(md: &str) -> String {
-    let rows: Vec<Vec<String>> = md
-        .lines()
-        .filter(|l| !l.starts_with("|---"))
-        .map(|l| {
-            l.trim_matches('|')
-                .split('|')
-                .map(|c| c.trim().trim_matches('`').to_string())
-                .collect()
-        })
-        .collect();
-    let Some((header, body)) = rows.split_first() else {
-        return String::new();
-    };
-    let mut t = gradscope_lab::table::Table::new(header.clone());
-    for r in body {
-        t.push(r.clone());
-    }
-    t.render()
 }
 
 /// Check every output path before any work, so a bad path fails fast and nothing is half-written.
@@ -319,6 +244,17 @@ fn prepare(out: &Option<PathBuf>, dump: Option<&Path>) -> Result<Option<OutDir>>
         }
     }
     out.as_deref().map(OutDir::check).transpose()
+}
+
+/// Write a dump as JSON, when asked to.
+fn write_dump(path: Option<&Path>, dump: &gradscope_lab::dump::Dump) -> Result<()> {
+    match path {
+        Some(p) => write_atomic(
+            p,
+            (serde_json::to_string_pretty(&dump.json())? + "\n").as_bytes(),
+        ),
+        None => Ok(()),
+    }
 }
 
 fn emit(o: &Outcome, output: &Output, dir: Option<&OutDir>) -> Result<String> {
@@ -348,78 +284,35 @@ fn run(cli: Cli) -> Result<String> {
                 dir.as_ref(),
             )?
         }
-        Command::Activations { markdown } => {
-            let md = gradscope_lab::accuracy::markdown_table();
-            if markdown { md } else { markdown_to_text(&md) }
-        }
-        Command::Depth {
-            activation,
-            init,
-            depth,
-            width,
-            precision,
-            rounding,
-            seed,
-            batch,
-            loss_scale,
-            dump,
-            output,
-        } => {
-            let dir = prepare(&output.out, dump.as_deref())?;
-            let cfg = DepthConfig {
-                act: activation,
-                init,
-                depth,
-                width,
-                precision,
-                rounding,
-                seed,
-                batch,
-                loss_scale,
-            };
-            let r = depth::run(&cfg)?;
-            if let Some(path) = &dump {
-                write_atomic(
-                    path,
-                    (serde_json::to_string_pretty(&r.dump)? + "\n").as_bytes(),
-                )?;
+        Command::Activations { markdown, output } => {
+            let dir = prepare(&output.out, None)?;
+            let frame = gradscope_lab::accuracy::frame(&gradscope_lab::accuracy::rows());
+            if markdown {
+                frame.markdown()
+            } else {
+                let o = Outcome {
+                    name: "activations".into(),
+                    heading:
+                        "Maximum absolute error against the f64 formula over x = k/256, |x| <= 20"
+                            .into(),
+                    json: frame.json(),
+                    frames: vec![frame],
+                    plots: Vec::new(),
+                    notes: Vec::new(),
+                };
+                emit(&o, &output, dir.as_ref())?
             }
+        }
+        Command::Depth { cfg, dump, output } => {
+            let dir = prepare(&output.out, dump.as_deref())?;
+            let r = depth::run(&cfg)?;
+            write_dump(dump.as_deref(), &r.dump)?;
             emit(&depth::outcome(&r)?, &output, dir.as_ref())?
         }
-        Command::Rnn {
-            cell,
-            steps,
-            hidden,
-            recurrent_scale,
-            gate_bias,
-            clip,
-            precision,
-            rounding,
-            seed,
-            batch,
-            dump,
-            output,
-        } => {
+        Command::Rnn { cfg, dump, output } => {
             let dir = prepare(&output.out, dump.as_deref())?;
-            let cfg = RnnConfig {
-                cell,
-                steps,
-                hidden,
-                recurrent_scale,
-                gate_bias,
-                clip,
-                precision,
-                rounding,
-                seed,
-                batch,
-            };
             let r = rnn::run(&cfg)?;
-            if let Some(path) = &dump {
-                write_atomic(
-                    path,
-                    (serde_json::to_string_pretty(&r.dump)? + "\n").as_bytes(),
-                )?;
-            }
+            write_dump(dump.as_deref(), &r.dump)?;
             emit(&rnn::outcome(&r)?, &output, dir.as_ref())?
         }
         Command::Train {
@@ -428,7 +321,7 @@ fn run(cli: Cli) -> Result<String> {
             output,
         } => {
             let dir = prepare(&output.out, None)?;
-            let cfg = args.config(&precision);
+            let cfg = args.config(precision);
             train::validate(&cfg)?;
             let data = args.data(cfg.seed)?;
             let r = train::run(&cfg, &data)?;
@@ -440,11 +333,10 @@ fn run(cli: Cli) -> Result<String> {
             output,
         } => {
             let dir = prepare(&output.out, None)?;
-            let cfg = args.config("f32");
+            let cfg = args.config(Precision::F32);
             train::validate(&cfg)?;
             let data = args.data(cfg.seed)?;
-            let names: Vec<&str> = precisions.iter().map(String::as_str).collect();
-            let runs = train::across_precisions(&cfg, &data, &names)?;
+            let runs = train::across_precisions(&cfg, &data, &precisions)?;
             emit(&train::precision_outcome(&runs)?, &output, dir.as_ref())?
         }
         Command::PrecisionEffects { quick, output } => {
@@ -463,11 +355,18 @@ fn run(cli: Cli) -> Result<String> {
             output,
         } => {
             let dir = prepare(&output.out, None)?;
-            emit(
-                &depth::horizon_outcome(depth, width, batch, seed)?,
-                &output,
-                dir.as_ref(),
-            )?
+            depth::validate(&DepthConfig {
+                batch,
+                ..DepthConfig::new(
+                    Act::Sigmoid,
+                    InitName::XavierNormal,
+                    depth,
+                    width,
+                    Precision::I16F16,
+                )
+            })?;
+            let runs = depth::horizon_runs(depth, width, batch, seed)?;
+            emit(&depth::horizon_outcome(&runs)?, &output, dir.as_ref())?
         }
         Command::FirmwareDigests => gradscope_lab::parity::digest_lines()?.join("\n") + "\n",
         Command::Report { quick, format, out } => {

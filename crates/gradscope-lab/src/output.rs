@@ -9,7 +9,9 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result, bail};
 use serde::Serialize;
 
+use crate::markup::escape;
 use crate::plot::Plot;
+use crate::record;
 use crate::table::{Table, num};
 
 /// One cell of a [`Frame`].
@@ -22,6 +24,11 @@ pub enum Cell {
     Num(f64),
     /// A name.
     Text(String),
+    /// A name that is code (an identifier): `backticked` in Markdown.
+    Code(String),
+    /// A measured number shown to two significant digits (`8.8e-8`; exact 0 as `0`), full precision in CSV
+    /// and JSON.
+    Approx(f64),
     /// Not applicable (empty in CSV, `null` in JSON, `-` in tables).
     None,
 }
@@ -32,7 +39,9 @@ impl Cell {
             Cell::Int(v) => v.to_string(),
             Cell::Num(v) if v.is_finite() => num(*v),
             Cell::Num(v) => v.to_string(),
-            Cell::Text(s) => s.clone(),
+            Cell::Text(s) | Cell::Code(s) => s.clone(),
+            Cell::Approx(v) if *v == 0.0 => "0".into(),
+            Cell::Approx(v) => format!("{v:.1e}"),
             Cell::None => "-".into(),
         }
     }
@@ -41,11 +50,11 @@ impl Cell {
         match self {
             Cell::Int(v) => v.to_string(),
             // Rust's shortest round-trip form: the exact f64 back when parsed.
-            Cell::Num(v) => format!("{v:e}"),
-            Cell::Text(s) if s.contains([',', '"', '\n']) => {
+            Cell::Num(v) | Cell::Approx(v) => format!("{v:e}"),
+            Cell::Text(s) | Cell::Code(s) if s.contains([',', '"', '\n']) => {
                 format!("\"{}\"", s.replace('"', "\"\""))
             }
-            Cell::Text(s) => s.clone(),
+            Cell::Text(s) | Cell::Code(s) => s.clone(),
             Cell::None => String::new(),
         }
     }
@@ -53,10 +62,10 @@ impl Cell {
     fn json(&self) -> serde_json::Value {
         match self {
             Cell::Int(v) => (*v).into(),
-            Cell::Num(v) => {
+            Cell::Num(v) | Cell::Approx(v) => {
                 serde_json::Number::from_f64(*v).map_or(serde_json::Value::Null, Into::into)
             }
-            Cell::Text(s) => s.clone().into(),
+            Cell::Text(s) | Cell::Code(s) => s.clone().into(),
             Cell::None => serde_json::Value::Null,
         }
     }
@@ -122,6 +131,33 @@ impl Frame {
         }
     }
 
+    /// A frame with one row per record and one column per field, in the fields' order: numbers (NaN and ±∞
+    /// kept), names (enums by their serialized name), `None`s. Nested records are flattened with
+    /// `#[serde(flatten)]`; other nested values are not supported (an error).
+    pub fn from_records<T: Serialize>(
+        name: &str,
+        title: impl Into<String>,
+        records: &[T],
+    ) -> Result<Frame> {
+        let rows = records
+            .iter()
+            .map(|r| {
+                let mut row = Vec::new();
+                r.serialize(record::Fields(&mut row))?;
+                Ok(row)
+            })
+            .collect::<std::result::Result<Vec<_>, record::Unsupported>>()
+            .map_err(|e| anyhow::anyhow!("frame {name}: {e}"))?;
+        let columns: Vec<&str> = rows
+            .first()
+            .map_or(Vec::new(), |r| r.iter().map(|(k, _)| k.as_str()).collect());
+        let mut f = Frame::new(name, title, &columns);
+        for r in rows {
+            f.push(r.into_iter().map(|(_, c)| c).collect());
+        }
+        Ok(f)
+    }
+
     /// Append a row (padded or cut to the column count).
     pub fn push(&mut self, row: Vec<Cell>) {
         let mut row = row;
@@ -165,6 +201,23 @@ impl Frame {
             .collect()
     }
 
+    /// A Markdown table (cells as in the text table, code in backticks).
+    pub fn markdown(&self) -> String {
+        let mut out = format!("| {} |\n", self.columns.join(" | "));
+        out += &format!("|{}\n", "---|".repeat(self.columns.len()));
+        for r in &self.rows {
+            let cells: Vec<String> = r
+                .iter()
+                .map(|c| match c {
+                    Cell::Code(t) => format!("`{t}`"),
+                    other => other.table(),
+                })
+                .collect();
+            out += &format!("| {} |\n", cells.join(" | "));
+        }
+        out
+    }
+
     /// An HTML table.
     pub fn html(&self) -> String {
         let mut out = String::from("<table>\n<tr>");
@@ -175,7 +228,7 @@ impl Frame {
         for r in &self.rows {
             out += "<tr>";
             for c in r {
-                let class = if matches!(c, Cell::Text(_)) {
+                let class = if matches!(c, Cell::Text(_) | Cell::Code(_)) {
                     ""
                 } else {
                     " class=\"n\""
@@ -186,14 +239,6 @@ impl Frame {
         }
         out + "</table>\n"
     }
-}
-
-/// Escape text for XML and HTML.
-pub fn escape(s: &str) -> String {
-    s.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-        .replace('"', "&quot;")
 }
 
 /// Output format of a subcommand's data on stdout.

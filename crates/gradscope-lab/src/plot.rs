@@ -7,7 +7,7 @@
 
 use std::fmt::Write as _;
 
-use crate::output::escape;
+use crate::markup::escape;
 
 /// One named line.
 #[derive(Clone, Debug, PartialEq)]
@@ -35,16 +35,53 @@ pub struct Plot {
     pub series: Vec<Series>,
 }
 
-const W: f64 = 860.0;
-const H: f64 = 440.0;
+/// The plotting area (the canvas grows around it to fit the legend).
+const PW: f64 = 490.0;
+const PH: f64 = 350.0;
 const LEFT: f64 = 80.0;
-const RIGHT: f64 = 290.0;
 const TOP: f64 = 40.0;
 const BOTTOM: f64 = 50.0;
-const COLORS: [&str; 10] = [
-    "#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f",
-    "#bcbd22", "#17becf",
+/// Vertical distance between legend entries.
+const LEGEND_STEP: f64 = 18.0;
+/// Width of one legend character at font size 12 (a generous estimate for sans-serif), for sizing.
+const CHAR_W: f64 = 7.0;
+/// Eight colours that stay apart (Tableau 10 without its grey and olive), each drawn solid, dashed and dotted,
+/// with three marker shapes: 72 series get distinct styles before any repeats.
+const COLORS: [&str; 8] = [
+    "#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#17becf",
 ];
+const DASHES: [&str; 3] = ["", "7,3", "2,2"];
+
+/// The style of series `k`: colour, dash pattern (empty: solid) and marker shape (0 circle, 1 square,
+/// 2 triangle). Distinct for the first `8·3·3 = 72` series.
+fn style(k: usize) -> (&'static str, &'static str, usize) {
+    let color = COLORS[k % COLORS.len()];
+    let dash = DASHES[(k / COLORS.len()) % DASHES.len()];
+    let marker = (k / (COLORS.len() * DASHES.len())) % 3;
+    (color, dash, marker)
+}
+
+/// A marker of shape `shape` at (x, y) with radius `r`.
+fn marker(shape: usize, x: f64, y: f64, r: f64, color: &str) -> String {
+    match shape {
+        1 => format!(
+            r#"<rect x="{:.1}" y="{:.1}" width="{:.1}" height="{:.1}" fill="{color}"/>"#,
+            x - r,
+            y - r,
+            2.0 * r,
+            2.0 * r
+        ),
+        2 => format!(
+            r#"<path d="M{x:.1},{:.1}L{:.1},{:.1}L{:.1},{:.1}Z" fill="{color}"/>"#,
+            y - 1.2 * r,
+            x + 1.1 * r,
+            y + 0.8 * r,
+            x - 1.1 * r,
+            y + 0.8 * r
+        ),
+        _ => format!(r#"<circle cx="{x:.1}" cy="{y:.1}" r="{r}" fill="{color}"/>"#),
+    }
+}
 
 impl Plot {
     /// A plot with no series.
@@ -57,6 +94,17 @@ impl Plot {
             log_y,
             series: Vec::new(),
         }
+    }
+
+    /// The plot with these lines added, each a name and its points.
+    pub fn with_lines<N: Into<String>>(
+        mut self,
+        lines: impl IntoIterator<Item = (N, Vec<(f64, f64)>)>,
+    ) -> Plot {
+        for (name, points) in lines {
+            self.line(name, points);
+        }
+        self
     }
 
     /// Add a line.
@@ -118,16 +166,42 @@ impl Plot {
             nice_ticks(lo, hi, 6.0)
         };
         let (xt, xlo, xhi) = nice_ticks(x0, x1, 8.0);
-        let pw = W - LEFT - RIGHT;
-        let ph = H - TOP - BOTTOM;
+        let (pw, ph) = (PW, PH);
+        // The legend: one entry per series (with the count of points it could not draw); the canvas grows to
+        // fit the longest label and every entry.
+        let labels: Vec<String> = self
+            .series
+            .iter()
+            .map(|series| {
+                let lost = series
+                    .points
+                    .iter()
+                    .filter(|&&(x, y)| self.drawable(y).is_none() || !x.is_finite())
+                    .count();
+                let mut label = series.name.clone();
+                if lost > 0 {
+                    let why = if self.log_y {
+                        "zero or non-finite"
+                    } else {
+                        "non-finite"
+                    };
+                    label += &format!(" ({lost} {why} not drawn)");
+                }
+                label
+            })
+            .collect();
+        let longest = labels.iter().map(|l| l.chars().count()).max().unwrap_or(0);
+        let legend_w = 12.0 + 24.0 + CHAR_W * longest as f64 + 12.0;
+        let w = (LEFT + pw + legend_w).max(LEFT + pw + 60.0).ceil();
+        let h = (TOP + ph + BOTTOM).max(TOP + 10.0 + LEGEND_STEP * labels.len() as f64 + 10.0);
         let sx = |x: f64| LEFT + (x - xlo) / (xhi - xlo) * pw;
         let sy = |y: f64| TOP + ph - (y - ylo) / (yhi - ylo) * ph;
         let mut s = String::new();
         let _ = writeln!(
             s,
-            r#"<svg xmlns="http://www.w3.org/2000/svg" width="{W}" height="{H}" viewBox="0 0 {W} {H}" font-family="sans-serif" font-size="12">"#
+            r#"<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" viewBox="0 0 {w} {h}" font-family="sans-serif" font-size="12">"#
         );
-        let _ = writeln!(s, r#"<rect width="{W}" height="{H}" fill="white"/>"#);
+        let _ = writeln!(s, r#"<rect width="{w}" height="{h}" fill="white"/>"#);
         let _ = writeln!(
             s,
             r#"<text x="{}" y="22" text-anchor="middle" font-size="14">{}</text>"#,
@@ -167,7 +241,7 @@ impl Plot {
             s,
             r#"<text x="{:.1}" y="{:.1}" text-anchor="middle">{}</text>"#,
             LEFT + pw / 2.0,
-            H - 12.0,
+            TOP + ph + BOTTOM - 12.0,
             escape(&self.x_label)
         );
         let _ = writeln!(
@@ -176,65 +250,51 @@ impl Plot {
             TOP + ph / 2.0,
             escape(&self.y_label)
         );
-        for (k, series) in self.series.iter().enumerate() {
-            let color = COLORS[k % COLORS.len()];
+        for (k, (series, label)) in self.series.iter().zip(&labels).enumerate() {
+            let (color, dash, shape) = style(k);
+            let dash_attr = if dash.is_empty() {
+                String::new()
+            } else {
+                format!(r#" stroke-dasharray="{dash}""#)
+            };
             let mut runs: Vec<Vec<(f64, f64)>> = vec![Vec::new()];
-            let mut lost = 0usize;
             for &(x, y) in &series.points {
                 match self.drawable(y).filter(|_| x.is_finite()) {
                     Some(v) => runs
                         .last_mut()
                         .into_iter()
                         .for_each(|r| r.push((sx(x), sy(v)))),
-                    None => {
-                        lost += 1;
-                        runs.push(Vec::new());
-                    }
+                    None => runs.push(Vec::new()),
                 }
             }
             for run in runs.iter().filter(|r| !r.is_empty()) {
                 let path: Vec<String> = run.iter().map(|(x, y)| format!("{x:.1},{y:.1}")).collect();
                 if run.len() == 1 {
-                    let _ = writeln!(
-                        s,
-                        r#"<circle cx="{:.1}" cy="{:.1}" r="2.5" fill="{color}"/>"#,
-                        run[0].0, run[0].1
-                    );
+                    let _ = writeln!(s, "{}", marker(shape, run[0].0, run[0].1, 2.5, color));
                 } else {
                     let _ = writeln!(
                         s,
-                        r#"<polyline fill="none" stroke="{color}" stroke-width="1.8" points="{}"/>"#,
+                        r#"<polyline fill="none" stroke="{color}" stroke-width="1.8"{dash_attr} points="{}"/>"#,
                         path.join(" ")
                     );
                     // Markers on short series, so lines that coincide still show every point.
                     if run.len() <= 40 {
-                        for (x, y) in run {
-                            let _ = writeln!(
-                                s,
-                                r#"<circle cx="{x:.1}" cy="{y:.1}" r="2" fill="{color}"/>"#
-                            );
+                        for &(x, y) in run {
+                            let _ = writeln!(s, "{}", marker(shape, x, y, 2.0, color));
                         }
                     }
                 }
             }
-            let ly = TOP + 10.0 + 18.0 * k as f64;
+            let ly = TOP + 10.0 + LEGEND_STEP * k as f64;
             let lx = LEFT + pw + 12.0;
-            let mut label = series.name.clone();
-            if lost > 0 {
-                let why = if self.log_y {
-                    "zero or non-finite"
-                } else {
-                    "non-finite"
-                };
-                label += &format!(" ({lost} {why} not drawn)");
-            }
             let _ = writeln!(
                 s,
-                r#"<line x1="{lx}" y1="{ly}" x2="{}" y2="{ly}" stroke="{color}" stroke-width="3"/><text x="{}" y="{}">{}</text>"#,
+                r#"<line x1="{lx}" y1="{ly}" x2="{}" y2="{ly}" stroke="{color}" stroke-width="3"{dash_attr}/>{}<text x="{}" y="{}">{}</text>"#,
                 lx + 18.0,
+                marker(shape, lx + 9.0, ly, 2.5, color),
                 lx + 24.0,
                 ly + 4.0,
-                escape(&label)
+                escape(label)
             );
         }
         s += "</svg>\n";
@@ -281,11 +341,37 @@ mod tests {
         assert!(svg.starts_with("<svg") && svg.ends_with("</svg>\n"));
         assert!(svg.contains("t &lt;&amp;&gt;"));
         assert_eq!(svg.matches("<polyline").count(), 2);
-        // The lone point after the gap, and a marker on each of the 4 points of the two polylines.
-        assert_eq!(svg.matches("<circle").count(), 1 + 4);
+        // The lone point after the gap, a marker on each of the 4 points of the two polylines, and one in
+        // each of the two legend entries.
+        assert_eq!(svg.matches("<circle").count(), 1 + 4 + 2);
         assert!(svg.contains("a (1 zero or non-finite not drawn)"));
         assert!(svg.contains(">1e-3<") && svg.contains(">1e1<"));
         assert_eq!(svg, p.svg());
+    }
+
+    #[test]
+    fn many_series_keep_distinct_styles_and_the_legend_fits() {
+        let styles: std::collections::HashSet<_> = (0..72).map(style).collect();
+        assert_eq!(styles.len(), 72);
+        let mut p = Plot::new("p", "", "x", "y", false);
+        for k in 0..40 {
+            p.line(
+                format!("a fairly long series name number {k}"),
+                vec![(0.0, k as f64), (1.0, k as f64 + 1.0)],
+            );
+        }
+        let svg = p.svg();
+        let attr = |name: &str| -> f64 {
+            let at = svg.find(&format!(" {name}=\"")).unwrap() + name.len() + 3;
+            svg[at..].split('"').next().unwrap().parse().unwrap()
+        };
+        let (w, h) = (attr("width"), attr("height"));
+        // The last legend entry's baseline and the longest label's right end are inside the canvas.
+        let last_y = TOP + 10.0 + LEGEND_STEP * 39.0 + 4.0;
+        assert!(last_y < h, "{last_y} >= {h}");
+        let longest = "a fairly long series name number 39".chars().count() as f64;
+        let right = LEFT + PW + 12.0 + 24.0 + CHAR_W * longest;
+        assert!(right < w, "{right} >= {w}");
     }
 
     #[test]

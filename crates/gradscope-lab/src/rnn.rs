@@ -19,50 +19,78 @@
 //! gradient norm before and after.
 
 use anyhow::{Result, anyhow, bail};
+use gradscope_core::train::backprop;
 use gradscope_core::{
-    Act, Activate, EventCounts, Float, Gru, I1F15, I8F24, I16F16, Init, Layer, LayerStats, Loss,
-    Lstm, NearestEven, Phase, Probes, Rnn, Scalar, init_matrix, init_slice, loss_grad,
+    Act, Activate, Clip, ClipReport, EventCounts, Float, Gru, I1F15, I8F24, I16F16, Init, LastStep,
+    Layer, LayerStats, Loss, Lstm, NearestEven, Objective, Phase, Pooled, Probes, Rnn, Scalar,
+    init_matrix, init_slice,
 };
 use rand_core::SeedableRng;
 use rand_xoshiro::Xoshiro128PlusPlus;
 use serde::Serialize;
-use serde_json::{Value, json};
 
-use crate::depth::PRECISIONS;
+use crate::dump::{Dump, DumpLayer, Tensor};
+use crate::options::{Cell, Precision, Rounding, in_range, number, one_of, parse_clip_arg};
 use crate::output::{Frame, Outcome};
 use crate::plot::Plot;
-use crate::spec::{Clip, ClipReport, check_rounding, rounding};
 
-/// Recurrent cells.
-pub const CELLS: [&str; 4] = ["rnn", "irnn", "lstm", "gru"];
 /// Hidden sizes the lab compiles in.
 pub const HIDDEN: [usize; 3] = [8, 16, 32];
 /// Sequence lengths the lab compiles in.
 pub const STEPS: [usize; 4] = [10, 20, 50, 100];
 
-/// One recurrent experiment.
-#[derive(Clone, Debug, PartialEq)]
+/// One recurrent experiment (the `rnn` subcommand's options).
+#[derive(Clone, Debug, PartialEq, clap::Args)]
 pub struct RnnConfig {
-    /// One of [`CELLS`].
-    pub cell: String,
-    /// One of [`STEPS`].
+    /// Recurrent cell.
+    #[arg(long, value_enum, default_value_t = Cell::Rnn)]
+    pub cell: Cell,
+    /// Time steps: 10, 20, 50 or 100.
+    #[arg(long, default_value_t = 50)]
     pub steps: usize,
-    /// One of [`HIDDEN`].
+    /// Hidden units: 8, 16 or 32.
+    #[arg(long, default_value_t = 16)]
     pub hidden: usize,
-    /// Gain of the recurrent weights (spectral radius for `rnn`, diagonal for `irnn`).
+    /// Gain of the recurrent weights (every singular value for rnn/lstm/gru, the diagonal for irnn).
+    #[arg(long, default_value_t = 1.0)]
     pub recurrent_scale: f64,
-    /// Bias of the LSTM forget gate or the GRU update gate.
+    /// Bias of the LSTM forget gate or GRU update gate.
+    #[arg(long, default_value_t = 1.0, allow_negative_numbers = true)]
     pub gate_bias: f64,
-    /// Clipping of the parameter gradients.
+    /// Clipping of the parameter gradients: none, value:V, norm:N (per tensor), global:N, agc:L.
+    #[arg(long, default_value = "none", value_parser = parse_clip_arg)]
     pub clip: Clip,
-    /// One of the depth experiment's precisions.
-    pub precision: String,
-    /// `floor`, `nearest` or `stochastic`.
-    pub rounding: String,
+    /// Number format (lstm and gru: f32 or f64).
+    #[arg(long, value_enum, default_value_t = Precision::F32, ignore_case = true)]
+    pub precision: Precision,
+    /// Rounding of fixed-point results.
+    #[arg(long, value_enum, default_value_t = Rounding::Nearest)]
+    pub rounding: Rounding,
     /// Seed of weights, data and stochastic rounding.
+    #[arg(long, default_value_t = 1)]
     pub seed: u64,
     /// Sequences in the batch, 1 to 1024.
+    #[arg(long, default_value_t = 16)]
     pub batch: usize,
+}
+
+impl RnnConfig {
+    /// `cell` with hidden size 16 over `steps`, recurrent gain `scale`, no clipping, f32 with nearest rounding,
+    /// seed 1, a batch of 16.
+    pub fn new(cell: Cell, scale: f64, gate_bias: f64, steps: usize) -> RnnConfig {
+        RnnConfig {
+            cell,
+            steps,
+            hidden: 16,
+            recurrent_scale: scale,
+            gate_bias,
+            clip: Clip::None,
+            precision: Precision::F32,
+            rounding: Rounding::Nearest,
+            seed: 1,
+            batch: 16,
+        }
+    }
 }
 
 /// One time step's measurements.
@@ -79,8 +107,8 @@ pub struct StepRow {
 /// The result of a recurrent experiment.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct RnnResult {
-    /// Cell name.
-    pub cell: String,
+    /// The cell.
+    pub cell: Cell,
     /// Steps.
     pub steps: usize,
     /// Hidden units.
@@ -90,9 +118,9 @@ pub struct RnnResult {
     /// Gate bias (LSTM, GRU).
     pub gate_bias: f64,
     /// Precision.
-    pub precision: String,
+    pub precision: Precision,
     /// Rounding.
-    pub rounding: String,
+    pub rounding: Rounding,
     /// Seed.
     pub seed: u64,
     /// Batch.
@@ -117,60 +145,27 @@ pub struct RnnResult {
     pub clip_events: EventCounts,
     /// Parameters and gradients, for `--dump`.
     #[serde(skip)]
-    pub dump: Value,
+    pub dump: Dump,
 }
 
 /// Check a configuration: every error names what is accepted.
 pub fn validate(cfg: &RnnConfig) -> Result<()> {
-    if !CELLS.contains(&cfg.cell.as_str()) {
-        bail!(
-            "unknown cell '{}': choose one of {}",
-            cfg.cell,
-            CELLS.join(", ")
-        );
-    }
-    if !STEPS.contains(&cfg.steps) {
-        bail!(
-            "steps {} is not supported: choose one of {:?}",
-            cfg.steps,
-            STEPS
-        );
-    }
-    if !HIDDEN.contains(&cfg.hidden) {
-        bail!(
-            "hidden size {} is not supported: choose one of {:?}",
-            cfg.hidden,
-            HIDDEN
-        );
-    }
-    if !PRECISIONS.contains(&cfg.precision.as_str()) {
-        bail!(
-            "unknown precision '{}': choose one of {}",
-            cfg.precision,
-            PRECISIONS.join(", ")
-        );
-    }
-    if matches!(cfg.cell.as_str(), "lstm" | "gru")
-        && !matches!(cfg.precision.as_str(), "f32" | "f64")
-    {
+    one_of("steps", cfg.steps, &STEPS)?;
+    one_of("hidden size", cfg.hidden, &HIDDEN)?;
+    if cfg.cell.is_gated() && !cfg.precision.is_float() {
         bail!(
             "{} cells are float-only: choose precision f32 or f64",
             cfg.cell
         );
     }
-    check_rounding(&cfg.rounding)?;
-    if !(cfg.recurrent_scale.is_finite() && cfg.recurrent_scale >= 0.0) {
-        bail!(
-            "--recurrent-scale must be a finite number >= 0, got {}",
-            cfg.recurrent_scale
-        );
-    }
-    if !cfg.gate_bias.is_finite() {
-        bail!("--gate-bias must be finite, got {}", cfg.gate_bias);
-    }
-    if cfg.batch == 0 || cfg.batch > 1024 {
-        bail!("batch {} is not supported: choose 1 to 1024", cfg.batch);
-    }
+    number(
+        "--recurrent-scale",
+        cfg.recurrent_scale,
+        |v| v >= 0.0,
+        "a finite number >= 0",
+    )?;
+    number("--gate-bias", cfg.gate_bias, |_| true, "finite")?;
+    in_range("batch", cfg.batch, 1..=1024)?;
     Ok(())
 }
 
@@ -200,16 +195,16 @@ fn dispatch(cfg: &RnnConfig) -> Result<RnnResult> {
             }
         };
     }
-    match (cfg.cell.as_str(), cfg.precision.as_str()) {
-        ("rnn" | "irnn", "f32") => sizes!(elman, f32),
-        ("rnn" | "irnn", "f64") => sizes!(elman, f64),
-        ("rnn" | "irnn", "i16f16") => sizes!(elman, I16F16),
-        ("rnn" | "irnn", "i8f24") => sizes!(elman, I8F24),
-        ("rnn" | "irnn", "i1f15") => sizes!(elman, I1F15),
-        ("lstm", "f32") => sizes!(lstm, f32),
-        ("lstm", "f64") => sizes!(lstm, f64),
-        ("gru", "f32") => sizes!(gru, f32),
-        ("gru", "f64") => sizes!(gru, f64),
+    match (cfg.cell, cfg.precision) {
+        (Cell::Rnn | Cell::Irnn, Precision::F32) => sizes!(elman, f32),
+        (Cell::Rnn | Cell::Irnn, Precision::F64) => sizes!(elman, f64),
+        (Cell::Rnn | Cell::Irnn, Precision::I16F16) => sizes!(elman, I16F16),
+        (Cell::Rnn | Cell::Irnn, Precision::I8F24) => sizes!(elman, I8F24),
+        (Cell::Rnn | Cell::Irnn, Precision::I1F15) => sizes!(elman, I1F15),
+        (Cell::Lstm, Precision::F32) => sizes!(lstm, f32),
+        (Cell::Lstm, Precision::F64) => sizes!(lstm, f64),
+        (Cell::Gru, Precision::F32) => sizes!(gru, f32),
+        (Cell::Gru, Precision::F64) => sizes!(gru, f64),
         (c, p) => bail!("cell {c} in precision {p} is not supported"),
     }
 }
@@ -280,33 +275,36 @@ fn measure<S, L, const H: usize, const T: usize>(
     cfg: &RnnConfig,
     net: &mut L,
     samples: &[(Seq<S, T>, [S; H])],
-    describe: impl Fn(&mut L) -> Value,
+    kind: &'static str,
+    attributes: Vec<(&'static str, String)>,
 ) -> Result<RnnResult>
 where
     S: Scalar,
     L: Layer<S, Input = Seq<S, T>, Output = [[S; H]; T]>,
 {
-    let mut r = rounding(&cfg.rounding, cfg.seed);
+    let mut r = cfg.rounding.build(cfg.seed);
     let mut probe = TimeProbe::<T> {
         stats: [LayerStats::default()],
         sq: [0.0; T],
         zeros: [0; T],
     };
-    let mut loss = 0.0;
     let batch = samples.len();
-    for (x, t) in samples {
-        let hs = net.forward(x, 0, &mut r, &mut probe);
-        let mut dy = [[S::ZERO; H]; T];
-        let (Some(last), Some(dlast)) = (hs.last(), dy.last_mut()) else {
-            bail!("a recurrent layer needs at least one step");
-        };
-        loss += loss_grad(Loss::Mse, last, t, batch, dlast, &mut r, &mut ()) / batch as f64;
-        net.backward(&dy, 0, &mut r, &mut probe);
-    }
+    let mut head = (&mut *net, LastStep::<H, T>::new());
+    let bp = backprop(
+        &mut head,
+        samples,
+        &Objective::new(Loss::Mse),
+        1.0,
+        &mut r,
+        &mut probe,
+    );
     // The gradient of the batch-mean loss, before clipping, is what a dump records.
-    let dump = describe(net);
+    let layer = DumpLayer::from_params(kind, attributes, net);
     let mut clip_events = EventCounts::default();
-    let clipping = cfg.clip.apply(net, &mut r, &mut clip_events)?;
+    let clipping = cfg
+        .clip
+        .apply(net, &mut r, &mut Pooled(&mut clip_events))
+        .map_err(|e| anyhow!("clipping: {e}"))?;
     let per_step: Vec<StepRow> = (0..T)
         .map(|k| StepRow {
             step: k + 1,
@@ -320,16 +318,16 @@ where
     };
     let [st] = probe.stats;
     Ok(RnnResult {
-        cell: cfg.cell.clone(),
+        cell: cfg.cell,
         steps: T,
         hidden: H,
         recurrent_scale: cfg.recurrent_scale,
         gate_bias: cfg.gate_bias,
-        precision: cfg.precision.clone(),
-        rounding: cfg.rounding.clone(),
+        precision: cfg.precision,
+        rounding: cfg.rounding,
         seed: cfg.seed,
         batch,
-        loss,
+        loss: bp.loss,
         per_step,
         first_over_last,
         clip: cfg.clip,
@@ -338,26 +336,23 @@ where
         backward: st.backward,
         grad: st.grad,
         clip_events,
-        dump: json!({
-            "format": "gradscope-dump/1",
-            "precision": cfg.precision,
-            "loss": "mse",
-            "loss_value": loss,
-            "input": samples.iter().map(|(x, _)| x.iter().map(|s| vec![s[0].to_f64()]).collect::<Vec<_>>()).collect::<Vec<_>>(),
-            "target": samples.iter().map(|(_, t)| t.iter().map(|v| v.to_f64()).collect::<Vec<_>>()).collect::<Vec<_>>(),
-            "layers": [dump],
-        }),
+        dump: Dump {
+            precision: cfg.precision.to_string(),
+            rounding: cfg.rounding.to_string(),
+            loss: Loss::Mse.name().into(),
+            loss_value: bp.loss,
+            loss_scale: None,
+            input: samples
+                .iter()
+                .map(|(x, _)| Tensor::matrix("x", x))
+                .collect(),
+            target: samples
+                .iter()
+                .map(|(_, t)| Tensor::vector("t", t))
+                .collect(),
+            layers: vec![layer],
+        },
     })
-}
-
-fn rows<S: Scalar, const N: usize>(m: &[[S; N]]) -> Vec<Vec<f64>> {
-    m.iter()
-        .map(|r| r.iter().map(|v| v.to_f64()).collect())
-        .collect()
-}
-
-fn vals<S: Scalar>(v: &[S]) -> Vec<f64> {
-    v.iter().map(|x| x.to_f64()).collect()
 }
 
 fn elman<S: Scalar, const H: usize, const T: usize>(cfg: &RnnConfig) -> Result<RnnResult>
@@ -365,8 +360,8 @@ where
     Act: Activate<S>,
 {
     let mut rng = Xoshiro128PlusPlus::seed_from_u64(cfg.seed);
-    let mut r = rounding(&cfg.rounding, cfg.seed);
-    let irnn = cfg.cell == "irnn";
+    let mut r = cfg.rounding.build(cfg.seed);
+    let irnn = cfg.cell == Cell::Irnn;
     let act = if irnn { Act::Relu } else { Act::Tanh };
     let mut net: Box<Rnn<S, 1, H, T>> = Box::new(Rnn::new(act));
     let (ih, hh) = if irnn {
@@ -390,18 +385,8 @@ where
     init_matrix(&mut net.weight_ih, &ih, &mut rng, &mut r, &mut ()).map_err(err)?;
     init_matrix(&mut net.weight_hh, &hh, &mut rng, &mut r, &mut ()).map_err(err)?;
     let samples = data::<S, H, T>(cfg, &mut rng)?;
-    measure(cfg, &mut *net, &samples, |n| {
-        json!({
-            "kind": "rnn",
-            "activation": act.to_string(),
-            "weight_ih": rows(&n.weight_ih),
-            "weight_hh": rows(&n.weight_hh),
-            "bias": vals(&n.bias),
-            "grad_weight_ih": rows(&n.grad_weight_ih),
-            "grad_weight_hh": rows(&n.grad_weight_hh),
-            "grad_bias": vals(&n.grad_bias),
-        })
-    })
+    let attributes = vec![("activation", act.to_string())];
+    measure(cfg, &mut *net, &samples, "rnn", attributes)
 }
 
 /// Xavier-normal input weights and orthogonal recurrent weights (gain = recurrent scale) per gate block.
@@ -432,38 +417,13 @@ fn init_gates<S: Scalar, const H: usize, const G: usize>(
     Ok(())
 }
 
-/// Gate blocks stacked into one (gates·H) × N matrix, PyTorch's layout.
-fn stacked<S: Scalar, const H: usize, const N: usize, const G: usize>(
-    m: &[[[S; N]; H]; G],
-) -> Vec<Vec<f64>> {
-    m.iter().flat_map(|g| rows(g)).collect()
-}
-
 fn lstm<S: Float, const H: usize, const T: usize>(cfg: &RnnConfig) -> Result<RnnResult>
 where
     Act: Activate<S>,
 {
-    let mut rng = Xoshiro128PlusPlus::seed_from_u64(cfg.seed);
-    let mut net: Box<Lstm<S, 1, H, T>> = Box::new(Lstm::new());
-    init_gates(
-        &mut net.weight_ih,
-        &mut net.weight_hh,
-        cfg.recurrent_scale,
-        &mut rng,
-    )?;
-    net.bias[1] = [S::from_f64(cfg.gate_bias, &mut NearestEven).0; H];
-    let samples = data::<S, H, T>(cfg, &mut rng)?;
-    measure(cfg, &mut *net, &samples, |n| {
-        json!({
-            "kind": "lstm",
-            "gates": "i, f, g, o",
-            "weight_ih": stacked(&n.weight_ih),
-            "weight_hh": stacked(&n.weight_hh),
-            "bias": n.bias.iter().flat_map(|b| vals(b)).collect::<Vec<_>>(),
-            "grad_weight_ih": stacked(&n.grad_weight_ih),
-            "grad_weight_hh": stacked(&n.grad_weight_hh),
-            "grad_bias": n.grad_bias.iter().flat_map(|b| vals(b)).collect::<Vec<_>>(),
-        })
+    gated::<S, Lstm<S, 1, H, T>, H, T, 4>(cfg, "lstm", "i, f, g, o", |n| {
+        // The forget gate.
+        (&mut n.weight_ih, &mut n.weight_hh, &mut n.bias[1])
     })
 }
 
@@ -471,103 +431,93 @@ fn gru<S: Float, const H: usize, const T: usize>(cfg: &RnnConfig) -> Result<RnnR
 where
     Act: Activate<S>,
 {
-    let mut rng = Xoshiro128PlusPlus::seed_from_u64(cfg.seed);
-    let mut net: Box<Gru<S, 1, H, T>> = Box::new(Gru::new());
-    init_gates(
-        &mut net.weight_ih,
-        &mut net.weight_hh,
-        cfg.recurrent_scale,
-        &mut rng,
-    )?;
-    net.bias_ih[1] = [S::from_f64(cfg.gate_bias, &mut NearestEven).0; H];
-    let samples = data::<S, H, T>(cfg, &mut rng)?;
-    measure(cfg, &mut *net, &samples, |n| {
-        json!({
-            "kind": "gru",
-            "gates": "r, z, n",
-            "weight_ih": stacked(&n.weight_ih),
-            "weight_hh": stacked(&n.weight_hh),
-            "bias_ih": n.bias_ih.iter().flat_map(|b| vals(b)).collect::<Vec<_>>(),
-            "bias_hh": n.bias_hh.iter().flat_map(|b| vals(b)).collect::<Vec<_>>(),
-            "grad_weight_ih": stacked(&n.grad_weight_ih),
-            "grad_weight_hh": stacked(&n.grad_weight_hh),
-            "grad_bias_ih": n.grad_bias_ih.iter().flat_map(|b| vals(b)).collect::<Vec<_>>(),
-            "grad_bias_hh": n.grad_bias_hh.iter().flat_map(|b| vals(b)).collect::<Vec<_>>(),
-        })
+    gated::<S, Gru<S, 1, H, T>, H, T, 3>(cfg, "gru", "r, z, n", |n| {
+        // The update gate's input-side bias.
+        (&mut n.weight_ih, &mut n.weight_hh, &mut n.bias_ih[1])
     })
+}
+
+/// The gate blocks of a gated cell with `G` gates, and the bias of the gate that `gate_bias` sets.
+type GateParts<'a, S, const H: usize, const G: usize> = (
+    &'a mut [[[S; 1]; H]; G],
+    &'a mut [[[S; H]; H]; G],
+    &'a mut [S; H],
+);
+
+/// A gated cell (`L`, zero weights by `Default`) initialized per gate block, with the gate bias set.
+fn gated<S, L, const H: usize, const T: usize, const G: usize>(
+    cfg: &RnnConfig,
+    kind: &'static str,
+    gates: &str,
+    parts: impl Fn(&mut L) -> GateParts<'_, S, H, G>,
+) -> Result<RnnResult>
+where
+    S: Float,
+    L: Default + Layer<S, Input = Seq<S, T>, Output = [[S; H]; T]>,
+{
+    let mut rng = Xoshiro128PlusPlus::seed_from_u64(cfg.seed);
+    let mut net: Box<L> = Box::default();
+    let (ih, hh, bias) = parts(&mut net);
+    init_gates(ih, hh, cfg.recurrent_scale, &mut rng)?;
+    *bias = [S::from_f64(cfg.gate_bias, &mut NearestEven).0; H];
+    let samples = data::<S, H, T>(cfg, &mut rng)?;
+    measure(
+        cfg,
+        &mut *net,
+        &samples,
+        kind,
+        vec![("gates", gates.into())],
+    )
 }
 
 fn label(r: &RnnResult) -> String {
     let mut s = format!("{} x{}", r.cell, r.recurrent_scale);
-    if matches!(r.cell.as_str(), "lstm" | "gru") {
+    if r.cell.is_gated() {
         s += &format!(" bias {}", r.gate_bias);
     }
     s + &format!(" {}", r.precision)
 }
 
 /// The per-step frame of several runs (long form: one row per run and step) and their plot.
-pub fn frame_and_plot(name: &str, title: &str, runs: &[RnnResult]) -> (Frame, Plot) {
-    let mut f = Frame::new(
-        name,
-        title,
-        &[
-            "cell",
-            "recurrent_scale",
-            "gate_bias",
-            "precision",
-            "step",
-            "grad_norm",
-            "zero_fraction",
-        ],
-    );
-    for r in runs {
-        for s in &r.per_step {
-            f.push(vec![
-                r.cell.as_str().into(),
-                r.recurrent_scale.into(),
-                r.gate_bias.into(),
-                r.precision.as_str().into(),
-                s.step.into(),
-                s.grad_norm.into(),
-                s.zero_fraction.into(),
-            ]);
-        }
+pub fn frame_and_plot(name: &str, title: &str, runs: &[RnnResult]) -> Result<(Frame, Plot)> {
+    #[derive(Serialize)]
+    struct Row<'a> {
+        cell: Cell,
+        recurrent_scale: f64,
+        gate_bias: f64,
+        precision: Precision,
+        #[serde(flatten)]
+        step: &'a StepRow,
     }
-    (f, steps_plot(name, title, runs))
+    let rows: Vec<Row<'_>> = runs
+        .iter()
+        .flat_map(|r| {
+            r.per_step.iter().map(move |step| Row {
+                cell: r.cell,
+                recurrent_scale: r.recurrent_scale,
+                gate_bias: r.gate_bias,
+                precision: r.precision,
+                step,
+            })
+        })
+        .collect();
+    let f = Frame::from_records(name, title, &rows)?;
+    Ok((f, steps_plot(name, title, runs)))
 }
 
 /// ‖∂L/∂h_t‖ per time step of several runs, on a log axis.
 pub fn steps_plot(name: &str, title: &str, runs: &[RnnResult]) -> Plot {
-    let mut p = Plot::new(
-        name,
-        title,
-        "time step t",
-        "‖∂L/∂h_t‖ (RMS over the batch)",
-        true,
-    );
-    for r in runs {
-        p.line(
-            label(r),
-            r.per_step
-                .iter()
-                .map(|s| (s.step as f64, s.grad_norm))
-                .collect(),
-        );
-    }
-    p
+    let y_label = "‖∂L/∂h_t‖ (RMS over the batch)";
+    Plot::new(name, title, "time step t", y_label, true).with_lines(runs.iter().map(|r| {
+        let points = r.per_step.iter().map(|s| (s.step as f64, s.grad_norm));
+        (label(r), points.collect())
+    }))
 }
 
 /// The subcommand's outcome.
 pub fn outcome(r: &RnnResult) -> Result<Outcome> {
     let p = steps_plot("rnn_steps", "", std::slice::from_ref(r));
-    let mut steps = Frame::new("rnn", "", &["step", "grad_norm", "zero_fraction"]);
-    for s in &r.per_step {
-        steps.push(vec![
-            s.step.into(),
-            s.grad_norm.into(),
-            s.zero_fraction.into(),
-        ]);
-    }
+    let steps = Frame::from_records("rnn", "", &r.per_step)?;
     let events = |name: &str, e: &EventCounts| {
         format!(
             "{name}: {} values, {} underflowed, {} saturated, {} non-finite",
@@ -583,7 +533,7 @@ pub fn outcome(r: &RnnResult) -> Result<Outcome> {
             r.steps,
             r.hidden,
             r.recurrent_scale,
-            if matches!(r.cell.as_str(), "lstm" | "gru") {
+            if r.cell.is_gated() {
                 format!(", gate bias {}", r.gate_bias)
             } else {
                 String::new()
@@ -610,44 +560,27 @@ pub fn outcome(r: &RnnResult) -> Result<Outcome> {
     })
 }
 
-/// Parse a cell's name for clap.
-pub fn parse_cell(s: &str) -> std::result::Result<String, String> {
-    if CELLS.contains(&s) {
-        Ok(s.into())
-    } else {
-        Err(format!(
-            "unknown cell '{s}': choose one of {}",
-            CELLS.join(", ")
-        ))
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn cfg(cell: &str, scale: f64, precision: &str) -> RnnConfig {
+    fn cfg(cell: Cell, scale: f64, precision: Precision) -> RnnConfig {
         RnnConfig {
-            cell: cell.into(),
-            steps: 20,
             hidden: 8,
-            recurrent_scale: scale,
-            gate_bias: 1.0,
-            clip: Clip::None,
-            precision: precision.into(),
-            rounding: "nearest".into(),
+            precision,
             seed: 3,
             batch: 2,
+            ..RnnConfig::new(cell, scale, 1.0, 20)
         }
     }
 
     #[test]
     fn a_recurrent_scale_above_one_explodes_and_below_one_vanishes() {
-        let big = run(&cfg("irnn", 1.5, "f64")).unwrap();
-        let small = run(&cfg("irnn", 0.5, "f64")).unwrap();
+        let big = run(&cfg(Cell::Irnn, 1.5, Precision::F64)).unwrap();
+        let small = run(&cfg(Cell::Irnn, 0.5, Precision::F64)).unwrap();
         assert!(big.first_over_last > 1e2, "{}", big.first_over_last);
         assert!(small.first_over_last < 1e-2, "{}", small.first_over_last);
-        let mut c = cfg("rnn", 3.0, "f32");
+        let mut c = cfg(Cell::Rnn, 3.0, Precision::F32);
         c.clip = Clip::Global(1.0);
         let clipped = run(&c).unwrap();
         assert!(clipped.clipping.norm_before > 1.0);
@@ -656,10 +589,12 @@ mod tests {
 
     #[test]
     fn gated_cells_are_float_only() {
-        let e = run(&cfg("lstm", 1.0, "i16f16")).unwrap_err().to_string();
+        let e = run(&cfg(Cell::Lstm, 1.0, Precision::I16F16))
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("float-only"), "{e}");
-        assert!(run(&cfg("gru", 1.0, "f32")).is_ok());
-        let mut c = cfg("rnn", 1.0, "f32");
+        assert!(run(&cfg(Cell::Gru, 1.0, Precision::F32)).is_ok());
+        let mut c = cfg(Cell::Rnn, 1.0, Precision::F32);
         c.steps = 7;
         assert!(
             run(&c)

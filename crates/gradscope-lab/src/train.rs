@@ -8,71 +8,29 @@
 //!   out from the last state by a dense layer; MSE. Predicting the mean scores an MSE of 1/24 ≈ 0.042.
 //! - `digits`: 64-32-10, ReLU; softmax cross-entropy; accuracy on the 20% held out.
 //!
-//! Each step: forward and backward over a minibatch with per-layer event counting, then (if any) the loss
-//! scaler's overflow check, clipping, and the optimizer. A run diverges, and stops, when a non-finite value
-//! appears (the layer and pass where it first appeared are reported), when more than half of a layer's
-//! forward values saturate in one step, when a step's loss exceeds 10⁸ times the first step's (the layer
-//! with the largest backward signal is reported), or when the optimizer refuses a step.
-//!
-//! Loss scaling keeps the gradients scaled: SGD and momentum fold 1/scale into the learning rate (and the
-//! scale into weight decay and clipping thresholds), so small scaled gradients never pass through an
-//! unscaled, underflowing form; Adam, which is scale-invariant but for ε, unscales first.
+//! Each minibatch is one call of the core's training step ([`gradscope_core::train::step`]): what differs
+//! here is only the data, the network and the schedule. The step's divergence rules stop a run: a non-finite
+//! value (located to the layer and pass where it first appeared), more than half of a layer's forward values
+//! saturated in one step, a loss beyond 10⁸ times the first step's (reported at the layer with the largest
+//! backward signal), or a refused update. Loss scaling keeps the gradients scaled; the optimizers take the
+//! scale (SGD folds it into its learning rate, Adam divides in f64).
 
 use anyhow::{Result, anyhow, bail};
+use gradscope_core::train::{Cause, FromFn, StepCtx, Verdict, step};
 use gradscope_core::{
-    Act, Activate, Adam, AnyRounding, Dense, EventCounts, Flags, I1F15, I8F24, I16F16, Init, Layer,
-    LayerStats, Loss, LossScaler, Momentum, NearestEven, NonFinite, Params, Phase, Probe, Probes,
-    Rnn, Scalar, ScaleDecision, Sgd, init_matrix, loss_grad, param_count,
+    Act, Activate, Adam, AdamParams, AnyRounding, Clip, Dense, EventCounts, Init, LastStep, Layer,
+    LayerStats, Loss, NearestEven, Objective, Optimizer, Params, Phase, Rnn, Scalar, Sgd,
+    init_matrix, param_count,
 };
 use rand_core::SeedableRng;
 use rand_xoshiro::Xoshiro128PlusPlus;
 use serde::Serialize;
 
 use crate::data::{ADDING_STEPS, Dataset, Kind, shuffle};
-use crate::depth::PRECISIONS;
+use crate::options::{OptimizerKind, Precision, Rounding, Scaling, Task, in_range, number};
 use crate::output::{Frame, Outcome};
 use crate::plot::Plot;
-use crate::spec::{Clip, check_rounding, rounding};
-
-/// Optimizers.
-pub const OPTIMIZERS: [&str; 3] = ["sgd", "momentum", "adam"];
-
-/// Loss scaling, as given on the command line: `none`, `static:S` or `dynamic` / `dynamic:S` (initial scale
-/// S, default 2¹⁶, doubling after 200 clean steps).
-#[derive(Copy, Clone, Debug, PartialEq, Serialize)]
-#[serde(tag = "kind", content = "scale", rename_all = "lowercase")]
-pub enum Scaling {
-    /// No scaling.
-    None,
-    /// A fixed scale.
-    Static(f64),
-    /// Dynamic scaling from this initial scale.
-    Dynamic(f64),
-}
-
-impl std::str::FromStr for Scaling {
-    type Err = anyhow::Error;
-    fn from_str(s: &str) -> Result<Scaling> {
-        let bad = || {
-            anyhow!(
-                "malformed --loss-scale '{s}': use none, static:S, dynamic or dynamic:S with S > 0"
-            )
-        };
-        let num = |v: &str| {
-            v.parse::<f64>()
-                .ok()
-                .filter(|v| v.is_finite() && *v > 0.0)
-                .ok_or_else(bad)
-        };
-        Ok(match s.split_once(':') {
-            None if s == "none" => Scaling::None,
-            None if s == "dynamic" => Scaling::Dynamic(65536.0),
-            Some(("static", v)) => Scaling::Static(num(v)?),
-            Some(("dynamic", v)) => Scaling::Dynamic(num(v)?),
-            _ => return Err(bad()),
-        })
-    }
-}
+use crate::with_scalar;
 
 fn act_name<Ser: serde::Serializer>(
     a: &Option<Act>,
@@ -87,20 +45,22 @@ fn act_name<Ser: serde::Serializer>(
 /// One training run.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct TrainConfig {
-    /// One of [`crate::data::TASKS`].
-    pub task: String,
-    /// One of the precisions.
-    pub precision: String,
-    /// `floor`, `nearest` or `stochastic`.
-    pub rounding: String,
+    /// The task.
+    pub task: Task,
+    /// The number format.
+    pub precision: Precision,
+    /// Rounding of fixed-point results.
+    pub rounding: Rounding,
     /// Hidden activation; `None` for the task's default (tanh, or ReLU for digits and adding).
     #[serde(serialize_with = "act_name")]
     pub activation: Option<Act>,
-    /// One of [`OPTIMIZERS`].
-    pub optimizer: String,
+    /// The optimizer.
+    pub optimizer: OptimizerKind,
+    /// SGD's momentum μ (0 for plain SGD; unused by Adam).
+    pub momentum: f64,
     /// Learning rate.
     pub lr: f64,
-    /// Coupled L2 weight decay.
+    /// Weight decay (coupled L2 for SGD and Adam, decoupled for AdamW).
     pub weight_decay: f64,
     /// Passes over the training set.
     pub epochs: usize,
@@ -120,20 +80,21 @@ pub struct TrainConfig {
 impl TrainConfig {
     /// The task's defaults: an optimizer (SGD with momentum 0.9; Adam for the adding problem), learning rate,
     /// epoch count and batch that train it to high accuracy in f32.
-    pub fn for_task(task: &str) -> TrainConfig {
+    pub fn for_task(task: Task) -> TrainConfig {
         let (optimizer, lr, epochs, batch) = match task {
-            "xor" => ("momentum", 0.1, 300, 4),
-            "spiral" => ("momentum", 0.1, 300, 16),
-            "sine" => ("momentum", 0.05, 150, 16),
-            "adding" => ("adam", 0.003, 60, 16),
-            _ => ("momentum", 0.05, 15, 16),
+            Task::Xor => (OptimizerKind::Sgd, 0.1, 300, 4),
+            Task::Spiral => (OptimizerKind::Sgd, 0.1, 300, 16),
+            Task::Sine => (OptimizerKind::Sgd, 0.05, 150, 16),
+            Task::Adding => (OptimizerKind::Adam, 0.003, 60, 16),
+            Task::Digits => (OptimizerKind::Sgd, 0.05, 15, 16),
         };
         TrainConfig {
-            task: task.into(),
-            precision: "f32".into(),
-            rounding: "nearest".into(),
+            task,
+            precision: Precision::F32,
+            rounding: Rounding::Nearest,
             activation: None,
-            optimizer: optimizer.into(),
+            optimizer,
+            momentum: 0.9,
             lr,
             weight_decay: 0.0,
             epochs,
@@ -157,16 +118,18 @@ pub struct EpochRow {
     pub test_loss: f64,
     /// Share of held-out samples classified (or regressed within tolerance) correctly.
     pub accuracy: f64,
-    /// Mean over steps of the global gradient norm (scaled gradients divided by the scale).
+    /// Mean over updating steps of the global gradient norm (of the true, unscaled gradient).
     pub grad_norm: f64,
     /// L2 norm of all parameters after the epoch.
     pub weight_norm: f64,
     /// Share of backward and gradient values that underflowed to zero.
     pub underflow_rate: f64,
-    /// Share of all values (forward, backward, gradient, update) that saturated.
+    /// Share of all values (forward, backward, gradient, clip, update, loss gradient) that saturated.
     pub saturation_rate: f64,
-    /// Share of parameter gradients that were exactly zero, averaged over steps.
+    /// Share of parameter gradients that were exactly zero, averaged over updating steps.
     pub zero_grad_fraction: f64,
+    /// Updates that rounded to nothing (a non-zero change lost), per updated parameter value.
+    pub lost_update_rate: f64,
     /// Steps the loss scaler skipped.
     pub skipped_steps: u32,
     /// The loss scale at the end of the epoch (1 without scaling).
@@ -182,7 +145,7 @@ pub struct Divergence {
     pub epoch: usize,
     /// Layer index (1-based from the input), when known.
     pub layer: Option<usize>,
-    /// Pass: forward, backward or grad.
+    /// Pass: forward, backward or gradient.
     pub phase: Option<String>,
     /// What happened.
     pub reason: String,
@@ -214,70 +177,42 @@ impl TrainResult {
 
 /// Check a configuration.
 pub fn validate(cfg: &TrainConfig) -> Result<()> {
-    if !crate::data::TASKS.contains(&cfg.task.as_str()) {
-        bail!(
-            "unknown task '{}': choose one of {}",
-            cfg.task,
-            crate::data::TASKS.join(", ")
-        );
-    }
-    if !PRECISIONS.contains(&cfg.precision.as_str()) {
-        bail!(
-            "unknown precision '{}': choose one of {}",
-            cfg.precision,
-            PRECISIONS.join(", ")
-        );
-    }
-    check_rounding(&cfg.rounding)?;
-    if !OPTIMIZERS.contains(&cfg.optimizer.as_str()) {
-        bail!(
-            "unknown optimizer '{}': choose one of {}",
-            cfg.optimizer,
-            OPTIMIZERS.join(", ")
-        );
-    }
-    if !(cfg.lr.is_finite() && cfg.lr > 0.0) {
-        bail!("--lr must be a positive number, got {}", cfg.lr);
-    }
-    if !(cfg.weight_decay.is_finite() && cfg.weight_decay >= 0.0) {
-        bail!(
-            "--weight-decay must be a number >= 0, got {}",
-            cfg.weight_decay
-        );
-    }
-    if !(1..=100_000).contains(&cfg.epochs) {
-        bail!("--epochs must be 1 to 100000, got {}", cfg.epochs);
-    }
-    if !(cfg.output_scale.is_finite() && cfg.output_scale > 0.0) {
-        bail!(
-            "--output-scale must be a positive number, got {}",
-            cfg.output_scale
-        );
-    }
-    if !(1..=4096).contains(&cfg.batch) {
-        bail!("--batch must be 1 to 4096, got {}", cfg.batch);
-    }
+    number("--lr", cfg.lr, |v| v > 0.0, "a positive number")?;
+    number(
+        "--momentum",
+        cfg.momentum,
+        |v| (0.0..1.0).contains(&v),
+        "in [0, 1)",
+    )?;
+    number(
+        "--weight-decay",
+        cfg.weight_decay,
+        |v| v >= 0.0,
+        "a number >= 0",
+    )?;
+    in_range("--epochs", cfg.epochs, 1..=100_000)?;
+    number(
+        "--output-scale",
+        cfg.output_scale,
+        |v| v > 0.0,
+        "a positive number",
+    )?;
+    in_range("--batch", cfg.batch, 1..=4096)?;
+    cfg.loss_scale.scaler()?;
     Ok(())
 }
 
 /// Train on `data`.
 pub fn run(cfg: &TrainConfig, data: &Dataset) -> Result<TrainResult> {
     validate(cfg)?;
-    if data.name != cfg.task {
-        bail!("the data is for task {}, not {}", data.name, cfg.task);
+    if data.task != cfg.task {
+        bail!("the data is for task {}, not {}", data.task, cfg.task);
     }
     crate::par::one(|| dispatch(cfg, data))
 }
 
 fn dispatch(cfg: &TrainConfig, data: &Dataset) -> Result<TrainResult> {
-    match cfg.precision.as_str() {
-        "f32" => by_task::<f32>(cfg, data),
-        "f64" => by_task::<f64>(cfg, data),
-        "i16f16" => by_task::<I16F16>(cfg, data),
-        "i8f24" => by_task::<I8F24>(cfg, data),
-        "i1f15" => by_task::<I1F15>(cfg, data),
-        p => bail!("unknown precision '{p}'"),
-    }
+    with_scalar!(cfg.precision, S => by_task::<S>(cfg, data))
 }
 
 fn err(e: impl std::fmt::Display) -> anyhow::Error {
@@ -309,83 +244,43 @@ fn dense<S: Scalar, const I: usize, const O: usize>(
     Ok(d)
 }
 
-/// The last hidden state of a sequence, as a layer (no parameters).
-#[derive(Clone, Debug)]
-struct LastStep<const H: usize, const T: usize>;
-
-impl<S: Scalar, const H: usize, const T: usize> Params<S> for LastStep<H, T> {
-    fn visit(&mut self, _f: &mut dyn FnMut(gradscope_core::ParamTensor<'_, S>)) {}
-}
-
-impl<S: Scalar, const H: usize, const T: usize> Layer<S> for LastStep<H, T> {
-    type Input = [[S; H]; T];
-    type Output = [S; H];
-    fn depth(&self) -> usize {
-        0
-    }
-    fn forward<R, P>(&mut self, x: &[[S; H]; T], _at: usize, _r: &mut R, _p: &mut P) -> [S; H]
-    where
-        R: gradscope_core::Rounding + ?Sized,
-        P: Probes + ?Sized,
-    {
-        x.last().copied().unwrap_or([S::ZERO; H])
-    }
-    fn backward<R, P>(&mut self, dy: &[S; H], _at: usize, _r: &mut R, _p: &mut P) -> [[S; H]; T]
-    where
-        R: gradscope_core::Rounding + ?Sized,
-        P: Probes + ?Sized,
-    {
-        let mut d = [[S::ZERO; H]; T];
-        if let Some(l) = d.last_mut() {
-            *l = *dy;
-        }
-        d
-    }
-    fn zero_grad(&mut self) {}
-}
-
 fn by_task<S: Scalar>(cfg: &TrainConfig, data: &Dataset) -> Result<TrainResult>
 where
     Act: Activate<S>,
 {
     let mut rng = Xoshiro128PlusPlus::seed_from_u64(cfg.seed);
-    match cfg.task.as_str() {
-        "xor" => {
+    match cfg.task {
+        Task::Xor => {
             let h = cfg.activation.unwrap_or(Act::Tanh);
             let mut net = Box::new((
                 dense::<S, 2, 8>(h, &mut rng)?,
                 dense::<S, 8, 1>(Act::Identity, &mut rng)?,
             ));
-            train_loop::<S, _, 1>(cfg, data, &mut *net, arr::<S, 2>, Loss::BceWithLogits)
+            with_optimizer(cfg, data, &mut *net, arr::<S, 2>, Loss::BceWithLogits)
         }
-        "spiral" | "sine" => {
+        Task::Sine => {
             let h = cfg.activation.unwrap_or(Act::Tanh);
-            let loss = if cfg.task == "sine" {
-                Loss::Mse
-            } else {
-                Loss::BceWithLogits
-            };
-            if cfg.task == "sine" {
-                let mut net = Box::new((
-                    (
-                        dense::<S, 1, 16>(h, &mut rng)?,
-                        dense::<S, 16, 16>(h, &mut rng)?,
-                    ),
-                    dense::<S, 16, 1>(Act::Identity, &mut rng)?,
-                ));
-                train_loop::<S, _, 1>(cfg, data, &mut *net, arr::<S, 1>, loss)
-            } else {
-                let mut net = Box::new((
-                    (
-                        dense::<S, 2, 16>(h, &mut rng)?,
-                        dense::<S, 16, 16>(h, &mut rng)?,
-                    ),
-                    dense::<S, 16, 1>(Act::Identity, &mut rng)?,
-                ));
-                train_loop::<S, _, 1>(cfg, data, &mut *net, arr::<S, 2>, loss)
-            }
+            let mut net = Box::new((
+                (
+                    dense::<S, 1, 16>(h, &mut rng)?,
+                    dense::<S, 16, 16>(h, &mut rng)?,
+                ),
+                dense::<S, 16, 1>(Act::Identity, &mut rng)?,
+            ));
+            with_optimizer(cfg, data, &mut *net, arr::<S, 1>, Loss::Mse)
         }
-        "adding" => {
+        Task::Spiral => {
+            let h = cfg.activation.unwrap_or(Act::Tanh);
+            let mut net = Box::new((
+                (
+                    dense::<S, 2, 16>(h, &mut rng)?,
+                    dense::<S, 16, 16>(h, &mut rng)?,
+                ),
+                dense::<S, 16, 1>(Act::Identity, &mut rng)?,
+            ));
+            with_optimizer(cfg, data, &mut *net, arr::<S, 2>, Loss::BceWithLogits)
+        }
+        Task::Adding => {
             const H: usize = 16;
             let h = cfg.activation.unwrap_or(Act::Relu);
             let mut rnn: Box<Rnn<S, 2, H, ADDING_STEPS>> = Box::new(Rnn::new(h));
@@ -409,7 +304,7 @@ where
             )
             .map_err(err)?;
             let mut net = Box::new((
-                (*rnn, LastStep::<H, ADDING_STEPS>),
+                (*rnn, LastStep::<H, ADDING_STEPS>::new()),
                 dense::<S, H, 1>(Act::Identity, &mut rng)?,
             ));
             let seq = |x: &[f64]| {
@@ -419,15 +314,15 @@ where
                 }
                 s
             };
-            train_loop::<S, _, 1>(cfg, data, &mut *net, seq, Loss::Mse)
+            with_optimizer(cfg, data, &mut *net, seq, Loss::Mse)
         }
-        "digits" => {
+        Task::Digits => {
             let h = cfg.activation.unwrap_or(Act::Relu);
             let mut net = Box::new((
                 dense::<S, 64, 32>(h, &mut rng)?,
                 dense::<S, 32, 10>(Act::Identity, &mut rng)?,
             ));
-            train_loop::<S, _, 10>(
+            with_optimizer(
                 cfg,
                 data,
                 &mut *net,
@@ -435,18 +330,44 @@ where
                 Loss::SoftmaxCrossEntropy,
             )
         }
-        t => bail!("unknown task '{t}'"),
     }
 }
 
-enum Optimizer<S> {
-    Sgd,
-    Momentum(Vec<S>),
-    Adam(Adam, Vec<S>),
+/// The configured optimizer, with its state on the heap, then the training loop.
+fn with_optimizer<S, N, const O: usize>(
+    cfg: &TrainConfig,
+    data: &Dataset,
+    net: &mut N,
+    input: impl Fn(&[f64]) -> N::Input,
+    loss: Loss,
+) -> Result<TrainResult>
+where
+    S: Scalar,
+    N: Layer<S, Output = [S; O]>,
+{
+    let n = param_count::<S, _>(net);
+    let adam = |p: AdamParams| Adam::new(p, vec![S::ZERO; 2 * n]).map_err(err);
+    match cfg.optimizer {
+        OptimizerKind::Sgd => {
+            let sgd = Sgd::with_momentum(cfg.lr, cfg.momentum, cfg.weight_decay, vec![S::ZERO; n])
+                .map_err(err)?;
+            train_loop(cfg, data, net, input, loss, sgd)
+        }
+        OptimizerKind::Adam => {
+            let p = AdamParams {
+                weight_decay: cfg.weight_decay,
+                ..AdamParams::new(cfg.lr)
+            };
+            train_loop(cfg, data, net, input, loss, adam(p)?)
+        }
+        OptimizerKind::AdamW => {
+            let p = AdamParams::adamw(cfg.lr, cfg.weight_decay);
+            train_loop(cfg, data, net, input, loss, adam(p)?)
+        }
+    }
 }
 
-fn correct<S: Scalar, const O: usize>(kind: Kind, tolerance: f64, y: &[S; O], t: &[f64]) -> bool {
-    let y: Vec<f64> = y.iter().map(|v| v.to_f64()).collect();
+fn correct<const O: usize>(kind: Kind, tolerance: f64, y: &[f64; O], t: &[f64]) -> bool {
     match kind {
         Kind::Binary => {
             (y.first().copied().unwrap_or(0.0) > 0.0) == (t.first().copied().unwrap_or(0.0) > 0.5)
@@ -461,17 +382,20 @@ fn correct<S: Scalar, const O: usize>(kind: Kind, tolerance: f64, y: &[S; O], t:
                     )
                     .0
             };
-            argmax(&y) == argmax(t)
+            argmax(y) == argmax(t)
         }
         Kind::Regression => y.iter().zip(t).all(|(a, b)| (a - b).abs() <= tolerance),
     }
 }
 
+/// A sample converted into the format: input, target, and the exact target for judging correctness.
+type Converted<X, S, const O: usize> = (X, [S; O], Vec<f64>);
+
+/// Mean held-out loss and accuracy (targets judged against their exact values).
 fn evaluate<S, N, const O: usize>(
     net: &mut N,
-    test: &[(N::Input, [S; O], Vec<f64>)],
-    loss: Loss,
-    scale: f64,
+    test: &[Converted<N::Input, S, O>],
+    objective: &Objective,
     data: &Dataset,
 ) -> (f64, f64)
 where
@@ -481,308 +405,143 @@ where
     let (mut total, mut right) = (0.0, 0usize);
     for (x, t, t64) in test {
         let y = net.forward(x, 0, &mut NearestEven, &mut ());
-        let mut dy = [S::ZERO; O];
-        total += scaled_loss(
-            loss,
-            scale,
-            &y,
-            t,
-            1,
-            &mut dy,
-            &mut AnyRounding::NearestEven,
-            &mut EventCounts::default(),
-        );
-        right += correct::<f64, O>(
-            data.kind,
-            data.tolerance,
-            &y.map(|v| v.to_f64() * scale),
-            t64,
-        ) as usize;
+        total += objective.value(&y, t);
+        let y64 = y.map(|v| v.to_f64() * objective.output_scale);
+        right += correct(data.kind, data.tolerance, &y64, t64) as usize;
     }
     let n = test.len().max(1) as f64;
     (total / n, right as f64 / n)
 }
 
-/// The loss of `output_scale · y` and its gradient with respect to `y`, computed in f64 and rounded once.
-#[allow(clippy::too_many_arguments)]
-fn scaled_loss<S: Scalar, const O: usize>(
-    loss: Loss,
-    output_scale: f64,
-    y: &[S; O],
-    t: &[S; O],
-    batch: usize,
-    dy: &mut [S; O],
-    r: &mut AnyRounding<Xoshiro128PlusPlus>,
-    events: &mut EventCounts,
-) -> f64 {
-    if output_scale == 1.0 {
-        return loss_grad(loss, y, t, batch, dy, r, events);
-    }
-    let y64 = y.map(|v| v.to_f64() * output_scale);
-    let t64 = t.map(|v| v.to_f64());
-    let (value, g) = gradscope_core::loss::loss_grad_f64(loss, &y64, &t64);
-    let k = output_scale / batch.max(1) as f64;
-    for (d, gv) in dy.iter_mut().zip(g) {
-        let (v, f) = S::from_f64(gv * k, r);
-        events.record(f | Flags::when(!gv.is_finite(), Flags::NONFINITE));
-        *d = v;
-    }
-    value
+/// Sums over the steps of one epoch.
+#[derive(Default)]
+struct EpochSums {
+    loss: f64,
+    seen: usize,
+    grad_norm: f64,
+    zero_fraction: f64,
+    updates: usize,
+    underflow: u64,
+    underflow_of: u64,
+    saturated: u64,
+    values: u64,
+    lost_updates: u64,
+    update_values: u64,
+    skipped: u32,
 }
 
-fn sum_events(stats: &[LayerStats], f: impl Fn(&EventCounts) -> u32) -> u64 {
-    stats
-        .iter()
-        .map(|s| (f(&s.forward) + f(&s.backward) + f(&s.grad)) as u64)
-        .sum()
-}
-
-fn phase_name(p: Phase) -> String {
-    match p {
-        Phase::Forward => "forward",
-        Phase::Backward => "backward",
-        Phase::Grad => "gradient",
+impl EpochSums {
+    /// Add one step's per-layer statistics and loss-gradient events.
+    fn add_events(&mut self, stats: &[LayerStats], loss_events: &EventCounts) {
+        for s in stats {
+            self.underflow += (s.backward.underflow + s.grad.underflow) as u64;
+            self.underflow_of += (s.backward.values + s.grad.values) as u64;
+            let all = s.total();
+            self.saturated += all.overflow as u64;
+            self.values += all.values as u64;
+            self.lost_updates += s.update.underflow as u64;
+            self.update_values += s.update.values as u64;
+        }
+        self.saturated += loss_events.overflow as u64;
+        self.values += loss_events.values as u64;
     }
-    .into()
 }
 
-fn train_loop<S, N, const O: usize>(
+fn rate(a: u64, b: u64) -> f64 {
+    if b == 0 { 0.0 } else { a as f64 / b as f64 }
+}
+
+fn train_loop<S, N, O, const OUT: usize>(
     cfg: &TrainConfig,
     data: &Dataset,
     net: &mut N,
     input: impl Fn(&[f64]) -> N::Input,
     loss: Loss,
+    optimizer: O,
 ) -> Result<TrainResult>
 where
     S: Scalar,
-    N: Layer<S, Output = [S; O]>,
+    N: Layer<S, Output = [S; OUT]>,
+    O: Optimizer<S>,
 {
-    let convert = |set: &[(Vec<f64>, Vec<f64>)]| -> Vec<(N::Input, [S; O], Vec<f64>)> {
+    let convert = |set: &[(Vec<f64>, Vec<f64>)]| -> Vec<Converted<N::Input, S, OUT>> {
         set.iter()
-            .map(|(x, t)| (input(x), arr::<S, O>(t), t.clone()))
+            .map(|(x, t)| (input(x), arr::<S, OUT>(t), t.clone()))
             .collect()
     };
     let train = convert(&data.train);
     let test = convert(&data.test);
     let n_params = param_count::<S, _>(net);
-    let mut opt = match cfg.optimizer.as_str() {
-        "sgd" => Optimizer::Sgd,
-        "momentum" => Optimizer::Momentum(vec![S::ZERO; n_params]),
-        _ => Optimizer::Adam(
-            Adam::new(cfg.lr, 0.9, 0.999, 1e-8, cfg.weight_decay).map_err(err)?,
-            vec![S::ZERO; 2 * n_params],
-        ),
+    let objective = Objective {
+        loss,
+        output_scale: cfg.output_scale,
     };
-    let mut scaler = match cfg.loss_scale {
-        Scaling::None => None,
-        Scaling::Static(s) => Some(LossScaler::fixed(s).map_err(err)?),
-        Scaling::Dynamic(s) => Some(LossScaler::dynamic(s, 200).map_err(err)?),
-    };
-    let mut r = rounding(&cfg.rounding, cfg.seed);
+    let mut ctx: StepCtx<O, AnyRounding<Xoshiro128PlusPlus>> =
+        StepCtx::new(objective, optimizer, cfg.rounding.build(cfg.seed));
+    ctx.scaler = cfg.loss_scale.scaler()?;
+    ctx.clip = cfg.clip;
     let mut shuffler = Xoshiro128PlusPlus::seed_from_u64(cfg.seed ^ 0x5348_5546);
     let mut order: Vec<usize> = (0..train.len()).collect();
-    let layers = net.depth().max(1);
-    let initial_accuracy = evaluate(net, &test, loss, cfg.output_scale, data).1;
+    let mut stats = vec![LayerStats::default(); Params::depth(net).max(1)];
+    let initial_accuracy = evaluate(net, &test, &objective, data).1;
     let mut epochs = Vec::with_capacity(cfg.epochs);
     let mut divergence = None;
-    let mut step = 0usize;
-    let mut first_loss: Option<f64> = None;
+    let mut step_no = 0usize;
     let progress = crate::par::bar(
         cfg.epochs as u64,
         &format!("train {} {}", cfg.task, cfg.precision),
     );
     'epochs: for epoch in 1..=cfg.epochs {
         shuffle(&mut order, &mut shuffler);
-        let (mut loss_sum, mut seen) = (0.0, 0usize);
-        let (mut grad_norm_sum, mut zero_sum, mut steps) = (0.0, 0.0, 0usize);
-        let (mut under, mut under_of, mut sat, mut values, mut skipped) =
-            (0u64, 0u64, 0u64, 0u64, 0u32);
+        let mut sums = EpochSums::default();
         for chunk in order.chunks(cfg.batch) {
-            step += 1;
-            net.zero_grad();
-            let mut stats = vec![LayerStats::default(); layers];
-            let mut loss_events = EventCounts::default();
-            let scale = scaler.as_ref().map_or(1.0, |s| s.scale());
-            let mut loss_sum_step = 0.0;
-            for &i in chunk {
-                let Some((x, t, _)) = train.get(i) else {
-                    continue;
-                };
-                let y = net.forward(x, 0, &mut r, stats.as_mut_slice());
-                let mut dy = [S::ZERO; O];
-                let l = scaled_loss(
-                    loss,
-                    cfg.output_scale,
-                    &y,
-                    t,
-                    chunk.len(),
-                    &mut dy,
-                    &mut r,
-                    &mut loss_events,
-                );
-                if let Some(s) = &scaler {
-                    s.scale_grad(&mut dy, &mut r, &mut loss_events);
-                }
-                net.backward(&dy, 0, &mut r, stats.as_mut_slice());
-                loss_sum += l;
-                loss_sum_step += l;
-                seen += 1;
-            }
-            let stop = |reason: String, layer: Option<usize>, phase: Option<Phase>| Divergence {
-                step,
-                epoch,
-                layer,
-                phase: phase.map(phase_name),
-                reason,
+            step_no += 1;
+            let batch = FromFn {
+                count: chunk.len(),
+                sample: |k: usize| {
+                    let (x, t, _) = train.get(*chunk.get(k)?)?;
+                    Some((*x, *t))
+                },
             };
-            if !loss_sum.is_finite() {
-                divergence = Some(match NonFinite::locate(&stats) {
-                    Some(nf) => stop(
-                        format!(
-                            "{} non-finite values{}",
-                            nf.count,
-                            if nf.overflow {
-                                ", caused by overflow"
-                            } else {
-                                ""
-                            }
-                        ),
-                        Some(nf.layer + 1),
-                        Some(nf.phase),
-                    ),
-                    None => stop("the loss is not finite".into(), None, None),
-                });
-                break 'epochs;
-            }
-            if let Some(nf) = NonFinite::locate(&stats) {
-                // With a loss scaler, an overflowing backward pass is a skipped step, not a divergence.
-                if nf.phase == Phase::Forward || scaler.is_none() {
-                    divergence = Some(stop(
-                        format!(
-                            "{} non-finite values{}",
-                            nf.count,
-                            if nf.overflow {
-                                ", caused by overflow"
-                            } else {
-                                ""
-                            }
-                        ),
-                        Some(nf.layer + 1),
-                        Some(nf.phase),
-                    ));
+            let report = step(net, &batch, &mut ctx, stats.as_mut_slice());
+            sums.loss += report.backprop.loss_sum;
+            sums.seen += report.backprop.samples as usize;
+            sums.add_events(&stats, &report.backprop.loss_events);
+            match report.verdict {
+                Verdict::Updated => {
+                    let (zeros, count) = stats.iter().fold((0u64, 0u64), |(z, c), s| {
+                        (z + s.grad_zeros as u64, c + s.grad_values as u64)
+                    });
+                    sums.grad_norm += report.grad_norm.0;
+                    sums.zero_fraction += rate(zeros, count);
+                    sums.updates += 1;
+                }
+                Verdict::Skipped { .. } => sums.skipped += 1,
+                Verdict::Diverged(d) => {
+                    divergence = Some(describe_divergence(step_no, epoch, &d, &stats));
                     break 'epochs;
                 }
             }
-            let step_loss = loss_sum_step / chunk.len().max(1) as f64;
-            let reference = *first_loss.get_or_insert(step_loss);
-            if step_loss > 1.0 && step_loss > 1e8 * reference {
-                let (k, _) = stats.iter().enumerate().fold((0, -1.0), |b, (k, s)| {
-                    let v = s.backward_rms_norm();
-                    if v > b.1 { (k, v) } else { b }
-                });
-                divergence = Some(stop(
-                    format!(
-                        "the loss ({step_loss:.3e}) exceeds 10^8 times the first step's ({reference:.3e}); the largest backward signal is here"
-                    ),
-                    Some(k + 1),
-                    Some(Phase::Backward),
-                ));
-                break 'epochs;
-            }
-            if let Some((k, s)) = stats.iter().enumerate().find(|(_, s)| {
-                s.forward.values > 0 && 2 * s.forward.overflow as u64 > s.forward.values as u64
-            }) {
-                divergence = Some(stop(
-                    format!(
-                        "{:.0}% of the layer's forward values saturated",
-                        100.0 * s.forward.overflow as f64 / s.forward.values as f64
-                    ),
-                    Some(k + 1),
-                    Some(Phase::Forward),
-                ));
-                break 'epochs;
-            }
-            under += sum_events(&stats, |e| e.underflow);
-            under_of += stats
-                .iter()
-                .map(|s| (s.backward.values + s.grad.values) as u64)
-                .sum::<u64>();
-            sat += sum_events(&stats, |e| e.overflow) + loss_events.overflow as u64;
-            values += sum_events(&stats, |e| e.values) + loss_events.values as u64;
-            if let Some(s) = scaler.as_mut() {
-                let mut f = Flags::NONE;
-                for st in &stats {
-                    if st.backward.overflow
-                        + st.grad.overflow
-                        + st.backward.nonfinite
-                        + st.grad.nonfinite
-                        > 0
-                    {
-                        f |= Flags::OVERFLOW;
-                    }
-                }
-                if s.update(f) == ScaleDecision::Skip {
-                    skipped += 1;
-                    continue;
-                }
-            }
-            let g = gradscope_core::GradStats::of::<S, _>(net);
-            grad_norm_sum += g.norm / scale;
-            zero_sum += g.zero_fraction();
-            steps += 1;
-            let mut update_events = EventCounts::default();
-            let adam = matches!(opt, Optimizer::Adam(..));
-            let mut gscale = scale;
-            if adam && scale != 1.0 {
-                if let Some(s) = &scaler {
-                    s.unscale(net, &mut r, &mut update_events);
-                }
-                gscale = 1.0;
-            }
-            let clip = match cfg.clip {
-                Clip::Value(v) => Clip::Value(v * gscale),
-                Clip::Norm(v) => Clip::Norm(v * gscale),
-                Clip::Global(v) => Clip::Global(v * gscale),
-                Clip::Agc(v) => Clip::Agc(v * gscale),
-                Clip::None => Clip::None,
-            };
-            clip.apply(net, &mut r, &mut update_events)?;
-            let result = match &mut opt {
-                Optimizer::Sgd => Sgd::new(cfg.lr / gscale, cfg.weight_decay * gscale)
-                    .and_then(|o| o.step(net, &mut r, &mut update_events)),
-                Optimizer::Momentum(state) => {
-                    Momentum::new(cfg.lr / gscale, 0.9, cfg.weight_decay * gscale)
-                        .and_then(|o| o.step(net, state, &mut r, &mut update_events))
-                }
-                Optimizer::Adam(a, state) => a.step(net, state, &mut r, &mut update_events),
-            };
-            if let Err(e) = result {
-                divergence = Some(stop(
-                    format!("the optimizer refused the step: {e}"),
-                    None,
-                    None,
-                ));
-                break 'epochs;
-            }
-            sat += update_events.overflow as u64;
-            values += update_events.values as u64;
         }
-        let (test_loss, accuracy) = evaluate(net, &test, loss, cfg.output_scale, data);
+        let (test_loss, accuracy) = evaluate(net, &test, &objective, data);
         let mut wsq = 0.0;
-        net.visit(&mut |t| wsq += t.value.iter().map(|v| v.to_f64().powi(2)).sum::<f64>());
-        let rate = |a: u64, b: u64| if b == 0 { 0.0 } else { a as f64 / b as f64 };
+        net.visit(0, &mut |t| {
+            wsq += t.value.iter().map(|v| v.to_f64().powi(2)).sum::<f64>()
+        });
+        let per_update = |x: f64| x / sums.updates.max(1) as f64;
         epochs.push(EpochRow {
             epoch,
-            train_loss: loss_sum / seen.max(1) as f64,
+            train_loss: sums.loss / sums.seen.max(1) as f64,
             test_loss,
             accuracy,
-            grad_norm: grad_norm_sum / steps.max(1) as f64,
+            grad_norm: per_update(sums.grad_norm),
             weight_norm: wsq.sqrt(),
-            underflow_rate: rate(under, under_of),
-            saturation_rate: rate(sat, values),
-            zero_grad_fraction: zero_sum / steps.max(1) as f64,
-            skipped_steps: skipped,
-            loss_scale: scaler.as_ref().map_or(1.0, |s| s.scale()),
+            underflow_rate: rate(sums.underflow, sums.underflow_of),
+            saturation_rate: rate(sums.saturated, sums.values),
+            zero_grad_fraction: per_update(sums.zero_fraction),
+            lost_update_rate: rate(sums.lost_updates, sums.update_values),
+            skipped_steps: sums.skipped,
+            loss_scale: ctx.scaler.as_ref().map_or(1.0, |s| s.scale()),
         });
         progress.inc(1);
     }
@@ -795,6 +554,51 @@ where
         divergence,
         initial_accuracy,
     })
+}
+
+/// The core's verdict as the lab reports it (layers counted from 1).
+fn describe_divergence(
+    step: usize,
+    epoch: usize,
+    d: &gradscope_core::train::Divergence,
+    stats: &[LayerStats],
+) -> Divergence {
+    let (mut layer, mut phase) = (d.layer.map(|l| l + 1), d.phase);
+    let reason = match d.cause {
+        Cause::NonFinite { count, overflow } => format!(
+            "{count} non-finite values{}",
+            if overflow { ", caused by overflow" } else { "" }
+        ),
+        Cause::NonFiniteLoss => "the loss is not finite".into(),
+        Cause::Saturated { share } => format!(
+            "{:.0}% of the layer's forward values saturated",
+            100.0 * share
+        ),
+        Cause::LossGrowth { loss, reference } => {
+            // Point at the layer with the largest backward signal.
+            let (k, _) = stats.iter().enumerate().fold((0, -1.0), |b, (k, s)| {
+                let v = s.backward_rms_norm();
+                if v > b.1 { (k, v) } else { b }
+            });
+            (layer, phase) = (Some(k + 1), Some(Phase::Backward));
+            format!(
+                "the loss ({loss:.3e}) exceeds 10^8 times the first step's ({reference:.3e}); the largest backward signal is here"
+            )
+        }
+        Cause::Refused(e) => {
+            (layer, phase) = (None, None);
+            format!("the optimizer refused the step: {e}")
+        }
+        Cause::Clip(e) => format!("clipping: {e}"),
+        _ => format!("{:?}", d.cause),
+    };
+    Divergence {
+        step,
+        epoch,
+        layer,
+        phase: phase.map(|p| p.name().to_string()),
+        reason,
+    }
 }
 
 /// One line describing a divergence.
@@ -810,40 +614,8 @@ pub fn describe(d: &Divergence) -> String {
 }
 
 /// The per-epoch frame of one run.
-pub fn epochs_frame(name: &str, r: &TrainResult) -> Frame {
-    let mut f = Frame::new(
-        name,
-        "",
-        &[
-            "epoch",
-            "train_loss",
-            "test_loss",
-            "accuracy",
-            "grad_norm",
-            "weight_norm",
-            "underflow_rate",
-            "saturation_rate",
-            "zero_grad_fraction",
-            "skipped_steps",
-            "loss_scale",
-        ],
-    );
-    for e in &r.epochs {
-        f.push(vec![
-            e.epoch.into(),
-            e.train_loss.into(),
-            e.test_loss.into(),
-            e.accuracy.into(),
-            e.grad_norm.into(),
-            e.weight_norm.into(),
-            e.underflow_rate.into(),
-            e.saturation_rate.into(),
-            e.zero_grad_fraction.into(),
-            e.skipped_steps.into(),
-            e.loss_scale.into(),
-        ]);
-    }
-    f
+pub fn epochs_frame(name: &str, r: &TrainResult) -> Result<Frame> {
+    Frame::from_records(name, "", &r.epochs)
 }
 
 /// The `train` subcommand's outcome.
@@ -894,35 +666,39 @@ pub fn outcome(r: &TrainResult) -> Result<Outcome> {
             r.parameters,
             c.precision,
             c.rounding,
-            c.optimizer,
+            optimizer_label(c),
             c.lr,
             c.weight_decay,
             c.batch,
-            match c.loss_scale {
-                Scaling::None => "none".to_string(),
-                Scaling::Static(s) => format!("static {s}"),
-                Scaling::Dynamic(s) => format!("dynamic from {s}"),
-            },
+            c.loss_scale,
             c.clip,
             c.seed
         ),
-        frames: vec![epochs_frame("train", r)],
+        frames: vec![epochs_frame("train", r)?],
         plots: vec![loss_plot],
         notes,
         json: serde_json::to_value(r)?,
     })
 }
 
+/// The optimizer as a label: `sgd` with its momentum, `adam`, `adamw`.
+pub fn optimizer_label(c: &TrainConfig) -> String {
+    match c.optimizer {
+        OptimizerKind::Sgd if c.momentum > 0.0 => format!("sgd (momentum {})", c.momentum),
+        k => k.to_string(),
+    }
+}
+
 /// Run one workload in every precision, in parallel.
 pub fn across_precisions(
     cfg: &TrainConfig,
     data: &Dataset,
-    precisions: &[&str],
+    precisions: &[Precision],
 ) -> Result<Vec<TrainResult>> {
     let cfgs: Vec<TrainConfig> = precisions
         .iter()
-        .map(|p| TrainConfig {
-            precision: (*p).into(),
+        .map(|&p| TrainConfig {
+            precision: p,
             ..cfg.clone()
         })
         .collect();
@@ -962,7 +738,7 @@ pub fn precision_outcome(runs: &[TrainResult]) -> Result<Outcome> {
         let last = r.last();
         let get = |g: fn(&EpochRow) -> f64| last.map(g);
         f.push(vec![
-            r.config.precision.as_str().into(),
+            r.config.precision.name().into(),
             get(|e| e.train_loss).into(),
             get(|e| e.test_loss).into(),
             get(|e| e.accuracy).into(),
@@ -972,7 +748,7 @@ pub fn precision_outcome(runs: &[TrainResult]) -> Result<Outcome> {
             r.divergence.as_ref().map(|d| d.step).into(),
         ]);
         plot.line(
-            r.config.precision.clone(),
+            r.config.precision.name(),
             r.epochs
                 .iter()
                 .map(|e| (e.epoch as f64, e.test_loss))
@@ -984,7 +760,13 @@ pub fn precision_outcome(runs: &[TrainResult]) -> Result<Outcome> {
         name: "precision".into(),
         heading: format!(
             "{} task, {} epochs, {} lr {}, batch {}, {} rounding, seed {}: the last epoch's numbers per precision",
-            c.task, c.epochs, c.optimizer, c.lr, c.batch, c.rounding, c.seed
+            c.task,
+            c.epochs,
+            optimizer_label(c),
+            c.lr,
+            c.batch,
+            c.rounding,
+            c.seed
         ),
         frames: vec![f],
         plots: vec![plot],

@@ -149,6 +149,25 @@ fn depth_outputs_table_csv_and_json() {
         ]);
         assert!(o.status.success(), "{name}: {}", stderr(&o));
     }
+    // Keras's names are aliases of the canonical ones, listed in --help.
+    for (alias, canonical) in [
+        ("he_normal", "kaiming_normal"),
+        ("he_uniform", "kaiming_uniform"),
+        ("glorot_normal", "xavier_normal"),
+        ("glorot_uniform", "xavier_uniform"),
+    ] {
+        let o = gradscope(&[
+            "depth", "--depth", "2", "--width", "8", "--batch", "1", "--init", alias, "--format",
+            "json",
+        ]);
+        let v: serde_json::Value = serde_json::from_str(&stdout(&o)).expect("valid JSON");
+        assert_eq!(v["init"], canonical, "{alias}");
+    }
+    let help = stdout(&gradscope(&["depth", "--help"]));
+    assert!(
+        help.contains("he_normal") && help.contains("glorot_uniform"),
+        "{help}"
+    );
 }
 
 #[test]
@@ -592,7 +611,11 @@ fn bad_input_is_a_one_line_error_and_a_nonzero_exit() {
         ),
         (
             vec!["train", "--epochs", "0"],
-            "--epochs must be 1 to 100000",
+            "--epochs 0 is not supported: choose 1 to 100000",
+        ),
+        (
+            vec!["train", "--momentum", "1"],
+            "--momentum must be in [0, 1)",
         ),
         (
             vec!["train", "--loss-scale", "static"],

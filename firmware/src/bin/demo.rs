@@ -8,9 +8,10 @@
 #![no_main]
 
 use cortex_m as _;
+use gradscope_core::train::backprop;
 use gradscope_core::{
     Act, Activate, Dense, DenseStack, FanMode, GradStats, I1F15, I16F16, Init, Layer, LayerStats,
-    Loss, NearestEven, Nonlinearity, Scalar, Sgd, init_slice, loss_grad,
+    Loss, NearestEven, Nonlinearity, Objective, Optimizer, Scalar, Sgd, StepCtx, init_slice, step,
 };
 use gradscope_firmware::{COST_UNIT, Cost, exit, stack};
 use rand_xoshiro::Xoshiro128PlusPlus;
@@ -36,19 +37,24 @@ where
         return false;
     }
     let mut stats = [LayerStats::default(); D];
-    for _ in 0..4 {
-        let (mut x, mut t) = ([S::ZERO; W], [S::ZERO; W]);
+    let mut batch = [([S::ZERO; W], [S::ZERO; W]); 4];
+    for (x, t) in batch.iter_mut() {
         let u = Init::Uniform { a: -0.9, b: 0.9 };
-        let ok = init_slice(&mut x, &u, 1, 1, &mut rng, &mut NearestEven, &mut ()).is_ok()
-            && init_slice(&mut t, &u, 1, 1, &mut rng, &mut NearestEven, &mut ()).is_ok();
+        let ok = init_slice(x, &u, 1, 1, &mut rng, &mut NearestEven, &mut ()).is_ok()
+            && init_slice(t, &u, 1, 1, &mut rng, &mut NearestEven, &mut ()).is_ok();
         if !ok {
             return false;
         }
-        let y = net.forward(&x, 0, &mut NearestEven, &mut stats);
-        let mut dy = [S::ZERO; W];
-        loss_grad(Loss::Mse, &y, &t, 4, &mut dy, &mut NearestEven, &mut ());
-        net.backward(&dy, 0, &mut NearestEven, &mut stats);
     }
+    let mse = Objective::new(Loss::Mse);
+    backprop(
+        &mut net,
+        &batch[..],
+        &mse,
+        1.0,
+        &mut NearestEven,
+        &mut stats,
+    );
     for (k, (layer, st)) in net.active_mut().iter_mut().zip(&stats).enumerate() {
         let g = GradStats::of(layer);
         defmt::println!(
@@ -149,24 +155,6 @@ fn training() -> (u32, bool) {
     (lines, learned)
 }
 
-/// One SGD step (forward, backward, update) of a 4-8-8-1 tanh network on one sample.
-#[inline(never)]
-fn train_step<S: Scalar>(
-    net: &mut ((Dense<S, 4, 8>, Dense<S, 8, 8>), Dense<S, 8, 1>),
-    x: &[S; 4],
-    t: &[S; 1],
-    sgd: &Sgd,
-) where
-    Act: Activate<S>,
-{
-    net.zero_grad();
-    let y = net.forward(x, 0, &mut NearestEven, &mut ());
-    let mut dy = [S::ZERO; 1];
-    loss_grad(Loss::Mse, &y, t, 1, &mut dy, &mut NearestEven, &mut ());
-    net.backward(&dy, 0, &mut NearestEven, &mut ());
-    let _ = sgd.step(net, &mut NearestEven, &mut ());
-}
-
 /// The cost of each kernel and of a training step in one format (probes off).
 #[inline(never)]
 fn costs<S: Scalar>(cost: &mut Cost)
@@ -238,7 +226,9 @@ where
             .1
             .init(&xavier, &Init::Zeros, &mut rng, &mut NearestEven, &mut ())
             .is_ok();
-    let Ok(sgd) = Sgd::new(0.01, 0.0) else { return };
+    let Ok(mut sgd) = Sgd::new(0.01, 0.0) else {
+        return;
+    };
     if !ok {
         return;
     }
@@ -274,7 +264,7 @@ where
         COST_UNIT
     );
     let n = cost.measure(8, || {
-        let _ = sgd.step(&mut net, &mut NearestEven, &mut ());
+        let _ = sgd.step(&mut net, 1.0, &mut NearestEven, &mut ());
     });
     defmt::println!(
         "cost sgd_update_4-8-8-1 {=str} {=u64} {=str}",
@@ -282,8 +272,16 @@ where
         n,
         COST_UNIT
     );
+    // One training step (zero, forward, loss, backward, update) on one sample, probes off.
+    let mut ctx = StepCtx::new(Loss::Mse, sgd, NearestEven);
+    let sample = [(xs, t)];
     let n = cost.measure(8, || {
-        train_step(&mut net, core::hint::black_box(&xs), &t, &sgd)
+        core::hint::black_box(step(
+            &mut net,
+            core::hint::black_box(&sample[..]),
+            &mut ctx,
+            &mut (),
+        ));
     });
     defmt::println!(
         "cost train_step_4-8-8-1 {=str} {=u64} {=str}",

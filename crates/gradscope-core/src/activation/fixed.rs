@@ -19,7 +19,7 @@ mod tables {
 use tables::{KNOTS, STEP_LOG2, TABLE_FRAC};
 
 const ONE30: i64 = 1 << TABLE_FRAC;
-use super::COEF_FRAC;
+use crate::scalar::COEF_FRAC;
 const LAMBDA_Q: i64 = (SELU_LAMBDA * (1u64 << COEF_FRAC) as f64 + 0.5) as i64;
 const LAMBDA_ALPHA_Q: i64 = (SELU_LAMBDA * SELU_ALPHA * (1u64 << COEF_FRAC) as f64 + 0.5) as i64;
 const SIXTH30: i64 = (ONE30 + 3) / 6;
@@ -112,7 +112,7 @@ fn forward(act: &Act, x: i64, f: u32) -> Wide {
             if x > 0 {
                 Wide::At(x as i128, f)
             } else {
-                Wide::At(mul(a.q, x), f + COEF_FRAC)
+                Wide::At(mul(a.q(), x), f + COEF_FRAC)
             }
         }
         Act::Elu(a) => {
@@ -120,7 +120,7 @@ fn forward(act: &Act, x: i64, f: u32) -> Wide {
                 Wide::At(x as i128, f)
             } else {
                 Wide::At(
-                    mul(a.q, lookup(&tables::EXPM1_NEG, -x, f)),
+                    mul(a.q(), lookup(&tables::EXPM1_NEG, -x, f)),
                     COEF_FRAC + TABLE_FRAC,
                 )
             }
@@ -136,13 +136,13 @@ fn forward(act: &Act, x: i64, f: u32) -> Wide {
             }
         }
         Act::Softplus(b) => {
-            let (u, over) = softplus_arg(b.q, x, f);
+            let (u, over) = softplus_arg(b.q(), x, f);
             if over {
                 Wide::At(x as i128, f)
             } else {
                 let sp =
                     u.max(0) + lookup(&tables::SOFTPLUS_NEG, u.unsigned_abs() as i64, TABLE_FRAC);
-                Wide::At(mul(b.inv_q, sp), COEF_FRAC + TABLE_FRAC)
+                Wide::At(mul(b.inv_q(), sp), COEF_FRAC + TABLE_FRAC)
             }
         }
         Act::Sigmoid => Wide::At(complement(&tables::SIGMOID, x, f) as i128, TABLE_FRAC),
@@ -183,7 +183,7 @@ fn derivative30(act: &Act, x: i64, y: i64, f: u32) -> i64 {
             if x > 0 {
                 ONE30
             } else {
-                rescale(a.q as i128, COEF_FRAC, TABLE_FRAC)
+                rescale(a.q() as i128, COEF_FRAC, TABLE_FRAC)
             }
         }
         // α·e^x from the input: in a narrow format the output may have saturated, and y + α would be wrong.
@@ -192,7 +192,7 @@ fn derivative30(act: &Act, x: i64, y: i64, f: u32) -> i64 {
                 ONE30
             } else {
                 rescale(
-                    mul(a.q, lookup(&tables::EXPM1_NEG, -x, f) + ONE30),
+                    mul(a.q(), lookup(&tables::EXPM1_NEG, -x, f) + ONE30),
                     COEF_FRAC + TABLE_FRAC,
                     TABLE_FRAC,
                 )
@@ -207,7 +207,7 @@ fn derivative30(act: &Act, x: i64, y: i64, f: u32) -> i64 {
             }
         }
         Act::Softplus(b) => {
-            let (u, over) = softplus_arg(b.q, x, f);
+            let (u, over) = softplus_arg(b.q(), x, f);
             if over {
                 ONE30
             } else {

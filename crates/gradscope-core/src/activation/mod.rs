@@ -47,15 +47,15 @@
 //! (Values whose exact result lies beyond the format's range saturate, flagged, and are not counted.)
 
 mod fixed;
-mod math;
 
-pub use math::{Fast, Libm, Math, Real};
+use crate::math::sigmoid;
+pub use crate::math::{Fast, Libm, Math, Real};
 
 use core::fmt;
 
 use crate::flags::Flags;
 use crate::round::Rounding;
-use crate::scalar::Scalar;
+use crate::scalar::{Coef, Scalar, float_value_flags};
 
 /// SELU's λ (Klambauer et al. 2017), as in PyTorch.
 pub const SELU_LAMBDA: f64 = 1.050_700_987_355_480_5;
@@ -67,41 +67,53 @@ pub const SOFTPLUS_THRESHOLD: f64 = 20.0;
 /// coefficients and 1/β in 40 fraction bits of an `i64`; no activation in use needs more.
 pub const MAX_COEF: f32 = 256.0;
 
-/// A validated activation coefficient (α or β), with its fixed-point forms.
+/// A validated activation parameter (α or β): its value, and the fixed-point forms of the parameter and of its
+/// reciprocal at 40 fraction bits (|value| ≤ [`MAX_COEF`]), each converted by [`Coef`]. Only the raw
+/// integers are kept: an activation is stored in every layer, so it stays small.
 #[derive(Copy, Clone, Debug, PartialEq)]
-pub struct Coef {
+pub struct Param {
     value: f32,
     q: i64,
     inv_q: i64,
 }
 
-/// Fraction bits of a coefficient's fixed-point form.
-const COEF_FRAC: u32 = 40;
-
-impl Coef {
-    fn new(value: f32, positive: bool) -> Result<Coef, ActError> {
+impl Param {
+    fn new(value: f32, positive: bool) -> Result<Param, ActError> {
         let ok = value.is_finite()
             && libm::fabsf(value) <= MAX_COEF
             && (!positive || value >= 1.0 / MAX_COEF);
         if !ok {
             return Err(ActError::InvalidCoefficient(value));
         }
-        let scale = (1u64 << COEF_FRAC) as f64;
-        let inv = if value != 0.0 {
-            libm::round(scale / value as f64)
-        } else {
-            0.0
-        };
-        Ok(Coef {
-            value,
-            q: libm::round(value as f64 * scale) as i64,
-            inv_q: inv as i64,
-        })
+        Ok(Param::unchecked(value))
     }
 
-    /// The coefficient's value.
+    fn unchecked(value: f32) -> Param {
+        let v = value as f64;
+        Param {
+            value,
+            q: Coef::new(v).fixed().0,
+            inv_q: if v != 0.0 {
+                Coef::new(1.0 / v).fixed().0
+            } else {
+                0
+            },
+        }
+    }
+
+    /// The parameter's value.
     pub fn value(&self) -> f32 {
         self.value
+    }
+
+    /// The value at 40 fraction bits.
+    pub(crate) fn q(&self) -> i64 {
+        self.q
+    }
+
+    /// The reciprocal at 40 fraction bits (0 for a zero parameter).
+    pub(crate) fn inv_q(&self) -> i64 {
+        self.inv_q
     }
 }
 
@@ -118,13 +130,13 @@ pub enum Act {
     /// Rectified linear unit.
     Relu,
     /// Leaky ReLU with negative slope α (build with [`Act::leaky_relu`]).
-    LeakyRelu(Coef),
+    LeakyRelu(Param),
     /// Exponential linear unit with α (build with [`Act::elu`]).
-    Elu(Coef),
+    Elu(Param),
     /// Scaled ELU with the self-normalizing constants [`SELU_LAMBDA`], [`SELU_ALPHA`].
     Selu,
     /// Softplus with sharpness β (build with [`Act::softplus`]).
-    Softplus(Coef),
+    Softplus(Param),
     /// GELU, exact form x·Φ(x).
     Gelu,
     /// GELU, tanh approximation.
@@ -207,17 +219,17 @@ impl Act {
 
     /// Leaky ReLU with negative slope `alpha` (PyTorch default 0.01).
     pub fn leaky_relu(alpha: f32) -> Result<Act, ActError> {
-        Coef::new(alpha, false).map(Act::LeakyRelu)
+        Param::new(alpha, false).map(Act::LeakyRelu)
     }
 
     /// ELU with `alpha` (PyTorch default 1).
     pub fn elu(alpha: f32) -> Result<Act, ActError> {
-        Coef::new(alpha, false).map(Act::Elu)
+        Param::new(alpha, false).map(Act::Elu)
     }
 
     /// Softplus with `beta` > 0 (PyTorch default 1).
     pub fn softplus(beta: f32) -> Result<Act, ActError> {
-        Coef::new(beta, true).map(Act::Softplus)
+        Param::new(beta, true).map(Act::Softplus)
     }
 
     /// Parse `name` or `name:value` (e.g. `leaky_relu:0.2`); names are those of [`Act::NAMES`].
@@ -281,13 +293,7 @@ impl Act {
 
     /// Every activation with PyTorch's default parameters, in [`Act::NAMES`] order.
     pub fn all() -> [Act; 14] {
-        let c = |v| {
-            Coef::new(v, true).unwrap_or(Coef {
-                value: v,
-                q: 0,
-                inv_q: 0,
-            })
-        };
+        let c = Param::unchecked;
         [
             Act::Identity,
             Act::Sigmoid,
@@ -514,18 +520,6 @@ fn gelu_tanh_inner<T: Real>(x: T) -> T {
     T::c(GELU_C) * (x + T::c(GELU_A) * x * x * x)
 }
 
-/// PyTorch's stable sigmoid: never evaluates e^(+large).
-#[inline]
-fn sigmoid<T: Real, M: Math<T>>(x: T) -> T {
-    let one = T::c(1.0);
-    if x >= T::c(0.0) {
-        one / (one + M::exp(-x))
-    } else {
-        let e = M::exp(x);
-        e / (one + e)
-    }
-}
-
 /// An activation evaluated in scalar type `S`.
 pub trait Activate<S: Scalar> {
     /// f(x), rounded with `r` (fixed point; floats round to nearest).
@@ -544,12 +538,8 @@ pub struct FastAct(pub Act);
 /// Flags of a float activation result; `exact_zero` says the exact value is zero (so 0 is no underflow).
 fn float_flags<T: Scalar>(x: T, y: T, exact_zero: bool) -> Flags {
     let (xf, yf) = (x.to_f64(), y.to_f64());
-    Flags::when(!yf.is_finite(), Flags::NONFINITE)
+    float_value_flags(y)
         | Flags::when(!yf.is_finite() && xf.is_finite(), Flags::OVERFLOW)
-        | Flags::when(
-            yf != 0.0 && libm::fabs(yf) < T::RESOLUTION,
-            Flags::SUBNORMAL,
-        )
         | Flags::when(yf == 0.0 && !exact_zero, Flags::UNDERFLOW)
 }
 

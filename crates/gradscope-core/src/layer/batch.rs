@@ -11,13 +11,11 @@
 
 use core::marker::PhantomData;
 
-use super::{At, Layer, Phase, Probes};
+use super::{At, Layer, Phase, Probes, activate, activate_back};
 use crate::activation::{Act, Activate};
-use crate::flags::Flags;
 use crate::net::{ParamTensor, Params};
-use crate::probe::Probe;
 use crate::round::Rounding;
-use crate::scalar::{Float, Scalar};
+use crate::scalar::{Float, Scalar, float_value_flags};
 
 /// PyTorch's default `eps`.
 pub const BATCHNORM_EPS: f64 = 1e-5;
@@ -70,25 +68,19 @@ impl<S: Float, const N: usize, const B: usize> Default for BatchNorm<S, N, B> {
 }
 
 impl<S: Float, const N: usize, const B: usize> Params<S> for BatchNorm<S, N, B> {
-    fn visit(&mut self, f: &mut dyn FnMut(ParamTensor<'_, S>)) {
-        f(ParamTensor::vector(&mut self.gamma, &mut self.grad_gamma));
-        f(ParamTensor::vector(&mut self.beta, &mut self.grad_beta));
+    fn depth(&self) -> usize {
+        1
     }
-}
 
-fn float_flags<S: Float>(v: S) -> Flags {
-    let f = v.to_f64();
-    Flags::when(!f.is_finite(), Flags::NONFINITE)
-        | Flags::when(f != 0.0 && f.abs() < S::RESOLUTION, Flags::SUBNORMAL)
+    fn visit(&mut self, at: usize, f: &mut dyn FnMut(ParamTensor<'_, S>)) {
+        f(ParamTensor::vector(at, &mut self.gamma, &mut self.grad_gamma).named("weight"));
+        f(ParamTensor::vector(at, &mut self.beta, &mut self.grad_beta).named("bias"));
+    }
 }
 
 impl<S: Float, const N: usize, const B: usize> Layer<S> for BatchNorm<S, N, B> {
     type Input = [[S; N]; B];
     type Output = [[S; N]; B];
-
-    fn depth(&self) -> usize {
-        1
-    }
 
     fn forward<R, P>(&mut self, x: &[[S; N]; B], at: usize, _r: &mut R, p: &mut P) -> [[S; N]; B]
     where
@@ -136,7 +128,7 @@ impl<S: Float, const N: usize, const B: usize> Layer<S> for BatchNorm<S, N, B> {
                 }
                 if let Some(v) = y.get_mut(k).and_then(|r| r.get_mut(j)) {
                     *v = g * xh + b;
-                    p.record(at, Phase::Forward, float_flags(*v));
+                    p.record(at, Phase::Forward, float_value_flags(*v));
                 }
             }
         }
@@ -178,7 +170,7 @@ impl<S: Float, const N: usize, const B: usize> Layer<S> for BatchNorm<S, N, B> {
                 };
                 if let Some(o) = dx.get_mut(k).and_then(|r| r.get_mut(j)) {
                     *o = v;
-                    p.record(at, Phase::Backward, float_flags(v));
+                    p.record(at, Phase::Backward, float_value_flags(v));
                 }
             }
         }
@@ -218,18 +210,18 @@ impl<S: Scalar, L: Layer<S>, const B: usize> Batched<S, L, B> {
 }
 
 impl<S: Scalar, L: Layer<S>, const B: usize> Params<S> for Batched<S, L, B> {
-    fn visit(&mut self, f: &mut dyn FnMut(ParamTensor<'_, S>)) {
-        self.layer.visit(f);
+    fn depth(&self) -> usize {
+        self.layer.depth()
+    }
+
+    fn visit(&mut self, at: usize, f: &mut dyn FnMut(ParamTensor<'_, S>)) {
+        self.layer.visit(at, f);
     }
 }
 
 impl<S: Scalar, L: Layer<S>, const B: usize> Layer<S> for Batched<S, L, B> {
     type Input = [L::Input; B];
     type Output = [L::Output; B];
-
-    fn depth(&self) -> usize {
-        self.layer.depth()
-    }
 
     fn forward<R, P>(
         &mut self,
@@ -297,7 +289,11 @@ impl<S: Scalar, const N: usize> ActLayer<S, N> {
 }
 
 impl<S: Scalar, const N: usize> Params<S> for ActLayer<S, N> {
-    fn visit(&mut self, _f: &mut dyn FnMut(ParamTensor<'_, S>)) {}
+    fn depth(&self) -> usize {
+        1
+    }
+
+    fn visit(&mut self, _at: usize, _f: &mut dyn FnMut(ParamTensor<'_, S>)) {}
 }
 
 impl<S: Scalar, const N: usize> Layer<S> for ActLayer<S, N>
@@ -307,26 +303,19 @@ where
     type Input = [S; N];
     type Output = [S; N];
 
-    fn depth(&self) -> usize {
-        1
-    }
-
     fn forward<R, P>(&mut self, x: &[S; N], at: usize, r: &mut R, p: &mut P) -> [S; N]
     where
         R: Rounding + ?Sized,
         P: Probes + ?Sized,
     {
         self.x = *x;
-        let mut fp = At {
-            probes: &mut *p,
-            layer: at,
-            phase: Phase::Forward,
-        };
-        for (y, &xv) in self.y.iter_mut().zip(x) {
-            let (v, f) = self.act.f(xv, r);
-            fp.record(f);
-            *y = v;
-        }
+        activate(
+            &self.act,
+            x,
+            &mut self.y,
+            r,
+            &mut At::new(&mut *p, at, Phase::Forward),
+        );
         p.signal(at, Phase::Forward, &self.y);
         self.y
     }
@@ -337,16 +326,8 @@ where
         P: Probes + ?Sized,
     {
         let mut dx = [S::ZERO; N];
-        let mut bp = At {
-            probes: &mut *p,
-            layer: at,
-            phase: Phase::Backward,
-        };
-        for (((d, &xv), &yv), &g) in dx.iter_mut().zip(&self.x).zip(&self.y).zip(dy) {
-            let (v, f) = self.act.backward(xv, yv, g, r);
-            bp.record(f);
-            *d = v;
-        }
+        let mut bp = At::new(&mut *p, at, Phase::Backward);
+        activate_back(&self.act, (&self.x, &self.y), dy, &mut dx, r, &mut bp);
         p.signal(at, Phase::Backward, &dx);
         dx
     }

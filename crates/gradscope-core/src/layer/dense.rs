@@ -2,7 +2,7 @@
 
 use rand_core::Rng;
 
-use super::{At, Layer, Phase, Probes};
+use super::{At, Layer, Phase, Probes, activate, activate_back};
 use crate::activation::{Act, Activate};
 use crate::init::{Init, InitError, init_matrix, init_slice};
 use crate::matrix::{add_assign, affine, matvec_t, outer_acc};
@@ -49,19 +49,14 @@ impl<S: Scalar, const I: usize, const O: usize> Dense<S, I, O> {
 
     /// Initialize weights with `weight` and biases with `bias` (fan-in `I`, fan-out `O`), in place. Each
     /// value's rounding events go to `p` (so a fixed-point layer reports weights that vanished or saturated).
-    pub fn init<G, R, P>(
+    pub fn init(
         &mut self,
         weight: &Init,
         bias: &Init,
-        rng: &mut G,
-        r: &mut R,
-        p: &mut P,
-    ) -> Result<(), InitError>
-    where
-        G: Rng + ?Sized,
-        R: Rounding + ?Sized,
-        P: Probe + ?Sized,
-    {
+        rng: &mut (impl Rng + ?Sized),
+        r: &mut (impl Rounding + ?Sized),
+        p: &mut (impl Probe + ?Sized),
+    ) -> Result<(), InitError> {
         init_matrix(&mut self.weight, weight, rng, r, p)?;
         init_slice(&mut self.bias, bias, I, O, rng, r, p)
     }
@@ -78,9 +73,13 @@ impl<S: Scalar, const I: usize, const O: usize> Dense<S, I, O> {
 }
 
 impl<S: Scalar, const I: usize, const O: usize> Params<S> for Dense<S, I, O> {
-    fn visit(&mut self, f: &mut dyn FnMut(ParamTensor<'_, S>)) {
-        f(ParamTensor::matrix(&mut self.weight, &mut self.grad_weight));
-        f(ParamTensor::vector(&mut self.bias, &mut self.grad_bias));
+    fn depth(&self) -> usize {
+        1
+    }
+
+    fn visit(&mut self, at: usize, f: &mut dyn FnMut(ParamTensor<'_, S>)) {
+        f(ParamTensor::matrix(at, &mut self.weight, &mut self.grad_weight).named("weight"));
+        f(ParamTensor::vector(at, &mut self.bias, &mut self.grad_bias).named("bias"));
     }
 }
 
@@ -91,27 +90,15 @@ where
     type Input = [S; I];
     type Output = [S; O];
 
-    fn depth(&self) -> usize {
-        1
-    }
-
     fn forward<R, P>(&mut self, x: &[S; I], at: usize, r: &mut R, p: &mut P) -> [S; O]
     where
         R: Rounding + ?Sized,
         P: Probes + ?Sized,
     {
-        let mut fp = At {
-            probes: p,
-            layer: at,
-            phase: Phase::Forward,
-        };
+        let mut fp = At::new(p, at, Phase::Forward);
         self.x = *x;
         affine(&self.weight, x, &self.bias, &mut self.z, r, &mut fp);
-        for (y, &z) in self.y.iter_mut().zip(&self.z) {
-            let (v, f) = self.act.f(z, r);
-            fp.record(f);
-            *y = v;
-        }
+        activate(&self.act, &self.z, &mut self.y, r, &mut fp);
         p.signal(at, Phase::Forward, &self.y);
         self.y
     }
@@ -122,34 +109,19 @@ where
         P: Probes + ?Sized,
     {
         let mut dz = [S::ZERO; O];
-        {
-            let mut bp = At {
-                probes: &mut *p,
-                layer: at,
-                phase: Phase::Backward,
-            };
-            for (((d, &z), &y), &g) in dz.iter_mut().zip(&self.z).zip(&self.y).zip(dy) {
-                let (v, f) = self.act.backward(z, y, g, r);
-                bp.record(f);
-                *d = v;
-            }
-        }
-        {
-            let mut gp = At {
-                probes: &mut *p,
-                layer: at,
-                phase: Phase::Grad,
-            };
-            add_assign(&mut self.grad_bias, &dz, &mut gp);
-            outer_acc(&mut self.grad_weight, &dz, &self.x, r, &mut gp);
-        }
+        let mut bp = At::new(&mut *p, at, Phase::Backward);
+        activate_back(&self.act, (&self.z, &self.y), dy, &mut dz, r, &mut bp);
+        let mut gp = At::new(&mut *p, at, Phase::Grad);
+        add_assign(&mut self.grad_bias, &dz, &mut gp);
+        outer_acc(&mut self.grad_weight, &dz, &self.x, r, &mut gp);
         let mut dx = [S::ZERO; I];
-        let mut bp = At {
-            probes: &mut *p,
-            layer: at,
-            phase: Phase::Backward,
-        };
-        matvec_t(&self.weight, &dz, &mut dx, r, &mut bp);
+        matvec_t(
+            &self.weight,
+            &dz,
+            &mut dx,
+            r,
+            &mut At::new(&mut *p, at, Phase::Backward),
+        );
         p.signal(at, Phase::Backward, &dx);
         dx
     }

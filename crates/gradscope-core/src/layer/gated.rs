@@ -13,74 +13,38 @@
 //! [`Probes::step`]. Non-finite or subnormal outputs (forward states, backward input gradients) are reported
 //! to the probes.
 
-use super::{Layer, Phase, Probes};
-use crate::flags::Flags;
+use super::{At, Layer, Phase, Probes};
+use crate::matrix::{add_assign, affine, affine_pair, matvec_t_add, outer_acc};
 use crate::net::{ParamTensor, Params};
+use crate::probe::Probe;
 use crate::round::Rounding;
-use crate::scalar::Float;
+use crate::scalar::{Float, float_value_flags};
 
 fn z<S: Float>() -> S {
     S::c(0.0)
 }
 
-/// `out += W x`.
-fn mv_add<S: Float, const I: usize, const H: usize>(w: &[[S; I]; H], x: &[S; I], out: &mut [S; H]) {
-    for (o, row) in out.iter_mut().zip(w) {
-        *o = *o
-            + row
-                .iter()
-                .zip(x)
-                .fold(z::<S>(), |a, (&wv, &xv)| a + wv * xv);
-    }
+/// `f` applied to every element, each result's events reported to `p`.
+fn map_flagged<S: Float, const H: usize, P: Probe + ?Sized>(
+    x: &[S; H],
+    p: &mut P,
+    f: impl Fn(S) -> S,
+) -> [S; H] {
+    x.map(|v| {
+        let y = f(v);
+        p.record(float_value_flags(y));
+        y
+    })
 }
 
-/// `out += Wᵀ d`.
-fn mvt_add<S: Float, const I: usize, const H: usize>(
-    w: &[[S; I]; H],
-    d: &[S; H],
-    out: &mut [S; I],
-) {
-    for (row, &dv) in w.iter().zip(d) {
-        for (o, &wv) in out.iter_mut().zip(row) {
-            *o = *o + wv * dv;
-        }
-    }
-}
-
-/// `G += d xᵀ`.
-fn outer_add<S: Float, const I: usize, const H: usize>(
-    g: &mut [[S; I]; H],
-    d: &[S; H],
-    x: &[S; I],
-) {
-    for (row, &dv) in g.iter_mut().zip(d) {
-        for (gv, &xv) in row.iter_mut().zip(x) {
-            *gv = *gv + dv * xv;
-        }
-    }
-}
-
-fn vec_add<S: Float, const H: usize>(acc: &mut [S; H], d: &[S; H]) {
-    for (a, &v) in acc.iter_mut().zip(d) {
-        *a = *a + v;
-    }
-}
-
-fn report<S: Float, P: Probes + ?Sized>(p: &mut P, layer: usize, phase: Phase, values: &[S]) {
-    for v in values {
-        let f = v.to_f64();
-        p.record(
-            layer,
-            phase,
-            Flags::when(!f.is_finite(), Flags::NONFINITE)
-                | Flags::when(f != 0.0 && f.abs() < S::RESOLUTION, Flags::SUBNORMAL),
-        );
-    }
-    p.signal(layer, phase, values);
-}
-
-fn flat<S, const A: usize, const B: usize, const C: usize>(x: &mut [[[S; A]; B]; C]) -> &mut [S] {
-    x.as_flattened_mut().as_flattened_mut()
+/// Per-gate biases `b[gate][unit]` as one vector (PyTorch's layout), a unit per element.
+fn gate_bias<'a, S: Float, const H: usize, const G: usize>(
+    at: usize,
+    name: &'static str,
+    b: &'a mut [[S; H]; G],
+    g: &'a mut [[S; H]; G],
+) -> ParamTensor<'a, S> {
+    ParamTensor::vector(at, b.as_flattened_mut(), g.as_flattened_mut()).named(name)
 }
 
 /// An LSTM with `I` inputs and `H` hidden units, unrolled over `T` steps.
@@ -190,43 +154,48 @@ impl<S: Float, const I: usize, const H: usize, const T: usize> Default for Gru<S
 }
 
 impl<S: Float, const I: usize, const H: usize, const T: usize> Params<S> for Lstm<S, I, H, T> {
-    fn visit(&mut self, f: &mut dyn FnMut(ParamTensor<'_, S>)) {
-        f(ParamTensor {
-            value: flat(&mut self.weight_ih),
-            grad: flat(&mut self.grad_weight_ih),
-            unit: I,
-        });
-        f(ParamTensor {
-            value: flat(&mut self.weight_hh),
-            grad: flat(&mut self.grad_weight_hh),
-            unit: H,
-        });
-        f(ParamTensor::vector(
-            self.bias.as_flattened_mut(),
-            self.grad_bias.as_flattened_mut(),
-        ));
+    fn depth(&self) -> usize {
+        1
+    }
+
+    fn visit(&mut self, at: usize, f: &mut dyn FnMut(ParamTensor<'_, S>)) {
+        f(
+            ParamTensor::blocks(at, &mut self.weight_ih, &mut self.grad_weight_ih)
+                .named("weight_ih"),
+        );
+        f(
+            ParamTensor::blocks(at, &mut self.weight_hh, &mut self.grad_weight_hh)
+                .named("weight_hh"),
+        );
+        f(gate_bias(at, "bias", &mut self.bias, &mut self.grad_bias));
     }
 }
 
 impl<S: Float, const I: usize, const H: usize, const T: usize> Params<S> for Gru<S, I, H, T> {
-    fn visit(&mut self, f: &mut dyn FnMut(ParamTensor<'_, S>)) {
-        f(ParamTensor {
-            value: flat(&mut self.weight_ih),
-            grad: flat(&mut self.grad_weight_ih),
-            unit: I,
-        });
-        f(ParamTensor {
-            value: flat(&mut self.weight_hh),
-            grad: flat(&mut self.grad_weight_hh),
-            unit: H,
-        });
-        f(ParamTensor::vector(
-            self.bias_ih.as_flattened_mut(),
-            self.grad_bias_ih.as_flattened_mut(),
+    fn depth(&self) -> usize {
+        1
+    }
+
+    fn visit(&mut self, at: usize, f: &mut dyn FnMut(ParamTensor<'_, S>)) {
+        f(
+            ParamTensor::blocks(at, &mut self.weight_ih, &mut self.grad_weight_ih)
+                .named("weight_ih"),
+        );
+        f(
+            ParamTensor::blocks(at, &mut self.weight_hh, &mut self.grad_weight_hh)
+                .named("weight_hh"),
+        );
+        f(gate_bias(
+            at,
+            "bias_ih",
+            &mut self.bias_ih,
+            &mut self.grad_bias_ih,
         ));
-        f(ParamTensor::vector(
-            self.bias_hh.as_flattened_mut(),
-            self.grad_bias_hh.as_flattened_mut(),
+        f(gate_bias(
+            at,
+            "bias_hh",
+            &mut self.bias_hh,
+            &mut self.grad_bias_hh,
         ));
     }
 }
@@ -235,11 +204,7 @@ impl<S: Float, const I: usize, const H: usize, const T: usize> Layer<S> for Lstm
     type Input = [[S; I]; T];
     type Output = [[S; H]; T];
 
-    fn depth(&self) -> usize {
-        1
-    }
-
-    fn forward<R, P>(&mut self, x: &[[S; I]; T], at: usize, _r: &mut R, p: &mut P) -> [[S; H]; T]
+    fn forward<R, P>(&mut self, x: &[[S; I]; T], at_: usize, r: &mut R, p: &mut P) -> [[S; H]; T]
     where
         R: Rounding + ?Sized,
         P: Probes + ?Sized,
@@ -252,39 +217,38 @@ impl<S: Float, const I: usize, const H: usize, const T: usize> Layer<S> for Lstm
             .zip(self.cs.iter_mut())
             .zip(self.gates.iter_mut())
         {
-            for (k, g) in gt.iter_mut().enumerate() {
-                let (Some(b), Some(wi), Some(wh)) = (
-                    self.bias.get(k),
-                    self.weight_ih.get(k),
-                    self.weight_hh.get(k),
-                ) else {
-                    continue;
-                };
-                let mut a = *b;
-                mv_add(wi, xt, &mut a);
-                mv_add(wh, &h, &mut a);
-                *g = a.map(|v| if k == 2 { v.tanh() } else { v.sigmoid() });
+            let mut fp = At::new(&mut *p, at_, Phase::Forward);
+            for (k, ((g, b), (wi, wh))) in gt
+                .iter_mut()
+                .zip(&self.bias)
+                .zip(self.weight_ih.iter().zip(&self.weight_hh))
+                .enumerate()
+            {
+                let mut a = [z::<S>(); H];
+                affine_pair((wi, xt), (wh, &h), b, &mut a, r, &mut fp);
+                *g = map_flagged(&a, &mut fp, |v| if k == 2 { v.tanh() } else { v.sigmoid() });
             }
             let [i, f, g, o] = *gt;
-            for u in 0..H {
-                let (Some(&iu), Some(&fu), Some(&gu), Some(&ou)) =
-                    (i.get(u), f.get(u), g.get(u), o.get(u))
-                else {
-                    continue;
-                };
-                if let (Some(cu), Some(hu)) = (c.get_mut(u), h.get_mut(u)) {
-                    *cu = fu * *cu + iu * gu;
-                    *hu = ou * cu.tanh();
-                }
+            for (((((cu, hu), &iu), &fu), &gu), &ou) in c
+                .iter_mut()
+                .zip(h.iter_mut())
+                .zip(&i)
+                .zip(&f)
+                .zip(&g)
+                .zip(&o)
+            {
+                *cu = fu * *cu + iu * gu;
+                *hu = ou * cu.tanh();
+                fp.record(float_value_flags(*cu) | float_value_flags(*hu));
             }
             *ht = h;
             *ct = c;
-            report(p, at, Phase::Forward, &h);
+            p.signal(at_, Phase::Forward, &h);
         }
         self.hs
     }
 
-    fn backward<R, P>(&mut self, dy: &[[S; H]; T], at: usize, _r: &mut R, p: &mut P) -> [[S; I]; T]
+    fn backward<R, P>(&mut self, dy: &[[S; H]; T], at_: usize, r: &mut R, p: &mut P) -> [[S; I]; T]
     where
         R: Rounding + ?Sized,
         P: Probes + ?Sized,
@@ -312,57 +276,66 @@ impl<S: Float, const I: usize, const H: usize, const T: usize> Layer<S> for Lstm
             };
             let [i, f, g, o] = *gt;
             let mut dh = *dyt;
-            vec_add(&mut dh, &dh_next);
-            p.step(at, t, &dh);
+            add_assign(
+                &mut dh,
+                &dh_next,
+                &mut At::new(&mut *p, at_, Phase::Backward),
+            );
+            p.step(at_, t, &dh);
             let mut da = [[o0; H]; 4];
             let mut dc_prev = [o0; H];
-            for u in 0..H {
-                let get = |a: &[S; H]| a.get(u).copied().unwrap_or(o0);
-                let (iu, fu, gu, ou, cu, cp, dhu) = (
-                    get(&i),
-                    get(&f),
-                    get(&g),
-                    get(&o),
-                    get(ct),
-                    get(&c_prev),
-                    get(&dh),
-                );
-                let tc = cu.tanh();
-                let dc = get(&dc_next) + dhu * ou * (one - tc * tc);
-                let grads = [
-                    dc * gu * iu * (one - iu),
-                    dc * cp * fu * (one - fu),
-                    dc * iu * (one - gu * gu),
-                    dhu * tc * ou * (one - ou),
-                ];
-                for (dak, gk) in da.iter_mut().zip(grads) {
-                    if let Some(v) = dak.get_mut(u) {
-                        *v = gk;
+            {
+                let mut bp = At::new(&mut *p, at_, Phase::Backward);
+                for u in 0..H {
+                    let get = |a: &[S; H]| a.get(u).copied().unwrap_or(o0);
+                    let (iu, fu, gu, ou, cu, cp, dhu) = (
+                        get(&i),
+                        get(&f),
+                        get(&g),
+                        get(&o),
+                        get(ct),
+                        get(&c_prev),
+                        get(&dh),
+                    );
+                    let tc = cu.tanh();
+                    let dc = get(&dc_next) + dhu * ou * (one - tc * tc);
+                    let grads = [
+                        dc * gu * iu * (one - iu),
+                        dc * cp * fu * (one - fu),
+                        dc * iu * (one - gu * gu),
+                        dhu * tc * ou * (one - ou),
+                    ];
+                    for (dak, gk) in da.iter_mut().zip(grads) {
+                        if let Some(v) = dak.get_mut(u) {
+                            *v = gk;
+                            bp.record(float_value_flags(gk));
+                        }
                     }
-                }
-                if let Some(v) = dc_prev.get_mut(u) {
-                    *v = dc * fu;
+                    if let Some(v) = dc_prev.get_mut(u) {
+                        *v = dc * fu;
+                    }
                 }
             }
             let mut dh_prev = [o0; H];
-            for k in 0..4 {
-                let (Some(dak), Some(wi), Some(wh), Some(gwi), Some(gwh), Some(gb)) = (
-                    da.get(k),
-                    self.weight_ih.get(k),
-                    self.weight_hh.get(k),
-                    self.grad_weight_ih.get_mut(k),
-                    self.grad_weight_hh.get_mut(k),
-                    self.grad_bias.get_mut(k),
-                ) else {
-                    continue;
-                };
-                vec_add(gb, dak);
-                outer_add(gwi, dak, xt);
-                outer_add(gwh, dak, &h_prev);
-                mvt_add(wi, dak, dxt);
-                mvt_add(wh, dak, &mut dh_prev);
+            for ((dak, (wi, wh)), ((gwi, gwh), gb)) in da
+                .iter()
+                .zip(self.weight_ih.iter().zip(&self.weight_hh))
+                .zip(
+                    self.grad_weight_ih
+                        .iter_mut()
+                        .zip(self.grad_weight_hh.iter_mut())
+                        .zip(self.grad_bias.iter_mut()),
+                )
+            {
+                let mut gp = At::new(&mut *p, at_, Phase::Grad);
+                add_assign(gb, dak, &mut gp);
+                outer_acc(gwi, dak, xt, r, &mut gp);
+                outer_acc(gwh, dak, &h_prev, r, &mut gp);
+                let mut bp = At::new(&mut *p, at_, Phase::Backward);
+                matvec_t_add(wi, dak, dxt, r, &mut bp);
+                matvec_t_add(wh, dak, &mut dh_prev, r, &mut bp);
             }
-            report(p, at, Phase::Backward, dxt);
+            p.signal(at_, Phase::Backward, dxt);
             dh_next = dh_prev;
             dc_next = dc_prev;
         }
@@ -381,11 +354,7 @@ impl<S: Float, const I: usize, const H: usize, const T: usize> Layer<S> for Gru<
     type Input = [[S; I]; T];
     type Output = [[S; H]; T];
 
-    fn depth(&self) -> usize {
-        1
-    }
-
-    fn forward<R, P>(&mut self, x: &[[S; I]; T], at: usize, _r: &mut R, p: &mut P) -> [[S; H]; T]
+    fn forward<R, P>(&mut self, x: &[[S; I]; T], at_: usize, r: &mut R, p: &mut P) -> [[S; H]; T]
     where
         R: Rounding + ?Sized,
         P: Probes + ?Sized,
@@ -394,38 +363,40 @@ impl<S: Float, const I: usize, const H: usize, const T: usize> Layer<S> for Gru<
         let one = S::c(1.0);
         let mut h = self.h0;
         for ((xt, ht), gt) in x.iter().zip(self.hs.iter_mut()).zip(self.gates.iter_mut()) {
+            let mut fp = At::new(&mut *p, at_, Phase::Forward);
             let [wir, wiz, win] = &self.weight_ih;
             let [whr, whz, whn] = &self.weight_hh;
             let [bir, biz, bin] = &self.bias_ih;
             let [bhr, bhz, bhn] = &self.bias_hh;
-            let affine2 = |wx: &[[S; I]; H], bx: &[S; H], wh: &[[S; H]; H], bh: &[S; H]| {
-                let mut a = *bx;
-                vec_add(&mut a, bh);
-                mv_add(wx, xt, &mut a);
-                mv_add(wh, &h, &mut a);
-                a
+            let mut gate = |wx: &[[S; I]; H], bx: &[S; H], wh: &[[S; H]; H], bh: &[S; H]| {
+                let mut b = *bx;
+                add_assign(&mut b, bh, &mut fp);
+                let mut a = [z::<S>(); H];
+                affine_pair((wx, xt), (wh, &h), &b, &mut a, r, &mut fp);
+                map_flagged(&a, &mut fp, |v| v.sigmoid())
             };
-            let r = affine2(wir, bir, whr, bhr).map(|v| v.sigmoid());
-            let zg = affine2(wiz, biz, whz, bhz).map(|v| v.sigmoid());
-            let mut hn = *bhn;
-            mv_add(whn, &h, &mut hn);
-            let mut an = *bin;
-            mv_add(win, xt, &mut an);
+            let rg = gate(wir, bir, whr, bhr);
+            let zg = gate(wiz, biz, whz, bhz);
+            let (mut hn, mut an) = ([z::<S>(); H], [z::<S>(); H]);
+            affine(whn, &h, bhn, &mut hn, r, &mut fp);
+            affine(win, xt, bin, &mut an, r, &mut fp);
             let mut n = [z::<S>(); H];
-            for (((nv, &a), &rv), &hv) in n.iter_mut().zip(&an).zip(&r).zip(&hn) {
+            for (((nv, &a), &rv), &hv) in n.iter_mut().zip(&an).zip(&rg).zip(&hn) {
                 *nv = (a + rv * hv).tanh();
+                fp.record(float_value_flags(*nv));
             }
             for ((hv, &zv), &nv) in h.iter_mut().zip(&zg).zip(&n) {
                 *hv = (one - zv) * nv + zv * *hv;
+                fp.record(float_value_flags(*hv));
             }
-            *gt = [r, zg, n, hn];
+            *gt = [rg, zg, n, hn];
             *ht = h;
-            report(p, at, Phase::Forward, &h);
+            p.signal(at_, Phase::Forward, &h);
         }
         self.hs
     }
 
-    fn backward<R, P>(&mut self, dy: &[[S; H]; T], at: usize, _r: &mut R, p: &mut P) -> [[S; I]; T]
+    fn backward<R, P>(&mut self, dy: &[[S; H]; T], at_: usize, r: &mut R, p: &mut P) -> [[S; I]; T]
     where
         R: Rounding + ?Sized,
         P: Probes + ?Sized,
@@ -444,57 +415,75 @@ impl<S: Float, const I: usize, const H: usize, const T: usize> Layer<S> for Gru<
                 Some(s) => self.hs.get(s).copied().unwrap_or(self.h0),
                 None => self.h0,
             };
-            let [r, zg, n, hn] = *gt;
+            let [r_, zg, n, hn] = *gt;
             let mut dh = *dyt;
-            vec_add(&mut dh, &dh_next);
-            p.step(at, t, &dh);
+            add_assign(
+                &mut dh,
+                &dh_next,
+                &mut At::new(&mut *p, at_, Phase::Backward),
+            );
+            p.step(at_, t, &dh);
             let (mut dar, mut daz, mut dan, mut dhn) = ([o0; H], [o0; H], [o0; H], [o0; H]);
             let mut dh_prev = [o0; H];
-            for u in 0..H {
-                let get = |a: &[S; H]| a.get(u).copied().unwrap_or(o0);
-                let (ru, zu, nu, hnu, hp, d) =
-                    (get(&r), get(&zg), get(&n), get(&hn), get(&h_prev), get(&dh));
-                let da_n = d * (one - zu) * (one - nu * nu);
-                let vals = [
-                    da_n * hnu * ru * (one - ru),
-                    d * (hp - nu) * zu * (one - zu),
-                    da_n,
-                    da_n * ru,
-                    d * zu,
-                ];
-                for (dst, v) in [&mut dar, &mut daz, &mut dan, &mut dhn, &mut dh_prev]
-                    .into_iter()
-                    .zip(vals)
-                {
-                    if let Some(x) = dst.get_mut(u) {
-                        *x = v;
+            {
+                let mut bp = At::new(&mut *p, at_, Phase::Backward);
+                for u in 0..H {
+                    let get = |a: &[S; H]| a.get(u).copied().unwrap_or(o0);
+                    let (ru, zu, nu, hnu, hp, d) = (
+                        get(&r_),
+                        get(&zg),
+                        get(&n),
+                        get(&hn),
+                        get(&h_prev),
+                        get(&dh),
+                    );
+                    let da_n = d * (one - zu) * (one - nu * nu);
+                    let vals = [
+                        da_n * hnu * ru * (one - ru),
+                        d * (hp - nu) * zu * (one - zu),
+                        da_n,
+                        da_n * ru,
+                        d * zu,
+                    ];
+                    for (dst, v) in [&mut dar, &mut daz, &mut dan, &mut dhn, &mut dh_prev]
+                        .into_iter()
+                        .zip(vals)
+                    {
+                        if let Some(x) = dst.get_mut(u) {
+                            *x = v;
+                            bp.record(float_value_flags(v));
+                        }
                     }
                 }
             }
             // Input side: every gate's pre-activation gradient; recurrent side: r and z, and n through r⊙(…).
-            for (k, dk) in [dar, daz, dan].iter().enumerate() {
-                if let (Some(wi), Some(gwi), Some(gbi)) = (
-                    self.weight_ih.get(k),
-                    self.grad_weight_ih.get_mut(k),
-                    self.grad_bias_ih.get_mut(k),
-                ) {
-                    vec_add(gbi, dk);
-                    outer_add(gwi, dk, xt);
-                    mvt_add(wi, dk, dxt);
-                }
+            let ins = self.weight_ih.iter().zip(
+                self.grad_weight_ih
+                    .iter_mut()
+                    .zip(self.grad_bias_ih.iter_mut()),
+            );
+            for (dk, (wi, (gwi, gbi))) in [dar, daz, dan].iter().zip(ins) {
+                add_assign(gbi, dk, &mut At::new(&mut *p, at_, Phase::Grad));
+                outer_acc(gwi, dk, xt, r, &mut At::new(&mut *p, at_, Phase::Grad));
+                matvec_t_add(wi, dk, dxt, r, &mut At::new(&mut *p, at_, Phase::Backward));
             }
-            for (k, dk) in [dar, daz, dhn].iter().enumerate() {
-                if let (Some(wh), Some(gwh), Some(gbh)) = (
-                    self.weight_hh.get(k),
-                    self.grad_weight_hh.get_mut(k),
-                    self.grad_bias_hh.get_mut(k),
-                ) {
-                    vec_add(gbh, dk);
-                    outer_add(gwh, dk, &h_prev);
-                    mvt_add(wh, dk, &mut dh_prev);
-                }
+            let recs = self.weight_hh.iter().zip(
+                self.grad_weight_hh
+                    .iter_mut()
+                    .zip(self.grad_bias_hh.iter_mut()),
+            );
+            for (dk, (wh, (gwh, gbh))) in [dar, daz, dhn].iter().zip(recs) {
+                add_assign(gbh, dk, &mut At::new(&mut *p, at_, Phase::Grad));
+                outer_acc(gwh, dk, &h_prev, r, &mut At::new(&mut *p, at_, Phase::Grad));
+                matvec_t_add(
+                    wh,
+                    dk,
+                    &mut dh_prev,
+                    r,
+                    &mut At::new(&mut *p, at_, Phase::Backward),
+                );
             }
-            report(p, at, Phase::Backward, dxt);
+            p.signal(at_, Phase::Backward, dxt);
             dh_next = dh_prev;
         }
         dxs

@@ -10,12 +10,18 @@
 //!
 //! Diagnostics: every layer reports the [`Flags`] of every value it produces to a [`Probes`] sink, tagged with
 //! its layer index and [`Phase`], and shows it each finished signal (its output, the gradient it sends back);
-//! `&mut ()` is off and free, an array of [`LayerStats`] counts events and signal norms per layer.
-//! [`GradStats::of`] measures a layer's parameter gradients (norm, exactly-zero fraction).
+//! `&mut ()` is off and free, an array of [`LayerStats`] counts events and signal norms per layer. Clipping and
+//! the optimizers report under the same index (the parameter visitor carries it), in phases
+//! [`Phase::Clip`] and [`Phase::Update`], so every event has a layer. [`GradStats::of`] measures a layer's
+//! parameter gradients (norm, exactly-zero fraction).
+//!
+//! Layer indices: a network whose first index is `at` uses `at..at + depth()`; sums saturate, so no index
+//! arithmetic can overflow.
 
 mod batch;
 mod dense;
 mod gated;
+mod last;
 mod residual;
 mod rnn;
 mod scaled;
@@ -24,11 +30,13 @@ mod stack;
 pub use batch::{ActLayer, BATCHNORM_EPS, BATCHNORM_MOMENTUM, BatchNorm, Batched};
 pub use dense::Dense;
 pub use gated::{Gru, Lstm};
+pub use last::LastStep;
 pub use residual::Residual;
 pub use rnn::Rnn;
 pub use scaled::LayerScales;
 pub use stack::{DenseStack, Stack};
 
+use crate::activation::Activate;
 use crate::flags::Flags;
 use crate::net::Params;
 use crate::probe::{EventCounts, Probe};
@@ -46,6 +54,23 @@ pub enum Phase {
     Backward,
     /// Parameter-gradient accumulation.
     Grad,
+    /// Gradient clipping's rescaling.
+    Clip,
+    /// The optimizer's update of the parameters (and its state).
+    Update,
+}
+
+impl Phase {
+    /// The phase's name in reports.
+    pub fn name(self) -> &'static str {
+        match self {
+            Phase::Forward => "forward",
+            Phase::Backward => "backward",
+            Phase::Grad => "gradient",
+            Phase::Clip => "clip",
+            Phase::Update => "update",
+        }
+    }
 }
 
 /// A layer-aware diagnostic sink.
@@ -65,6 +90,18 @@ pub trait Probes {
     /// included). The default ignores it.
     #[inline(always)]
     fn step<S: Scalar>(&mut self, _layer: usize, _step: usize, _dh: &[S]) {}
+
+    /// Forget everything seen (the training step calls it first, so that its divergence rules read that step's
+    /// counts). The default does nothing.
+    #[inline(always)]
+    fn clear(&mut self) {}
+
+    /// The first layer (from the input) more than `share` of whose forward values saturated or overflowed,
+    /// with that share; `None` for a sink that does not count per layer (the default).
+    #[inline(always)]
+    fn saturated(&self, _share: f64) -> Option<(usize, f64)> {
+        None
+    }
 }
 
 /// ‖∂L/∂h_t‖₂ and the number of exactly-zero entries of ∂L/∂h_t, per time step of one recurrent layer, from
@@ -124,10 +161,22 @@ pub struct LayerStats {
     pub backward: EventCounts,
     /// Parameter-gradient values.
     pub grad: EventCounts,
+    /// Values rescaled by gradient clipping.
+    pub clip: EventCounts,
+    /// Values the optimizer wrote (parameters and state). An `underflow` here is an update lost to rounding:
+    /// a non-zero change that rounded to nothing.
+    pub update: EventCounts,
     /// Σ of squared outputs over every forward pass seen.
     pub forward_sq: f64,
     /// Σ of squared input-gradients (the signal sent backward) over every backward pass seen.
     pub backward_sq: f64,
+    /// Σ of squared parameter gradients, as shown to [`Probes::signal`] in phase [`Phase::Grad`] (the training
+    /// step shows each tensor's accumulated gradient once per step, before clipping).
+    pub grad_sq: f64,
+    /// Parameter-gradient values shown that were exactly zero.
+    pub grad_zeros: u32,
+    /// Parameter-gradient values shown.
+    pub grad_values: u32,
     /// Forward passes seen.
     pub forward_passes: u32,
     /// Backward passes seen.
@@ -193,6 +242,24 @@ impl LayerStats {
         }
     }
 
+    /// The L2 norm of the parameter gradients shown in phase [`Phase::Grad`].
+    pub fn grad_norm(&self) -> f64 {
+        libm::sqrt(self.grad_sq)
+    }
+
+    /// Every phase's events, summed.
+    pub fn total(&self) -> EventCounts {
+        [
+            self.forward,
+            self.backward,
+            self.grad,
+            self.clip,
+            self.update,
+        ]
+        .iter()
+        .fold(EventCounts::default(), |a, b| a.merged(b))
+    }
+
     fn add_signal<S: Scalar>(&mut self, phase: Phase, values: &[S]) {
         let sq = S::sq_to_f64(crate::matrix::sum_sq_acc(values));
         match phase {
@@ -204,18 +271,55 @@ impl LayerStats {
                 self.backward_sq += sq;
                 self.backward_passes = self.backward_passes.saturating_add(1);
             }
-            Phase::Grad => {}
+            Phase::Grad => {
+                self.grad_sq += sq;
+                let zeros = values.iter().filter(|v| v.is_zero()).count();
+                self.grad_zeros = self.grad_zeros.saturating_add(zeros as u32);
+                self.grad_values = self.grad_values.saturating_add(values.len() as u32);
+            }
+            Phase::Clip | Phase::Update => {}
         }
     }
-}
 
-impl LayerStats {
-    fn phase(&mut self, phase: Phase) -> &mut EventCounts {
+    /// The counts of one phase.
+    pub fn phase(&self, phase: Phase) -> &EventCounts {
+        match phase {
+            Phase::Forward => &self.forward,
+            Phase::Backward => &self.backward,
+            Phase::Grad => &self.grad,
+            Phase::Clip => &self.clip,
+            Phase::Update => &self.update,
+        }
+    }
+
+    fn phase_mut(&mut self, phase: Phase) -> &mut EventCounts {
         match phase {
             Phase::Forward => &mut self.forward,
             Phase::Backward => &mut self.backward,
             Phase::Grad => &mut self.grad,
+            Phase::Clip => &mut self.clip,
+            Phase::Update => &mut self.update,
         }
+    }
+
+    /// Add another layer's statistics to these (for totals over steps or epochs).
+    pub fn merge(&mut self, other: &LayerStats) {
+        for phase in [
+            Phase::Forward,
+            Phase::Backward,
+            Phase::Grad,
+            Phase::Clip,
+            Phase::Update,
+        ] {
+            *self.phase_mut(phase) = self.phase(phase).merged(other.phase(phase));
+        }
+        self.forward_sq += other.forward_sq;
+        self.backward_sq += other.backward_sq;
+        self.grad_sq += other.grad_sq;
+        self.grad_zeros = self.grad_zeros.saturating_add(other.grad_zeros);
+        self.grad_values = self.grad_values.saturating_add(other.grad_values);
+        self.forward_passes = self.forward_passes.saturating_add(other.forward_passes);
+        self.backward_passes = self.backward_passes.saturating_add(other.backward_passes);
     }
 }
 
@@ -224,13 +328,23 @@ impl Probes for [LayerStats] {
     #[inline]
     fn record(&mut self, layer: usize, phase: Phase, flags: Flags) {
         if let Some(s) = self.get_mut(layer) {
-            s.phase(phase).record(flags);
+            s.phase_mut(phase).record(flags);
         }
     }
     fn signal<S: Scalar>(&mut self, layer: usize, phase: Phase, values: &[S]) {
         if let Some(s) = self.get_mut(layer) {
             s.add_signal(phase, values);
         }
+    }
+    fn clear(&mut self) {
+        self.fill(LayerStats::default());
+    }
+    fn saturated(&self, share: f64) -> Option<(usize, f64)> {
+        self.iter().enumerate().find_map(|(k, s)| {
+            let f = &s.forward;
+            let got = f.overflow as f64 / f.values.max(1) as f64;
+            (f.values > 0 && got > share).then_some((k, got))
+        })
     }
 }
 
@@ -241,6 +355,25 @@ impl<const N: usize> Probes for [LayerStats; N] {
     }
     fn signal<S: Scalar>(&mut self, layer: usize, phase: Phase, values: &[S]) {
         self.as_mut_slice().signal(layer, phase, values);
+    }
+    fn clear(&mut self) {
+        self.as_mut_slice().clear();
+    }
+    fn saturated(&self, share: f64) -> Option<(usize, f64)> {
+        self.as_slice().saturated(share)
+    }
+}
+
+/// A layer-blind [`Probe`] (an [`EventCounts`], a sticky [`Flags`]) as a [`Probes`] sink: every layer's and
+/// phase's events go to it together.
+#[derive(Debug)]
+pub struct Pooled<'a, P: ?Sized>(pub &'a mut P);
+
+impl<P: Probe + ?Sized> Probes for Pooled<'_, P> {
+    const ACTIVE: bool = P::ACTIVE;
+    #[inline]
+    fn record(&mut self, _layer: usize, _phase: Phase, flags: Flags) {
+        self.0.record(flags);
     }
 }
 
@@ -257,6 +390,14 @@ impl<P: Probes + ?Sized> Probes for &mut P {
     #[inline]
     fn step<S: Scalar>(&mut self, layer: usize, step: usize, dh: &[S]) {
         (**self).step(layer, step, dh);
+    }
+    #[inline]
+    fn clear(&mut self) {
+        (**self).clear();
+    }
+    #[inline]
+    fn saturated(&self, share: f64) -> Option<(usize, f64)> {
+        (**self).saturated(share)
     }
 }
 
@@ -279,7 +420,7 @@ impl GradStats {
     /// Measure the gradients of `layer` (any [`Params`]).
     pub fn of<S: Scalar, L: Params<S> + ?Sized>(layer: &mut L) -> GradStats {
         let (mut sq, mut zeros, mut count, mut nonfinite) = (0.0f64, 0u32, 0u32, 0u32);
-        layer.visit(&mut |t| {
+        layer.visit(0, &mut |t| {
             sq += S::sq_to_f64(crate::matrix::sum_sq_acc(t.grad));
             zeros = zeros.saturating_add(t.grad.iter().filter(|g| g.is_zero()).count() as u32);
             count = count.saturating_add(t.grad.len() as u32);
@@ -304,6 +445,38 @@ impl GradStats {
     }
 }
 
+/// `y = act(x)` elementwise, each value's events to `p`.
+pub(crate) fn activate<S: Scalar, A: Activate<S>>(
+    act: &A,
+    x: &[S],
+    y: &mut [S],
+    r: &mut (impl Rounding + ?Sized),
+    p: &mut (impl Probe + ?Sized),
+) {
+    for (yv, &xv) in y.iter_mut().zip(x) {
+        let (v, f) = act.f(xv, r);
+        p.record(f);
+        *yv = v;
+    }
+}
+
+/// `d = dy ⊙ act′(x)` elementwise, given `y = act(x)` (some derivatives read the output), each value's
+/// events to `p`.
+pub(crate) fn activate_back<S: Scalar, A: Activate<S>>(
+    act: &A,
+    (x, y): (&[S], &[S]),
+    dy: &[S],
+    d: &mut [S],
+    r: &mut (impl Rounding + ?Sized),
+    p: &mut (impl Probe + ?Sized),
+) {
+    for (((dv, &xv), &yv), &g) in d.iter_mut().zip(x).zip(y).zip(dy) {
+        let (v, f) = act.backward(xv, yv, g, r);
+        p.record(f);
+        *dv = v;
+    }
+}
+
 /// The kernel-level [`Probe`] of one layer and phase: forwards each value's flags to a [`Probes`] sink.
 pub struct At<'a, P: ?Sized> {
     /// The sink.
@@ -314,6 +487,17 @@ pub struct At<'a, P: ?Sized> {
     pub phase: Phase,
 }
 
+impl<'a, P: Probes + ?Sized> At<'a, P> {
+    /// The probe of `layer` in `phase`, reporting to `probes`.
+    pub fn new(probes: &'a mut P, layer: usize, phase: Phase) -> Self {
+        At {
+            probes,
+            layer,
+            phase,
+        }
+    }
+}
+
 impl<P: Probes + ?Sized> Probe for At<'_, P> {
     const ACTIVE: bool = P::ACTIVE;
     #[inline(always)]
@@ -322,15 +506,12 @@ impl<P: Probes + ?Sized> Probe for At<'_, P> {
     }
 }
 
-/// A differentiable layer on scalar type `S`.
+/// A differentiable layer on scalar type `S`. Its layer indices are `at..at + depth()` ([`Params::depth`]).
 pub trait Layer<S: Scalar>: Params<S> {
     /// Input of one sample, e.g. `[S; I]`.
     type Input: Copy;
     /// Output of one sample, e.g. `[S; O]`.
     type Output: Copy;
-
-    /// Parameterized layers inside (1 for [`Dense`]); the layer indices `at..at + depth()` are this layer's.
-    fn depth(&self) -> usize;
 
     /// Compute the output for `x` and cache what `backward` needs. Events go to `p` under layer `at`.
     fn forward<R, P>(&mut self, x: &Self::Input, at: usize, r: &mut R, p: &mut P) -> Self::Output
@@ -348,10 +529,40 @@ pub trait Layer<S: Scalar>: Params<S> {
     fn zero_grad(&mut self);
 }
 
+/// A borrowed layer is a layer (to compose one you keep, e.g. a recurrent layer with a head).
+impl<S: Scalar, L: Layer<S> + ?Sized> Layer<S> for &mut L {
+    type Input = L::Input;
+    type Output = L::Output;
+
+    fn forward<R, P>(&mut self, x: &Self::Input, at: usize, r: &mut R, p: &mut P) -> Self::Output
+    where
+        R: Rounding + ?Sized,
+        P: Probes + ?Sized,
+    {
+        (**self).forward(x, at, r, p)
+    }
+
+    fn backward<R, P>(&mut self, dy: &Self::Output, at: usize, r: &mut R, p: &mut P) -> Self::Input
+    where
+        R: Rounding + ?Sized,
+        P: Probes + ?Sized,
+    {
+        (**self).backward(dy, at, r, p)
+    }
+
+    fn zero_grad(&mut self) {
+        (**self).zero_grad();
+    }
+}
+
 impl<S: Scalar, A: Params<S>, B: Params<S>> Params<S> for (A, B) {
-    fn visit(&mut self, f: &mut dyn FnMut(crate::net::ParamTensor<'_, S>)) {
-        self.0.visit(f);
-        self.1.visit(f);
+    fn depth(&self) -> usize {
+        self.0.depth().saturating_add(self.1.depth())
+    }
+
+    fn visit(&mut self, at: usize, f: &mut dyn FnMut(crate::net::ParamTensor<'_, S>)) {
+        self.0.visit(at, f);
+        self.1.visit(at.saturating_add(self.0.depth()), f);
     }
 }
 
@@ -365,17 +576,13 @@ where
     type Input = A::Input;
     type Output = B::Output;
 
-    fn depth(&self) -> usize {
-        self.0.depth() + self.1.depth()
-    }
-
     fn forward<R, P>(&mut self, x: &Self::Input, at: usize, r: &mut R, p: &mut P) -> Self::Output
     where
         R: Rounding + ?Sized,
         P: Probes + ?Sized,
     {
         let h = self.0.forward(x, at, r, p);
-        let next = at + self.0.depth();
+        let next = at.saturating_add(self.0.depth());
         self.1.forward(&h, next, r, p)
     }
 
@@ -384,7 +591,7 @@ where
         R: Rounding + ?Sized,
         P: Probes + ?Sized,
     {
-        let next = at + self.0.depth();
+        let next = at.saturating_add(self.0.depth());
         let dh = self.1.backward(dy, next, r, p);
         self.0.backward(&dh, at, r, p)
     }

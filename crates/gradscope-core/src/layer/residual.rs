@@ -14,8 +14,12 @@ use crate::scalar::Scalar;
 pub struct Residual<L>(pub L);
 
 impl<S: Scalar, L: Params<S>> Params<S> for Residual<L> {
-    fn visit(&mut self, f: &mut dyn FnMut(ParamTensor<'_, S>)) {
-        self.0.visit(f);
+    fn depth(&self) -> usize {
+        self.0.depth()
+    }
+
+    fn visit(&mut self, at: usize, f: &mut dyn FnMut(ParamTensor<'_, S>)) {
+        self.0.visit(at, f);
     }
 }
 
@@ -37,25 +41,13 @@ where
     type Input = [S; N];
     type Output = [S; N];
 
-    fn depth(&self) -> usize {
-        self.0.depth()
-    }
-
     fn forward<R, P>(&mut self, x: &[S; N], at: usize, r: &mut R, p: &mut P) -> [S; N]
     where
         R: Rounding + ?Sized,
         P: Probes + ?Sized,
     {
         let fx = self.0.forward(x, at, r, p);
-        add_all(
-            x,
-            &fx,
-            &mut At {
-                probes: p,
-                layer: at,
-                phase: Phase::Forward,
-            },
-        )
+        add_all(x, &fx, &mut At::new(p, at, Phase::Forward))
     }
 
     fn backward<R, P>(&mut self, dy: &[S; N], at: usize, r: &mut R, p: &mut P) -> [S; N]
@@ -64,15 +56,7 @@ where
         P: Probes + ?Sized,
     {
         let d_inner = self.0.backward(dy, at, r, p);
-        add_all(
-            dy,
-            &d_inner,
-            &mut At {
-                probes: p,
-                layer: at,
-                phase: Phase::Backward,
-            },
-        )
+        add_all(dy, &d_inner, &mut At::new(p, at, Phase::Backward))
     }
 
     fn zero_grad(&mut self) {

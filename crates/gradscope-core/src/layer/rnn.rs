@@ -10,7 +10,7 @@
 
 use super::{At, Layer, Phase, Probes};
 use crate::activation::{Act, Activate};
-use crate::matrix::{add_assign, mac, matvec_t, outer_acc};
+use crate::matrix::{add_assign, affine_pair, matvec_t, outer_acc};
 use crate::net::{ParamTensor, Params};
 use crate::probe::Probe;
 use crate::round::Rounding;
@@ -65,16 +65,20 @@ impl<S: Scalar, const I: usize, const H: usize, const T: usize> Rnn<S, I, H, T> 
 }
 
 impl<S: Scalar, const I: usize, const H: usize, const T: usize> Params<S> for Rnn<S, I, H, T> {
-    fn visit(&mut self, f: &mut dyn FnMut(ParamTensor<'_, S>)) {
-        f(ParamTensor::matrix(
-            &mut self.weight_ih,
-            &mut self.grad_weight_ih,
-        ));
-        f(ParamTensor::matrix(
-            &mut self.weight_hh,
-            &mut self.grad_weight_hh,
-        ));
-        f(ParamTensor::vector(&mut self.bias, &mut self.grad_bias));
+    fn depth(&self) -> usize {
+        1
+    }
+
+    fn visit(&mut self, at: usize, f: &mut dyn FnMut(ParamTensor<'_, S>)) {
+        f(
+            ParamTensor::matrix(at, &mut self.weight_ih, &mut self.grad_weight_ih)
+                .named("weight_ih"),
+        );
+        f(
+            ParamTensor::matrix(at, &mut self.weight_hh, &mut self.grad_weight_hh)
+                .named("weight_hh"),
+        );
+        f(ParamTensor::vector(at, &mut self.bias, &mut self.grad_bias).named("bias"));
     }
 }
 
@@ -85,10 +89,6 @@ where
     type Input = [[S; I]; T];
     type Output = [[S; H]; T];
 
-    fn depth(&self) -> usize {
-        1
-    }
-
     fn forward<R, P>(&mut self, x: &[[S; I]; T], at: usize, r: &mut R, p: &mut P) -> [[S; H]; T]
     where
         R: Rounding + ?Sized,
@@ -97,31 +97,16 @@ where
         self.xs = *x;
         let mut prev = self.h0;
         for ((xt, zt), ht) in x.iter().zip(self.zs.iter_mut()).zip(self.hs.iter_mut()) {
-            let mut fp = At {
-                probes: &mut *p,
-                layer: at,
-                phase: Phase::Forward,
-            };
+            let mut fp = At::new(&mut *p, at, Phase::Forward);
             // z = W_ih x + W_hh h_{t−1} + b as one exact wide sum, rounded once per unit.
-            for ((z, (row_ih, row_hh)), &b) in zt
-                .iter_mut()
-                .zip(self.weight_ih.iter().zip(&self.weight_hh))
-                .zip(&self.bias)
-            {
-                let acc = row_ih
-                    .iter()
-                    .zip(xt)
-                    .fold(S::acc_add(S::acc_zero(), b), |a, (&w, &v)| {
-                        mac::<S, At<'_, P>>(a, w, v)
-                    });
-                let acc = row_hh
-                    .iter()
-                    .zip(&prev)
-                    .fold(acc, |a, (&w, &v)| mac::<S, At<'_, P>>(a, w, v));
-                let (v, f) = S::narrow(acc, r);
-                fp.record(f);
-                *z = v;
-            }
+            affine_pair(
+                (&self.weight_ih, xt),
+                (&self.weight_hh, &prev),
+                &self.bias,
+                zt,
+                r,
+                &mut fp,
+            );
             for (h, &z) in ht.iter_mut().zip(zt.iter()) {
                 let (v, f) = self.act.f(z, r);
                 fp.record(f);
@@ -159,11 +144,7 @@ where
             let mut dh = [S::ZERO; H];
             let mut dz = [S::ZERO; H];
             {
-                let mut bp = At {
-                    probes: &mut *p,
-                    layer: at,
-                    phase: Phase::Backward,
-                };
+                let mut bp = At::new(&mut *p, at, Phase::Backward);
                 for (((d, &a), &b), ((dzv, &z), &h)) in dh
                     .iter_mut()
                     .zip(dyt)
@@ -180,20 +161,12 @@ where
             }
             p.step(at, t, &dh);
             {
-                let mut gp = At {
-                    probes: &mut *p,
-                    layer: at,
-                    phase: Phase::Grad,
-                };
+                let mut gp = At::new(&mut *p, at, Phase::Grad);
                 add_assign(&mut self.grad_bias, &dz, &mut gp);
                 outer_acc(&mut self.grad_weight_ih, &dz, xt, r, &mut gp);
                 outer_acc(&mut self.grad_weight_hh, &dz, &prev, r, &mut gp);
             }
-            let mut bp = At {
-                probes: &mut *p,
-                layer: at,
-                phase: Phase::Backward,
-            };
+            let mut bp = At::new(&mut *p, at, Phase::Backward);
             matvec_t(&self.weight_ih, &dz, dxt, r, &mut bp);
             matvec_t(&self.weight_hh, &dz, &mut dh_next, r, &mut bp);
         }

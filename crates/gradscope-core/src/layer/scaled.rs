@@ -2,6 +2,7 @@
 
 use super::{Layer, Phase, Probes, Stack};
 use crate::flags::Flags;
+use crate::net::Params;
 use crate::round::Rounding;
 use crate::scalar::Scalar;
 
@@ -106,11 +107,11 @@ impl<L, const D: usize> Stack<L, D> {
         R: Rounding + ?Sized,
         P: Probes + ?Sized,
     {
-        let mut idx = at + Layer::depth(self);
+        let mut idx = at.saturating_add(Params::depth(self));
         let mut d = *dy;
         let mut e_above = 0i32;
         for (k, l) in self.active_mut().iter_mut().enumerate().rev() {
-            idx -= l.depth();
+            idx = idx.saturating_sub(l.depth());
             let peak = d.iter().fold(0.0f64, |m, v| m.max(libm::fabs(v.to_f64())));
             if peak > 0.0
                 && let Some(obs) = scales.peak_log2.get_mut(k)

@@ -35,19 +35,14 @@ impl<S: Scalar, const W: usize, const D: usize> Stack<Dense<S, W, W>, D> {
 
     /// Initialize every active layer's weights with `weight` and biases with `bias`, in order, from one
     /// generator (see [`Dense::init`]).
-    pub fn init<G, R, P>(
+    pub fn init(
         &mut self,
         weight: &Init,
         bias: &Init,
-        rng: &mut G,
-        r: &mut R,
-        p: &mut P,
-    ) -> Result<(), InitError>
-    where
-        G: Rng + ?Sized,
-        R: Rounding + ?Sized,
-        P: Probe + ?Sized,
-    {
+        rng: &mut (impl Rng + ?Sized),
+        r: &mut (impl Rounding + ?Sized),
+        p: &mut (impl Probe + ?Sized),
+    ) -> Result<(), InitError> {
         self.active_mut()
             .iter_mut()
             .try_for_each(|l| l.init(weight, bias, rng, r, p))
@@ -87,9 +82,17 @@ impl<L, const D: usize> Stack<L, D> {
 }
 
 impl<S: Scalar, L: Params<S>, const D: usize> Params<S> for Stack<L, D> {
-    fn visit(&mut self, f: &mut dyn FnMut(ParamTensor<'_, S>)) {
+    fn depth(&self) -> usize {
+        self.active()
+            .iter()
+            .fold(0usize, |d, l| d.saturating_add(l.depth()))
+    }
+
+    fn visit(&mut self, at: usize, f: &mut dyn FnMut(ParamTensor<'_, S>)) {
+        let mut idx = at;
         for l in self.active_mut() {
-            l.visit(f);
+            l.visit(idx, f);
+            idx = idx.saturating_add(l.depth());
         }
     }
 }
@@ -103,10 +106,6 @@ where
     type Input = X;
     type Output = X;
 
-    fn depth(&self) -> usize {
-        self.active().iter().map(|l| l.depth()).sum()
-    }
-
     fn forward<R, P>(&mut self, x: &X, at: usize, r: &mut R, p: &mut P) -> X
     where
         R: Rounding + ?Sized,
@@ -116,7 +115,7 @@ where
         let mut idx = at;
         for l in self.active_mut() {
             h = l.forward(&h, idx, r, p);
-            idx += l.depth();
+            idx = idx.saturating_add(l.depth());
         }
         h
     }
@@ -126,10 +125,11 @@ where
         R: Rounding + ?Sized,
         P: Probes + ?Sized,
     {
-        let mut idx = at + Layer::depth(self);
+        // Indices as in `forward`; saturating, so a huge `at` gives clamped indices, never an overflow.
+        let mut idx = at.saturating_add(Params::depth(self));
         let mut d = *dy;
         for l in self.active_mut().iter_mut().rev() {
-            idx -= l.depth();
+            idx = idx.saturating_sub(l.depth());
             d = l.backward(&d, idx, r, p);
         }
         d

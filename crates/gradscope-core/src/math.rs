@@ -1,5 +1,6 @@
-//! Float math backends, chosen by type (never by a cargo feature, which would unify across a build and
-//! silently change results).
+//! Float arithmetic and math backends, chosen by type (never by a cargo feature, which would unify across a
+//! build and silently change results). The foundation of every float formula in the crate: activations, losses,
+//! the gated cells and the horizon model all evaluate their transcendental functions through here.
 //!
 //! - [`Libm`]: the `libm` crate for `f32` and `f64`; the same code on the host and on the MCU.
 //! - [`Fast`]: `micromath`'s approximations for `f32` (smaller and faster on an MCU, less accurate). micromath
@@ -70,53 +71,64 @@ pub struct Libm;
 #[derive(Copy, Clone, Debug, Default, PartialEq, Eq)]
 pub struct Fast;
 
-impl Math<f32> for Libm {
-    const NAME: &'static str = "libm";
-    #[inline]
-    fn exp(x: f32) -> f32 {
-        libm::expf(x)
-    }
-    #[inline]
-    fn expm1(x: f32) -> f32 {
-        libm::expm1f(x)
-    }
-    #[inline]
-    fn ln_1p(x: f32) -> f32 {
-        libm::log1pf(x)
-    }
-    #[inline]
-    fn tanh(x: f32) -> f32 {
-        libm::tanhf(x)
-    }
-    #[inline]
-    fn erf(x: f32) -> f32 {
-        libm::erff(x)
+/// The logistic sigmoid in PyTorch's stable form, which never evaluates `e^(+large)`: `1/(1 + e^−x)` for
+/// `x ≥ 0`, `e^x/(1 + e^x)` below. The one definition every sigmoid in the crate uses.
+#[inline]
+pub fn sigmoid<T: Real, M: Math<T>>(x: T) -> T {
+    let one = T::c(1.0);
+    if x >= T::c(0.0) {
+        one / (one + M::exp(-x))
+    } else {
+        let e = M::exp(x);
+        e / (one + e)
     }
 }
 
-impl Math<f64> for Libm {
-    const NAME: &'static str = "libm";
-    #[inline]
-    fn exp(x: f64) -> f64 {
-        libm::exp(x)
-    }
-    #[inline]
-    fn expm1(x: f64) -> f64 {
-        libm::expm1(x)
-    }
-    #[inline]
-    fn ln_1p(x: f64) -> f64 {
-        libm::log1p(x)
-    }
-    #[inline]
-    fn tanh(x: f64) -> f64 {
-        libm::tanh(x)
-    }
-    #[inline]
-    fn erf(x: f64) -> f64 {
-        libm::erf(x)
-    }
+/// `Math<$t> for Libm`: each function is libm's of that width.
+macro_rules! libm_math {
+    ($t:ty, $exp:path, $expm1:path, $log1p:path, $tanh:path, $erf:path) => {
+        impl Math<$t> for Libm {
+            const NAME: &'static str = "libm";
+            #[inline]
+            fn exp(x: $t) -> $t {
+                $exp(x)
+            }
+            #[inline]
+            fn expm1(x: $t) -> $t {
+                $expm1(x)
+            }
+            #[inline]
+            fn ln_1p(x: $t) -> $t {
+                $log1p(x)
+            }
+            #[inline]
+            fn tanh(x: $t) -> $t {
+                $tanh(x)
+            }
+            #[inline]
+            fn erf(x: $t) -> $t {
+                $erf(x)
+            }
+        }
+    };
 }
+
+libm_math!(
+    f32,
+    libm::expf,
+    libm::expm1f,
+    libm::log1pf,
+    libm::tanhf,
+    libm::erff
+);
+libm_math!(
+    f64,
+    libm::exp,
+    libm::expm1,
+    libm::log1p,
+    libm::tanh,
+    libm::erf
+);
 
 impl Math<f32> for Fast {
     const NAME: &'static str = "micromath";
