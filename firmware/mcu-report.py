@@ -1,14 +1,15 @@
 #!/usr/bin/env python3
-"""Build and run the firmware on both targets under QEMU and print, as markdown:
+"""Build and run the firmware's two binaries (`demo`: parity workloads and training; `costs`: the cost
+measurements) on both targets under QEMU and print, as markdown:
 
-1. flash, static RAM and peak stack per target (sizes from the ELF's section headers; the stack from the demo's
-   stack painting), against the micro:bit's 256 KiB flash and 16 KiB RAM for the M0;
+1. flash, static RAM and peak stack per target and binary (sizes from the ELF's section headers; the stack from
+   the binary's stack painting), against the micro:bit's 256 KiB flash and 16 KiB RAM for the M0;
 2. the cost of each kernel and training step per target and format: instructions counted under QEMU with
    `-icount shift=0` (deterministic, but instructions, not cycles: QEMU models no pipeline, caches or wait
    states).
 
 Usage: python3 firmware/mcu-report.py [--out FILE.md]   (needs what `cargo run` in firmware/ needs)
-Exits non-zero if a run fails or the M0 build does not fit the micro:bit.
+Exits non-zero if a run fails or an M0 image does not fit the micro:bit.
 """
 
 import os
@@ -20,10 +21,11 @@ import tempfile
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 TARGETS = [
-    # (label, cargo args, ELF path, flash limit, RAM limit)
-    ("Cortex-M4F (mps2-an386)", ["run", "--release"], "target/thumbv7em-none-eabihf/release/demo", None, None),
-    ("Cortex-M0 (micro:bit)", ["run-m0"], "target/thumbv6m-none-eabi/release/demo", 256 * 1024, 16 * 1024),
+    # (label, cargo args, ELF directory, flash limit, RAM limit)
+    ("Cortex-M4F (mps2-an386)", ["run", "--release"], "target/thumbv7em-none-eabihf/release", None, None),
+    ("Cortex-M0 (micro:bit)", ["run-m0"], "target/thumbv6m-none-eabi/m0", 256 * 1024, 16 * 1024),
 ]
+BINARIES = ["demo", "costs"]
 RAM_START = 0x2000_0000
 SHF_ALLOC = 0x2
 
@@ -81,31 +83,33 @@ def main():
     stack_re = re.compile(r"^stack peak (\d+) of (\d+) bytes$")
     size_rows, costs, units = [], {}, set()
     ok = True
-    for label, args, elf, flash_limit, ram_limit in TARGETS:
-        log = run(args)
-        flash, ram = sizes(os.path.join(HERE, elf))
-        peak = None
-        for line in log.splitlines():
-            m = cost_re.match(line.strip())
-            if m:
-                costs.setdefault(m.group(1), {}).setdefault(label, {})[m.group(2)] = int(m.group(3))
-                units.add(m.group(4))
-            m = stack_re.match(line.strip())
-            if m:
-                peak = int(m.group(1))
-        if peak is None:
-            raise SystemExit(f"{label}: no 'stack peak' line in the log")
-        fits = ""
-        if flash_limit:
-            total_ram = ram + peak
-            good = flash <= flash_limit and total_ram <= ram_limit
-            ok &= good
-            fits = (f"{'fits' if good else 'DOES NOT FIT'} {flash_limit // 1024} KiB flash / "
-                    f"{ram_limit // 1024} KiB RAM ({total_ram} bytes of RAM used)")
-        size_rows.append((label, flash, ram, peak, fits))
-    lines = ["| target | flash (bytes) | static RAM (bytes) | peak stack (bytes) | budget |", "|---|---|---|---|---|"]
-    for label, flash, ram, peak, fits in size_rows:
-        lines.append(f"| {label} | {flash} | {ram} | {peak} | {fits} |")
+    for label, args, elf_dir, flash_limit, ram_limit in TARGETS:
+        for binary in BINARIES:
+            log = run([*args, "--bin", binary])
+            flash, ram = sizes(os.path.join(HERE, elf_dir, binary))
+            peak = None
+            for line in log.splitlines():
+                m = cost_re.match(line.strip())
+                if m:
+                    costs.setdefault(m.group(1), {}).setdefault(label, {})[m.group(2)] = int(m.group(3))
+                    units.add(m.group(4))
+                m = stack_re.match(line.strip())
+                if m:
+                    peak = int(m.group(1))
+            if peak is None:
+                raise SystemExit(f"{label} {binary}: no 'stack peak' line in the log")
+            fits = ""
+            if flash_limit:
+                total_ram = ram + peak
+                good = flash <= flash_limit and total_ram <= ram_limit
+                ok &= good
+                fits = (f"{'fits' if good else 'DOES NOT FIT'} {flash_limit // 1024} KiB flash / "
+                        f"{ram_limit // 1024} KiB RAM ({total_ram} bytes of RAM used)")
+            size_rows.append((label, binary, flash, ram, peak, fits))
+    lines = ["| target | binary | flash (bytes) | static RAM (bytes) | peak stack (bytes) | budget |",
+             "|---|---|---|---|---|---|"]
+    for label, binary, flash, ram, peak, fits in size_rows:
+        lines.append(f"| {label} | `{binary}` | {flash} | {ram} | {peak} | {fits} |")
     lines += ["", f"Cost per call in {' / '.join(sorted(units))} (QEMU `-icount shift=0`: instructions, not cycles):", ""]
     formats = ["f32", "I16F16", "I1F15"]
     head = "| kernel | " + " | ".join(f"{t.split(' ')[0]} {f}" for t, *_ in TARGETS for f in formats) + " |"
@@ -132,7 +136,7 @@ def main():
         os.replace(tmp, out)
     sys.stdout.write(text)
     if not ok:
-        raise SystemExit("the M0 build does not fit the micro:bit")
+        raise SystemExit("an M0 image does not fit the micro:bit")
 
 
 if __name__ == "__main__":

@@ -3,14 +3,16 @@
 //!
 //! Each case checks the value (within the rounding mode: exactly for floor and nearest-even, one of the two
 //! neighbours for stochastic), saturation exactly at the bounds, and every flag set exactly when information
-//! was lost. Accumulators: the oracle sums in `i128`; where a partial sum leaves `i64` the core's accumulator
-//! saturates, and the test then demands `OVERFLOW`.
+//! was lost. Accumulators: the oracle sums in `i128` and so does the core's exact path, so every kernel's
+//! result must equal the oracle's exactly, whatever the magnitudes; the wide-shape tests force each fast path
+//! (blocks of rows, pairs of 16-bit values, odd lengths) and demand the same.
 
 use gradscope_core::{
     AnyRounding, Coef, Flags, Floor, Fx, Fx16, NearestEven, Scalar, Stochastic, matrix,
 };
 use gradscope_suite::oracle::{Mode, expect, outcome, round_pow2};
 use proptest::prelude::*;
+
 use rand_core::SeedableRng;
 use rand_xoshiro::Xoshiro128PlusPlus;
 
@@ -50,28 +52,15 @@ fn modes() -> [(Mode, AnyRounding<Xoshiro128PlusPlus>); 2] {
     ]
 }
 
-/// Exact narrowing of a sum that the core accumulated in a saturating i64: returns None when a partial sum
-/// left i64 (then only OVERFLOW is required).
-fn partial_sums_fit(terms: impl IntoIterator<Item = i128>) -> Option<i128> {
-    let mut s = 0i128;
-    for t in terms {
-        s += t;
-        if s > i64::MAX as i128 || s < i64::MIN as i128 {
-            return None;
-        }
-    }
-    Some(s)
+/// The exact sum of the terms.
+fn exact_sum(terms: impl IntoIterator<Item = i128>) -> i128 {
+    terms.into_iter().sum()
 }
 
-/// Check a narrowed result against the oracle for every way it may have been produced.
+/// Check a narrowed result against the oracle: the exact sum rounded once, with its flags.
 fn check_narrow(got: (i128, Flags), terms: Vec<i128>, frac: u32, mode: Mode, min: i128, max: i128) {
-    match partial_sums_fit(terms) {
-        Some(num) => assert_eq!(got, expect(num, frac, mode, min, max), "exact sum {num}"),
-        None => assert!(
-            got.1.contains(Flags::OVERFLOW),
-            "accumulator saturated without OVERFLOW: {got:?}"
-        ),
-    }
+    let num = exact_sum(terms);
+    assert_eq!(got, expect(num, frac, mode, min, max), "exact sum {num}");
 }
 
 /// Stochastic rounding must return one of the two neighbours with exactly that neighbour's flags.
@@ -122,13 +111,18 @@ macro_rules! fixed_suite {
                 #[test]
                 fn scale_by_a_prepared_coefficient(
                     a in $strat,
-                    c in prop_oneof![-4.0f64..4.0, -1e-6f64..1e-6, -1e5f64..1e5],
+                    c in prop_oneof![-4.0f64..4.0, -1e-6f64..1e-6, -1e-13f64..1e-13, -1e5f64..1e5, Just(1e-300)],
                 ) {
                     let coef = Coef::new(c);
-                    // The coefficient at 40 fraction bits, the product exact in i128, rounded once.
-                    let q = (c * (1u64 << 40) as f64).round_ties_even() as i128;
+                    // The coefficient as m · 2^−e with 15 (16-bit formats) or 31 significant bits, within its
+                    // stated error of c; the product exact in i128, rounded once.
+                    let bits = if <$raw>::BITS == 16 { 15 } else { 31 };
+                    let (m, e) = if bits == 15 { coef.mantissa15() } else { coef.mantissa31() };
+                    let c_hat = m as f64 * (-(e as f64)).exp2();
+                    prop_assert!((c_hat - c).abs() <= c.abs() * (-(bits as f64)).exp2(), "{} vs {}", c_hat, c);
+                    let (num, frac) = if e >= 0 { (a as i128 * m as i128, e as u32) } else { ((a as i128 * m as i128) << -e, 0) };
                     for (mode, mut r) in modes() {
-                        prop_assert_eq!(raw(t(a).scale_by(&coef, &mut r)), expect(a as i128 * q, 40, mode, MIN, MAX));
+                        prop_assert_eq!(raw(t(a).scale_by(&coef, &mut r)), expect(num, frac, mode, MIN, MAX));
                         prop_assert_eq!(t(a).scale_by(&coef, &mut r), t(a).scale(c, &mut r));
                     }
                 }
@@ -217,9 +211,7 @@ macro_rules! fixed_suite {
                         for i in 0..4 {
                             let terms: Vec<i128> = (0..3).map(|o| w[o][i] as i128 * d[o] as i128).collect();
                             let got = yt[i].to_bits() as i128;
-                            if let Some(num) = partial_sums_fit(terms) {
-                                prop_assert_eq!(got, expect(num, F, mode, MIN, MAX).0);
-                            }
+                            prop_assert_eq!(got, expect(exact_sum(terms), F, mode, MIN, MAX).0);
                         }
                     }
                 }
@@ -261,6 +253,40 @@ macro_rules! fixed_suite {
                 }
 
                 #[test]
+                fn wide_shapes_take_every_fast_path(
+                    v in prop::collection::vec($strat, 11 * 13 + 13 + 9 * 16 + 16),
+                    no_min in any::<bool>(),
+                ) {
+                    // 11×13: a block of eight rows and a tail, an odd length; 9×16: whole pairs and lanes.
+                    // `no_min` keeps the vector free of the most negative value, as I1F15's pair lanes need.
+                    let at = |k: usize| {
+                        let x = v.get(k).copied().unwrap_or(0);
+                        if no_min && x == <$raw>::MIN { x + 1 } else { x }
+                    };
+                    let w1: [[$raw; 13]; 11] = core::array::from_fn(|o| core::array::from_fn(|i| at(o * 13 + i)));
+                    let x1: [$raw; 13] = core::array::from_fn(|i| at(143 + i));
+                    let w2: [[$raw; 16]; 9] = core::array::from_fn(|o| core::array::from_fn(|i| at(156 + o * 16 + i)));
+                    let x2: [$raw; 16] = core::array::from_fn(|i| at(300 + i));
+                    for (mode, mut r) in modes() {
+                        let (mut y1, mut y1o) = ([T::ZERO; 11], [T::ZERO; 11]);
+                        matrix::matvec(&w1.map(|r| r.map(t)), &x1.map(t), &mut y1, &mut r, &mut ());
+                        let mut counts = gradscope_core::EventCounts::default();
+                        matrix::matvec(&w1.map(|r| r.map(t)), &x1.map(t), &mut y1o, &mut r, &mut counts);
+                        prop_assert_eq!(y1, y1o);
+                        for o in 0..11 {
+                            let num = exact_sum(w1[o].iter().zip(&x1).map(|(&p, &q)| p as i128 * q as i128));
+                            prop_assert_eq!(y1[o].to_bits() as i128, expect(num, F, mode, MIN, MAX).0);
+                        }
+                        let mut y2 = [T::ZERO; 9];
+                        matrix::matvec(&w2.map(|r| r.map(t)), &x2.map(t), &mut y2, &mut r, &mut ());
+                        for o in 0..9 {
+                            let num = exact_sum(w2[o].iter().zip(&x2).map(|(&p, &q)| p as i128 * q as i128));
+                            prop_assert_eq!(y2[o].to_bits() as i128, expect(num, F, mode, MIN, MAX).0);
+                        }
+                    }
+                }
+
+                #[test]
                 fn matmul_kernel(
                     a in prop::array::uniform2(prop::array::uniform3($strat)),
                     b in prop::array::uniform3(prop::array::uniform4($strat)),
@@ -271,13 +297,7 @@ macro_rules! fixed_suite {
                         for m in 0..2 {
                             for n in 0..4 {
                                 let terms: Vec<i128> = (0..3).map(|k| a[m][k] as i128 * b[k][n] as i128).collect();
-                                if let Some(num) = partial_sums_fit(terms) {
-                                    prop_assert_eq!(c[m][n].to_bits() as i128, expect(num, F, mode, MIN, MAX).0);
-                                } else {
-                                    // saturated accumulator: the value is pinned to a bound
-                                    let v = c[m][n].to_bits() as i128;
-                                    prop_assert!(v == MIN || v == MAX);
-                                }
+                                prop_assert_eq!(c[m][n].to_bits() as i128, expect(exact_sum(terms), F, mode, MIN, MAX).0);
                             }
                         }
                     }

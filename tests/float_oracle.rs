@@ -139,3 +139,74 @@ proptest! {
         }
     }
 }
+
+/// The documented summation orders (`matrix.rs`), written out plainly: the dot order (lane `k mod 4`, then
+/// `(l₀ + l₂) + (l₁ + l₃)`), and the sequential order of the transposed and matrix products.
+fn dot_in_order(a: &[f32], b: &[f32]) -> f32 {
+    let mut l = [0.0f32; 4];
+    for (k, (&x, &y)) in a.iter().zip(b).enumerate() {
+        l[k % 4] += x * y;
+    }
+    (l[0] + l[2]) + (l[1] + l[3])
+}
+
+fn sequential(terms: impl Iterator<Item = (f32, f32)>) -> f32 {
+    terms.fold(0.0f32, |s, (x, y)| s + x * y)
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 5_000, ..cfg() })]
+
+    #[test]
+    fn kernels_follow_the_documented_order_observed_or_not(
+        v in prop::collection::vec(f32s(), 11 * 13 + 13 + 11 + 11),
+    ) {
+        let at = |k: usize| v.get(k).copied().unwrap_or(0.0);
+        let w: [[f32; 13]; 11] = core::array::from_fn(|o| core::array::from_fn(|i| at(o * 13 + i)));
+        let x: [f32; 13] = core::array::from_fn(|i| at(143 + i));
+        let d: [f32; 11] = core::array::from_fn(|o| at(156 + o));
+        let b: [f32; 11] = core::array::from_fn(|o| at(167 + o));
+        // 11 rows: a block of eight and a tail on x86; 13 columns: three lanes' chunks and a tail.
+        for observed in [false, true] {
+            let (mut y, mut yb, mut yt) = ([0.0f32; 11], [0.0f32; 11], [0.0f32; 13]);
+            let mut fl = Flags::NONE;
+            if observed {
+                matrix::matvec(&w, &x, &mut y, &mut NearestEven, &mut fl);
+                matrix::affine(&w, &x, &b, &mut yb, &mut NearestEven, &mut fl);
+                matrix::matvec_t(&w, &d, &mut yt, &mut NearestEven, &mut fl);
+            } else {
+                matrix::matvec(&w, &x, &mut y, &mut NearestEven, &mut ());
+                matrix::affine(&w, &x, &b, &mut yb, &mut NearestEven, &mut ());
+                matrix::matvec_t(&w, &d, &mut yt, &mut NearestEven, &mut ());
+            }
+            for o in 0..11 {
+                let want = dot_in_order(&w[o], &x);
+                prop_assert!(same(y[o], want), "row {o}: {} vs {}", y[o], want);
+                prop_assert!(same(yb[o], want + b[o]), "affine row {o}");
+            }
+            for i in 0..13 {
+                let want = sequential((0..11).map(|o| (w[o][i], d[o])));
+                prop_assert!(same(yt[i], want), "column {i}: {} vs {}", yt[i], want);
+            }
+        }
+    }
+
+    #[test]
+    fn matmul_follows_the_documented_order(
+        v in prop::collection::vec(f32s(), 5 * 9 + 9 * 6),
+    ) {
+        let at = |k: usize| v.get(k).copied().unwrap_or(0.0);
+        let a: [[f32; 9]; 5] = core::array::from_fn(|i| core::array::from_fn(|k| at(i * 9 + k)));
+        let bm: [[f32; 6]; 9] = core::array::from_fn(|k| core::array::from_fn(|j| at(45 + k * 6 + j)));
+        let mut c = [[0.0f32; 6]; 5];
+        matrix::matmul(&a, &bm, &mut c, &mut NearestEven, &mut ());
+        let (mut co, mut fl) = ([[0.0f32; 6]; 5], Flags::NONE);
+        matrix::matmul(&a, &bm, &mut co, &mut NearestEven, &mut fl);
+        for i in 0..5 {
+            for j in 0..6 {
+                let want = sequential((0..9).map(|k| (a[i][k], bm[k][j])));
+                prop_assert!(same(c[i][j], want) && same(co[i][j], want), "({i}, {j})");
+            }
+        }
+    }
+}

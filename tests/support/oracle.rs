@@ -16,6 +16,14 @@ pub enum Mode {
 
 /// `num / 2^shift` rounded to an integer with `mode`.
 pub fn round_pow2(num: i128, shift: u32, mode: Mode) -> i128 {
+    if shift >= 126 {
+        // The value num / 2^shift is below half a unit whenever |num| < 2^125, as every caller's is.
+        assert!(num.unsigned_abs() < 1 << 125, "oracle range");
+        return match mode {
+            Mode::Floor => num.signum().min(0),
+            Mode::NearestEven => 0,
+        };
+    }
     let d = 1i128 << shift;
     let q = num.div_euclid(d);
     let r = num.rem_euclid(d);
@@ -40,7 +48,12 @@ pub fn outcome(num: i128, shift: u32, rounded: i128, min: i128, max: i128) -> (i
     if clamped != rounded {
         f |= Flags::OVERFLOW;
     }
-    if clamped << shift != num {
+    let back = if shift >= 127 {
+        (clamped == 0).then_some(0)
+    } else {
+        clamped.checked_mul(1i128 << shift)
+    };
+    if back != Some(num) {
         f |= Flags::INEXACT;
     }
     if num != 0 && clamped == 0 {

@@ -233,7 +233,7 @@ pub fn clip_grad_value<S: Scalar>(
             probe.record(
                 t.layer,
                 Phase::Clip,
-                Flags::when(!g.to_f64().is_finite(), Flags::NONFINITE),
+                Flags::when(!g.is_finite(), Flags::NONFINITE),
             );
         }
     });
@@ -280,11 +280,7 @@ pub fn clip_grad_norm<S: Scalar>(
     if !total.is_finite() {
         let mut first = None;
         params.visit(0, &mut |t| {
-            first = first.or(t
-                .grad
-                .iter()
-                .any(|g| !g.to_f64().is_finite())
-                .then_some(t.layer))
+            first = first.or(t.grad.iter().any(|g| !g.is_finite()).then_some(t.layer))
         });
         probe.record(first.unwrap_or(0), Phase::Clip, Flags::NONFINITE);
         return if error_if_nonfinite {

@@ -5,14 +5,17 @@
 //! Arithmetic never uses bare `+`/`*` on the raw integers: every result is computed exactly in a wider integer,
 //! rounded with the caller's [`Rounding`], then saturated to the range, and the [`Flags`] say what happened.
 //!
-//! | type | storage | LSB | range | accumulator ([`WideAcc`]) | guard bits |
+//! | type | storage | LSB | range | exact accumulator ([`WideAcc`]) | fast lanes |
 //! |---|---|---|---|---|---|
-//! | [`I16F16`] | `i32` | 2⁻¹⁶ | [−32768, 32768 − 2⁻¹⁶] | `i64`, products at 32 fraction bits | 1 over one full-range product (2⁶²); 31 for values of magnitude ≤ 1 |
-//! | [`I8F24`] | `i32` | 2⁻²⁴ | [−128, 128 − 2⁻²⁴] | `i64`, products at 48 fraction bits | 1 over one full-range product; 15 for values ≤ 1 |
-//! | [`I1F15`] | `i16` | 2⁻¹⁵ | [−1, 1 − 2⁻¹⁵] | `i64`, products at 30 fraction bits | 33 (as CMSIS `arm_mat_mult_q15`: 34.30) |
+//! | [`I16F16`] | `i32` | 2⁻¹⁶ | [−32768, 32768 − 2⁻¹⁶] | `i128`, products at 32 fraction bits | `i64` while n·max\|a\|·max\|b\| < 2⁶³ |
+//! | [`I8F24`] | `i32` | 2⁻²⁴ | [−128, 128 − 2⁻²⁴] | `i128`, products at 48 fraction bits | `i64`, as above |
+//! | [`I1F15`] | `i16` | 2⁻¹⁵ | [−1, 1 − 2⁻¹⁵] | `i128`, products at 30 fraction bits | `i64` for n < 2³³ (33 guard bits, as CMSIS `arm_mat_mult_q15`'s 34.30) |
 //!
-//! The accumulator is exact until it would leave `i64`; then it saturates, stays saturated (sticky) and the
-//! narrowed result carries [`Flags::OVERFLOW`]. It never wraps.
+//! The exact accumulator holds any sum of up to 2⁶⁴ products, so a dot product is exact in any order and
+//! rounds once; a result beyond the format saturates at narrowing, with [`Flags::OVERFLOW`]. It never wraps.
+//! The fast lanes are plain `i64` sums (16-bit products in a 32-bit multiply), used when a bound on the
+//! operands ([`Scalar::quiet`]) proves they cannot wrap: the same exact sum, in a shape the compiler
+//! vectorizes (and, for `I1F15` on a Cortex-M4, turns into dual 16-bit multiply-accumulates).
 //!
 //! Sums of squares accumulate raw squares in a `u128` (at most 2⁶² each), which cannot overflow for fewer than
 //! 2⁶⁶ terms; the L2 norm is the integer square root of that exact sum, rounded to nearest.
@@ -23,29 +26,19 @@ use crate::flags::Flags;
 use crate::round::Rounding;
 use crate::scalar::{Coef, Scalar};
 
-/// Exact fixed-point accumulator: the running sum of raw products (at `2F` fraction bits) in an `i64`, and
-/// whether it ever saturated.
+/// Exact fixed-point accumulator: the running sum of raw products (at `2F` fraction bits) in an `i128`, which
+/// no sum of fewer than 2⁶⁴ products can overflow (it saturates rather than wrap beyond that).
 #[derive(Copy, Clone, Debug, Default, PartialEq, Eq)]
 pub struct WideAcc {
-    /// Running sum, saturated at the `i64` bounds.
-    pub value: i64,
-    /// True once any addition saturated; the final result then carries [`Flags::OVERFLOW`].
-    pub saturated: bool,
+    /// The exact sum.
+    pub value: i128,
 }
 
 impl WideAcc {
     #[inline]
-    fn add(self, p: i64) -> WideAcc {
-        let (s, o) = self.value.overflowing_add(p);
-        // On overflow the true sum has the sign of `p` (both operands share it).
-        let value = if o {
-            if p > 0 { i64::MAX } else { i64::MIN }
-        } else {
-            s
-        };
+    fn add(self, p: i128) -> WideAcc {
         WideAcc {
-            value,
-            saturated: self.saturated | o,
+            value: self.value.saturating_add(p),
         }
     }
 }
@@ -68,12 +61,40 @@ pub trait Fixed: Scalar {
 /// product fits 32 bits, which a Cortex-M0 computes in one instruction instead of a 64-bit library call.
 trait RawMul: Copy {
     fn product(a: Self, b: Self) -> i64;
+    /// The coefficient mantissa this width multiplies by (see [`Coef`]).
+    fn mantissa(c: &Coef) -> (i32, i32);
+    /// `a · m`, exact, for a mantissa from [`RawMul::mantissa`]: 32 bits for 16-bit raws.
+    fn product_m(a: Self, m: i32) -> i64;
+
+    /// Exact `Σ aᵢ·bᵢ` of each row with `b` (`b`'s largest magnitude is `b_max`), where the caller's bound
+    /// keeps every sum inside `i64`.
+    #[inline(always)]
+    fn dots<S: Copy, const R: usize, const N: usize>(
+        rows: &[[S; N]; R],
+        b: &[S; N],
+        _b_max: u64,
+        raw: impl Fn(S) -> Self + Copy,
+    ) -> [i64; R] {
+        let mut out = [0; R];
+        for (o, row) in out.iter_mut().zip(rows) {
+            *o = fast_dot(row, b, raw);
+        }
+        out
+    }
 }
 
 impl RawMul for i32 {
     #[inline(always)]
     fn product(a: i32, b: i32) -> i64 {
         a as i64 * b as i64
+    }
+    #[inline(always)]
+    fn mantissa(c: &Coef) -> (i32, i32) {
+        c.mantissa31()
+    }
+    #[inline(always)]
+    fn product_m(a: i32, m: i32) -> i64 {
+        a as i64 * m as i64
     }
 }
 
@@ -82,22 +103,134 @@ impl RawMul for i16 {
     fn product(a: i16, b: i16) -> i64 {
         (a as i32 * b as i32) as i64
     }
+    #[inline(always)]
+    fn mantissa(c: &Coef) -> (i32, i32) {
+        c.mantissa15()
+    }
+    #[inline(always)]
+    fn product_m(a: i16, m: i32) -> i64 {
+        // |m| < 2^15: the product fits 32 bits.
+        (a as i32).wrapping_mul(m) as i64
+    }
+
+    #[cfg(any(target_arch = "x86", target_arch = "x86_64"))]
+    #[inline(always)]
+    fn dots<S: Copy, const R: usize, const N: usize>(
+        rows: &[[S; N]; R],
+        b: &[S; N],
+        b_max: u64,
+        raw: impl Fn(S) -> i16 + Copy,
+    ) -> [i64; R] {
+        // Pairs in 32 bits (SSE2's `pmaddwd`) need |aᵢbᵢ + aⱼbⱼ| < 2³¹, true unless b holds −1 (−2¹⁵).
+        let mut out = [0; R];
+        if b_max >= 1 << 15 || N >= 1 << 16 {
+            for (o, row) in out.iter_mut().zip(rows) {
+                *o = fast_dot(row, b, raw);
+            }
+            return out;
+        }
+        let (blocks, tail) = rows.as_chunks::<4>();
+        let (ob, ot) = out.as_chunks_mut::<4>();
+        for (o, [r0, r1, r2, r3]) in ob.iter_mut().zip(blocks) {
+            *o = pair_dots4([r0, r1, r2, r3], b, raw);
+        }
+        for (o, row) in ot.iter_mut().zip(tail) {
+            *o = pair_dot(row, b, raw);
+        }
+        out
+    }
 }
 
-/// The exact product of an `i32` and an `i64`, from two 32 × 32-bit products: a core without a 64-bit
-/// multiplier (Cortex-M0) does two short multiplications instead of a full 128-bit one.
-#[inline]
-fn mul_wide(a: i32, q: i64) -> i128 {
-    let (ua, uq) = (a.unsigned_abs() as u64, q.unsigned_abs());
-    let lo = ua * (uq & 0xFFFF_FFFF);
-    let hi = ua * (uq >> 32);
-    let m = ((hi as u128) << 32) + lo as u128;
-    // |a·q| < 2^31 · 2^63 = 2^94: the magnitude fits an i128 with room to spare.
-    if (a < 0) != (q < 0) {
-        -(m as i128)
-    } else {
-        m as i128
+/// Exact dot products of 16-bit raws in 32-bit lanes, the shape x86's loop vectorizer turns into `pmaddwd`:
+/// each step adds one pair sum `p = a₂ₖb₂ₖ + a₂ₖ₊₁b₂ₖ₊₁` (|p| < 2³¹) to a wrapping sum `S` and `p >> 16` to `H`.
+/// The exact total `T` is then `2¹⁶H + L` with `0 ≤ L < 2³²` (L sums the low halves, fewer than 2¹⁶ of them),
+/// and `L ≡ S − 2¹⁶H (mod 2³²)` recovers it. Four rows share each load of `b`; the length is hidden from the
+/// optimizer, as a loop of runtime length is what it vectorizes.
+#[cfg(any(target_arch = "x86", target_arch = "x86_64"))]
+#[inline(always)]
+fn pair_dots4<S: Copy, const N: usize>(
+    rows: [&[S; N]; 4],
+    b: &[S; N],
+    raw: impl Fn(S) -> i16 + Copy,
+) -> [i64; 4] {
+    let pair = |x: &[S], y: &[S]| -> i32 {
+        match (x, y) {
+            ([x0, x1], [y0, y1]) => {
+                (raw(*x0) as i32 * raw(*y0) as i32).wrapping_add(raw(*x1) as i32 * raw(*y1) as i32)
+            }
+            _ => 0,
+        }
+    };
+    let ([r0, r1, r2, r3], b) = core::hint::black_box((rows.map(|r| &r[..]), &b[..]));
+    let (mut sum, mut high) = ([0i32; 4], [0i32; 4]);
+    for ((((a0, a1), a2), a3), y) in r0
+        .chunks_exact(2)
+        .zip(r1.chunks_exact(2))
+        .zip(r2.chunks_exact(2))
+        .zip(r3.chunks_exact(2))
+        .zip(b.chunks_exact(2))
+    {
+        let p = [pair(a0, y), pair(a1, y), pair(a2, y), pair(a3, y)];
+        for k in 0..4 {
+            sum[k] = sum[k].wrapping_add(p[k]);
+            high[k] = high[k].wrapping_add(p[k] >> 16);
+        }
     }
+    let mut out = [0i64; 4];
+    for (((o, s), h), row) in out.iter_mut().zip(sum).zip(high).zip([r0, r1, r2, r3]) {
+        *o = pair_total(s, h) + odd_tail(row, b, raw);
+    }
+    out
+}
+
+/// [`pair_dots4`] for one row.
+#[cfg(any(target_arch = "x86", target_arch = "x86_64"))]
+#[inline(always)]
+fn pair_dot<S: Copy, const N: usize>(
+    row: &[S; N],
+    b: &[S; N],
+    raw: impl Fn(S) -> i16 + Copy,
+) -> i64 {
+    let (row, b) = core::hint::black_box((&row[..], &b[..]));
+    let (mut s, mut h) = (0i32, 0i32);
+    for (x, y) in row.chunks_exact(2).zip(b.chunks_exact(2)) {
+        if let ([x0, x1], [y0, y1]) = (x, y) {
+            let p =
+                (raw(*x0) as i32 * raw(*y0) as i32).wrapping_add(raw(*x1) as i32 * raw(*y1) as i32);
+            s = s.wrapping_add(p);
+            h = h.wrapping_add(p >> 16);
+        }
+    }
+    pair_total(s, h) + odd_tail(row, b, raw)
+}
+
+/// The exact sum from the wrapping sum `s` of the pairs and the sum `h` of their high halves.
+#[cfg(any(target_arch = "x86", target_arch = "x86_64"))]
+#[inline(always)]
+fn pair_total(s: i32, h: i32) -> i64 {
+    let low = (s as u32).wrapping_sub((h as u32) << 16);
+    ((h as i64) << 16) + low as i64
+}
+
+/// The last product of an odd-length dot product (zero for even lengths).
+#[cfg(any(target_arch = "x86", target_arch = "x86_64"))]
+#[inline(always)]
+fn odd_tail<S: Copy>(row: &[S], b: &[S], raw: impl Fn(S) -> i16) -> i64 {
+    match (row.as_chunks::<2>().1, b.as_chunks::<2>().1) {
+        ([x], [y]) => i16::product(raw(*x), raw(*y)),
+        _ => 0,
+    }
+}
+
+/// `Σ aᵢ·bᵢ` of raw fixed-point values in a wrapping `i64` (exact whenever the caller's bound says it cannot
+/// wrap). On a Cortex-M4 the unrolled loop is one multiply-accumulate into 64 bits per product (`smlal`,
+/// `smlalbb`); measured under QEMU, it beats the runtime-length loop that LLVM's parallel-DSP pass turns into
+/// dual 16-bit multiply-accumulates (`smlald`), whose loop overhead costs more than the halved multiplies save.
+#[inline(always)]
+fn fast_dot<S: Copy, T: RawMul>(a: &[S], b: &[S], raw: impl Fn(S) -> T) -> i64 {
+    a.iter().zip(b).fold(0i64, |s, (&x, &y)| {
+        s.wrapping_add(T::product(raw(x), raw(y)))
+    })
 }
 
 /// An exact `v · 2^−frac` as an `i64` at possibly fewer fraction bits: dropped bits are OR-ed into the lowest
@@ -197,17 +330,74 @@ macro_rules! fixed_family {
             #[inline]
             fn mac(acc: WideAcc, a: Self, b: Self) -> WideAcc {
                 // |a·b| <= 2^(2·bits−2) fits i64 for both families (and i32 for i16 raws).
-                acc.add(<$raw as RawMul>::product(a.0, b.0))
+                acc.add(<$raw as RawMul>::product(a.0, b.0) as i128)
             }
             #[inline]
             fn acc_add(acc: WideAcc, x: Self) -> WideAcc {
                 // x at 2F fraction bits; |x| < 2^(bits−1+F) <= 2^62.
-                acc.add((x.0 as i64) << F)
+                acc.add(((x.0 as i64) << F) as i128)
+            }
+            #[inline]
+            fn acc_merge(a: WideAcc, b: WideAcc) -> WideAcc {
+                a.add(b.value)
             }
             #[inline]
             fn narrow<R: Rounding + ?Sized>(acc: WideAcc, r: &mut R) -> (Self, Flags) {
-                let (v, f) = Self::round_wide(acc.value, F, r);
-                (v, f | Flags::when(acc.saturated, Flags::OVERFLOW | Flags::INEXACT))
+                // Beyond i64 every format saturates: clamp first (the sign is all that matters).
+                let v = i64::try_from(acc.value)
+                    .unwrap_or(if acc.value < 0 { i64::MIN } else { i64::MAX });
+                Self::round_wide(v, F, r)
+            }
+
+            type Lane = i64;
+            const LANE_ZERO: i64 = 0;
+            #[inline(always)]
+            fn lane_mac(lane: i64, a: Self, b: Self) -> i64 {
+                // Only used where `quiet` proved the sum fits: wrapping is never reached.
+                lane.wrapping_add(<$raw as RawMul>::product(a.0, b.0))
+            }
+            #[inline(always)]
+            fn lane_add(a: i64, b: i64) -> i64 {
+                a.wrapping_add(b)
+            }
+            #[inline(always)]
+            fn lane_of(x: Self) -> i64 {
+                // At 2F fraction bits; |x·2^F| < 2^(bits−1+F) ≤ 2^62.
+                (x.0 as i64) << F
+            }
+            #[inline(always)]
+            fn lane_acc(lane: i64) -> WideAcc {
+                WideAcc {
+                    value: lane as i128,
+                }
+            }
+
+            // Integer sums are exact in any order, so the shape is each target's best.
+            #[inline(always)]
+            fn dots_fast<const R: usize, const N: usize>(
+                rows: &[[Self; N]; R],
+                b: &[Self; N],
+                b_bound: u64,
+            ) -> [WideAcc; R] {
+                let sums = <$raw as RawMul>::dots(rows, b, b_bound, |v: Self| v.0);
+                let mut out = [WideAcc::default(); R];
+                for (o, s) in out.iter_mut().zip(sums) {
+                    o.value = s as i128;
+                }
+                out
+            }
+
+            type Bound = u64;
+            const ANY: u64 = 1u64 << ($bits - 1);
+            #[inline]
+            fn bound(x: &[Self]) -> u64 {
+                x.iter().fold(0u64, |m, v| m.max(v.0.unsigned_abs() as u64))
+            }
+            #[inline]
+            fn quiet(a: u64, b: u64, n: usize) -> bool {
+                // Every lane's partial sum is at most n·max|a|·max|b| in magnitude; below 2^62 there is room
+                // for one more term of up to 2^62 (a starting value, or a product) without wrapping.
+                (a as u128) * (b as u128) * (n as u128) < 1u128 << 62
             }
             #[inline]
             fn add(self, rhs: Self) -> (Self, Flags) {
@@ -251,9 +441,32 @@ macro_rules! fixed_family {
                 if !c.is_finite() {
                     return (Self(0), Flags::NONFINITE);
                 }
-                let (q, cf) = c.fixed();
-                let (v, frac) = reduce(mul_wide(self.0 as i32, q), F + cf);
-                <Self as Fixed>::from_wide(v, frac, r)
+                let (m, e) = <$raw as RawMul>::mantissa(c);
+                // Exact: |raw · m| < 2^(bits−1) · 2^(bits−1) fits the product type.
+                let p = <$raw as RawMul>::product_m(self.0, m);
+                match u32::try_from(e) {
+                    // 16-bit formats: the product is 32 bits, and so is the rounding (a Cortex-M0 has neither
+                    // 64-bit multiplies nor 64-bit shifts); the same result as the general path.
+                    Ok(e) if $bits == 16 && e <= 31 => {
+                        let p = p as i32;
+                        let (out, f) = Self::saturate(r.shr32(p, e) as i64);
+                        let dropped = (p as u32) & ((1u32 << e) - 1) != 0;
+                        let f = f
+                            | Flags::when(dropped, Flags::INEXACT)
+                            | Flags::when(p != 0 && out.0 == 0, Flags::UNDERFLOW);
+                        (out, f)
+                    }
+                    // Rounding shifts at most 62 places: beyond, |p| < 2^62 makes the value below ½ LSB, and
+                    // a sticky bit keeps its sign and that it is not zero, all any rounding mode needs.
+                    Ok(e) if e > 62 => {
+                        let k = (e - 62).min(63);
+                        let sticky = (p as u64 & ((1u64 << k) - 1) != 0) as i64;
+                        <Self as Fixed>::from_wide((p >> k) | sticky, F + 62, r)
+                    }
+                    Ok(e) => <Self as Fixed>::from_wide(p, F + e, r),
+                    // ĉ ≥ 2^(bits−1) in value: every non-zero product saturates.
+                    Err(_) => Self::saturate(p.saturating_mul(1 << 40)),
+                }
             }
             #[inline]
             fn to_f64(self) -> f64 {
@@ -264,6 +477,10 @@ macro_rules! fixed_family {
                 let x = self.to_f64();
                 let y = x as f32; // never overflows or underflows: |x| in [2^−F, 2^(bits−1−F)]
                 (y, Flags::when(y as f64 != x, Flags::INEXACT))
+            }
+            #[inline]
+            fn is_finite(self) -> bool {
+                true
             }
             #[inline]
             fn is_zero(self) -> bool {
@@ -380,12 +597,31 @@ mod tests {
     use crate::round::{Floor, NearestEven};
 
     #[test]
-    fn wide_products_are_exact() {
-        for a in [0, 1, -1, i32::MAX, i32::MIN, 12345, -98765] {
-            for q in [0, 1, -1, i64::MAX, i64::MIN + 1, 1 << 40, -(1 << 33) + 7] {
-                assert_eq!(mul_wide(a, q), a as i128 * q as i128, "{a} {q}");
+    fn coefficient_mantissas_are_within_their_bounds() {
+        for c in [
+            1.0,
+            -1.0,
+            0.01,
+            -0.3,
+            0.9,
+            1e-6,
+            3.0e4,
+            0.999_999_9,
+            1.0 / 3.0,
+        ] {
+            let coef = Coef::new(c);
+            for ((m, e), bits) in [(coef.mantissa15(), 15), (coef.mantissa31(), 31)] {
+                let lo = 1i64 << (bits - 1);
+                assert!((lo..2 * lo).contains(&(m as i64).abs()), "{c}: {m}");
+                let approx = m as f64 * libm::exp2(-e as f64);
+                assert!(
+                    (approx - c).abs() <= libm::exp2(-bits as f64) * c.abs(),
+                    "{c}: {approx}"
+                );
             }
         }
+        assert_eq!(Coef::new(0.0).mantissa15(), (0, 0));
+        assert_eq!(Coef::new(f64::NAN).mantissa31(), (0, 0));
     }
 
     #[test]

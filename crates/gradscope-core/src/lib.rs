@@ -42,6 +42,6 @@ pub use net::{ParamTensor, Params, param_count};
 pub use optim::{Adam, AdamParams, NoState, Optimizer, Sgd, StepError};
 pub use probe::{EventCounts, Probe};
 pub use round::{AnyRounding, Floor, NearestEven, Rounding, Stochastic};
-pub use scalar::{Coef, Float, Scalar};
+pub use scalar::{Coef, Float, FloatBound, Scalar};
 pub use scale::{LossScaler, ScaleDecision, ScaleError};
 pub use train::{StepCtx, StepReport, Verdict, step};

@@ -2,22 +2,29 @@
 //!
 //! Conventions: matrices are row-major, `w[out][in]`; a layer's weight is `[[S; I]; O]`. Every kernel
 //! accumulates in [`Scalar::Acc`] and narrows **once per output value**, so for fixed point the only error is
-//! that one rounding (plus saturation, flagged). Each produced value's [`Flags`] go to the probe
-//! `p`; pass `&mut ()` to turn reporting off at no cost.
+//! that one rounding (plus saturation, flagged). Each produced value's [`Flags`] go to the probe `p`; pass
+//! `&mut ()` to turn reporting off at no cost.
 //!
-//! | kernel | computes | roundings per output |
-//! |---|---|---|
-//! | [`dot`] | `Σ aᵢ bᵢ` | 1 |
-//! | [`matvec`] | `y = W x` | 1 |
-//! | [`affine`] | `y = W x + b` | 1 |
-//! | [`matvec_t`], [`matvec_t_add`] | `y = Wᵀ d`, `y += Wᵀ d` (backprop of a dense layer) | 1 |
-//! | [`affine_pair`] | `y = W₁ x₁ + W₂ x₂ + b` (a recurrent cell) | 1 |
-//! | [`outer_acc`] | `G += d xᵀ` (weight gradient) | 1 |
-//! | [`matmul`] | `C = A B` | 1 |
-//! | [`axpy`] | `y += α x` | 1 |
-//! | [`add_assign`] | `y += x` | 0 (saturation only) |
-//! | [`map`], [`zip`] | `y = f(x)`, `y = f(a, b)` | as `f` |
-//! | [`sum_sq`], [`l2_norm`] | `Σ xᵢ²`, `‖x‖₂` | 1 (exact wide sum) |
+//! | kernel | computes | f32/f64 summation order | roundings per output |
+//! |---|---|---|---|
+//! | [`dot`] | `Σ aᵢ bᵢ` | 4 interleaved lanes and a fixed tree ([`Scalar::dot_fast`]) | 1 |
+//! | [`matvec`] | `y = W x` | each row as [`dot`] | 1 |
+//! | [`affine`] | `y = W x + b` | each row as [`dot`], then `+ b` | 1 |
+//! | [`affine_pair`] | `y = W₁ x₁ + W₂ x₂ + b` (a recurrent cell) | `(dot₁ + dot₂) + b` | 1 |
+//! | [`matvec_t`], [`matvec_t_add`] | `y = Wᵀ d`, `y += Wᵀ d` (backprop of a dense layer) | sequential over the rows of `W`, from 0 (or `y`) | 1 |
+//! | [`outer_acc`] | `G += d xᵀ` (weight gradient) | `g + d·x` | 1 |
+//! | [`matmul`] | `C = A B` | sequential over the inner index | 1 |
+//! | [`axpy`] | `y += α x` | `y + α·x` | 1 |
+//! | [`add_assign`] | `y += x` | — | 0 (saturation only) |
+//! | [`map`], [`zip`] | `y = f(x)`, `y = f(a, b)` | — | as `f` |
+//! | [`sum_sq`], [`l2_norm`] | `Σ xᵢ²`, `‖x‖₂` | scaled (LAPACK) | 1 (exact wide sum) |
+//!
+//! Fixed-point sums are exact, so their order does not matter. The float orders are the same on every target
+//! (no fused multiply-add anywhere), which is what keeps the host and the microcontrollers bit-identical.
+//!
+//! Each kernel runs fast lanes that vectorize whenever a bound on its operands ([`Scalar::quiet`]) proves that
+//! no product or sum can have an event, or, for floats, when nobody observes the events ([`Probe::ACTIVE`]);
+//! the exact path with per-product checks otherwise. Both give the same values.
 //!
 //! All kernels are total: any input, NaN and ±∞ included, gives values plus flags. They use iterators, never
 //! indexing, so no bounds check can panic.
@@ -27,234 +34,426 @@ use crate::probe::Probe;
 use crate::round::Rounding;
 use crate::scalar::Scalar;
 
-/// `acc + a·b`, with the event checks only when probe `P` records events.
+/// The bound of `x` that decides between the fast and the exact path (and picks the fast path's shape), or
+/// [`Scalar::ANY`] when nothing reads it (unobserved floats).
 #[inline(always)]
-pub(crate) fn mac<S: Scalar, P: Probe + ?Sized>(acc: S::Acc, a: S, b: S) -> S::Acc {
-    if P::ACTIVE {
-        S::mac(acc, a, b)
+fn bound_if_needed<S: Scalar, P: Probe + ?Sized>(x: &[S], _n: usize) -> S::Bound {
+    if S::IS_FLOAT && !P::ACTIVE {
+        S::ANY
     } else {
-        S::mac_unobserved(acc, a, b)
+        S::bound(x)
     }
 }
 
-/// Dot product `Σ aᵢ bᵢ`.
-#[inline]
-pub fn dot<S, const N: usize, R, P>(a: &[S; N], b: &[S; N], r: &mut R, p: &mut P) -> S
-where
-    S: Scalar,
-    R: Rounding + ?Sized,
-    P: Probe + ?Sized,
-{
-    let acc = a
-        .iter()
-        .zip(b)
-        .fold(S::acc_zero(), |acc, (&x, &y)| mac::<S, P>(acc, x, y));
+/// Whether a sum of `n` products of `a` (bounded by computing, if needed) and values bounded by `b` may take the
+/// fast lanes.
+#[inline(always)]
+fn fast<S: Scalar, P: Probe + ?Sized>(a: &[S], b: S::Bound, n: usize) -> bool {
+    (S::IS_FLOAT && !P::ACTIVE) || S::quiet(S::ANY, b, n) || S::quiet_with(a, b, n)
+}
+
+/// `Σ aᵢ bᵢ` in the dot order, `b` bounded by `b_bound`: fast when quiet or unobserved, exact otherwise.
+#[inline(always)]
+fn dot_acc<S: Scalar, const N: usize, P: Probe + ?Sized>(
+    a: &[S; N],
+    b: &[S; N],
+    b_bound: S::Bound,
+) -> S::Acc {
+    if fast::<S, P>(a, b_bound, N) {
+        S::dot_fast(a, b, b_bound)
+    } else {
+        exact_dot(a, b)
+    }
+}
+
+/// [`Scalar::dot_exact`] out of line: the rare path, one copy per scalar type rather than per shape.
+#[cold]
+#[inline(never)]
+fn exact_dot<S: Scalar>(a: &[S], b: &[S]) -> S::Acc {
+    S::dot_exact(a, b)
+}
+
+/// Narrow `acc` and report its events.
+#[inline(always)]
+fn put<S: Scalar, R: Rounding + ?Sized, P: Probe + ?Sized>(acc: S::Acc, r: &mut R, p: &mut P) -> S {
     let (v, f) = S::narrow(acc, r);
     p.record(f);
     v
 }
 
+/// Dot product `Σ aᵢ bᵢ`.
+#[inline]
+pub fn dot<S: Scalar, const N: usize, P: Probe + ?Sized>(
+    a: &[S; N],
+    b: &[S; N],
+    r: &mut (impl Rounding + ?Sized),
+    p: &mut P,
+) -> S {
+    let acc = dot_acc::<S, _, P>(a, b, bound_if_needed::<S, P>(b, N));
+    put(acc, r, p)
+}
+
 /// Matrix–vector product `y = W x`, with `W` row-major `[[S; I]; O]`.
 #[inline]
-pub fn matvec<S, const I: usize, const O: usize, R, P>(
+pub fn matvec<S: Scalar, const I: usize, const O: usize, P: Probe + ?Sized>(
     w: &[[S; I]; O],
     x: &[S; I],
     y: &mut [S; O],
-    r: &mut R,
+    r: &mut (impl Rounding + ?Sized),
     p: &mut P,
-) where
-    S: Scalar,
-    R: Rounding + ?Sized,
-    P: Probe + ?Sized,
-{
-    for (yo, row) in y.iter_mut().zip(w) {
-        *yo = dot(row, x, r, p);
-    }
+) {
+    rows(w, x, y, |_| None, r, p);
 }
 
-/// Affine map `y = W x + b`; the bias joins the exact sum before the one rounding.
+/// Affine map `y = W x + b`; the bias joins the row's sum before the one rounding.
 #[inline]
-pub fn affine<S, const I: usize, const O: usize, R, P>(
+pub fn affine<S: Scalar, const I: usize, const O: usize, P: Probe + ?Sized>(
     w: &[[S; I]; O],
     x: &[S; I],
     b: &[S; O],
     y: &mut [S; O],
-    r: &mut R,
+    r: &mut (impl Rounding + ?Sized),
+    p: &mut P,
+) {
+    rows(w, x, y, |o| b.get(o).copied(), r, p);
+}
+
+/// Rows per block in [`rows`]: on x86 eight rows' lanes fill eight SSE registers and hide the adder's latency;
+/// a Cortex-M has no SIMD registers to fill, and one row keeps its four lanes in registers.
+const ROW_BLOCK: usize = if cfg!(any(target_arch = "x86", target_arch = "x86_64")) {
+    8
+} else {
+    1
+};
+
+/// `y[o] = dot(w[o], x) (+ extra(o))` for every row, rounded once.
+#[inline(always)]
+fn rows<S: Scalar, const I: usize, const O: usize, P: Probe + ?Sized>(
+    w: &[[S; I]; O],
+    x: &[S; I],
+    y: &mut [S; O],
+    extra: impl Fn(usize) -> Option<S>,
+    r: &mut (impl Rounding + ?Sized),
+    p: &mut P,
+) {
+    let xb = bound_if_needed::<S, P>(x, I);
+    // One test for all of W: events are rare, and the exact path stays out of the fast loop's way.
+    if !fast::<S, P>(w.as_flattened(), xb, I) {
+        return exact_rows(w.as_flattened(), x, &extra, y, r, p);
+    }
+    let (wb, wt) = w.as_chunks::<ROW_BLOCK>();
+    let (yb, yt) = y.as_chunks_mut::<ROW_BLOCK>();
+    let mut o = 0;
+    let mut out = |yo: &mut S, acc: S::Acc| {
+        let acc = extra(o).map_or(acc, |b| S::acc_add(acc, b));
+        *yo = put(acc, r, p);
+        o += 1;
+    };
+    for (ys, block) in yb.iter_mut().zip(wb) {
+        let accs = S::dots_fast(block, x, xb);
+        for (yo, acc) in ys.iter_mut().zip(accs) {
+            out(yo, acc);
+        }
+    }
+    for (yo, row) in yt.iter_mut().zip(wt) {
+        out(yo, S::dot_fast(row, x, xb));
+    }
+}
+
+/// [`rows`] when some row may have events: every row exact, with its events. On slices, so one copy serves
+/// every shape.
+#[cold]
+#[inline(never)]
+fn exact_rows<S: Scalar, P: Probe + ?Sized>(
+    w: &[S],
+    x: &[S],
+    extra: &dyn Fn(usize) -> Option<S>,
+    y: &mut [S],
+    r: &mut (impl Rounding + ?Sized),
+    p: &mut P,
+) {
+    for (o, (yo, row)) in y.iter_mut().zip(w.chunks_exact(x.len().max(1))).enumerate() {
+        let acc = S::dot_exact(row, x);
+        let acc = extra(o).map_or(acc, |b| S::acc_add(acc, b));
+        *yo = put(acc, r, p);
+    }
+}
+
+/// Two affine terms as one sum, `y = W₁ x₁ + W₂ x₂ + b` (a recurrent cell's input and recurrent paths),
+/// rounded once per output: `(dot(W₁ row, x₁) + dot(W₂ row, x₂)) + b`.
+#[inline]
+pub fn affine_pair<S: Scalar, const I: usize, const J: usize, const O: usize, P>(
+    (w1, x1): (&[[S; I]; O], &[S; I]),
+    (w2, x2): (&[[S; J]; O], &[S; J]),
+    b: &[S; O],
+    y: &mut [S; O],
+    r: &mut (impl Rounding + ?Sized),
     p: &mut P,
 ) where
-    S: Scalar,
-    R: Rounding + ?Sized,
     P: Probe + ?Sized,
 {
-    for ((yo, row), &bo) in y.iter_mut().zip(w).zip(b) {
-        let acc = row
-            .iter()
-            .zip(x)
-            .fold(S::acc_add(S::acc_zero(), bo), |acc, (&a, &c)| {
-                mac::<S, P>(acc, a, c)
-            });
-        let (v, f) = S::narrow(acc, r);
-        p.record(f);
-        *yo = v;
+    let (b1, b2) = (
+        bound_if_needed::<S, P>(x1, I),
+        bound_if_needed::<S, P>(x2, J),
+    );
+    for (((yo, row1), row2), &bo) in y.iter_mut().zip(w1).zip(w2).zip(b) {
+        let acc = S::acc_merge(
+            dot_acc::<S, _, P>(row1, x1, b1),
+            dot_acc::<S, _, P>(row2, x2, b2),
+        );
+        *yo = put(S::acc_add(acc, bo), r, p);
     }
 }
 
 /// Transposed product `y = Wᵀ d`: `y[i] = Σ_o w[o][i] d[o]`, the signal a dense layer sends backward.
 #[inline]
-pub fn matvec_t<S, const I: usize, const O: usize, R, P>(
+pub fn matvec_t<S: Scalar, const I: usize, const O: usize, P: Probe + ?Sized>(
     w: &[[S; I]; O],
     d: &[S; O],
     y: &mut [S; I],
-    r: &mut R,
+    r: &mut (impl Rounding + ?Sized),
     p: &mut P,
-) where
-    S: Scalar,
-    R: Rounding + ?Sized,
-    P: Probe + ?Sized,
-{
-    transposed(w, d, y, [S::acc_zero(); I], r, p);
+) {
+    columns(w, d, y, false, r, p);
 }
 
 /// Accumulating transposed product `y += Wᵀ d`: the sum starts from `y`'s value and rounds once per output
 /// (a gated cell sums its gates' contributions this way).
 #[inline]
-pub fn matvec_t_add<S, const I: usize, const O: usize, R, P>(
+pub fn matvec_t_add<S: Scalar, const I: usize, const O: usize, P: Probe + ?Sized>(
     w: &[[S; I]; O],
     d: &[S; O],
     y: &mut [S; I],
-    r: &mut R,
+    r: &mut (impl Rounding + ?Sized),
     p: &mut P,
-) where
-    S: Scalar,
-    R: Rounding + ?Sized,
-    P: Probe + ?Sized,
-{
-    let start = y.map(|v| S::acc_add(S::acc_zero(), v));
-    transposed(w, d, y, start, r, p);
+) {
+    columns(w, d, y, true, r, p);
 }
 
-/// `y = start + Wᵀ d`, walking `W` row by row (cache order) with one accumulator per output.
-#[inline]
-fn transposed<S, const I: usize, const O: usize, R, P>(
+/// `y[i] = (y[i] if add) + Σ_o w[o][i]·d[o]`, sequential over `o`, rounded once per output. Walks `W` row by
+/// row (cache order) with one accumulator per output.
+#[inline(always)]
+fn columns<S: Scalar, const I: usize, const O: usize, P: Probe + ?Sized>(
     w: &[[S; I]; O],
     d: &[S; O],
     y: &mut [S; I],
-    mut acc: [S::Acc; I],
-    r: &mut R,
+    add: bool,
+    r: &mut (impl Rounding + ?Sized),
     p: &mut P,
-) where
-    S: Scalar,
-    R: Rounding + ?Sized,
-    P: Probe + ?Sized,
-{
-    for (row, &dv) in w.iter().zip(d) {
-        for (a, &wv) in acc.iter_mut().zip(row) {
-            *a = mac::<S, P>(*a, wv, dv);
+) {
+    // A starting value counts as one more term; floats with a start are checked exactly when observed.
+    let terms = O + add as usize;
+    let quiet = (S::IS_FLOAT && !P::ACTIVE)
+        || (!(S::IS_FLOAT && add) && {
+            let db = bound_if_needed::<S, P>(d, terms);
+            S::quiet(S::ANY, db, terms) || S::quiet_with(w.as_flattened(), db, terms)
+        });
+    if !quiet {
+        return exact_columns(w.as_flattened(), d, y, add, r, p);
+    }
+    let mut lanes = [S::LANE_ZERO; I];
+    if add {
+        for (l, &v) in lanes.iter_mut().zip(y.iter()) {
+            *l = S::lane_of(v);
         }
     }
-    for (yi, a) in y.iter_mut().zip(acc) {
-        let (v, f) = S::narrow(a, r);
-        p.record(f);
-        *yi = v;
+    for (row, &dv) in w.iter().zip(d) {
+        for (l, &wv) in lanes.iter_mut().zip(row) {
+            *l = S::lane_mac(*l, wv, dv);
+        }
+    }
+    for (yi, l) in y.iter_mut().zip(lanes) {
+        *yi = put(S::lane_acc(l), r, p);
     }
 }
 
-/// Two affine terms as one exact sum, `y = W₁ x₁ + W₂ x₂ + b` (a recurrent cell's input and recurrent paths),
-/// rounded once per output; the bias joins first.
-#[inline]
-pub fn affine_pair<S, const I: usize, const J: usize, const O: usize, R, P>(
-    (w1, x1): (&[[S; I]; O], &[S; I]),
-    (w2, x2): (&[[S; J]; O], &[S; J]),
-    b: &[S; O],
-    y: &mut [S; O],
-    r: &mut R,
+/// [`columns`] with every product's events: one output at a time (a single wide accumulator on the stack),
+/// on slices, so one copy serves every shape.
+#[cold]
+#[inline(never)]
+fn exact_columns<S: Scalar, P: Probe + ?Sized>(
+    w: &[S],
+    d: &[S],
+    y: &mut [S],
+    add: bool,
+    r: &mut (impl Rounding + ?Sized),
     p: &mut P,
-) where
-    S: Scalar,
-    R: Rounding + ?Sized,
-    P: Probe + ?Sized,
-{
-    for (((yo, row1), row2), &bo) in y.iter_mut().zip(w1).zip(w2).zip(b) {
-        let acc = row1
-            .iter()
-            .zip(x1)
-            .fold(S::acc_add(S::acc_zero(), bo), |a, (&w, &v)| {
-                mac::<S, P>(a, w, v)
-            });
-        let acc = row2
-            .iter()
-            .zip(x2)
-            .fold(acc, |a, (&w, &v)| mac::<S, P>(a, w, v));
-        let (v, f) = S::narrow(acc, r);
-        p.record(f);
-        *yo = v;
+) {
+    let cols = y.len();
+    for (i, yi) in y.iter_mut().enumerate() {
+        let start = if add {
+            S::acc_add(S::acc_zero(), *yi)
+        } else {
+            S::acc_zero()
+        };
+        let column = w.iter().skip(i).step_by(cols.max(1));
+        let acc = column.zip(d).fold(start, |a, (&wv, &dv)| S::mac(a, wv, dv));
+        *yi = put(acc, r, p);
     }
 }
 
 /// Outer-product accumulate `G += d xᵀ`: `g[o][i] += d[o] x[i]`, rounded once per element.
 #[inline]
-pub fn outer_acc<S, const I: usize, const O: usize, R, P>(
+pub fn outer_acc<S: Scalar, const I: usize, const O: usize, P: Probe + ?Sized>(
     g: &mut [[S; I]; O],
     d: &[S; O],
     x: &[S; I],
-    r: &mut R,
+    r: &mut (impl Rounding + ?Sized),
+    p: &mut P,
+) {
+    for (row, &dv) in g.iter_mut().zip(d) {
+        axpy(dv, x, row, r, p);
+    }
+}
+
+/// Register blocking of [`matmul`]'s fast path: `MM_ROWS` rows of `C` share each load of a `B` row, in chunks
+/// of `MM_COLS` columns whose accumulators stay in registers (x86: 2 × 16 floats in eight SSE registers).
+const MM_ROWS: usize = if cfg!(any(target_arch = "x86", target_arch = "x86_64")) {
+    2
+} else {
+    1
+};
+const MM_COLS: usize = if cfg!(any(target_arch = "x86", target_arch = "x86_64")) {
+    16
+} else {
+    8
+};
+
+/// Matrix product `C = A B` with `A: [[S; K]; M]`, `B: [[S; N]; K]`, `C: [[S; N]; M]`; each element's sum runs
+/// over the inner index in order.
+///
+/// The fast path blocks rows and columns (the order of each element's sum is unchanged, and the elements are
+/// rounded row by row, so a stateful rounding sees the same sequence on every target).
+#[inline]
+pub fn matmul<S: Scalar, const M: usize, const K: usize, const N: usize, P>(
+    a: &[[S; K]; M],
+    b: &[[S; N]; K],
+    c: &mut [[S; N]; M],
+    r: &mut (impl Rounding + ?Sized),
     p: &mut P,
 ) where
-    S: Scalar,
-    R: Rounding + ?Sized,
     P: Probe + ?Sized,
 {
-    for (row, &dv) in g.iter_mut().zip(d) {
-        for (gv, &xv) in row.iter_mut().zip(x) {
-            let (v, f) = S::narrow(mac::<S, P>(S::acc_add(S::acc_zero(), *gv), dv, xv), r);
-            p.record(f);
-            *gv = v;
+    let bb = bound_if_needed::<S, P>(b.as_flattened(), K);
+    if !fast::<S, P>(a.as_flattened(), bb, K) {
+        return exact_matmul(
+            a.as_flattened(),
+            b.as_flattened(),
+            c.as_flattened_mut(),
+            (K, N),
+            r,
+            p,
+        );
+    }
+    let (ab, at) = a.as_chunks::<MM_ROWS>();
+    let (cb, ct) = c.as_chunks_mut::<MM_ROWS>();
+    for (cs, rows) in cb.iter_mut().zip(ab) {
+        matmul_block(rows, b, cs, r, p);
+    }
+    for (crow, arow) in ct.iter_mut().zip(at) {
+        matmul_block(
+            core::array::from_ref(arow),
+            b,
+            core::array::from_mut(crow),
+            r,
+            p,
+        );
+    }
+}
+
+/// `R` rows of `C = A B` in fast lanes, by column chunks of [`MM_COLS`].
+#[inline(always)]
+fn matmul_block<S: Scalar, const R: usize, const K: usize, const N: usize, P>(
+    a: &[[S; K]; R],
+    b: &[[S; N]; K],
+    c: &mut [[S; N]; R],
+    r: &mut (impl Rounding + ?Sized),
+    p: &mut P,
+) where
+    P: Probe + ?Sized,
+{
+    let mut lanes = [[S::LANE_ZERO; N]; R];
+    let chunks = N / MM_COLS;
+    for ch in 0..chunks {
+        let mut acc = [[S::LANE_ZERO; MM_COLS]; R];
+        for (k, brow) in b.iter().enumerate() {
+            let Some(bs) = brow.as_chunks::<MM_COLS>().0.get(ch) else {
+                continue;
+            };
+            for (ls, arow) in acc.iter_mut().zip(a) {
+                if let Some(&av) = arow.get(k) {
+                    for (l, &bv) in ls.iter_mut().zip(bs) {
+                        *l = S::lane_mac(*l, av, bv);
+                    }
+                }
+            }
+        }
+        for (row, ls) in lanes.iter_mut().zip(acc) {
+            if let Some(dst) = row.as_chunks_mut::<MM_COLS>().0.get_mut(ch) {
+                *dst = ls;
+            }
+        }
+    }
+    for (ls, arow) in lanes.iter_mut().zip(a) {
+        let tail = ls.as_chunks_mut::<MM_COLS>().1;
+        for (&av, brow) in arow.iter().zip(b) {
+            for (l, &bv) in tail.iter_mut().zip(brow.as_chunks::<MM_COLS>().1) {
+                *l = S::lane_mac(*l, av, bv);
+            }
+        }
+    }
+    for (crow, ls) in c.iter_mut().zip(lanes) {
+        for (cv, l) in crow.iter_mut().zip(ls) {
+            *cv = put(S::lane_acc(l), r, p);
         }
     }
 }
 
-/// Matrix product `C = A B` with `A: [[S; K]; M]`, `B: [[S; N]; K]`, `C: [[S; N]; M]`.
-///
-/// Loop order i–k–j so `B` and `C` rows are read contiguously; one accumulator row of `N` values.
-#[inline]
-pub fn matmul<S, const M: usize, const K: usize, const N: usize, R, P>(
-    a: &[[S; K]; M],
-    b: &[[S; N]; K],
-    c: &mut [[S; N]; M],
-    r: &mut R,
+/// [`matmul`] when some product may have events: every element exact, with its events, row by row. On
+/// slices, so one copy serves every shape.
+#[cold]
+#[inline(never)]
+fn exact_matmul<S: Scalar, P: Probe + ?Sized>(
+    a: &[S],
+    b: &[S],
+    c: &mut [S],
+    (k, n): (usize, usize),
+    r: &mut (impl Rounding + ?Sized),
     p: &mut P,
-) where
-    S: Scalar,
-    R: Rounding + ?Sized,
-    P: Probe + ?Sized,
-{
-    for (crow, arow) in c.iter_mut().zip(a) {
-        let mut acc = [S::acc_zero(); N];
-        for (&av, brow) in arow.iter().zip(b) {
-            for (ac, &bv) in acc.iter_mut().zip(brow) {
-                *ac = mac::<S, P>(*ac, av, bv);
-            }
-        }
-        for (cv, ac) in crow.iter_mut().zip(acc) {
-            let (v, f) = S::narrow(ac, r);
-            p.record(f);
-            *cv = v;
+) {
+    for (crow, arow) in c.chunks_exact_mut(n.max(1)).zip(a.chunks_exact(k.max(1))) {
+        for (j, cv) in crow.iter_mut().enumerate() {
+            let column = b.iter().skip(j).step_by(n.max(1));
+            let acc = arow
+                .iter()
+                .zip(column)
+                .fold(S::acc_zero(), |s, (&av, &bv)| S::mac(s, av, bv));
+            *cv = put(acc, r, p);
         }
     }
 }
 
 /// `y += α x`, rounded once per element.
 #[inline]
-pub fn axpy<S, const N: usize, R, P>(alpha: S, x: &[S; N], y: &mut [S; N], r: &mut R, p: &mut P)
-where
-    S: Scalar,
-    R: Rounding + ?Sized,
-    P: Probe + ?Sized,
-{
-    for (yv, &xv) in y.iter_mut().zip(x) {
-        let (v, f) = S::narrow(mac::<S, P>(S::acc_add(S::acc_zero(), *yv), alpha, xv), r);
-        p.record(f);
-        *yv = v;
+pub fn axpy<S: Scalar, const N: usize, P: Probe + ?Sized>(
+    alpha: S,
+    x: &[S; N],
+    y: &mut [S; N],
+    r: &mut (impl Rounding + ?Sized),
+    p: &mut P,
+) {
+    // One product and a start per element: fixed point always fits the i64 lane (|y·2^F| < 2^(31+F) and
+    // |α·x| ≤ 2^62 sum below 2^63); floats take it when unobserved.
+    let quiet = !S::IS_FLOAT || !P::ACTIVE;
+    if quiet {
+        for (yv, &xv) in y.iter_mut().zip(x) {
+            let l = S::lane_mac(S::lane_of(*yv), alpha, xv);
+            *yv = put(S::lane_acc(l), r, p);
+        }
+    } else {
+        for (yv, &xv) in y.iter_mut().zip(x) {
+            *yv = put(S::mac(S::acc_add(S::acc_zero(), *yv), alpha, xv), r, p);
+        }
     }
 }
 

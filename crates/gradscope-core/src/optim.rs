@@ -145,7 +145,7 @@ pub fn find_nonfinite<S: Scalar, P: Params<S> + ?Sized>(params: &mut P) -> Optio
     let mut found = None;
     params.visit(0, &mut |t| {
         if found.is_none()
-            && let Some(e) = t.grad.iter().position(|g| !g.to_f64().is_finite())
+            && let Some(e) = t.grad.iter().position(|g| !g.is_finite())
         {
             found = Some(StepError::NonFiniteGradient {
                 tensor: k,
@@ -176,6 +176,9 @@ pub struct Sgd<M = NoState> {
     buf: M,
     /// The gradient scale the buffer's values are in (0 before the first step).
     buf_scale: f64,
+    /// The prepared coefficients of the last gradient scale: preparing one costs more than updating a small
+    /// network on a core without a double-precision FPU, and the scale rarely changes.
+    coefs: Option<(f64, [Coef; 3])>,
 }
 
 impl Sgd<NoState> {
@@ -200,7 +203,29 @@ impl<M> Sgd<M> {
             weight_decay: hyper(weight_decay, 0.0, f64::INFINITY)?,
             buf,
             buf_scale: 0.0,
+            coefs: None,
         })
+    }
+
+    /// `[lr / s, lr · decay, μ]` (plain) or `[lr / s, decay · s, μ]` (momentum) for gradient scale `s`.
+    fn coefs(&mut self, s: f64) -> [Coef; 3] {
+        match self.coefs {
+            Some((k, c)) if k == s => c,
+            _ => {
+                let decay = if self.momentum == 0.0 {
+                    self.lr * self.weight_decay
+                } else {
+                    self.weight_decay * s
+                };
+                let c = [
+                    Coef::new(self.lr / s),
+                    Coef::new(decay),
+                    Coef::new(self.momentum),
+                ];
+                self.coefs = Some((s, c));
+                c
+            }
+        }
     }
 
     /// The learning rate.
@@ -231,23 +256,28 @@ impl<S: Scalar, M: AsMut<[S]>> Optimizer<S> for Sgd<M> {
         probes: &mut (impl Probes + ?Sized),
     ) {
         // The true gradient is g / s: fold 1/s into the learning rate and s into the decay.
-        let lr = Coef::new(self.lr / grad_scale);
+        let [lr, decay, momentum] = self.coefs(grad_scale);
         if self.momentum == 0.0 {
             let decaying = self.lr * self.weight_decay > 0.0;
-            let decay = Coef::new(self.lr * self.weight_decay);
+            // The branch outside the loops: a soft-float compare per value otherwise.
             params.visit(0, &mut |t| {
-                for (w, &g) in t.value.iter_mut().zip(t.grad.iter()) {
-                    let (d, f1) = g.scale_by(&lr, r);
-                    let (mut v, f2) = w.sub(d);
-                    let mut f = f1 | f2;
-                    if decaying {
+                let values = t.value.iter_mut().zip(t.grad.iter());
+                if decaying {
+                    for (w, &g) in values {
+                        let (d, f1) = g.scale_by(&lr, r);
+                        let (v, f2) = w.sub(d);
                         let (dw, f3) = w.scale_by(&decay, r);
-                        let (v2, f4) = v.sub(dw);
-                        f |= f3 | f4;
-                        v = v2;
+                        let (v, f4) = v.sub(dw);
+                        probes.record(t.layer, Phase::Update, f1 | f2 | f3 | f4);
+                        *w = v;
                     }
-                    probes.record(t.layer, Phase::Update, f);
-                    *w = v;
+                } else {
+                    for (w, &g) in values {
+                        let (d, f1) = g.scale_by(&lr, r);
+                        let (v, f2) = w.sub(d);
+                        probes.record(t.layer, Phase::Update, f1 | f2);
+                        *w = v;
+                    }
                 }
             });
             return;
@@ -256,10 +286,6 @@ impl<S: Scalar, M: AsMut<[S]>> Optimizer<S> for Sgd<M> {
         let rescale = (self.buf_scale > 0.0 && self.buf_scale != grad_scale)
             .then(|| Coef::new(grad_scale / self.buf_scale));
         self.buf_scale = grad_scale;
-        let (decay, momentum) = (
-            Coef::new(self.weight_decay * grad_scale),
-            Coef::new(self.momentum),
-        );
         let decaying = self.weight_decay > 0.0;
         let mut rest: &mut [S] = self.buf.as_mut();
         params.visit(0, &mut |t| {

@@ -17,6 +17,14 @@ pub trait Rounding {
     /// `x / 2^s` rounded to an integer. `s` is clamped to `0..=62`; the result never overflows.
     fn shr(&mut self, x: i64, s: u32) -> i64;
 
+    /// [`Rounding::shr`] of a 32-bit value by at most 31 places, the same result (and the same random draws)
+    /// in 32-bit arithmetic where a mode provides it: a Cortex-M0 has no 64-bit shifts.
+    #[inline]
+    fn shr32(&mut self, x: i32, s: u32) -> i32 {
+        // |x / 2^s| + 1 ≤ 2^31 for s ≥ 1, and s = 0 returns x: the result fits.
+        self.shr(x as i64, s) as i32
+    }
+
     /// For a value `lo + below` strictly between neighbours `lo` and `lo + gap` (`0 < below < gap`, both
     /// finite and positive), whether to return the upper neighbour. `lo_is_even` breaks ties for nearest-even.
     fn round_up(&mut self, below: f64, gap: f64, lo_is_even: bool) -> bool;
@@ -33,6 +41,10 @@ impl<R: Rounding + ?Sized> Rounding for &mut R {
     #[inline]
     fn shr(&mut self, x: i64, s: u32) -> i64 {
         (**self).shr(x, s)
+    }
+    #[inline]
+    fn shr32(&mut self, x: i32, s: u32) -> i32 {
+        (**self).shr32(x, s)
     }
     #[inline]
     fn round_up(&mut self, below: f64, gap: f64, lo_is_even: bool) -> bool {
@@ -74,6 +86,10 @@ impl Rounding for Floor {
         split(x, s).0
     }
     #[inline]
+    fn shr32(&mut self, x: i32, s: u32) -> i32 {
+        x >> s.min(31)
+    }
+    #[inline]
     fn round_up(&mut self, _below: f64, _gap: f64, _lo_is_even: bool) -> bool {
         false
     }
@@ -96,6 +112,16 @@ impl Rounding for NearestEven {
         let half = 1u64 << (s - 1);
         // q <= 2^62 here, so q + 1 cannot overflow.
         q + (rem > half || (rem == half && q & 1 == 1)) as i64
+    }
+    #[inline]
+    fn shr32(&mut self, x: i32, s: u32) -> i32 {
+        if s == 0 {
+            return x;
+        }
+        let s = s.min(31);
+        let (q, rem, half) = (x >> s, (x as u32) & ((1u32 << s) - 1), 1u32 << (s - 1));
+        // |q| ≤ 2^30 here, so q + 1 cannot overflow.
+        q + (rem > half || (rem == half && q & 1 == 1)) as i32
     }
     #[inline]
     fn round_up(&mut self, below: f64, gap: f64, lo_is_even: bool) -> bool {
@@ -161,6 +187,14 @@ impl<R: Rng> Rounding for AnyRounding<R> {
         }
     }
     #[inline]
+    fn shr32(&mut self, x: i32, s: u32) -> i32 {
+        match self {
+            AnyRounding::Floor => Floor.shr32(x, s),
+            AnyRounding::NearestEven => NearestEven.shr32(x, s),
+            AnyRounding::Stochastic(r) => Stochastic(r).shr32(x, s),
+        }
+    }
+    #[inline]
     fn round_up(&mut self, below: f64, gap: f64, lo_is_even: bool) -> bool {
         match self {
             AnyRounding::Floor => false,
@@ -188,8 +222,44 @@ impl<R: Rng> Rounding for AnyRounding<R> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use rand_core::SeedableRng;
+    use rand_core::{Rng, SeedableRng};
     use rand_xoshiro::Xoshiro128PlusPlus;
+
+    #[test]
+    fn shr32_equals_the_64_bit_shift_in_every_mode() {
+        let mut rng = Xoshiro128PlusPlus::seed_from_u64(11);
+        let edges = [
+            0,
+            1,
+            -1,
+            2,
+            -2,
+            3,
+            i32::MAX,
+            i32::MIN,
+            i32::MIN + 1,
+            1 << 30,
+            -(1 << 30),
+        ];
+        for k in 0..200_000u32 {
+            let x = edges
+                .get(k as usize % 64)
+                .copied()
+                .unwrap_or(rng.next_u32() as i32);
+            let s = k % 32;
+            assert_eq!(Floor.shr32(x, s) as i64, Floor.shr(x as i64, s), "{x} {s}");
+            assert_eq!(
+                NearestEven.shr32(x, s) as i64,
+                NearestEven.shr(x as i64, s),
+                "{x} {s}"
+            );
+            let (mut a, mut b) = (
+                Stochastic(Xoshiro128PlusPlus::seed_from_u64(k as u64)),
+                Stochastic(Xoshiro128PlusPlus::seed_from_u64(k as u64)),
+            );
+            assert_eq!(a.shr32(x, s) as i64, b.shr(x as i64, s), "{x} {s}");
+        }
+    }
 
     #[test]
     fn floor_and_nearest_small_cases() {

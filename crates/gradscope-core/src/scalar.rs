@@ -4,8 +4,14 @@
 //!
 //! - **Wide accumulation, one narrowing.** Kernels sum products in [`Scalar::Acc`] and narrow once per output
 //!   with [`Scalar::narrow`]. For fixed point the accumulator holds the *exact* sum (products at `2F` fraction
-//!   bits in an `i64`), so a dot product rounds once, not once per term. For floats the accumulator is the
-//!   float itself (IEEE round-to-nearest-even on every operation) plus the events seen on the way.
+//!   bits in an `i128`), so a dot product rounds once, not once per term, and the order of the terms does not
+//!   matter. For floats the accumulator is the float itself (IEEE round-to-nearest-even on every operation)
+//!   plus the events seen on the way, and the order is fixed: [`Scalar::dot_fast`] documents it.
+//! - **Fast when nothing can happen.** A kernel summarizes a vector in a [`Scalar::Bound`] (magnitudes) and asks
+//!   [`Scalar::quiet`] whether a sum of products could have any event at all (a float product underflowing,
+//!   subnormal or overflowing; a fixed-point sum leaving the fast `i64` lanes). When not, it runs the fast lanes
+//!   ([`Scalar::Lane`]), which vectorize and compute the same value with no per-product checks; otherwise the
+//!   exact, checked path. Both paths give the same value and, where events are observed, the same events.
 //! - **Rounding is a value.** Every narrowing takes a [`Rounding`]. IEEE float arithmetic always rounds to
 //!   nearest-even; the rounding mode applies to fixed-point narrowing and to [`Scalar::from_f64`] of every type.
 //! - **Events are values.** Each operation that can lose information returns [`Flags`] (see [`crate::flags`]).
@@ -45,16 +51,107 @@ pub trait Scalar: Copy + Default + PartialEq + PartialOrd + Debug + Send + Sync 
 
     /// An empty accumulator.
     fn acc_zero() -> Self::Acc;
-    /// `acc + a·b`, exact for fixed point until the accumulator saturates (which it reports at narrowing).
+    /// `acc + a·b`, with the product's events (floats); exact (fixed point).
     fn mac(acc: Self::Acc, a: Self, b: Self) -> Self::Acc;
-    /// [`Scalar::mac`] for callers that will not look at the events: the same value, without the per-product
-    /// event checks (floats); fixed point keeps its saturation, which is part of the value.
-    #[inline]
-    fn mac_unobserved(acc: Self::Acc, a: Self, b: Self) -> Self::Acc {
-        Self::mac(acc, a, b)
-    }
     /// `acc + x`.
     fn acc_add(acc: Self::Acc, x: Self) -> Self::Acc;
+    /// `a + b` of two accumulators (exact for fixed point; one IEEE addition for floats, with its events).
+    fn acc_merge(a: Self::Acc, b: Self::Acc) -> Self::Acc;
+
+    /// The fast accumulator of [`Scalar::dot_fast`]'s lanes: the float itself, or a wrapping `i64` that a
+    /// [`Scalar::quiet`] bound keeps from wrapping.
+    type Lane: Copy + Debug;
+    /// An empty lane.
+    const LANE_ZERO: Self::Lane;
+    /// `lane + a·b`, without event checks.
+    fn lane_mac(lane: Self::Lane, a: Self, b: Self) -> Self::Lane;
+    /// `a + b` of two lanes.
+    fn lane_add(a: Self::Lane, b: Self::Lane) -> Self::Lane;
+    /// A lane holding `x` (a sum's starting value; floats: `0 + x`, as an accumulator starts).
+    fn lane_of(x: Self) -> Self::Lane;
+    /// A lane's value as an accumulator.
+    fn lane_acc(lane: Self::Lane) -> Self::Acc;
+
+    /// What a kernel knows of a vector's magnitudes to decide whether its products can have events.
+    type Bound: Copy + Debug;
+    /// The bound of every value of the type (fixed point: its range; floats: one that is never quiet).
+    const ANY: Self::Bound;
+    /// The bound of the values in `x`.
+    fn bound(x: &[Self]) -> Self::Bound;
+    /// Whether a sum of `n` products of values bounded by `a` and `b` is certain to have no event: no float
+    /// product that underflows, is subnormal or overflows and no partial sum that overflows; no fixed-point sum
+    /// beyond the fast lanes. When true, [`Scalar::dot_fast`] equals [`Scalar::dot_exact`] with no events.
+    fn quiet(a: Self::Bound, b: Self::Bound, n: usize) -> bool;
+    /// [`Scalar::quiet`] of the values in `a` with values bounded by `b`: the same answer or a more cautious
+    /// one, in one pass over `a` that vectorizes (floats compare each value with two thresholds derived from
+    /// `b`, so no reduction chain limits it).
+    #[inline]
+    fn quiet_with(a: &[Self], b: Self::Bound, n: usize) -> bool {
+        Self::quiet(Self::bound(a), b, n)
+    }
+
+    /// `Σ aᵢ·bᵢ` over the common length, without event checks. Floats, the summation order of every dot
+    /// product in the crate, on every target: element `i` goes to lane `i mod 4`, each lane adds its products
+    /// in order (`lane + a·b`, two roundings, never fused), and the lanes are combined as
+    /// `(l₀ + l₂) + (l₁ + l₃)`. Fixed point: the exact sum, valid when [`Scalar::quiet`] (its lanes are `i64`).
+    #[inline]
+    fn dot_fast<const N: usize>(a: &[Self; N], b: &[Self; N], b_bound: Self::Bound) -> Self::Acc {
+        let [acc] = Self::dots_fast(core::array::from_ref(a), b, b_bound);
+        acc
+    }
+
+    /// [`Scalar::dot_fast`] of `R` rows with one vector `b` (whose bound may pick a faster exact shape): each
+    /// row's value is exactly its `dot_fast`; the rows share every load of `b`.
+    #[inline(always)]
+    fn dots_fast<const R: usize, const N: usize>(
+        rows: &[[Self; N]; R],
+        b: &[Self; N],
+        _b_bound: Self::Bound,
+    ) -> [Self::Acc; R] {
+        let (bc, bt) = b.as_chunks::<4>();
+        // One 4-wide register of lanes per row; the rows of a block are independent chains.
+        let mut lanes = [Lanes([Self::LANE_ZERO; 4]); R];
+        for (c, y) in bc.iter().enumerate() {
+            for (ls, row) in lanes.iter_mut().zip(rows) {
+                if let Some(x) = row.as_chunks::<4>().0.get(c) {
+                    for ((l, &p), &q) in ls.0.iter_mut().zip(x).zip(y) {
+                        *l = Self::lane_mac(*l, p, q);
+                    }
+                }
+            }
+        }
+        for (ls, row) in lanes.iter_mut().zip(rows) {
+            for ((l, &p), &q) in ls.0.iter_mut().zip(row.as_chunks::<4>().1).zip(bt) {
+                *l = Self::lane_mac(*l, p, q);
+            }
+        }
+        // On x86 the vectorizer otherwise plans the whole block around the final tree (across rows, with
+        // gathers); materializing the lanes keeps each row's lanes in one register. A hint: same values.
+        #[cfg(any(target_arch = "x86", target_arch = "x86_64"))]
+        let lanes = core::hint::black_box(lanes);
+        let mut out = [Self::acc_zero(); R];
+        for (o, Lanes([l0, l1, l2, l3])) in out.iter_mut().zip(lanes) {
+            *o = Self::lane_acc(Self::lane_add(
+                Self::lane_add(l0, l2),
+                Self::lane_add(l1, l3),
+            ));
+        }
+        out
+    }
+
+    /// `Σ aᵢ·bᵢ` in [`Scalar::dot_fast`]'s order with every product's events (floats); exact (fixed point, in
+    /// the wide accumulator).
+    #[inline]
+    fn dot_exact(a: &[Self], b: &[Self]) -> Self::Acc {
+        let mut lanes = [Self::acc_zero(); 4];
+        for (k, (&p, &q)) in a.iter().zip(b).enumerate() {
+            if let Some(l) = lanes.get_mut(k % 4) {
+                *l = Self::mac(*l, p, q);
+            }
+        }
+        let [l0, l1, l2, l3] = lanes;
+        Self::acc_merge(Self::acc_merge(l0, l2), Self::acc_merge(l1, l3))
+    }
     /// Round the accumulated value to `Self`, reporting every event seen since [`Scalar::acc_zero`].
     fn narrow<R: Rounding + ?Sized>(acc: Self::Acc, r: &mut R) -> (Self, Flags);
 
@@ -92,6 +189,9 @@ pub trait Scalar: Copy + Default + PartialEq + PartialOrd + Debug + Send + Sync 
     fn to_f32(self) -> (f32, Flags);
     /// True for zero (either sign).
     fn is_zero(self) -> bool;
+    /// Whether the value is finite (always, for fixed point). Native: no conversion to `f64`, which a
+    /// Cortex-M4F does in software.
+    fn is_finite(self) -> bool;
     /// The storage bit pattern, zero-extended (for digests that must agree across targets).
     fn raw_bits(self) -> u64;
 
@@ -108,6 +208,23 @@ pub trait Scalar: Copy + Default + PartialEq + PartialOrd + Debug + Send + Sync 
     fn sq_sqrt(acc: Self::SqAcc) -> (Self, Flags);
     /// The sum of squares as `f64`, for reports (may be `inf` if it exceeds `f64`).
     fn sq_to_f64(acc: Self::SqAcc) -> f64;
+}
+
+/// The four lanes of one row in [`Scalar::dots_fast`], aligned as one SIMD register.
+#[derive(Copy, Clone)]
+#[repr(C, align(16))]
+struct Lanes<L>([L; 4]);
+
+/// What a kernel knows of a float vector's magnitudes: the smallest non-zero and the largest magnitude, and
+/// whether every value is finite.
+#[derive(Copy, Clone, Debug, PartialEq)]
+pub struct FloatBound<T> {
+    /// Smallest non-zero magnitude (∞ if none).
+    pub min: T,
+    /// Largest magnitude.
+    pub max: T,
+    /// Every value finite.
+    pub finite: bool,
 }
 
 /// The binary floating-point scalars (`f32`, `f64`): the bound of layers that are float-only by design
@@ -161,8 +278,17 @@ pub struct ScaledSumSq<T> {
 }
 
 /// A real coefficient (learning rate, clipping factor, loss scale) prepared once for scaling many values:
-/// its value rounded to `f32` and to `f64`, and its fixed-point form `q · 2^−frac` (`frac` = 40 for
-/// |c| < 2²², else 0), so [`Scalar::scale_by`] does no floating-point work per value.
+/// its value rounded to `f32` and to `f64`, its fixed-point form `q · 2^−frac` (`frac` = 40 for |c| < 2²², else
+/// 0; the activations' parameters use it), and two floating mantissas for [`Scalar::scale_by`]:
+///
+/// - 16-bit formats multiply by `ĉ₁₅ = m · 2^−e` with `m` of 15 significant bits (`2¹⁴ ≤ |m| < 2¹⁵`), so a raw
+///   value times `m` fits 32 bits: one 32-bit multiply per value, as on a Cortex-M0. `|ĉ₁₅ − c| ≤ 2⁻¹⁵·|c|`.
+/// - 32-bit formats multiply by `ĉ₃₁` with 31 significant bits, one 32 × 32 → 64-bit multiply per value;
+///   `|ĉ₃₁ − c| ≤ 2⁻³¹·|c|`.
+///
+/// Either way the product is exact and rounded once, so a result is the correctly rounded `x·ĉ`: for `I1F15`
+/// within one LSB of the correctly rounded `x·c`, for the 32-bit formats the same except when `x·c` lies within
+/// `2⁻³¹·|x·c|` of a rounding boundary. Powers of two (loss scales) are exact in both.
 #[derive(Copy, Clone, Debug, PartialEq)]
 pub struct Coef {
     value: f64,
@@ -170,10 +296,29 @@ pub struct Coef {
     f32_flags: Flags,
     q: i64,
     frac: u32,
+    m15: (i32, i32),
+    m31: (i32, i32),
 }
 
 /// Fraction bits of a coefficient's fixed-point form (every fixed-point coefficient in the crate uses it).
 pub(crate) const COEF_FRAC: u32 = 40;
+
+/// `c = m · 2^−e` with `m` rounded to nearest-even at `bits` significant bits (`2^(bits−1) ≤ |m| < 2^bits`), or
+/// `(0, 0)` for zero and non-finite `c`.
+fn mantissa(c: f64, bits: i32) -> (i32, i32) {
+    if c == 0.0 || !c.is_finite() {
+        return (0, 0);
+    }
+    // c = fr · 2^exp with 0.5 ≤ |fr| < 1, so |fr · 2^bits| in [2^(bits−1), 2^bits].
+    let (fr, exp) = libm::frexp(c);
+    let m = libm::rint(fr * (1u64 << bits) as f64) as i64;
+    let (m, exp) = if m.unsigned_abs() == 1u64 << bits {
+        (m / 2, exp + 1)
+    } else {
+        (m, exp)
+    };
+    (m as i32, bits - exp)
+}
 
 impl Coef {
     /// Prepare `c`.
@@ -194,6 +339,8 @@ impl Coef {
             f32_flags,
             q,
             frac,
+            m15: mantissa(c, 15),
+            m31: mantissa(c, 31),
         }
     }
 
@@ -210,6 +357,17 @@ impl Coef {
     /// The fixed-point form: `(q, frac)` with `c ≈ q · 2^−frac`.
     pub fn fixed(&self) -> (i64, u32) {
         (self.q, self.frac)
+    }
+
+    /// The mantissa form that 16-bit formats multiply by: `(m, e)` with `ĉ₁₅ = m · 2^−e`, `2¹⁴ ≤ |m| < 2¹⁵`
+    /// (zero for `c = 0`).
+    pub fn mantissa15(&self) -> (i32, i32) {
+        self.m15
+    }
+
+    /// The mantissa form that 32-bit formats multiply by: `(m, e)` with `ĉ₃₁ = m · 2^−e`, `2³⁰ ≤ |m| < 2³¹`.
+    pub fn mantissa31(&self) -> (i32, i32) {
+        self.m31
     }
 }
 
@@ -234,7 +392,7 @@ impl FloatCoef for f64 {
 }
 
 macro_rules! float_scalar {
-    ($t:ident, $sqrt:path, $doc:literal) => {
+    ($t:ident, $bits:ty, $sqrt:path, $doc:literal) => {
         #[doc = $doc]
         impl Scalar for $t {
             type Acc = FloatAcc<$t>;
@@ -271,11 +429,106 @@ macro_rules! float_scalar {
                 FloatAcc { value: s, flags }
             }
             #[inline]
-            fn mac_unobserved(acc: Self::Acc, a: $t, b: $t) -> Self::Acc {
+            fn acc_merge(a: Self::Acc, b: Self::Acc) -> Self::Acc {
+                let s = a.value + b.value;
+                let overflow = s.is_infinite() && a.value.is_finite() && b.value.is_finite();
                 FloatAcc {
-                    value: acc.value + a * b,
-                    flags: acc.flags,
+                    value: s,
+                    flags: a.flags | b.flags | Flags::when(overflow, Flags::OVERFLOW),
                 }
+            }
+
+            type Lane = $t;
+            const LANE_ZERO: $t = 0.0;
+            #[inline(always)]
+            fn lane_mac(lane: $t, a: $t, b: $t) -> $t {
+                lane + a * b
+            }
+            #[inline(always)]
+            fn lane_add(a: $t, b: $t) -> $t {
+                a + b
+            }
+            #[inline(always)]
+            fn lane_of(x: $t) -> $t {
+                0.0 + x
+            }
+            #[inline(always)]
+            fn lane_acc(lane: $t) -> Self::Acc {
+                FloatAcc {
+                    value: lane,
+                    flags: Flags::NONE,
+                }
+            }
+
+            type Bound = FloatBound<$t>;
+            const ANY: Self::Bound = FloatBound {
+                min: 0.0,
+                max: $t::INFINITY,
+                finite: false,
+            };
+            #[inline]
+            fn bound(x: &[$t]) -> Self::Bound {
+                // On the magnitudes' bit patterns, which order as the magnitudes do (NaN above ∞): integer
+                // reductions vectorize where float ones cannot, and zero wraps to the top for the minimum.
+                let (mut hi, mut lo) = (0, <$bits>::MAX);
+                for &v in x {
+                    let m = v.to_bits() & !(1 << (<$bits>::BITS - 1));
+                    hi = hi.max(m);
+                    lo = lo.min(m.wrapping_sub(1));
+                }
+                FloatBound {
+                    min: if lo == <$bits>::MAX {
+                        $t::INFINITY
+                    } else {
+                        <$t>::from_bits(lo + 1)
+                    },
+                    max: <$t>::from_bits(hi),
+                    finite: hi < $t::INFINITY.to_bits(),
+                }
+            }
+            #[inline]
+            fn quiet(a: Self::Bound, b: Self::Bound, n: usize) -> bool {
+                // Products of non-zero values are at least min·min and at most max·max (in f64, exactly for
+                // f32; for f64 an out-of-range check product only makes this answer no).
+                let (lo, hi) = (a.min as f64 * b.min as f64, a.max as f64 * b.max as f64);
+                a.finite
+                    && b.finite
+                    && (lo >= $t::MIN_POSITIVE as f64 || a.min == $t::INFINITY || b.min == $t::INFINITY)
+                    // Partial sums are at most n·max·max, each rounding adding under 2^-23 relative: twice
+                    // that is a safe margin for any n the kernels see.
+                    && hi * (n as f64) * 2.0 < $t::MAX as f64
+            }
+            #[inline]
+            fn quiet_with(a: &[$t], b: Self::Bound, n: usize) -> bool {
+                // quiet(bound(a), b, n) as two thresholds on |a|: every non-zero |aᵢ| at least `lo` (no product
+                // below the normal range), every |aᵢ| at most `hi` (no product or partial sum overflows; NaN
+                // fails the comparison). Both are derived in f64 with a margin, then rounded outward.
+                if !b.finite {
+                    return false;
+                }
+                let lo = if b.min == $t::INFINITY {
+                    0.0
+                } else {
+                    let t = $t::MIN_POSITIVE as f64 / b.min as f64 * (1.0 + 1e-12);
+                    let r = t as $t;
+                    if (r as f64) < t { r.next_up() } else { r }
+                };
+                let hi = if b.max == 0.0 {
+                    $t::MAX
+                } else {
+                    let t = $t::MAX as f64 / (2.0 * b.max as f64 * n as f64) * (1.0 - 1e-12);
+                    let r = t as $t;
+                    if (r as f64) > t { r.next_down() } else { r }
+                };
+                // On the magnitudes' bits (ordered as the magnitudes, NaN above ∞): a non-zero value below
+                // `lo` is `|v| − 1 < lo − 1` unsigned (zero wraps to the top), one above `hi` a signed compare.
+                let (lo1, hi) = (lo.to_bits().saturating_sub(1), hi.to_bits());
+                let mut out = false;
+                for &v in a {
+                    let m = v.to_bits() & !(1 << (<$bits>::BITS - 1));
+                    out |= (m.wrapping_sub(1) < lo1) | (m > hi);
+                }
+                !out
             }
             #[inline]
             fn acc_add(acc: Self::Acc, x: $t) -> Self::Acc {
@@ -348,6 +601,11 @@ macro_rules! float_scalar {
             #[inline]
             fn to_f32(self) -> (f32, Flags) {
                 f32::from_f64(self as f64, &mut NearestEven)
+            }
+            #[inline]
+            fn is_finite(self) -> bool {
+                // On the bits: two integer instructions, where an FPU compare costs a flag transfer too.
+                self.to_bits() & !(1 << (<$bits>::BITS - 1)) < $t::INFINITY.to_bits()
             }
             #[inline]
             fn is_zero(self) -> bool {
@@ -504,11 +762,13 @@ macro_rules! float_from_f64 {
 
 float_scalar!(
     f32,
+    u32,
     libm::sqrtf,
     "IEEE binary32. Accumulator: `f32` itself (no guard bits; round to nearest-even on every add)."
 );
 float_scalar!(
     f64,
+    u64,
     libm::sqrt,
     "IEEE binary64, the host reference. Accumulator: `f64` itself (no guard bits)."
 );

@@ -104,6 +104,6 @@ mod tests {
         assert_eq!(format!("{:.3}", last("xor", "I1F15").3), "0.313");
         assert_eq!(last("digits", "f32").4, 0.925);
         assert_eq!(last("digits", "I16F16").4, 0.925);
-        assert_eq!(last("digits", "I1F15").4, 0.525);
+        assert_eq!(last("digits", "I1F15").4, 0.5);
     }
 }

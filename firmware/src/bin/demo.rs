@@ -1,19 +1,19 @@
 //! The gradscope demo on the target: a depth sweep that shows vanishing and exploding gradients in f32,
 //! I16F16 and I1F15 (per-layer gradient norms and numeric events); training on the device (XOR, and 200
-//! handwritten digits kept in flash) with the loss per epoch; the cost of each kernel and of a training step;
-//! the FPU's sticky exception flags on the M4F after all the f32 work; the parity workloads (initializers,
-//! backpropagation, training), whose digests must equal the host's (`gradscope firmware-digests`); and the
-//! peak stack use.
+//! handwritten digits kept in flash) with the loss per epoch; the FPU's sticky exception flags on the M4F after
+//! all the f32 work; the parity workloads (initializers, backpropagation, training), whose digests must equal
+//! the host's (`gradscope firmware-digests`); and the peak stack use. The cost measurements are the `costs`
+//! binary's: one image each keeps both inside the micro:bit's 256 KiB of flash.
 #![no_std]
 #![no_main]
 
 use cortex_m as _;
 use gradscope_core::train::backprop;
 use gradscope_core::{
-    Act, Activate, Dense, DenseStack, FanMode, GradStats, I1F15, I16F16, Init, Layer, LayerStats,
-    Loss, NearestEven, Nonlinearity, Objective, Optimizer, Scalar, Sgd, StepCtx, init_slice, step,
+    Act, Activate, DenseStack, FanMode, GradStats, I1F15, I16F16, Init, LayerStats, Loss,
+    NearestEven, Nonlinearity, Objective, Scalar, init_slice,
 };
-use gradscope_firmware::{COST_UNIT, Cost, exit, stack};
+use gradscope_firmware::{exit, stack};
 use rand_xoshiro::Xoshiro128PlusPlus;
 use rand_xoshiro::rand_core::SeedableRng;
 
@@ -155,142 +155,6 @@ fn training() -> (u32, bool) {
     (lines, learned)
 }
 
-/// The cost of each kernel and of a training step in one format (probes off).
-#[inline(never)]
-fn costs<S: Scalar>(cost: &mut Cost)
-where
-    Act: Activate<S>,
-{
-    let mut rng = Xoshiro128PlusPlus::seed_from_u64(7);
-    let u = Init::Uniform { a: -0.5, b: 0.5 };
-    let mut w = [[S::ZERO; 16]; 16];
-    let mut x = [S::ZERO; 16];
-    let ok = init_slice(
-        w.as_flattened_mut(),
-        &u,
-        16,
-        16,
-        &mut rng,
-        &mut NearestEven,
-        &mut (),
-    )
-    .is_ok()
-        && init_slice(&mut x, &u, 16, 16, &mut rng, &mut NearestEven, &mut ()).is_ok();
-    if !ok {
-        defmt::println!("cost {=str}: inputs rejected", S::NAME);
-        return;
-    }
-    let mut y = [S::ZERO; 16];
-    let n = cost.measure(16, || {
-        gradscope_core::matrix::matvec(
-            core::hint::black_box(&w),
-            core::hint::black_box(&x),
-            &mut y,
-            &mut NearestEven,
-            &mut (),
-        );
-        core::hint::black_box(&mut y);
-    });
-    defmt::println!(
-        "cost matvec16x16 {=str} {=u64} {=str}",
-        S::NAME,
-        n,
-        COST_UNIT
-    );
-    let n = cost.measure(16, || {
-        for (o, v) in y.iter_mut().zip(core::hint::black_box(&x)) {
-            *o = Act::Sigmoid.f(*v, &mut NearestEven).0;
-        }
-        core::hint::black_box(&mut y);
-    });
-    defmt::println!("cost sigmoid16 {=str} {=u64} {=str}", S::NAME, n, COST_UNIT);
-    let xavier = Init::XavierNormal { gain: 1.0 };
-    let mut net = (
-        (
-            Dense::<S, 4, 8>::new(Act::Tanh),
-            Dense::<S, 8, 8>::new(Act::Tanh),
-        ),
-        Dense::<S, 8, 1>::new(Act::Identity),
-    );
-    let ok = net
-        .0
-        .0
-        .init(&xavier, &Init::Zeros, &mut rng, &mut NearestEven, &mut ())
-        .is_ok()
-        && net
-            .0
-            .1
-            .init(&xavier, &Init::Zeros, &mut rng, &mut NearestEven, &mut ())
-            .is_ok()
-        && net
-            .1
-            .init(&xavier, &Init::Zeros, &mut rng, &mut NearestEven, &mut ())
-            .is_ok();
-    let Ok(mut sgd) = Sgd::new(0.01, 0.0) else {
-        return;
-    };
-    if !ok {
-        return;
-    }
-    let xs = [x[0], x[1], x[2], x[3]];
-    let t = [x[4]];
-    let n = cost.measure(8, || {
-        core::hint::black_box(net.forward(
-            core::hint::black_box(&xs),
-            0,
-            &mut NearestEven,
-            &mut (),
-        ));
-    });
-    defmt::println!(
-        "cost forward_4-8-8-1 {=str} {=u64} {=str}",
-        S::NAME,
-        n,
-        COST_UNIT
-    );
-    let dy = [x[5]];
-    let n = cost.measure(8, || {
-        core::hint::black_box(net.backward(
-            core::hint::black_box(&dy),
-            0,
-            &mut NearestEven,
-            &mut (),
-        ));
-    });
-    defmt::println!(
-        "cost backward_4-8-8-1 {=str} {=u64} {=str}",
-        S::NAME,
-        n,
-        COST_UNIT
-    );
-    let n = cost.measure(8, || {
-        let _ = sgd.step(&mut net, 1.0, &mut NearestEven, &mut ());
-    });
-    defmt::println!(
-        "cost sgd_update_4-8-8-1 {=str} {=u64} {=str}",
-        S::NAME,
-        n,
-        COST_UNIT
-    );
-    // One training step (zero, forward, loss, backward, update) on one sample, probes off.
-    let mut ctx = StepCtx::new(Loss::Mse, sgd, NearestEven);
-    let sample = [(xs, t)];
-    let n = cost.measure(8, || {
-        core::hint::black_box(step(
-            &mut net,
-            core::hint::black_box(&sample[..]),
-            &mut ctx,
-            &mut (),
-        ));
-    });
-    defmt::println!(
-        "cost train_step_4-8-8-1 {=str} {=u64} {=str}",
-        S::NAME,
-        n,
-        COST_UNIT
-    );
-}
-
 /// The FPU's sticky exception flags after the f32 work (Cortex-M4F only).
 fn fpu_flags() {
     #[cfg(target_abi = "eabihf")]
@@ -314,11 +178,6 @@ fn fpu_flags() {
 fn main() -> ! {
     stack::paint();
     defmt::println!("gradscope firmware {=str}", env!("CARGO_PKG_VERSION"));
-    let Some(peripherals) = cortex_m::Peripherals::take() else {
-        defmt::println!("core peripherals already taken");
-        exit(false)
-    };
-    let mut cost = Cost::new(peripherals);
     let sweep_ok = depth_sweep();
     let mut lines = 0u32;
     gradscope_core::parity::init_digests(&mut |name, format, d| {
@@ -331,10 +190,7 @@ fn main() -> ! {
     });
     let (train_lines, learned) = training();
     lines += train_lines;
-    costs::<f32>(&mut cost);
-    costs::<I16F16>(&mut cost);
-    costs::<I1F15>(&mut cost);
-    // After every f32 run: the depth sweep, the parity workloads, training and the cost measurements.
+    // After every f32 run: the depth sweep, the parity workloads and training.
     fpu_flags();
     #[cfg(feature = "panic-never-control")]
     {

@@ -424,8 +424,8 @@ impl GradStats {
             sq += S::sq_to_f64(crate::matrix::sum_sq_acc(t.grad));
             zeros = zeros.saturating_add(t.grad.iter().filter(|g| g.is_zero()).count() as u32);
             count = count.saturating_add(t.grad.len() as u32);
-            nonfinite = nonfinite
-                .saturating_add(t.grad.iter().filter(|g| !g.to_f64().is_finite()).count() as u32);
+            nonfinite =
+                nonfinite.saturating_add(t.grad.iter().filter(|g| !g.is_finite()).count() as u32);
         });
         GradStats {
             norm: libm::sqrt(sq),

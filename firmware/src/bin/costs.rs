@@ -1,0 +1,170 @@
+//! The cost of each kernel and of a training step on the target, per format, in the unit of
+//! [`COST_UNIT`]: what `mcu-report.py` tabulates. A binary of its own so that each image fits the micro:bit's
+//! flash; the demo (`demo.rs`) runs the parity workloads.
+#![no_std]
+#![no_main]
+
+use cortex_m as _;
+use gradscope_core::{
+    Act, Activate, Dense, I1F15, I16F16, Init, Layer, Loss, NearestEven, Optimizer, Scalar, Sgd,
+    StepCtx, init_slice, step,
+};
+use gradscope_firmware::{COST_UNIT, Cost, exit, stack};
+use rand_xoshiro::Xoshiro128PlusPlus;
+use rand_xoshiro::rand_core::SeedableRng;
+
+/// The cost of each kernel and of a training step in one format (probes off).
+#[inline(never)]
+fn costs<S: Scalar>(cost: &mut Cost)
+where
+    Act: Activate<S>,
+{
+    let mut rng = Xoshiro128PlusPlus::seed_from_u64(7);
+    let u = Init::Uniform { a: -0.5, b: 0.5 };
+    let mut w = [[S::ZERO; 16]; 16];
+    let mut x = [S::ZERO; 16];
+    let ok = init_slice(
+        w.as_flattened_mut(),
+        &u,
+        16,
+        16,
+        &mut rng,
+        &mut NearestEven,
+        &mut (),
+    )
+    .is_ok()
+        && init_slice(&mut x, &u, 16, 16, &mut rng, &mut NearestEven, &mut ()).is_ok();
+    if !ok {
+        defmt::println!("cost {=str}: inputs rejected", S::NAME);
+        return;
+    }
+    let mut y = [S::ZERO; 16];
+    let n = cost.measure(16, || {
+        gradscope_core::matrix::matvec(
+            core::hint::black_box(&w),
+            core::hint::black_box(&x),
+            &mut y,
+            &mut NearestEven,
+            &mut (),
+        );
+        core::hint::black_box(&mut y);
+    });
+    defmt::println!(
+        "cost matvec16x16 {=str} {=u64} {=str}",
+        S::NAME,
+        n,
+        COST_UNIT
+    );
+    let n = cost.measure(16, || {
+        for (o, v) in y.iter_mut().zip(core::hint::black_box(&x)) {
+            *o = Act::Sigmoid.f(*v, &mut NearestEven).0;
+        }
+        core::hint::black_box(&mut y);
+    });
+    defmt::println!("cost sigmoid16 {=str} {=u64} {=str}", S::NAME, n, COST_UNIT);
+    let xavier = Init::XavierNormal { gain: 1.0 };
+    let mut net = (
+        (
+            Dense::<S, 4, 8>::new(Act::Tanh),
+            Dense::<S, 8, 8>::new(Act::Tanh),
+        ),
+        Dense::<S, 8, 1>::new(Act::Identity),
+    );
+    let ok = net
+        .0
+        .0
+        .init(&xavier, &Init::Zeros, &mut rng, &mut NearestEven, &mut ())
+        .is_ok()
+        && net
+            .0
+            .1
+            .init(&xavier, &Init::Zeros, &mut rng, &mut NearestEven, &mut ())
+            .is_ok()
+        && net
+            .1
+            .init(&xavier, &Init::Zeros, &mut rng, &mut NearestEven, &mut ())
+            .is_ok();
+    let Ok(mut sgd) = Sgd::new(0.01, 0.0) else {
+        return;
+    };
+    if !ok {
+        return;
+    }
+    let xs = [x[0], x[1], x[2], x[3]];
+    let t = [x[4]];
+    let n = cost.measure(8, || {
+        core::hint::black_box(net.forward(
+            core::hint::black_box(&xs),
+            0,
+            &mut NearestEven,
+            &mut (),
+        ));
+    });
+    defmt::println!(
+        "cost forward_4-8-8-1 {=str} {=u64} {=str}",
+        S::NAME,
+        n,
+        COST_UNIT
+    );
+    let dy = [x[5]];
+    let n = cost.measure(8, || {
+        core::hint::black_box(net.backward(
+            core::hint::black_box(&dy),
+            0,
+            &mut NearestEven,
+            &mut (),
+        ));
+    });
+    defmt::println!(
+        "cost backward_4-8-8-1 {=str} {=u64} {=str}",
+        S::NAME,
+        n,
+        COST_UNIT
+    );
+    let n = cost.measure(8, || {
+        let _ = sgd.step(&mut net, 1.0, &mut NearestEven, &mut ());
+    });
+    defmt::println!(
+        "cost sgd_update_4-8-8-1 {=str} {=u64} {=str}",
+        S::NAME,
+        n,
+        COST_UNIT
+    );
+    // One training step (zero, forward, loss, backward, update) on one sample, probes off.
+    let mut ctx = StepCtx::new(Loss::Mse, sgd, NearestEven);
+    let sample = [(xs, t)];
+    let n = cost.measure(8, || {
+        core::hint::black_box(step(
+            &mut net,
+            core::hint::black_box(&sample[..]),
+            &mut ctx,
+            &mut (),
+        ));
+    });
+    defmt::println!(
+        "cost train_step_4-8-8-1 {=str} {=u64} {=str}",
+        S::NAME,
+        n,
+        COST_UNIT
+    );
+}
+
+#[cortex_m_rt::entry]
+fn main() -> ! {
+    stack::paint();
+    defmt::println!("gradscope costs {=str}", env!("CARGO_PKG_VERSION"));
+    let Some(peripherals) = cortex_m::Peripherals::take() else {
+        defmt::println!("core peripherals already taken");
+        exit(false)
+    };
+    let mut cost = Cost::new(peripherals);
+    costs::<f32>(&mut cost);
+    costs::<I16F16>(&mut cost);
+    costs::<I1F15>(&mut cost);
+    defmt::println!(
+        "stack peak {=usize} of {=usize} bytes",
+        stack::peak(),
+        stack::size()
+    );
+    exit(true)
+}
