@@ -73,12 +73,40 @@ fn exact_dot<S: Scalar>(a: &[S], b: &[S]) -> S::Acc {
     S::dot_exact(a, b)
 }
 
-/// Narrow `acc` and report its events.
+/// Narrow `acc` and report its events: every value's to an active probe; to a watching one, fixed point's
+/// (a narrowing's flags are its own), while floats are checked afterwards by [`watch`].
 #[inline(always)]
 fn put<S: Scalar, R: Rounding + ?Sized, P: Probe + ?Sized>(acc: S::Acc, r: &mut R, p: &mut P) -> S {
     let (v, f) = S::narrow(acc, r);
-    p.record(f);
+    if P::ACTIVE || (P::WATCH && !S::IS_FLOAT) {
+        p.record(f);
+    }
     v
+}
+
+/// After a fast float kernel under a watching (not active) probe: one vectorized check of the outputs `y`, and
+/// for each one that is not finite, the events of its exact recomputation `exact(k)` (rare, out of line).
+#[inline(always)]
+fn watch<S: Scalar, P: Probe + ?Sized>(y: &[S], p: &mut P, mut exact: impl FnMut(usize) -> S::Acc) {
+    if !(S::IS_FLOAT && P::WATCH && !P::ACTIVE) || y.iter().fold(true, |ok, v| ok & v.is_finite()) {
+        return;
+    }
+    report_nonfinite(y, p, &mut exact);
+}
+
+#[cold]
+#[inline(never)]
+fn report_nonfinite<S: Scalar, P: Probe + ?Sized>(
+    y: &[S],
+    p: &mut P,
+    exact: &mut dyn FnMut(usize) -> S::Acc,
+) {
+    for (k, v) in y.iter().enumerate() {
+        if !v.is_finite() {
+            // Float narrowing ignores the rounding mode (IEEE nearest-even throughout).
+            p.record(S::narrow(exact(k), &mut crate::round::NearestEven).1);
+        }
+    }
 }
 
 /// Dot product `Σ aᵢ bᵢ`.
@@ -90,7 +118,9 @@ pub fn dot<S: Scalar, const N: usize, P: Probe + ?Sized>(
     p: &mut P,
 ) -> S {
     let acc = dot_acc::<S, _, P>(a, b, bound_if_needed::<S, P>(b, N));
-    put(acc, r, p)
+    let v = put(acc, r, p);
+    watch(core::slice::from_ref(&v), p, |_| S::dot_exact(a, b));
+    v
 }
 
 /// Matrix–vector product `y = W x`, with `W` row-major `[[S; I]; O]`.
@@ -146,7 +176,7 @@ fn rows<S: Scalar, const I: usize, const O: usize, P: Probe + ?Sized>(
     let mut o = 0;
     let mut out = |yo: &mut S, acc: S::Acc| {
         let acc = extra(o).map_or(acc, |b| S::acc_add(acc, b));
-        *yo = put(acc, r, p);
+        *yo = put(acc, r, &mut *p);
         o += 1;
     };
     for (ys, block) in yb.iter_mut().zip(wb) {
@@ -158,6 +188,10 @@ fn rows<S: Scalar, const I: usize, const O: usize, P: Probe + ?Sized>(
     for (yo, row) in yt.iter_mut().zip(wt) {
         out(yo, S::dot_fast(row, x, xb));
     }
+    watch(y, p, |o| {
+        let acc = w.get(o).map_or(S::acc_zero(), |row| S::dot_exact(row, x));
+        extra(o).map_or(acc, |b| S::acc_add(acc, b))
+    });
 }
 
 /// [`rows`] when some row may have events: every row exact, with its events. On slices, so one copy serves
@@ -203,6 +237,13 @@ pub fn affine_pair<S: Scalar, const I: usize, const J: usize, const O: usize, P>
         );
         *yo = put(S::acc_add(acc, bo), r, p);
     }
+    watch(y, p, |o| match (w1.get(o), w2.get(o), b.get(o)) {
+        (Some(row1), Some(row2), Some(&bo)) => S::acc_add(
+            S::acc_merge(S::dot_exact(row1, x1), S::dot_exact(row2, x2)),
+            bo,
+        ),
+        _ => S::acc_zero(),
+    });
 }
 
 /// Transposed product `y = Wᵀ d`: `y[i] = Σ_o w[o][i] d[o]`, the signal a dense layer sends backward.
@@ -262,9 +303,19 @@ fn columns<S: Scalar, const I: usize, const O: usize, P: Probe + ?Sized>(
             *l = S::lane_mac(*l, wv, dv);
         }
     }
+    let start = *y;
     for (yi, l) in y.iter_mut().zip(lanes) {
         *yi = put(S::lane_acc(l), r, p);
     }
+    watch(y, p, |i| {
+        let acc = match start.get(i) {
+            Some(&v) if add => S::acc_add(S::acc_zero(), v),
+            _ => S::acc_zero(),
+        };
+        w.iter().zip(d).fold(acc, |a, (row, &dv)| {
+            row.get(i).map_or(a, |&wv| S::mac(a, wv, dv))
+        })
+    });
 }
 
 /// [`columns`] with every product's events: one output at a time (a single wide accumulator on the stack),
@@ -402,10 +453,15 @@ fn matmul_block<S: Scalar, const R: usize, const K: usize, const N: usize, P>(
             }
         }
     }
-    for (crow, ls) in c.iter_mut().zip(lanes) {
-        for (cv, l) in crow.iter_mut().zip(ls) {
+    for (crow, (ls, arow)) in c.iter_mut().zip(lanes.iter().zip(a)) {
+        for (cv, &l) in crow.iter_mut().zip(ls) {
             *cv = put(S::lane_acc(l), r, p);
         }
+        watch(crow, p, |j| {
+            arow.iter().zip(b).fold(S::acc_zero(), |s, (&av, brow)| {
+                brow.get(j).map_or(s, |&bv| S::mac(s, av, bv))
+            })
+        });
     }
 }
 
@@ -446,10 +502,17 @@ pub fn axpy<S: Scalar, const N: usize, P: Probe + ?Sized>(
     // |α·x| ≤ 2^62 sum below 2^63); floats take it when unobserved.
     let quiet = !S::IS_FLOAT || !P::ACTIVE;
     if quiet {
-        for (yv, &xv) in y.iter_mut().zip(x) {
-            let l = S::lane_mac(S::lane_of(*yv), alpha, xv);
-            *yv = put(S::lane_acc(l), r, p);
+        // Into a copy, so a watching probe can recompute a non-finite element from the old value.
+        let mut out = *y;
+        for ((o, &yv), &xv) in out.iter_mut().zip(y.iter()).zip(x) {
+            let l = S::lane_mac(S::lane_of(yv), alpha, xv);
+            *o = put(S::lane_acc(l), r, p);
         }
+        watch(&out, p, |k| match (y.get(k), x.get(k)) {
+            (Some(&yv), Some(&xv)) => S::mac(S::acc_add(S::acc_zero(), yv), alpha, xv),
+            _ => S::acc_zero(),
+        });
+        *y = out;
     } else {
         for (yv, &xv) in y.iter_mut().zip(x) {
             *yv = put(S::mac(S::acc_add(S::acc_zero(), *yv), alpha, xv), r, p);
@@ -467,7 +530,7 @@ where
 {
     for (yv, &xv) in y.iter_mut().zip(x) {
         let (v, f) = yv.add(xv);
-        p.record(f);
+        p.note(f);
         *yv = v;
     }
 }
@@ -485,7 +548,7 @@ pub fn map<S, T, const N: usize, P>(
 {
     for (yv, &xv) in y.iter_mut().zip(x) {
         let (v, fl) = f(xv);
-        p.record(fl);
+        p.note(fl);
         *yv = v;
     }
 }
@@ -505,7 +568,7 @@ pub fn zip<S, T, U, const N: usize, P>(
 {
     for ((yv, &av), &bv) in y.iter_mut().zip(a).zip(b) {
         let (v, fl) = f(av, bv);
-        p.record(fl);
+        p.note(fl);
         *yv = v;
     }
 }
@@ -526,7 +589,7 @@ where
     P: Probe + ?Sized,
 {
     let (v, f) = S::sq_total(sum_sq_acc(x), r);
-    p.record(f);
+    p.note(f);
     v
 }
 
@@ -539,7 +602,7 @@ where
     P: Probe + ?Sized,
 {
     let (v, f) = S::sq_sqrt(sum_sq_acc(x));
-    p.record(f);
+    p.note(f);
     v
 }
 

@@ -12,8 +12,25 @@ pub trait Probe {
     /// checks on its own, so this is what makes "off" free in `matmul`, `matvec_t` and `outer_acc`.
     const ACTIVE: bool = true;
 
+    /// Whether an inactive probe still watches for the values that carry events in themselves: non-finite
+    /// floats (kernels then run their fast paths, check each output once, and report only the outputs that are
+    /// not finite, with the events of their exact recomputation) and every fixed-point narrowing's flags. What
+    /// a training step needs to spot a divergence, at the cost of one scan per output vector.
+    const WATCH: bool = Self::ACTIVE;
+
     /// Record the events of one produced value.
     fn record(&mut self, flags: Flags);
+
+    /// Record `flags` if this probe wants them: always when active; when it only watches, if they are a
+    /// value's own events (non-finite, overflow or saturation).
+    #[inline(always)]
+    fn note(&mut self, flags: Flags) {
+        if Self::ACTIVE
+            || (Self::WATCH && flags.intersects(Flags::NONFINITE.union(Flags::OVERFLOW)))
+        {
+            self.record(flags);
+        }
+    }
 }
 
 /// The probe that is off.
@@ -33,6 +50,7 @@ impl Probe for Flags {
 
 impl<P: Probe + ?Sized> Probe for &mut P {
     const ACTIVE: bool = P::ACTIVE;
+    const WATCH: bool = P::WATCH;
     #[inline]
     fn record(&mut self, flags: Flags) {
         (**self).record(flags);

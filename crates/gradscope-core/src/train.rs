@@ -341,6 +341,8 @@ impl<P: Probes + ?Sized> Sticky<'_, P> {
 
 impl<P: Probes + ?Sized> Probes for Sticky<'_, P> {
     const ACTIVE: bool = P::ACTIVE;
+    // Whatever the caller observes, the step's verdict needs the non-finite values and the saturations.
+    const WATCH: bool = true;
     #[inline]
     fn record(&mut self, layer: usize, phase: Phase, flags: Flags) {
         if phase != Phase::Forward {

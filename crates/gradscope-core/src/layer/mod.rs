@@ -77,6 +77,8 @@ impl Phase {
 pub trait Probes {
     /// False for a sink that ignores every event (see [`Probe::ACTIVE`]).
     const ACTIVE: bool = true;
+    /// Whether an inactive sink still watches for non-finite values (see [`Probe::WATCH`]).
+    const WATCH: bool = Self::ACTIVE;
 
     /// Record the events of one value produced by `layer` in `phase`.
     fn record(&mut self, layer: usize, phase: Phase, flags: Flags);
@@ -371,6 +373,7 @@ pub struct Pooled<'a, P: ?Sized>(pub &'a mut P);
 
 impl<P: Probe + ?Sized> Probes for Pooled<'_, P> {
     const ACTIVE: bool = P::ACTIVE;
+    const WATCH: bool = P::WATCH;
     #[inline]
     fn record(&mut self, _layer: usize, _phase: Phase, flags: Flags) {
         self.0.record(flags);
@@ -379,6 +382,7 @@ impl<P: Probe + ?Sized> Probes for Pooled<'_, P> {
 
 impl<P: Probes + ?Sized> Probes for &mut P {
     const ACTIVE: bool = P::ACTIVE;
+    const WATCH: bool = P::WATCH;
     #[inline]
     fn record(&mut self, layer: usize, phase: Phase, flags: Flags) {
         (**self).record(layer, phase, flags);
@@ -455,7 +459,7 @@ pub(crate) fn activate<S: Scalar, A: Activate<S>>(
 ) {
     for (yv, &xv) in y.iter_mut().zip(x) {
         let (v, f) = act.f(xv, r);
-        p.record(f);
+        p.note(f);
         *yv = v;
     }
 }
@@ -472,7 +476,7 @@ pub(crate) fn activate_back<S: Scalar, A: Activate<S>>(
 ) {
     for (((dv, &xv), &yv), &g) in d.iter_mut().zip(x).zip(y).zip(dy) {
         let (v, f) = act.backward(xv, yv, g, r);
-        p.record(f);
+        p.note(f);
         *dv = v;
     }
 }
@@ -500,6 +504,7 @@ impl<'a, P: Probes + ?Sized> At<'a, P> {
 
 impl<P: Probes + ?Sized> Probe for At<'_, P> {
     const ACTIVE: bool = P::ACTIVE;
+    const WATCH: bool = P::WATCH;
     #[inline(always)]
     fn record(&mut self, flags: Flags) {
         self.probes.record(self.layer, self.phase, flags);
