@@ -99,6 +99,12 @@ core::arch::global_asm!(
 /// Stack use, measured by painting: the free stack is filled with a pattern at start-up, and the deepest
 /// word no longer holding it marks the peak. With flip-link the stack occupies `[_stack_end, _stack_start)` at
 /// the bottom of RAM, below the statics.
+///
+/// On the Cortex-M4F the lowest [`stack::GUARD`] bytes of the stack are an MPU no-access region: an overflow
+/// faults there whatever lies below RAM. It has to be the MPU: QEMU's mps2-an386 maps a reserved region below
+/// RAM that ignores writes and reads as zero, so without the guard an overflow runs on into it and faults only
+/// by accident, when a return address reads back as zero. The M0 (nRF51, no MPU) needs none: below its RAM a
+/// write is a bus error.
 pub mod stack {
     use core::ptr::{addr_of, read_volatile, write_volatile};
 
@@ -111,12 +117,49 @@ pub mod stack {
         static _stack_end: u32;
     }
 
+    /// Bytes of the MPU guard region at the bottom of the stack (0 without an MPU).
+    #[cfg(target_abi = "eabihf")]
+    pub const GUARD: usize = 32;
+    /// Bytes of the MPU guard region at the bottom of the stack (0 without an MPU).
+    #[cfg(not(target_abi = "eabihf"))]
+    pub const GUARD: usize = 0;
+
+    /// The guard's alignment: PMSAv7 regions are aligned to their size.
+    #[cfg(target_abi = "eabihf")]
+    const ALIGN: usize = GUARD;
+    #[cfg(not(target_abi = "eabihf"))]
+    const ALIGN: usize = 4;
+
+    /// The guard's base: the stack's bottom rounded up to the region size (PMSAv7 regions are size-aligned).
+    fn guard_base() -> usize {
+        // Only the address of the linker symbol is taken, never its contents.
+        (addr_of!(_stack_end) as usize).next_multiple_of(ALIGN)
+    }
+
+    /// The usable stack, above the guard.
     fn bounds() -> (usize, usize) {
-        // Only the addresses of the linker symbols are taken, never their contents.
-        (
-            addr_of!(_stack_end) as usize,
-            addr_of!(_stack_start) as usize,
-        )
+        (guard_base() + GUARD, addr_of!(_stack_start) as usize)
+    }
+
+    /// Turn the guard on: region 0 covers `GUARD` bytes at the stack's bottom with no access and no execution;
+    /// PRIVDEFENA keeps the default map everywhere else.
+    #[cfg(target_abi = "eabihf")]
+    fn guard() {
+        const XN: u32 = 1 << 28;
+        const SIZE_32: u32 = 4 << 1; // 2^(SIZE + 1) bytes
+        const ENABLE: u32 = 1;
+        const PRIVDEFENA: u32 = 1 << 2;
+        // SAFETY: the MPU is configured once, before anything relies on it, and the region only forbids access
+        // to stack memory that [`bounds`] excludes from every other use.
+        unsafe {
+            let mpu = &*cortex_m::peripheral::MPU::PTR;
+            mpu.rnr.write(0);
+            mpu.rbar.write(guard_base() as u32);
+            mpu.rasr.write(XN | SIZE_32 | ENABLE);
+            mpu.ctrl.write(ENABLE | PRIVDEFENA);
+        }
+        cortex_m::asm::dsb();
+        cortex_m::asm::isb();
     }
 
     /// Bytes reserved for the stack.
@@ -125,7 +168,8 @@ pub mod stack {
         top - bottom
     }
 
-    /// Fill the unused stack with the pattern. Call once, first thing in `main`.
+    /// Fill the unused stack with the pattern and, on the M4F, turn the guard on. Call once, first thing in
+    /// `main`.
     #[inline(never)]
     pub fn paint() {
         let (bottom, _) = bounds();
@@ -137,6 +181,8 @@ pub mod stack {
             unsafe { write_volatile(a as *mut u32, PAINT) };
             a += 4;
         }
+        #[cfg(target_abi = "eabihf")]
+        guard();
     }
 
     /// The deepest the stack has reached since [`paint`], in bytes.
@@ -236,5 +282,7 @@ impl Cost {
 #[inline(never)]
 pub fn overflow(depth: u32) -> u32 {
     let buf = core::hint::black_box([depth; 64]);
-    buf[0] + overflow(depth + 1)
+    // The opaque result is combined with this frame's data after the call: no tail call and no accumulator
+    // loop at any opt-level, so every level keeps its frame.
+    core::hint::black_box(overflow(depth.wrapping_add(1))) ^ buf[depth as usize % 64]
 }
