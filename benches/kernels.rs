@@ -9,6 +9,7 @@
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use gradscope_core::{EventCounts, I1F15, I16F16, NearestEven, Scalar, matrix};
 use nalgebra::{SMatrix, SVector};
+use num_traits::Zero;
 use rand_core::{Rng, SeedableRng};
 use rand_xoshiro::Xoshiro128PlusPlus;
 use std::hint::black_box;
@@ -131,22 +132,28 @@ fn kernels(c: &mut Criterion) {
     sizes::<I1F15>(c);
 }
 
-/// The probe's cost: the same f32 matvec as a plain loop (no flags at all), through gradscope with the probe
-/// off (`&mut ()`), and with a counting probe. Off should match plain: the flag computations are dead code.
-fn probe_cost(c: &mut Criterion) {
+/// The probe's cost: the same 32×32 matvec as a plain loop (no flags, no rounding: for fixed point the raw
+/// integers' wrapping products, as nalgebra's entry above), through gradscope with the probe off (`&mut ()`),
+/// and with a counting probe.
+fn probe_cost_for<S: Raw>(c: &mut Criterion) {
     const N: usize = 32;
-    let w: [[f32; N]; N] = fill(3);
-    let [x]: [[f32; N]; 1] = fill(4);
-    let mut y = [0.0f32; N];
-    let mut g = c.benchmark_group(format!("probe_cost_f32/{N}"));
+    let w: [[S; N]; N] = fill(3);
+    let [x]: [[S; N]; 1] = fill(4);
+    let (wr, xr): ([[S::N; N]; N], [S::N; N]) = (w.map(|r| r.map(S::raw)), x.map(S::raw));
+    let mut y = [S::ZERO; N];
+    let mut g = c.benchmark_group(group_name("probe_cost", S::NAME, N));
     g.throughput(Throughput::Elements((2 * N * N) as u64));
     g.bench_function("plain_loop", |b| {
+        let mut yr = [S::N::zero(); N];
         b.iter(|| {
-            let (w, x) = (black_box(&w), black_box(&x));
-            for (yo, row) in y.iter_mut().zip(w) {
-                *yo = row.iter().zip(x).fold(0.0, |acc, (&a, &b)| acc + a * b);
+            let (w, x) = (black_box(&wr), black_box(&xr));
+            for (yo, row) in yr.iter_mut().zip(w) {
+                *yo = row
+                    .iter()
+                    .zip(x)
+                    .fold(S::N::zero(), |acc, (&a, &b)| acc + a * b);
             }
-            black_box(&y);
+            black_box(&yr);
         })
     });
     g.bench_function("probe_off", |b| {
@@ -175,6 +182,12 @@ fn probe_cost(c: &mut Criterion) {
         })
     });
     g.finish();
+}
+
+fn probe_cost(c: &mut Criterion) {
+    probe_cost_for::<f32>(c);
+    probe_cost_for::<I16F16>(c);
+    probe_cost_for::<I1F15>(c);
 }
 
 fn config() -> Criterion {

@@ -26,6 +26,7 @@ TARGETS = [
     ("Cortex-M0 (micro:bit)", ["run-m0"], "target/thumbv6m-none-eabi/m0", 256 * 1024, 16 * 1024),
 ]
 BINARIES = ["demo", "costs"]
+FORMATS = ["f32", "I16F16", "I8F24", "I1F15"]
 RAM_START = 0x2000_0000
 SHF_ALLOC = 0x2
 
@@ -72,13 +73,9 @@ def run(args):
     return p.stdout
 
 
-def main():
-    out = None
-    argv = sys.argv[1:]
-    if argv[:1] == ["--out"] and len(argv) == 2:
-        out = argv[1]
-    elif argv:
-        raise SystemExit(__doc__)
+def measure():
+    """Build and run every binary on both targets: {"sizes": [...], "costs": {kernel: {target: {format: n}}},
+    "units": [...], "fits": bool}."""
     cost_re = re.compile(r"^cost (\S+) (\S+) (\d+) (instructions|cycles)$")
     stack_re = re.compile(r"^stack peak (\d+) of (\d+) bytes$")
     size_rows, costs, units = [], {}, set()
@@ -105,37 +102,57 @@ def main():
                 ok &= good
                 fits = (f"{'fits' if good else 'DOES NOT FIT'} {flash_limit // 1024} KiB flash / "
                         f"{ram_limit // 1024} KiB RAM ({total_ram} bytes of RAM used)")
-            size_rows.append((label, binary, flash, ram, peak, fits))
+            size_rows.append({"target": label, "binary": binary, "flash": flash, "ram": ram, "stack": peak,
+                              "budget": fits})
+    return {"sizes": size_rows, "costs": costs, "units": sorted(units), "fits": ok}
+
+
+def size_table(data):
     lines = ["| target | binary | flash (bytes) | static RAM (bytes) | peak stack (bytes) | budget |",
              "|---|---|---|---|---|---|"]
-    for label, binary, flash, ram, peak, fits in size_rows:
-        lines.append(f"| {label} | `{binary}` | {flash} | {ram} | {peak} | {fits} |")
-    lines += ["", f"Cost per call in {' / '.join(sorted(units))} (QEMU `-icount shift=0`: instructions, not cycles):", ""]
-    formats = ["f32", "I16F16", "I1F15"]
-    head = "| kernel | " + " | ".join(f"{t.split(' ')[0]} {f}" for t, *_ in TARGETS for f in formats) + " |"
-    lines += [head, "|---" * (1 + len(TARGETS) * len(formats)) + "|"]
+    for r in data["sizes"]:
+        lines.append(f"| {r['target']} | `{r['binary']}` | {r['flash']} | {r['ram']} | {r['stack']} | {r['budget']} |")
+    return "\n".join(lines) + "\n"
+
+
+def cost_tables(data):
+    costs = data["costs"]
+    lines = [f"Cost per call in {' / '.join(data['units'])} (QEMU `-icount shift=0`: instructions, not cycles):", ""]
+    head = "| kernel | " + " | ".join(f"{t.split(' ')[0]} {f}" for t, *_ in TARGETS for f in FORMATS) + " |"
+    lines += [head, "|---" * (1 + len(TARGETS) * len(FORMATS)) + "|"]
     for kernel, per_target in costs.items():
-        cells = [str(per_target.get(t, {}).get(f, "-")) for t, *_ in TARGETS for f in formats]
+        cells = [str(per_target.get(t, {}).get(f, "-")) for t, *_ in TARGETS for f in FORMATS]
         lines.append(f"| {kernel} | " + " | ".join(cells) + " |")
     lines += ["", "Ratios to f32 on the same core:", ""]
-    lines += ["| kernel | " + " | ".join(f"{t.split(' ')[0]} {f}/f32" for t, *_ in TARGETS for f in formats[1:]) + " |",
-              "|---" * (1 + len(TARGETS) * 2) + "|"]
+    lines += ["| kernel | " + " | ".join(f"{t.split(' ')[0]} {f}/f32" for t, *_ in TARGETS for f in FORMATS[1:]) + " |",
+              "|---" * (1 + len(TARGETS) * (len(FORMATS) - 1)) + "|"]
     for kernel, per_target in costs.items():
         cells = []
         for t, *_ in TARGETS:
             base = per_target.get(t, {}).get("f32")
-            for f in formats[1:]:
+            for f in FORMATS[1:]:
                 v = per_target.get(t, {}).get(f)
                 cells.append(f"{v / base:.2f}" if v and base else "-")
         lines.append(f"| {kernel} | " + " | ".join(cells) + " |")
-    text = "\n".join(lines) + "\n"
+    return "\n".join(lines) + "\n"
+
+
+def main():
+    out = None
+    argv = sys.argv[1:]
+    if argv[:1] == ["--out"] and len(argv) == 2:
+        out = argv[1]
+    elif argv:
+        raise SystemExit(__doc__)
+    data = measure()
+    text = size_table(data) + "\n" + cost_tables(data)
     if out:
         fd, tmp = tempfile.mkstemp(dir=os.path.dirname(os.path.abspath(out)) or ".")
         with os.fdopen(fd, "w") as f:
             f.write(text)
         os.replace(tmp, out)
     sys.stdout.write(text)
-    if not ok:
+    if not data["fits"]:
         raise SystemExit("an M0 image does not fit the micro:bit")
 
 

@@ -87,6 +87,53 @@ pub struct EffectRow {
     pub accuracy: Option<f64>,
     /// f64's held-out accuracy.
     pub accuracy_f64: Option<f64>,
+    /// Instructions per 4-8-8-1 training step on the Cortex-M4F, in this format (see [`step_cost`]).
+    pub m4f_step_instructions: Option<u64>,
+    /// The same on the Cortex-M0 (soft-float f32).
+    pub m0_step_instructions: Option<u64>,
+}
+
+/// The firmware's measured costs: `target,format,kernel,instructions` rows, written by `python3 ci/figures.py`
+/// from the QEMU runs (CI fails when this file no longer matches the firmware).
+pub const MCU_COSTS: &str = include_str!("../data/mcu-costs.csv");
+
+/// Instructions per training step of the firmware's 4-8-8-1 tanh network (batch 1, MSE, SGD,
+/// round-to-nearest-even) on `target` ("M4F" or "M0") in `precision`, counted under QEMU; `None` where the
+/// firmware does not measure it (f64, and rounding modes other than nearest).
+pub fn step_cost(target: &str, precision: Precision, rounding: Rounding) -> Option<u64> {
+    let name = match precision {
+        Precision::F64 => return None,
+        Precision::F32 => "f32",
+        Precision::I16F16 => "I16F16",
+        Precision::I8F24 => "I8F24",
+        Precision::I1F15 => "I1F15",
+    };
+    if rounding != Rounding::Nearest {
+        return None;
+    }
+    MCU_COSTS.lines().skip(1).find_map(|line| {
+        let f: Vec<&str> = line.split(',').collect();
+        match f[..] {
+            [t, p, "train_step_4-8-8-1", n] if t == target && p == name => n.parse().ok(),
+            _ => None,
+        }
+    })
+}
+
+impl EffectRow {
+    fn new(workload: &'static str, precision: Precision, rounding: Rounding) -> EffectRow {
+        EffectRow {
+            workload,
+            precision,
+            rounding,
+            max_relative_error: None,
+            underflowed: None,
+            accuracy: None,
+            accuracy_f64: None,
+            m4f_step_instructions: step_cost("M4F", precision, rounding),
+            m0_step_instructions: step_cost("M0", precision, rounding),
+        }
+    }
 }
 
 /// The deep-stack workload's name.
@@ -148,13 +195,9 @@ pub fn run(quick: bool) -> Result<(Vec<EffectRow>, Outcome)> {
         }
         depth_p.line(format!("{} {}", r.precision, r.rounding), pts);
         rows.push(EffectRow {
-            workload: DEPTH,
-            precision: r.precision,
-            rounding: r.rounding,
             max_relative_error: Some(worst),
             underflowed: Some(lost_all / count_all.max(1.0)),
-            accuracy: None,
-            accuracy_f64: None,
+            ..EffectRow::new(DEPTH, r.precision, r.rounding)
         });
     }
     // RNN BPTT.
@@ -216,13 +259,9 @@ pub fn run(quick: bool) -> Result<(Vec<EffectRow>, Outcome)> {
                 .collect(),
         );
         rows.push(EffectRow {
-            workload: RNN,
-            precision: r.precision,
-            rounding: r.rounding,
             max_relative_error: Some(worst),
             underflowed: Some(lost_sum / n_sum.max(1.0)),
-            accuracy: None,
-            accuracy_f64: None,
+            ..EffectRow::new(RNN, r.precision, r.rounding)
         });
     }
     // Digits training.
@@ -245,13 +284,10 @@ pub fn run(quick: bool) -> Result<(Vec<EffectRow>, Outcome)> {
     let acc64 = acc(&trained[0]);
     for r in &trained[1..] {
         rows.push(EffectRow {
-            workload: DIGITS,
-            precision: r.config.precision,
-            rounding: r.config.rounding,
-            max_relative_error: None,
             underflowed: r.last().map(|e| e.underflow_rate),
             accuracy: acc(r),
             accuracy_f64: acc64,
+            ..EffectRow::new(DIGITS, r.config.precision, r.config.rounding)
         });
     }
     let summary = summary_frame(&rows)?;
@@ -265,7 +301,8 @@ pub fn run(quick: bool) -> Result<(Vec<EffectRow>, Outcome)> {
         heading: format!(
             "Precision effects against f64 (batch {batch}{}): relative gradient error (max over layers or tensors),\n\
              share of gradient values that underflowed to zero where f64's are not (for digits: of the last\n\
-             epoch's backward and gradient values), and the digits' held-out accuracy",
+             epoch's backward and gradient values), the digits' held-out accuracy, and what one training step\n\
+             of the firmware's 4-8-8-1 network costs in the format (instructions under QEMU; round-to-nearest only)",
             if quick { ", --quick" } else { "" }
         ),
         frames: vec![summary, depth_f, rnn_f],
@@ -295,6 +332,26 @@ mod tests {
         let (rel, lost) = compare(&[1.0, 0.0, 2.0, 0.0], &[1.0, 1e-9, 2.0, 0.0]);
         assert!(rel < 1e-9 && (lost - 1.0 / 3.0).abs() < 1e-12);
         assert_eq!(compare(&[0.0], &[0.0]), (0.0, 0.0));
+    }
+
+    #[test]
+    fn every_measured_format_has_a_step_cost_on_both_cores() {
+        for target in ["M4F", "M0"] {
+            for p in [
+                Precision::F32,
+                Precision::I16F16,
+                Precision::I8F24,
+                Precision::I1F15,
+            ] {
+                let n = step_cost(target, p, Rounding::Nearest);
+                assert!(n.is_some_and(|n| n > 1000), "{target} {p:?}: {n:?}");
+                assert_eq!(step_cost(target, p, Rounding::Stochastic), None);
+            }
+            assert_eq!(step_cost(target, Precision::F64, Rounding::Nearest), None);
+        }
+        // Soft float: on the M0 an f32 step costs several times the M4F's.
+        let f32 = |t| step_cost(t, Precision::F32, Rounding::Nearest).unwrap();
+        assert!(f32("M0") > 4 * f32("M4F"));
     }
 
     #[test]

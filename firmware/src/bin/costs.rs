@@ -6,8 +6,8 @@
 
 use cortex_m as _;
 use gradscope_core::{
-    Act, Activate, Dense, I1F15, I16F16, Init, Layer, Loss, NearestEven, Optimizer, Scalar, Sgd,
-    StepCtx, init_slice, step,
+    Act, Activate, Dense, I1F15, I8F24, I16F16, Init, Layer, Loss, NearestEven, Optimizer, Scalar,
+    Sgd, StepCtx, init_slice, step,
 };
 use gradscope_firmware::{COST_UNIT, Cost, exit, stack};
 use rand_xoshiro::Xoshiro128PlusPlus;
@@ -160,6 +160,7 @@ fn main() -> ! {
     let mut cost = Cost::new(peripherals);
     costs::<f32>(&mut cost);
     costs::<I16F16>(&mut cost);
+    costs::<I8F24>(&mut cost);
     costs::<I1F15>(&mut cost);
     defmt::println!(
         "stack peak {=usize} of {=usize} bytes",

@@ -22,6 +22,7 @@ use crate::train::{self, TrainConfig, TrainResult};
 mod architecture;
 mod clipping;
 mod digits;
+mod effects;
 mod events;
 mod exploding;
 mod formats;
@@ -143,7 +144,7 @@ pub struct SectionDef {
 }
 
 /// Every section, in report order.
-pub const SECTIONS: [SectionDef; 11] = [
+pub const SECTIONS: [SectionDef; 12] = [
     SectionDef {
         id: "formats",
         build: formats::build,
@@ -187,6 +188,10 @@ pub const SECTIONS: [SectionDef; 11] = [
     SectionDef {
         id: "digits",
         build: digits::build,
+    },
+    SectionDef {
+        id: "effects",
+        build: effects::build,
     },
 ];
 
