@@ -6,6 +6,9 @@
 //! - `train_step/<net>/<batch>`, function = precision: one SGD step (`gradscope_core::train::step`: zero the
 //!   gradients, forward and backward for every sample of the batch, update) for 4-8-8-1 tanh, 16-32-32-16 ReLU and eight 64-wide sigmoid
 //!   layers (throughput in samples).
+//!   The function `nalgebra_f32` in the same groups is that step written with nalgebra `SMatrix` operations
+//!   (module [`na`]): a batch as one matrix (a column per sample), forward, backward and SGD as matrix
+//!   products, libm activations; the peer the host target compares against.
 //! - `clip_grad_norm/4x32`: PyTorch's `clip_grad_norm_` (L2) over a 4-layer, 32-wide dense stack.
 //!
 //! Probes are off (`&mut ()`), as in a production step; seeded inputs.
@@ -194,11 +197,178 @@ fn clipping(c: &mut Criterion) {
     bench::<I1F15>(c, "i1f15");
 }
 
+/// The training step as a user would write it with nalgebra: `SMatrix` products for a whole batch (columns are
+/// samples), MSE, plain SGD. No flags, no rounding control, no divergence checks.
+mod na {
+    use nalgebra::{SMatrix, SVector};
+    use rand_core::{Rng, SeedableRng};
+    use rand_xoshiro::Xoshiro128PlusPlus;
+
+    #[derive(Copy, Clone)]
+    pub enum Act {
+        Identity,
+        Tanh,
+        Relu,
+        Sigmoid,
+    }
+
+    impl Act {
+        fn f(self, z: f32) -> f32 {
+            match self {
+                Act::Identity => z,
+                Act::Tanh => libm::tanhf(z),
+                Act::Relu => z.max(0.0),
+                Act::Sigmoid => 1.0 / (1.0 + libm::expf(-z)),
+            }
+        }
+        /// f′ from the output a = f(z).
+        fn d(self, a: f32) -> f32 {
+            match self {
+                Act::Identity => 1.0,
+                Act::Tanh => 1.0 - a * a,
+                Act::Relu => (a > 0.0) as u8 as f32,
+                Act::Sigmoid => a * (1.0 - a),
+            }
+        }
+    }
+
+    /// A dense layer for batches of `B`, caching its input and output.
+    pub struct Dense<const I: usize, const O: usize, const B: usize> {
+        w: SMatrix<f32, O, I>,
+        b: SVector<f32, O>,
+        gw: SMatrix<f32, O, I>,
+        gb: SVector<f32, O>,
+        x: SMatrix<f32, I, B>,
+        a: SMatrix<f32, O, B>,
+        act: Act,
+    }
+
+    impl<const I: usize, const O: usize, const B: usize> Dense<I, O, B> {
+        pub fn new(act: Act, seed: u64) -> Box<Self> {
+            let mut rng = Xoshiro128PlusPlus::seed_from_u64(seed);
+            let bound = (6.0 / (I + O) as f32).sqrt();
+            let mut u = move || (rng.next_u32() as f32 / u32::MAX as f32 * 2.0 - 1.0) * bound;
+            Box::new(Dense {
+                w: SMatrix::from_fn(|_, _| u()),
+                b: SVector::zeros(),
+                gw: SMatrix::zeros(),
+                gb: SVector::zeros(),
+                x: SMatrix::zeros(),
+                a: SMatrix::zeros(),
+                act,
+            })
+        }
+
+        pub fn forward(&mut self, x: &SMatrix<f32, I, B>) -> SMatrix<f32, O, B> {
+            self.x.copy_from(x);
+            let mut z = self.w * x;
+            for mut col in z.column_iter_mut() {
+                col += &self.b;
+            }
+            let act = self.act;
+            self.a = z.map(|v| act.f(v));
+            self.a
+        }
+
+        pub fn backward(&mut self, da: &SMatrix<f32, O, B>) -> SMatrix<f32, I, B> {
+            let act = self.act;
+            let dz = da.zip_map(&self.a, |d, a| d * act.d(a));
+            self.gw.gemm(1.0, &dz, &self.x.transpose(), 1.0);
+            self.gb += dz.column_sum();
+            self.w.tr_mul(&dz)
+        }
+
+        pub fn sgd(&mut self, lr: f32) {
+            self.w -= self.gw * lr;
+            self.b.axpy(-lr, &self.gb, 1.0);
+            self.gw.fill(0.0);
+            self.gb.fill(0.0);
+        }
+    }
+
+    /// MSE over the batch: the loss and ∂L/∂y (mean over samples and outputs).
+    pub fn mse<const O: usize, const B: usize>(
+        y: &SMatrix<f32, O, B>,
+        t: &SMatrix<f32, O, B>,
+    ) -> (f32, SMatrix<f32, O, B>) {
+        let d = y - t;
+        let scale = 1.0 / (O * B) as f32;
+        (d.norm_squared() * scale, d * (2.0 * scale))
+    }
+}
+
+/// The nalgebra-written f32 step beside gradscope's in each `train_step/<net>/<batch>` group.
+fn nalgebra_steps(c: &mut Criterion) {
+    use na::{Act, Dense, mse};
+    use nalgebra::SMatrix;
+    use rand_core::Rng;
+
+    fn data<const I: usize, const O: usize, const B: usize>()
+    -> (SMatrix<f32, I, B>, SMatrix<f32, O, B>) {
+        let mut rng = Xoshiro128PlusPlus::seed_from_u64(9);
+        let mut u = move || rng.next_u32() as f32 / u32::MAX as f32 - 0.5;
+        (SMatrix::from_fn(|_, _| u()), SMatrix::from_fn(|_, _| u()))
+    }
+    fn run(c: &mut Criterion, group: String, mut step: impl FnMut() -> f32) {
+        let mut g = c.benchmark_group(group);
+        g.bench_function(BenchmarkId::from_parameter("nalgebra_f32"), |b| {
+            b.iter(|| black_box(step()))
+        });
+        g.finish();
+    }
+    fn three<const I: usize, const H: usize, const O: usize, const B: usize>(
+        c: &mut Criterion,
+        name: &str,
+        hidden: Act,
+    ) {
+        let (x, t) = data::<I, O, B>();
+        let (mut l1, mut l2, mut l3) = (
+            Dense::<I, H, B>::new(hidden, 1),
+            Dense::<H, H, B>::new(hidden, 2),
+            Dense::<H, O, B>::new(Act::Identity, 3),
+        );
+        run(c, format!("train_step/{name}/{B}"), || {
+            let y = l3.forward(&l2.forward(&l1.forward(black_box(&x))));
+            let (loss, dy) = mse(&y, &t);
+            l1.backward(&l2.backward(&l3.backward(&dy)));
+            l1.sgd(1e-3);
+            l2.sgd(1e-3);
+            l3.sgd(1e-3);
+            loss
+        });
+    }
+    fn deep<const B: usize>(c: &mut Criterion) {
+        let (x, t) = data::<64, 64, B>();
+        let mut layers: Vec<Box<Dense<64, 64, B>>> =
+            (0..8).map(|k| Dense::new(Act::Sigmoid, 10 + k)).collect();
+        run(c, format!("train_step/8x64_sigmoid/{B}"), || {
+            let mut h = *black_box(&x);
+            for l in layers.iter_mut() {
+                h = l.forward(&h);
+            }
+            let (loss, mut d) = mse(&h, &t);
+            for l in layers.iter_mut().rev() {
+                d = l.backward(&d);
+            }
+            for l in layers.iter_mut() {
+                l.sgd(1e-3);
+            }
+            loss
+        });
+    }
+    three::<4, 8, 1, 1>(c, "4-8-8-1_tanh", Act::Tanh);
+    three::<4, 8, 1, 32>(c, "4-8-8-1_tanh", Act::Tanh);
+    three::<16, 32, 16, 1>(c, "16-32-32-16_relu", Act::Relu);
+    three::<16, 32, 16, 32>(c, "16-32-32-16_relu", Act::Relu);
+    deep::<1>(c);
+    deep::<32>(c);
+}
+
 fn config() -> Criterion {
     Criterion::default()
         .warm_up_time(Duration::from_millis(300))
         .measurement_time(Duration::from_secs(1))
 }
 
-criterion_group! { name = benches; config = config(); targets = activations, train_steps, clipping }
+criterion_group! { name = benches; config = config(); targets = activations, train_steps, nalgebra_steps, clipping }
 criterion_main!(benches);
