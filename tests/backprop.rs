@@ -362,8 +362,27 @@ fn a_64_deep_32_wide_stack_runs_in_f32_and_i16f16_with_per_layer_stats() {
         let lost: u32 = stats.iter().map(|st| st.backward.underflow).sum();
         assert!(lost > 0, "no backward underflow recorded");
         let mut f = Box::new(DenseStack::<f32, 32, 64>::new(Act::Relu, 64));
+        f.init(
+            &Init::KaimingNormal {
+                slope: 0.0,
+                mode: FanMode::FanIn,
+                nonlinearity: Nonlinearity::Relu,
+            },
+            &Init::Zeros,
+            &mut rng,
+            &mut NearestEven,
+            &mut (),
+        )
+        .unwrap();
         let y = f.forward(&[1.0; 32], 0, &mut NearestEven, &mut ());
-        assert_eq!(f.backward(&y, 0, &mut NearestEven, &mut ()).len(), 32);
+        let dx = f.backward(&y, 0, &mut NearestEven, &mut ());
+        // ReLU under He init carries the signal through all 64 layers in f32: finite, non-zero input gradients
+        // and a non-zero first-layer gradient.
+        assert!(
+            dx.iter().all(|v| v.is_finite()) && dx.iter().any(|&v| v != 0.0),
+            "{dx:?}"
+        );
+        assert!(GradStats::of(&mut f.layers[0]).norm > 0.0);
         let mut sink = Flags::NONE;
         struct Sticky<'a>(&'a mut Flags);
         impl Probes for Sticky<'_> {

@@ -208,11 +208,18 @@ macro_rules! fixed_suite {
                         let mut counts = gradscope_core::EventCounts::default();
                         matrix::matvec_t(&wt, &d.map(t), &mut yt, &mut r, &mut counts);
                         prop_assert_eq!(counts.values, 4);
+                        let mut ft = Flags::NONE;
+                        matrix::matvec_t(&wt, &d.map(t), &mut yt, &mut r, &mut ft);
+                        let mut want_flags = Flags::NONE;
                         for i in 0..4 {
                             let terms: Vec<i128> = (0..3).map(|o| w[o][i] as i128 * d[o] as i128).collect();
                             let got = yt[i].to_bits() as i128;
-                            prop_assert_eq!(got, expect(exact_sum(terms), F, mode, MIN, MAX).0);
+                            let (value, flags) = expect(exact_sum(terms), F, mode, MIN, MAX);
+                            prop_assert_eq!(got, value);
+                            want_flags |= flags;
                         }
+                        // Every output's events, and no others.
+                        prop_assert_eq!(ft, want_flags);
                     }
                 }
 
@@ -293,13 +300,18 @@ macro_rules! fixed_suite {
                 ) {
                     for (mode, mut r) in modes() {
                         let mut c = [[T::ZERO; 4]; 2];
-                        matrix::matmul(&a.map(|r| r.map(t)), &b.map(|r| r.map(t)), &mut c, &mut r, &mut ());
+                        let mut fc = Flags::NONE;
+                        matrix::matmul(&a.map(|r| r.map(t)), &b.map(|r| r.map(t)), &mut c, &mut r, &mut fc);
+                        let mut want_flags = Flags::NONE;
                         for m in 0..2 {
                             for n in 0..4 {
                                 let terms: Vec<i128> = (0..3).map(|k| a[m][k] as i128 * b[k][n] as i128).collect();
-                                prop_assert_eq!(c[m][n].to_bits() as i128, expect(exact_sum(terms), F, mode, MIN, MAX).0);
+                                let (value, flags) = expect(exact_sum(terms), F, mode, MIN, MAX);
+                                prop_assert_eq!(c[m][n].to_bits() as i128, value);
+                                want_flags |= flags;
                             }
                         }
+                        prop_assert_eq!(fc, want_flags);
                     }
                 }
 

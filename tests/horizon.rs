@@ -130,4 +130,13 @@ fn predicted_and_measured_horizons_agree_within_two_layers() {
         }
     }
     assert!(bad.is_empty(), "{bad:#?}");
+    // Agreement must not come from "neither crosses": most configurations cross inside the stack.
+    let crossings = rows
+        .iter()
+        .filter(|(.., p, m)| p.is_some() && m.is_some())
+        .count();
+    assert!(
+        crossings >= 20,
+        "only {crossings} of 36 configurations cross"
+    );
 }
