@@ -15,12 +15,15 @@
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use gradscope_core::{
-    Act, Activate, Dense, DenseStack, FastAct, I1F15, I16F16, Init, Layer, Loss, NearestEven,
-    NormType, Objective, Scalar, Sgd, StepCtx, clip_grad_norm, init_slice, step,
+    Act, Activate, DenseStack, FastAct, I1F15, I16F16, Init, Layer, Loss, NearestEven, NormType,
+    Objective, Scalar, Sgd, StepCtx, clip_grad_norm, step,
 };
 use rand_core::SeedableRng;
 use rand_xoshiro::Xoshiro128PlusPlus;
 use std::hint::black_box;
+
+mod common;
+use common::{data, dense, na, relu_net};
 use std::time::Duration;
 
 fn inputs<S: Scalar>() -> Vec<S> {
@@ -53,39 +56,6 @@ fn activations(c: &mut Criterion) {
     backend::<f32, FastAct>(c, "activation_f32_micromath", FastAct);
     backend::<I16F16, Act>(c, "activation_i16f16", |a| a);
     backend::<I1F15, Act>(c, "activation_i1f15", |a| a);
-}
-
-/// Seeded inputs and targets in (−0.5, 0.5).
-fn data<S: Scalar, const I: usize, const O: usize>(n: usize) -> Vec<([S; I], [S; O])> {
-    let mut rng = Xoshiro128PlusPlus::seed_from_u64(9);
-    let u = Init::Uniform { a: -0.5, b: 0.5 };
-    (0..n)
-        .map(|_| {
-            let (mut x, mut t) = ([S::ZERO; I], [S::ZERO; O]);
-            init_slice(&mut x, &u, 1, 1, &mut rng, &mut NearestEven, &mut ()).expect("inputs");
-            init_slice(&mut t, &u, 1, 1, &mut rng, &mut NearestEven, &mut ()).expect("targets");
-            (x, t)
-        })
-        .collect()
-}
-
-fn dense<S: Scalar, const I: usize, const O: usize>(
-    act: Act,
-    rng: &mut Xoshiro128PlusPlus,
-) -> Dense<S, I, O>
-where
-    Act: Activate<S>,
-{
-    let mut d = Dense::new(act);
-    d.init(
-        &Init::XavierNormal { gain: 1.0 },
-        &Init::Zeros,
-        rng,
-        &mut NearestEven,
-        &mut (),
-    )
-    .expect("init");
-    d
 }
 
 fn train_steps(c: &mut Criterion) {
@@ -124,13 +94,7 @@ fn train_steps(c: &mut Criterion) {
             dense::<S, 8, 1>(Act::Identity, &mut rng),
         ));
         bench::<S, _, 4, 1>(c, "4-8-8-1_tanh", name, small);
-        let relu = Box::new((
-            (
-                dense::<S, 16, 32>(Act::Relu, &mut rng),
-                dense::<S, 32, 32>(Act::Relu, &mut rng),
-            ),
-            dense::<S, 32, 16>(Act::Identity, &mut rng),
-        ));
+        let relu = relu_net::<S>(&mut rng);
         bench::<S, _, 16, 16>(c, "16-32-32-16_relu", name, relu);
         let mut deep: Box<DenseStack<S, 64, 8>> = Box::new(DenseStack::new(Act::Sigmoid, 8));
         deep.init(
@@ -195,106 +159,6 @@ fn clipping(c: &mut Criterion) {
     bench::<f32>(c, "f32");
     bench::<I16F16>(c, "i16f16");
     bench::<I1F15>(c, "i1f15");
-}
-
-/// The training step as a user would write it with nalgebra: `SMatrix` products for a whole batch (columns are
-/// samples), MSE, plain SGD. No flags, no rounding control, no divergence checks.
-mod na {
-    use nalgebra::{SMatrix, SVector};
-    use rand_core::{Rng, SeedableRng};
-    use rand_xoshiro::Xoshiro128PlusPlus;
-
-    #[derive(Copy, Clone)]
-    pub enum Act {
-        Identity,
-        Tanh,
-        Relu,
-        Sigmoid,
-    }
-
-    impl Act {
-        fn f(self, z: f32) -> f32 {
-            match self {
-                Act::Identity => z,
-                Act::Tanh => libm::tanhf(z),
-                Act::Relu => z.max(0.0),
-                Act::Sigmoid => 1.0 / (1.0 + libm::expf(-z)),
-            }
-        }
-        /// f′ from the output a = f(z).
-        fn d(self, a: f32) -> f32 {
-            match self {
-                Act::Identity => 1.0,
-                Act::Tanh => 1.0 - a * a,
-                Act::Relu => (a > 0.0) as u8 as f32,
-                Act::Sigmoid => a * (1.0 - a),
-            }
-        }
-    }
-
-    /// A dense layer for batches of `B`, caching its input and output.
-    pub struct Dense<const I: usize, const O: usize, const B: usize> {
-        w: SMatrix<f32, O, I>,
-        b: SVector<f32, O>,
-        gw: SMatrix<f32, O, I>,
-        gb: SVector<f32, O>,
-        x: SMatrix<f32, I, B>,
-        a: SMatrix<f32, O, B>,
-        act: Act,
-    }
-
-    impl<const I: usize, const O: usize, const B: usize> Dense<I, O, B> {
-        pub fn new(act: Act, seed: u64) -> Box<Self> {
-            let mut rng = Xoshiro128PlusPlus::seed_from_u64(seed);
-            let bound = (6.0 / (I + O) as f32).sqrt();
-            let mut u = move || (rng.next_u32() as f32 / u32::MAX as f32 * 2.0 - 1.0) * bound;
-            Box::new(Dense {
-                w: SMatrix::from_fn(|_, _| u()),
-                b: SVector::zeros(),
-                gw: SMatrix::zeros(),
-                gb: SVector::zeros(),
-                x: SMatrix::zeros(),
-                a: SMatrix::zeros(),
-                act,
-            })
-        }
-
-        pub fn forward(&mut self, x: &SMatrix<f32, I, B>) -> SMatrix<f32, O, B> {
-            self.x.copy_from(x);
-            let mut z = self.w * x;
-            for mut col in z.column_iter_mut() {
-                col += &self.b;
-            }
-            let act = self.act;
-            self.a = z.map(|v| act.f(v));
-            self.a
-        }
-
-        pub fn backward(&mut self, da: &SMatrix<f32, O, B>) -> SMatrix<f32, I, B> {
-            let act = self.act;
-            let dz = da.zip_map(&self.a, |d, a| d * act.d(a));
-            self.gw.gemm(1.0, &dz, &self.x.transpose(), 1.0);
-            self.gb += dz.column_sum();
-            self.w.tr_mul(&dz)
-        }
-
-        pub fn sgd(&mut self, lr: f32) {
-            self.w -= self.gw * lr;
-            self.b.axpy(-lr, &self.gb, 1.0);
-            self.gw.fill(0.0);
-            self.gb.fill(0.0);
-        }
-    }
-
-    /// MSE over the batch: the loss and ∂L/∂y (mean over samples and outputs).
-    pub fn mse<const O: usize, const B: usize>(
-        y: &SMatrix<f32, O, B>,
-        t: &SMatrix<f32, O, B>,
-    ) -> (f32, SMatrix<f32, O, B>) {
-        let d = y - t;
-        let scale = 1.0 / (O * B) as f32;
-        (d.norm_squared() * scale, d * (2.0 * scale))
-    }
 }
 
 /// The nalgebra-written f32 step beside gradscope's in each `train_step/<net>/<batch>` group.

@@ -1,0 +1,251 @@
+//! Deterministic instruction counts on the host: valgrind's callgrind through gungraun, so kernel and
+//! training-step ratios do not depend on a noisy machine (criterion measures time in `kernels` and `training`).
+//!
+//! Run: `bash ci/host-instructions.sh` (installs valgrind and the matching `gungraun-runner`, then
+//! `cargo bench --bench instructions`); `python3 ci/figures.py` puts the counts into BENCHMARKS.md.
+//!
+//! - `matvec_32/*`, `matmul_32/*`: 32×32 kernels per format, nalgebra's f32 `SMatrix` beside ours, and the
+//!   counting probe (`EventCounts`) beside the probe off;
+//! - `step_16_32_32_16/*`: one SGD step of the 16-32-32-16 ReLU net of the `training` bench at batch 1 and 32,
+//!   per format, and the same step written with nalgebra.
+//!
+//! Setup (data, weights, contexts) is excluded from the counts.
+
+use gradscope_core::{
+    EventCounts, I1F15, I16F16, Loss, NearestEven, Scalar, Sgd, StepCtx, StepReport, matrix, step,
+};
+use gungraun::{library_benchmark, library_benchmark_group, main};
+use nalgebra::{SMatrix, SVector};
+use rand_core::{Rng, SeedableRng};
+use rand_xoshiro::Xoshiro128PlusPlus;
+use std::hint::black_box;
+
+mod common;
+use common::{ReluNet, data, na, relu_net};
+
+const N: usize = 32;
+
+fn fill<S: Scalar, const I: usize, const O: usize>(seed: u64) -> [[S; I]; O] {
+    let mut rng = Xoshiro128PlusPlus::seed_from_u64(seed);
+    core::array::from_fn(|_| {
+        core::array::from_fn(|_| {
+            let u = rng.next_u32() as f64 / u32::MAX as f64;
+            S::from_f64(u - 0.5, &mut NearestEven).0
+        })
+    })
+}
+
+type Square<S> = Box<[[S; N]; N]>;
+
+fn matvec_input<S: Scalar>() -> (Square<S>, [S; N]) {
+    let [x]: [[S; N]; 1] = fill(2);
+    (Box::new(fill(1)), x)
+}
+
+fn matmul_input<S: Scalar>() -> (Square<S>, Square<S>) {
+    (Box::new(fill(1)), Box::new(fill(2)))
+}
+
+fn matvec_f32() -> (Square<f32>, [f32; N]) {
+    matvec_input()
+}
+fn matvec_i16f16() -> (Square<I16F16>, [I16F16; N]) {
+    matvec_input()
+}
+fn matvec_i1f15() -> (Square<I1F15>, [I1F15; N]) {
+    matvec_input()
+}
+fn matmul_f32() -> (Square<f32>, Square<f32>) {
+    matmul_input()
+}
+fn matmul_i16f16() -> (Square<I16F16>, Square<I16F16>) {
+    matmul_input()
+}
+fn matmul_i1f15() -> (Square<I1F15>, Square<I1F15>) {
+    matmul_input()
+}
+
+fn matvec<S: Scalar>((w, x): (Square<S>, [S; N])) -> [S; N] {
+    let mut y = [S::ZERO; N];
+    matrix::matvec(
+        black_box(&*w),
+        black_box(&x),
+        &mut y,
+        &mut NearestEven,
+        &mut (),
+    );
+    y
+}
+
+fn matvec_counted<S: Scalar>((w, x): (Square<S>, [S; N])) -> ([S; N], EventCounts) {
+    let mut y = [S::ZERO; N];
+    let mut counts = EventCounts::default();
+    matrix::matvec(
+        black_box(&*w),
+        black_box(&x),
+        &mut y,
+        &mut NearestEven,
+        &mut counts,
+    );
+    (y, counts)
+}
+
+fn matmul<S: Scalar>((a, b): (Square<S>, Square<S>)) -> Square<S> {
+    let mut c = Box::new([[S::ZERO; N]; N]);
+    matrix::matmul(
+        black_box(&*a),
+        black_box(&*b),
+        &mut c,
+        &mut NearestEven,
+        &mut (),
+    );
+    c
+}
+
+#[library_benchmark]
+#[bench::f32(setup = matvec_f32)]
+#[bench::i16f16(setup = matvec_i16f16)]
+#[bench::i1f15(setup = matvec_i1f15)]
+fn matvec_32<S: Scalar>(input: (Square<S>, [S; N])) -> [S; N] {
+    black_box(matvec(input))
+}
+
+#[library_benchmark]
+#[bench::f32(setup = matvec_f32)]
+#[bench::i16f16(setup = matvec_i16f16)]
+#[bench::i1f15(setup = matvec_i1f15)]
+fn matvec_32_counted<S: Scalar>(input: (Square<S>, [S; N])) -> ([S; N], EventCounts) {
+    black_box(matvec_counted(input))
+}
+
+fn na_matvec_input() -> (SMatrix<f32, N, N>, SVector<f32, N>) {
+    let (w, x) = matvec_f32();
+    (
+        SMatrix::from_fn(|i, j| w[i][j]),
+        SVector::from_fn(|i, _| x[i]),
+    )
+}
+
+#[library_benchmark]
+#[bench::f32(setup = na_matvec_input)]
+fn matvec_32_nalgebra((a, v): (SMatrix<f32, N, N>, SVector<f32, N>)) -> SVector<f32, N> {
+    black_box(black_box(&a) * black_box(&v))
+}
+
+#[library_benchmark]
+#[bench::f32(setup = matmul_f32)]
+#[bench::i16f16(setup = matmul_i16f16)]
+#[bench::i1f15(setup = matmul_i1f15)]
+fn matmul_32<S: Scalar>(input: (Square<S>, Square<S>)) -> Square<S> {
+    black_box(matmul(input))
+}
+
+fn na_matmul_input() -> Box<(SMatrix<f32, N, N>, SMatrix<f32, N, N>)> {
+    let (a, b) = matmul_f32();
+    Box::new((
+        SMatrix::from_fn(|i, j| a[i][j]),
+        SMatrix::from_fn(|i, j| b[i][j]),
+    ))
+}
+
+#[library_benchmark]
+#[bench::f32(setup = na_matmul_input)]
+fn matmul_32_nalgebra(ab: Box<(SMatrix<f32, N, N>, SMatrix<f32, N, N>)>) -> SMatrix<f32, N, N> {
+    black_box(black_box(&ab.0) * black_box(&ab.1))
+}
+
+type Ctx = StepCtx<Sgd, NearestEven>;
+type StepInput<S> = (Box<ReluNet<S>>, Vec<([S; 16], [S; 16])>, Ctx);
+
+fn step_input<S: Scalar>(batch: usize) -> StepInput<S>
+where
+    gradscope_core::Act: gradscope_core::Activate<S>,
+{
+    let mut rng = Xoshiro128PlusPlus::seed_from_u64(4);
+    let net = relu_net::<S>(&mut rng);
+    let ctx = StepCtx::new(Loss::Mse, Sgd::new(1e-3, 0.0).expect("lr"), NearestEven);
+    (net, data::<S, 16, 16>(batch), ctx)
+}
+
+fn step_f32(batch: usize) -> StepInput<f32> {
+    step_input(batch)
+}
+fn step_i16f16(batch: usize) -> StepInput<I16F16> {
+    step_input(batch)
+}
+fn step_i1f15(batch: usize) -> StepInput<I1F15> {
+    step_input(batch)
+}
+
+#[library_benchmark]
+#[bench::f32_b1(args = (1), setup = step_f32)]
+#[bench::f32_b32(args = (32), setup = step_f32)]
+#[bench::i16f16_b1(args = (1), setup = step_i16f16)]
+#[bench::i16f16_b32(args = (32), setup = step_i16f16)]
+#[bench::i1f15_b1(args = (1), setup = step_i1f15)]
+#[bench::i1f15_b32(args = (32), setup = step_i1f15)]
+fn step_16_32_32_16<S: Scalar>((mut net, samples, mut ctx): StepInput<S>) -> StepReport
+where
+    gradscope_core::Act: gradscope_core::Activate<S>,
+{
+    black_box(step(
+        &mut *net,
+        black_box(samples.as_slice()),
+        &mut ctx,
+        &mut (),
+    ))
+}
+
+type NaNet<const B: usize> = (
+    Box<na::Dense<16, 32, B>>,
+    Box<na::Dense<32, 32, B>>,
+    Box<na::Dense<32, 16, B>>,
+    SMatrix<f32, 16, B>,
+    SMatrix<f32, 16, B>,
+);
+
+fn na_step_input<const B: usize>() -> NaNet<B> {
+    let mut rng = Xoshiro128PlusPlus::seed_from_u64(9);
+    let mut u = move || rng.next_u32() as f32 / u32::MAX as f32 - 0.5;
+    (
+        na::Dense::new(na::Act::Relu, 1),
+        na::Dense::new(na::Act::Relu, 2),
+        na::Dense::new(na::Act::Identity, 3),
+        SMatrix::from_fn(|_, _| u()),
+        SMatrix::from_fn(|_, _| u()),
+    )
+}
+
+fn na_step<const B: usize>((mut l1, mut l2, mut l3, x, t): NaNet<B>) -> f32 {
+    let y = l3.forward(&l2.forward(&l1.forward(black_box(&x))));
+    let (loss, dy) = na::mse(&y, &t);
+    l1.backward(&l2.backward(&l3.backward(&dy)));
+    l1.sgd(1e-3);
+    l2.sgd(1e-3);
+    l3.sgd(1e-3);
+    loss
+}
+
+#[library_benchmark]
+#[bench::f32_b1(setup = na_step_input::<1>)]
+fn step_16_32_32_16_nalgebra_b1(net: NaNet<1>) -> f32 {
+    black_box(na_step(net))
+}
+
+#[library_benchmark]
+#[bench::f32_b32(setup = na_step_input::<32>)]
+fn step_16_32_32_16_nalgebra_b32(net: NaNet<32>) -> f32 {
+    black_box(na_step(net))
+}
+
+library_benchmark_group!(
+    name = kernels;
+    benchmarks = matvec_32, matvec_32_counted, matvec_32_nalgebra, matmul_32, matmul_32_nalgebra
+);
+
+library_benchmark_group!(
+    name = steps;
+    benchmarks = step_16_32_32_16, step_16_32_32_16_nalgebra_b1, step_16_32_32_16_nalgebra_b32
+);
+
+main!(library_benchmark_groups = kernels, steps);
