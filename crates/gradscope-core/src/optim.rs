@@ -111,7 +111,10 @@ pub trait Optimizer<S: Scalar> {
         r: &mut (impl Rounding + ?Sized),
         probes: &mut (impl Probes + ?Sized),
     ) -> Result<(), StepError> {
-        if !(grad_scale.is_finite() && grad_scale > 0.0) {
+        // Positive and finite, tested on the bits (sign clear, not zero, exponent not all ones): an f64 compare
+        // is a library call on a core without a double-precision FPU.
+        let b = grad_scale.to_bits();
+        if b >> 63 != 0 || b == 0 || (b >> 52) == 0x7ff {
             return Err(StepError::InvalidGradScale(grad_scale));
         }
         let need = self.state_len(param_count(params));
@@ -182,6 +185,10 @@ pub struct Sgd<M = NoState> {
     /// The prepared coefficients of the last gradient scale: preparing one costs more than updating a small
     /// network on a core without a double-precision FPU, and the scale rarely changes.
     coefs: Option<(f64, [Coef; 3])>,
+    /// μ = 0, and whether the update decays weights: decided once, since every f64 comparison is a library
+    /// call on a core without a double-precision FPU.
+    plain: bool,
+    decaying: bool,
 }
 
 impl Sgd<NoState> {
@@ -200,22 +207,36 @@ impl<M> Sgd<M> {
         weight_decay: f64,
         buf: M,
     ) -> Result<Self, StepError> {
+        let (lr, momentum, weight_decay) = (
+            hyper(lr, f64::MIN_POSITIVE, f64::INFINITY)?,
+            hyper(momentum, 0.0, 1.0)?,
+            hyper(weight_decay, 0.0, f64::INFINITY)?,
+        );
+        let plain = momentum == 0.0;
         Ok(Sgd {
-            lr: hyper(lr, f64::MIN_POSITIVE, f64::INFINITY)?,
-            momentum: hyper(momentum, 0.0, 1.0)?,
-            weight_decay: hyper(weight_decay, 0.0, f64::INFINITY)?,
+            lr,
+            momentum,
+            weight_decay,
             buf,
             buf_scale: 0.0,
             coefs: None,
+            plain,
+            // Plain SGD folds the decay into `lr · decay`, which may round to zero.
+            decaying: if plain {
+                lr * weight_decay > 0.0
+            } else {
+                weight_decay > 0.0
+            },
         })
     }
 
     /// `[lr / s, lr · decay, μ]` (plain) or `[lr / s, decay · s, μ]` (momentum) for gradient scale `s`.
     fn coefs(&mut self, s: f64) -> [Coef; 3] {
         match self.coefs {
-            Some((k, c)) if k == s => c,
+            // Bits, not `==`: s is positive and finite, and an f64 compare is a library call on the M4F.
+            Some((k, c)) if k.to_bits() == s.to_bits() => c,
             _ => {
-                let decay = if self.momentum == 0.0 {
+                let decay = if self.plain {
                     self.lr * self.weight_decay
                 } else {
                     self.weight_decay * s
@@ -244,7 +265,7 @@ impl<M> Sgd<M> {
 
 impl<S: Scalar, M: AsMut<[S]>> Optimizer<S> for Sgd<M> {
     fn state_len(&self, params: usize) -> usize {
-        if self.momentum > 0.0 { params } else { 0 }
+        if self.plain { 0 } else { params }
     }
 
     fn state(&mut self) -> &mut [S] {
@@ -260,8 +281,8 @@ impl<S: Scalar, M: AsMut<[S]>> Optimizer<S> for Sgd<M> {
     ) {
         // The true gradient is g / s: fold 1/s into the learning rate and s into the decay.
         let [lr, decay, momentum] = self.coefs(grad_scale);
-        if self.momentum == 0.0 {
-            let decaying = self.lr * self.weight_decay > 0.0;
+        if self.plain {
+            let decaying = self.decaying;
             // The branch outside the loops: a soft-float compare per value otherwise.
             params.visit(0, &mut |t| {
                 let values = t.value.iter_mut().zip(t.grad.iter());
@@ -289,7 +310,7 @@ impl<S: Scalar, M: AsMut<[S]>> Optimizer<S> for Sgd<M> {
         let rescale = (self.buf_scale > 0.0 && self.buf_scale != grad_scale)
             .then(|| Coef::new(grad_scale / self.buf_scale));
         self.buf_scale = grad_scale;
-        let decaying = self.weight_decay > 0.0;
+        let decaying = self.decaying;
         let mut rest: &mut [S] = self.buf.as_mut();
         params.visit(0, &mut |t| {
             let taken = core::mem::take(&mut rest);
@@ -456,6 +477,39 @@ mod tests {
     use crate::layer::LayerStats;
     use crate::net::ParamTensor;
     use crate::round::NearestEven;
+
+    #[test]
+    fn the_gradient_scale_must_be_positive_and_finite() {
+        // The check reads the bits; it must accept exactly what `is_finite() && > 0` accepts.
+        let cases = [
+            1.0,
+            1024.0,
+            f64::MIN_POSITIVE,
+            5e-324,
+            f64::MAX,
+            0.0,
+            -0.0,
+            -1.0,
+            -5e-324,
+            f64::INFINITY,
+            f64::NEG_INFINITY,
+            f64::NAN,
+            -f64::NAN,
+        ];
+        for s in cases {
+            let (mut w, mut g) = ([1.0f32], [0.5f32]);
+            let mut params = [ParamTensor::vector(0, &mut w, &mut g)];
+            let got = Sgd::new(0.1, 0.0)
+                .unwrap()
+                .step(&mut params, s, &mut NearestEven, &mut ());
+            let valid = s.is_finite() && s > 0.0;
+            assert_eq!(got.is_ok(), valid, "grad scale {s:e}");
+            if !valid {
+                assert!(matches!(got, Err(StepError::InvalidGradScale(_))));
+                assert_eq!(w, [1.0], "nothing changes on error");
+            }
+        }
+    }
 
     #[test]
     fn sgd_folds_the_gradient_scale_into_the_learning_rate() {
