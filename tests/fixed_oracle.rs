@@ -20,7 +20,7 @@ const CASES: u32 = 100_000;
 
 fn cfg() -> ProptestConfig {
     ProptestConfig {
-        cases: CASES,
+        cases: gradscope_suite::oracle_cases(CASES),
         failure_persistence: None,
         ..ProptestConfig::default()
     }

@@ -10,7 +10,7 @@ use rand_xoshiro::Xoshiro128PlusPlus;
 
 fn cfg() -> ProptestConfig {
     ProptestConfig {
-        cases: 100_000,
+        cases: gradscope_suite::oracle_cases(100_000),
         failure_persistence: None,
         ..ProptestConfig::default()
     }

@@ -17,3 +17,12 @@ pub fn big_stack<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T
         Err(e) => panic!("cannot spawn a test thread: {e}"),
     }
 }
+
+/// Proptest cases for an oracle suite: `default`, or `GRADSCOPE_ORACLE_CASES` when set (mutation testing
+/// lowers it so that each mutant's tests take seconds; see `ci/mutants.sh`).
+pub fn oracle_cases(default: u32) -> u32 {
+    std::env::var("GRADSCOPE_ORACLE_CASES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}

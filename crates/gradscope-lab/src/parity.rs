@@ -99,7 +99,7 @@ mod tests {
             "{:?}",
             last("digits", "I1F15")
         );
-        // The numbers README quotes (the firmware computes the same bits: tests/firmware_parity.rs).
+        // The numbers README quotes (the firmware computes the same bits: crates/gradscope-lab/tests/firmware_parity.rs).
         assert_eq!(format!("{:.3}", last("xor", "f32").3), "0.036");
         assert_eq!(format!("{:.3}", last("xor", "I1F15").3), "0.313");
         assert_eq!(last("digits", "f32").4, 0.925);

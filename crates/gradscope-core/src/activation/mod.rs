@@ -33,7 +33,7 @@
 //! exact up to one rounding. Intermediate values keep
 //! 30 fraction bits and the result is rounded once with the caller's rounding mode. Maximum errors against the
 //! f64 formula, over every representable input for `I1F15` and over every input in [−17, 17] plus a stride of
-//! the full range for the 32-bit formats, asserted by `tests/activation_accuracy.rs`:
+//! the full range for the 32-bit formats, asserted by `crates/gradscope-lab/tests/activation_accuracy.rs`:
 //!
 //! | format | f, nearest-even | f′, nearest-even | f, floor | f′, floor |
 //! |---|---|---|---|---|

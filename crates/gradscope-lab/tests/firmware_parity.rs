@@ -13,7 +13,7 @@ fn on_path(cmd: &str) -> bool {
 }
 
 fn firmware_digests(cargo_args: &[&str]) -> Vec<String> {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("firmware");
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../firmware");
     let out = Command::new(env!("CARGO"))
         .args(cargo_args)
         .current_dir(&dir)

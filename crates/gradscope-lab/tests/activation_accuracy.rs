@@ -153,7 +153,7 @@ fn i8f24_within_stated_lsb_bounds() {
 
 #[test]
 fn core_readme_accuracy_table_is_current() {
-    let readme = include_str!("../crates/gradscope-core/README.md");
+    let readme = include_str!("../../gradscope-core/README.md");
     let table = gradscope_lab::accuracy::markdown_table();
     assert!(
         readme.contains(&table),

@@ -1,0 +1,82 @@
+#!/usr/bin/env bash
+# Mutation testing of the core's numeric modules against the tests that cover them (cargo-mutants, installed
+# here if missing). Runs outside CI.
+#
+#   bash ci/mutants.sh [MODULE...] [--shard K/N]
+#
+# MODULE: fixed round scalar scale flags matrix loss clip optim activation layer (default: all of them).
+# Each module is mutated against its own test targets in the suite package (which does not depend on the lab,
+# so a mutant rebuilds only the core and those tests), with the oracles' proptest cases lowered through
+# GRADSCOPE_ORACLE_CASES (2000). Modules sharing a test selection share one run. Per-module counts are appended
+# to ci/mutants-results.md (commit it); the mutants themselves are listed under target/mutants/.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+command -v cargo-mutants >/dev/null || cargo install cargo-mutants --locked
+
+modules=() shard=()
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --shard) shard=(--shard "$2"); shift 2 ;;
+    *) modules+=("$1"); shift ;;
+  esac
+done
+[ ${#modules[@]} -gt 0 ] || modules=(fixed round scalar scale flags matrix loss clip optim activation layer)
+
+# The test targets that cover each module (the core's unit tests always run too).
+tests_for() {
+  case "$1" in
+    fixed|round|scalar|scale|flags) echo "fixed_oracle float_oracle" ;;
+    matrix) echo "fixed_oracle float_oracle backprop" ;;
+    loss) echo "golden loss_scaling" ;;
+    clip) echo "clip" ;;
+    optim) echo "optim" ;;
+    activation) echo "golden" ;;
+    layer) echo "golden backprop rnn gated batchnorm residual layer_scaling" ;;
+    *) echo "unknown module $1" >&2; exit 2 ;;
+  esac
+}
+
+files_for() {
+  case "$1" in
+    activation|layer) echo "crates/gradscope-core/src/$1/*.rs" ;;
+    *) echo "crates/gradscope-core/src/$1.rs" ;;
+  esac
+}
+
+export GRADSCOPE_ORACLE_CASES=${GRADSCOPE_ORACLE_CASES:-2000}
+results=ci/mutants-results.md
+[ -f "$results" ] || printf '%s\n\n%s\n%s\n' \
+  "Mutation testing of the core (\`bash ci/mutants.sh\`): one line per module and run." \
+  "| date | module | shard | caught | missed | unviable | timeout | test targets |" \
+  "|---|---|---|---|---|---|---|---|" >"$results"
+
+declare -A groups=()
+for m in "${modules[@]}"; do
+  key=$(tests_for "$m")
+  groups[$key]="${groups[$key]:-} $m"
+done
+
+for key in "${!groups[@]}"; do
+  read -r -a mods <<<"${groups[$key]}"
+  args=() files=()
+  for t in $key; do args+=(--cargo-test-arg=--test="$t"); done
+  for m in "${mods[@]}"; do files+=(--file "$(files_for "$m")"); done
+  out="target/mutants/$(IFS=-; echo "${mods[*]}")"
+  mkdir -p "$out"
+  # cargo-mutants exits non-zero when a mutant survives: that is a result, not a failure of this script.
+  cargo mutants --package gradscope-core "${files[@]}" \
+    --cargo-test-arg=--lib --cargo-test-arg=--package=gradscope-suite "${args[@]}" \
+    --minimum-test-timeout 30 --jobs 2 --output "$out" "${shard[@]}" || true
+  for m in "${mods[@]}"; do
+    prefix=$(files_for "$m" | sed 's/\*\.rs$//')
+    count() { [ -f "$out/mutants.out/$1.txt" ] && grep -c "^$prefix" "$out/mutants.out/$1.txt" || true; }
+    c=$(count caught) x=$(count missed) u=$(count unviable) t=$(count timeout)
+    printf '| %s | %s | %s | %s | %s | %s | %s | %s |\n' "$(date -u +%F)" "$m" "${shard[1]:-all}" \
+      "${c:-0}" "${x:-0}" "${u:-0}" "${t:-0}" "$key" >>"$results"
+    echo "== $m: ${c:-0} caught, ${x:-0} missed, ${u:-0} unviable, ${t:-0} timeouts"
+    if [ -f "$out/mutants.out/missed.txt" ]; then
+      grep "^$prefix" "$out/mutants.out/missed.txt" | sed 's/^/   missed: /' || true
+    fi
+  done
+done
