@@ -137,6 +137,32 @@ impl fmt::Display for Flags {
 #[cfg(test)]
 mod tests {
     use super::*;
+    extern crate std;
+    use std::format;
+
+    #[test]
+    fn every_event_has_its_own_bit_and_name() {
+        // Five distinct, non-empty single bits: a lost or shared bit would merge two events.
+        let all = Flags::NAMES.map(|(f, _)| f);
+        assert_eq!(all.map(Flags::bits), [1, 2, 4, 8, 16]);
+        for (i, a) in all.iter().enumerate() {
+            assert!(!a.is_empty());
+            for b in &all[i + 1..] {
+                assert_eq!(*a & *b, Flags::NONE);
+                assert_eq!((*a | *b) & *a, *a);
+            }
+        }
+        assert_eq!(
+            Flags::from_bits_truncate(0xff),
+            all.iter().fold(Flags::NONE, |s, &f| s | f)
+        );
+        assert_eq!(format!("{:?}", Flags::NONE), "NONE");
+        assert_eq!(format!("{}", Flags::OVERFLOW), "OVERFLOW");
+        assert_eq!(
+            format!("{}", Flags::NONFINITE | Flags::OVERFLOW | Flags::SUBNORMAL),
+            "OVERFLOW | NONFINITE | SUBNORMAL"
+        );
+    }
 
     #[test]
     fn set_operations() {
