@@ -2,22 +2,25 @@
 # Mutation testing of the core's numeric modules against the tests that cover them (cargo-mutants, installed
 # here if missing). Runs outside CI.
 #
-#   bash ci/mutants.sh [MODULE...] [--shard K/N]
+#   bash ci/mutants.sh [MODULE...] [--shard K/N] [--iterate]
 #
 # MODULE: fixed round scalar scale flags matrix loss clip optim activation layer (default: all of them).
 # Each module is mutated against its own test targets in the suite package (which does not depend on the lab,
 # so a mutant rebuilds only the core and those tests), with the oracles' proptest cases lowered through
 # GRADSCOPE_ORACLE_CASES (2000). Modules sharing a test selection share one run. Per-module counts are appended
-# to ci/mutants-results.md (commit it); the mutants themselves are listed under target/mutants/.
+# to ci/mutants-results.md (commit it); the mutants themselves are listed under target/mutants/. --iterate
+# retests only the mutants that earlier runs of the same modules did not catch (after adding tests), and its
+# line counts every mutant: the earlier runs' caught and unviable ones plus this run's.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 command -v cargo-mutants >/dev/null || cargo install cargo-mutants --locked
 
-modules=() shard=()
+modules=() shard=() iterate=()
 while [ $# -gt 0 ]; do
   case "$1" in
     --shard) shard=(--shard "$2"); shift 2 ;;
+    --iterate) iterate=(--iterate); shift ;;
     *) modules+=("$1"); shift ;;
   esac
 done
@@ -26,12 +29,13 @@ done
 # The test targets that cover each module (the core's unit tests always run too).
 tests_for() {
   case "$1" in
-    fixed|round|scalar|scale|flags) echo "fixed_oracle float_oracle" ;;
+    fixed|round|scalar|flags) echo "fixed_oracle float_oracle" ;;
+    scale) echo "fixed_oracle loss_scaling" ;;
     matrix) echo "fixed_oracle float_oracle backprop" ;;
     loss) echo "golden loss_scaling" ;;
     clip) echo "clip" ;;
     optim) echo "optim" ;;
-    activation) echo "golden" ;;
+    activation) echo "golden activation" ;;
     layer) echo "golden backprop rnn gated batchnorm residual layer_scaling" ;;
     *) echo "unknown module $1" >&2; exit 2 ;;
   esac
@@ -48,8 +52,12 @@ export GRADSCOPE_ORACLE_CASES=${GRADSCOPE_ORACLE_CASES:-2000}
 results=ci/mutants-results.md
 [ -f "$results" ] || printf '%s\n\n%s\n%s\n' \
   "Mutation testing of the core (\`bash ci/mutants.sh\`): one line per module and run." \
-  "| date | module | shard | caught | missed | unviable | timeout | test targets |" \
+  "| date | module | run | caught | missed | unviable | timeout | test targets |" \
   "|---|---|---|---|---|---|---|---|" >"$results"
+
+label=all
+[ ${#shard[@]} -eq 0 ] || label=${shard[1]}
+[ ${#iterate[@]} -eq 0 ] || label="iterate${shard[1]:+ $label}"
 
 declare -A groups=()
 for m in "${modules[@]}"; do
@@ -64,15 +72,27 @@ for key in "${!groups[@]}"; do
   for m in "${mods[@]}"; do files+=(--file "$(files_for "$m")"); done
   out="target/mutants/$(IFS=-; echo "${mods[*]}")"
   mkdir -p "$out"
+  # Earlier runs' verdicts, for --iterate (each run rewrites mutants.out).
+  for kind in caught unviable; do
+    if [ ${#iterate[@]} -gt 0 ]; then
+      cat "$out/mutants.out/$kind.txt" "$out/seen-$kind.txt" 2>/dev/null | sort -u >"$out/seen.tmp" || true
+      mv "$out/seen.tmp" "$out/seen-$kind.txt"
+    else
+      : >"$out/seen-$kind.txt"
+    fi
+  done
   # cargo-mutants exits non-zero when a mutant survives: that is a result, not a failure of this script.
   cargo mutants --package gradscope-core "${files[@]}" \
     --cargo-test-arg=--lib --cargo-test-arg=--package=gradscope-suite "${args[@]}" \
-    --minimum-test-timeout 30 --jobs 2 --output "$out" "${shard[@]}" || true
+    --profile mutants --minimum-test-timeout 30 --jobs 2 --output "$out" "${shard[@]}" "${iterate[@]}" || true
   for m in "${mods[@]}"; do
     prefix=$(files_for "$m" | sed 's/\*\.rs$//')
-    count() { [ -f "$out/mutants.out/$1.txt" ] && grep -c "^$prefix" "$out/mutants.out/$1.txt" || true; }
+    count() {
+      { cat "$out/mutants.out/$1.txt" 2>/dev/null
+        case $1 in caught | unviable) cat "$out/seen-$1.txt" ;; esac; } | sort -u | grep -c "^$prefix" || true
+    }
     c=$(count caught) x=$(count missed) u=$(count unviable) t=$(count timeout)
-    printf '| %s | %s | %s | %s | %s | %s | %s | %s |\n' "$(date -u +%F)" "$m" "${shard[1]:-all}" \
+    printf '| %s | %s | %s | %s | %s | %s | %s | %s |\n' "$(date -u +%F)" "$m" "$label" \
       "${c:-0}" "${x:-0}" "${u:-0}" "${t:-0}" "$key" >>"$results"
     echo "== $m: ${c:-0} caught, ${x:-0} missed, ${u:-0} unviable, ${t:-0} timeouts"
     if [ -f "$out/mutants.out/missed.txt" ]; then

@@ -3,7 +3,7 @@
 //! For `+`, `−`, `×` the exact result of two `f32` operands rounded once to `f64` and then to `f32` equals the
 //! correctly rounded `f32` result (53 ≥ 2·24 + 2), so `f64` is an exact oracle for values and flags.
 
-use gradscope_core::{Flags, Floor, NearestEven, Scalar, Stochastic, matrix};
+use gradscope_core::{Coef, Flags, Floor, NearestEven, Scalar, Stochastic, matrix};
 use proptest::prelude::*;
 use rand_core::SeedableRng;
 use rand_xoshiro::Xoshiro128PlusPlus;
@@ -87,6 +87,26 @@ proptest! {
             prop_assert!(same(st, fl) || same(st, fl.next_up()));
             prop_assert!(st as f64 == x || (st as f64 - x).abs() < (fl.next_up() as f64 - fl as f64));
         }
+    }
+
+    #[test]
+    fn scale_by_multiplies_by_the_coefficient_rounded_once(
+        a in f32s(),
+        c in prop_oneof![-4.0f64..4.0, -1e-30f64..1e-30, -1e40f64..1e40, Just(f64::NAN), Just(f64::INFINITY)],
+    ) {
+        let coef = Coef::new(c);
+        // f32: c rounded to f32 as `from_f64` does (saturating, tested above), then one IEEE product.
+        let c32 = if c.is_nan() { f32::NAN } else if c.is_infinite() { f32::INFINITY } else { (c as f32).clamp(f32::MIN, f32::MAX) };
+        let want = (a as f64 * c32 as f64) as f32;
+        let (v, f) = a.scale_by(&coef, &mut NearestEven);
+        prop_assert!(same(v, want), "{} · {} = {} want {}", a, c, v, want);
+        prop_assert_eq!(f, op_flags(want, a, c32, a != 0.0 && c32 != 0.0));
+        // f64: the exact IEEE product with c itself.
+        let a64 = a as f64;
+        let want = a64 * c;
+        let (v, f) = a64.scale_by(&coef, &mut NearestEven);
+        prop_assert!(v.to_bits() == want.to_bits() || (v.is_nan() && want.is_nan()), "{} · {} = {} want {}", a64, c, v, want);
+        prop_assert_eq!(f.contains(Flags::NONFINITE), !want.is_finite());
     }
 
     #[test]

@@ -829,6 +829,44 @@ mod tests {
     }
 
     #[test]
+    fn value_flags_mark_subnormal_and_non_finite_results() {
+        let m = f32::MIN_POSITIVE;
+        assert_eq!(float_value_flags(m), Flags::NONE);
+        assert_eq!(float_value_flags(-m), Flags::NONE);
+        assert_eq!(float_value_flags(m.next_down()), Flags::SUBNORMAL);
+        assert_eq!(float_value_flags(-m / 4.0), Flags::SUBNORMAL);
+        assert_eq!(float_value_flags(0.0f32), Flags::NONE);
+        assert_eq!(float_value_flags(1.5f32), Flags::NONE);
+        assert_eq!(float_value_flags(f32::INFINITY), Flags::NONFINITE);
+        assert_eq!(float_value_flags(f32::NAN), Flags::NONFINITE);
+        assert_eq!(float_value_flags(f64::MIN_POSITIVE / 2.0), Flags::SUBNORMAL);
+        assert_eq!(float_value_flags(m as f64), Flags::NONE);
+    }
+
+    #[test]
+    fn coefficient_forms() {
+        let c = Coef::new(-0.3);
+        assert_eq!(c.value(), -0.3);
+        assert!(c.is_finite());
+        // −0.3 at 40 fraction bits, rounded to nearest: the exact product in i128 decides.
+        let q = -0.3f64 * (1u64 << 40) as f64;
+        assert_eq!(c.fixed(), (q.round() as i64, 40));
+        assert_eq!(c.fixed().0, -329_853_488_333);
+        // Beyond 2²² the fixed form is the integer part at 0 fraction bits.
+        assert_eq!(Coef::new(5e6 + 0.75).fixed(), (5_000_000, 0));
+        for bad in [f64::NAN, f64::INFINITY] {
+            let c = Coef::new(bad);
+            assert!(!c.is_finite());
+            assert_eq!(
+                (c.fixed(), c.mantissa15(), c.mantissa31()),
+                ((0, 0), (0, 0), (0, 0))
+            );
+        }
+        assert_eq!(Coef::new(0.75).mantissa15(), (24_576, 15));
+        assert_eq!(Coef::new(0.75).mantissa31(), (1_610_612_736, 31));
+    }
+
+    #[test]
     fn float_sum_of_squares_neither_overflows_nor_underflows() {
         let big = [3e30f32, 4e30];
         let acc = big.iter().fold(f32::sq_zero(), |a, &x| f32::sq_add(a, x));

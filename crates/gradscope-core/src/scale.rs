@@ -174,4 +174,38 @@ mod tests {
         assert!(LossScaler::fixed(0.0).is_err() && LossScaler::fixed(f64::NAN).is_err());
         assert_eq!(LossScaler::dynamic(1.0, 0), Err(ScaleError::ZeroInterval));
     }
+
+    #[test]
+    fn dynamic_scale_stays_within_its_documented_range() {
+        let (lo, hi) = (2f64.powi(-40), 2f64.powi(40));
+        assert_eq!(LossScaler::dynamic(2f64.powi(50), 1).unwrap().scale(), hi);
+        let mut s = LossScaler::dynamic(2f64.powi(-39), 1).unwrap();
+        assert_eq!(s.scale(), 2f64.powi(-39));
+        s.update(Flags::OVERFLOW);
+        s.update(Flags::OVERFLOW);
+        assert_eq!((s.scale(), s.skipped()), (lo, 2));
+        let mut s = LossScaler::dynamic(2f64.powi(39), 1).unwrap();
+        s.update(Flags::NONE);
+        s.update(Flags::NONE);
+        assert_eq!(s.scale(), hi);
+        // A fixed scale is the caller's, unclamped.
+        assert_eq!(
+            LossScaler::fixed(2f64.powi(50)).unwrap().scale(),
+            2f64.powi(50)
+        );
+    }
+
+    #[test]
+    fn errors_say_what_was_wrong() {
+        extern crate std;
+        use std::string::ToString;
+        assert_eq!(
+            ScaleError::InvalidScale(-1.0).to_string(),
+            "loss scale must be positive and finite, got -1"
+        );
+        assert_eq!(
+            ScaleError::ZeroInterval.to_string(),
+            "loss-scale growth interval must be at least 1"
+        );
+    }
 }
