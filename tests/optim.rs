@@ -1,7 +1,8 @@
 //! Optimizers against step-by-step f64 re-implementations of PyTorch's update rules.
 
 use gradscope_core::{
-    Adam, AdamParams, NearestEven, Optimizer, ParamTensor, Params, Sgd, StepError, param_count,
+    Adam, AdamParams, Flags, I1F15, I8F24, I16F16, NearestEven, Optimizer, ParamTensor, Params,
+    Phase, Probes, Scalar, Sgd, StepError, param_count,
 };
 
 /// Two tensors of parameters with fixed gradients that change every step.
@@ -183,4 +184,163 @@ fn bad_state_hyperparameters_and_nan_gradients_are_errors() {
     );
     assert_eq!(values(&t), before);
     assert_eq!(adam.steps(), 0);
+}
+
+/// Two tensors (layers 3 and 4) of any scalar type, for the fixed-point rules.
+struct Pair<S> {
+    w: [S; 3],
+    gw: [S; 3],
+    b: [S; 2],
+    gb: [S; 2],
+}
+
+impl<S: Scalar> Params<S> for Pair<S> {
+    fn depth(&self) -> usize {
+        2
+    }
+
+    fn visit(&mut self, at: usize, f: &mut dyn FnMut(ParamTensor<'_, S>)) {
+        f(ParamTensor::vector(at + 3, &mut self.w, &mut self.gw));
+        f(ParamTensor::vector(at + 4, &mut self.b, &mut self.gb));
+    }
+}
+
+fn pair<S: Scalar>(w: [f64; 5], g: [f64; 5]) -> Pair<S> {
+    let q = |x: f64| S::from_f64(x, &mut NearestEven).0;
+    Pair {
+        w: [q(w[0]), q(w[1]), q(w[2])],
+        gw: [q(g[0]), q(g[1]), q(g[2])],
+        b: [q(w[3]), q(w[4])],
+        gb: [q(g[3]), q(g[4])],
+    }
+}
+
+fn exact<S: Scalar>(p: &Pair<S>) -> ([f64; 5], [f64; 5]) {
+    let v = |x: &[S]| x.iter().map(|s| s.to_f64()).collect::<Vec<_>>();
+    let w: Vec<f64> = [v(&p.w), v(&p.b)].concat();
+    let g: Vec<f64> = [v(&p.gw), v(&p.gb)].concat();
+    (w.try_into().unwrap(), g.try_into().unwrap())
+}
+
+/// Every event an optimizer records, by layer and phase.
+#[derive(Default)]
+struct Events(Vec<(usize, Phase, Flags)>);
+
+impl Probes for Events {
+    fn record(&mut self, layer: usize, phase: Phase, flags: Flags) {
+        self.0.push((layer, phase, flags));
+    }
+}
+
+/// Fixed-point SGD, step by step against the f64 rule applied to the exact values it holds: each product is
+/// rounded once (nearest: ½ LSB each) and each sum is exact, so plain SGD is within 1 LSB and the momentum
+/// buffer within 1 LSB, the weight within ½ LSB of `w − lr·b` for the buffer it holds.
+fn fixed_sgd_follows_the_rule<S: Scalar>() {
+    let lsb = S::RESOLUTION;
+    let w0 = [0.5, -0.25, 0.125, 0.0625, -0.5];
+    for (lr, mu, wd) in [
+        (0.1, 0.0, 0.0),
+        (0.1, 0.0, 0.03),
+        (0.05, 0.9, 0.0),
+        (0.05, 0.9, 0.01),
+    ] {
+        let mut t = pair::<S>(w0, [0.0; 5]);
+        let mut opt = Sgd::with_momentum(lr, mu, wd, vec![S::ZERO; 5]).unwrap();
+        let mut buf = [0.0f64; 5];
+        for step in 0..6 {
+            let g = grads_at(step).map(|g| g * 0.05);
+            let fresh = pair::<S>([0.0; 5], g);
+            (t.gw, t.gb) = (fresh.gw, fresh.gb);
+            let (w_before, g) = exact(&t);
+            let mut events = Events::default();
+            opt.step(&mut t, 1.0, &mut NearestEven, &mut events)
+                .unwrap();
+            let (w_after, _) = exact(&t);
+            let state: Vec<f64> = Optimizer::<S>::state(&mut opt)
+                .iter()
+                .map(|s| s.to_f64())
+                .collect();
+            for k in 0..5 {
+                let (got, want, tol) = if mu == 0.0 {
+                    (
+                        w_after[k],
+                        w_before[k] - lr * (g[k] + wd * w_before[k]),
+                        lsb,
+                    )
+                } else {
+                    let b = mu * buf[k] + g[k] + wd * w_before[k];
+                    assert!(
+                        (state[k] - b).abs() <= lsb * 1.000_001,
+                        "{} step {step} buffer {k}: {} vs {b}",
+                        S::NAME,
+                        state[k]
+                    );
+                    buf[k] = state[k];
+                    (w_after[k], w_before[k] - lr * state[k], 0.5 * lsb)
+                };
+                assert!(
+                    (got - want).abs() <= tol * 1.000_001,
+                    "{} lr {lr} μ {mu} decay {wd} step {step} value {k}: {got} vs {want}",
+                    S::NAME
+                );
+            }
+            // One clean event per value, each under its tensor's layer.
+            let layers: Vec<usize> = events.0.iter().map(|e| e.0).collect();
+            assert_eq!(layers, [3, 3, 3, 4, 4], "{}", S::NAME);
+            assert!(
+                events
+                    .0
+                    .iter()
+                    .all(|e| e.1 == Phase::Update && !e.2.intersects(Flags::OVERFLOW))
+            );
+        }
+    }
+}
+
+#[test]
+fn fixed_point_sgd_rounds_once_per_product() {
+    fixed_sgd_follows_the_rule::<I16F16>();
+    fixed_sgd_follows_the_rule::<I8F24>();
+    fixed_sgd_follows_the_rule::<I1F15>();
+}
+
+#[test]
+fn plain_sgd_matches_pytorch_rule() {
+    for wd in [0.0, 0.01] {
+        let mut t = toy();
+        let mut opt = Sgd::new(0.1, wd).unwrap();
+        let mut w = values(&t);
+        for step in 0..5 {
+            set_grads(&mut t, step);
+            opt.step(&mut t, 4.0, &mut NearestEven, &mut ()).unwrap();
+            for (k, g) in grads_at(step).iter().enumerate() {
+                w[k] -= 0.1 / 4.0 * g + 0.1 * wd * w[k];
+            }
+            for (a, b) in values(&t).iter().zip(&w) {
+                assert!((a - b).abs() < 1e-12, "decay {wd} step {step}: {a} vs {b}");
+            }
+        }
+    }
+}
+
+#[test]
+fn a_saturating_update_is_flagged_under_its_layer() {
+    // 0.9 − 4·(−0.5) leaves Q15's range: the weight saturates at the top and the event says so.
+    let mut t = pair::<I1F15>([0.9, 0.0, 0.0, 0.0, 0.0], [-0.5, 0.0, 0.0, 0.0, 0.0]);
+    let mut events = Events::default();
+    Sgd::new(4.0, 0.0)
+        .unwrap()
+        .step(&mut t, 1.0, &mut NearestEven, &mut events)
+        .unwrap();
+    assert_eq!(t.w[0], I1F15::MAX);
+    assert!(
+        events.0[0].0 == 3 && events.0[0].2.contains(Flags::OVERFLOW),
+        "{:?}",
+        events.0
+    );
+    assert!(
+        events.0[1..].iter().all(|e| e.2.is_empty()),
+        "{:?}",
+        events.0
+    );
 }

@@ -13,7 +13,6 @@
 //! so this costs little even in soft float), and each gradient is rounded once into `S` with the caller's
 //! rounding; its events go to the probe.
 
-use crate::flags::Flags;
 use crate::math::{Libm, sigmoid};
 use crate::probe::Probe;
 use crate::round::Rounding;
@@ -105,8 +104,9 @@ impl Objective {
         // d/dy of L(k·y) = k·L′(k·y); one factor, one rounding.
         let k = self.output_scale * factor;
         for (d, gv) in dy.iter_mut().zip(g) {
+            // A non-finite gradient stays non-finite times k, and converting it flags NONFINITE.
             let (v, f) = S::from_f64(gv * k, r);
-            p.record(f | Flags::when(!gv.is_finite(), Flags::NONFINITE));
+            p.record(f);
             *d = v;
         }
         value
@@ -167,4 +167,101 @@ pub fn loss_grad_f64<const N: usize>(loss: Loss, y: &[f64; N], t: &[f64; N]) -> 
         }
     };
     (value, g)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::flags::Flags;
+    use crate::round::NearestEven;
+
+    #[test]
+    fn names_round_trip_and_aliases_resolve() {
+        for (name, loss) in
+            Loss::NAMES
+                .iter()
+                .zip([Loss::Mse, Loss::BceWithLogits, Loss::SoftmaxCrossEntropy])
+        {
+            assert_eq!(loss.name(), *name);
+            assert_eq!(Loss::from_name(name), Some(loss));
+        }
+        assert_eq!(Loss::from_name("bce"), Some(Loss::BceWithLogits));
+        assert_eq!(Loss::from_name("ce"), Some(Loss::SoftmaxCrossEntropy));
+        assert_eq!(
+            Loss::from_name("cross_entropy"),
+            Some(Loss::SoftmaxCrossEntropy)
+        );
+        assert_eq!(Loss::from_name("l1"), None);
+        assert_eq!(Objective::from(Loss::Mse), Objective::new(Loss::Mse));
+    }
+
+    #[test]
+    fn output_scale_and_factor_enter_once_each() {
+        // MSE of k·y: value (k·y − t)², gradient k·2(k·y − t)·factor.
+        let obj = Objective {
+            loss: Loss::Mse,
+            output_scale: 8.0,
+        };
+        let (y, t) = ([0.25f64], [1.0f64]);
+        let mut dy = [0.0f64];
+        let v = obj.grad(&y, &t, 0.5, &mut dy, &mut NearestEven, &mut ());
+        assert_eq!(v, 1.0);
+        assert_eq!(dy, [8.0 * 2.0 * 1.0 * 0.5]);
+        assert_eq!(obj.value(&y, &t), 1.0);
+    }
+
+    #[test]
+    fn extreme_logits_stay_finite() {
+        // Softmax: a class whose probability underflows to zero contributes nothing when its target is zero.
+        let (v, g) = loss_grad_f64(Loss::SoftmaxCrossEntropy, &[0.0, -1e6], &[1.0, 0.0]);
+        assert_eq!((v, g), (0.0, [0.0, 0.0]));
+        let (v, g) = loss_grad_f64(Loss::SoftmaxCrossEntropy, &[1000.0, 0.0], &[0.0, 1.0]);
+        assert_eq!((v, g), (1000.0, [1.0, -1.0]));
+        // BCE on logits ±1000: the loss of a confident wrong answer is its logit, of a right one zero.
+        let (v, g) = loss_grad_f64(Loss::BceWithLogits, &[1000.0, -1000.0], &[0.0, 0.0]);
+        assert_eq!((v, g), (500.0, [0.5, 0.0]));
+        // Soft targets: the gradient is softmax·Σt − t.
+        let (_, g) = loss_grad_f64(Loss::SoftmaxCrossEntropy, &[0.0, 0.0], &[0.5, 1.5]);
+        assert_eq!(g, [0.5, -0.5]);
+    }
+
+    #[test]
+    fn non_finite_outputs_give_a_nan_loss_and_flagged_gradients() {
+        for loss in [Loss::Mse, Loss::BceWithLogits, Loss::SoftmaxCrossEntropy] {
+            let mut dy = [0.0f32; 2];
+            let mut flags = Flags::NONE;
+            let v = Objective::new(loss).grad(
+                &[f32::NAN, 0.5],
+                &[1.0, 0.0],
+                1.0,
+                &mut dy,
+                &mut NearestEven,
+                &mut flags,
+            );
+            assert!(v.is_nan(), "{loss:?}: {v}");
+            assert!(flags.contains(Flags::NONFINITE), "{loss:?}: {flags:?}");
+        }
+        // Even a zero factor leaves an infinite gradient flagged (∞·0 is NaN).
+        let (mut dy, mut flags) = ([0.0f64; 2], Flags::NONE);
+        Objective::new(Loss::Mse).grad(
+            &[f64::INFINITY, 0.5],
+            &[0.0; 2],
+            0.0,
+            &mut dy,
+            &mut NearestEven,
+            &mut flags,
+        );
+        assert!(flags.contains(Flags::NONFINITE), "{flags:?}");
+        let mut flags = Flags::NONE;
+        let mut dy = [0.0f32; 2];
+        Objective::new(Loss::Mse).grad(
+            &[0.5f32, 0.25],
+            &[1.0, 0.0],
+            1.0,
+            &mut dy,
+            &mut NearestEven,
+            &mut flags,
+        );
+        assert_eq!(flags, Flags::NONE);
+    }
 }
