@@ -84,6 +84,7 @@ def losses():
             ("bce_with_logits", t_bin, lambda y, t: F.binary_cross_entropy_with_logits(y, t)),
             # One sample of a batch: cross_entropy with probability targets over the class dimension.
             ("softmax_cross_entropy", t_prob, lambda y, t: F.cross_entropy(y[None], t[None])),
+            ("softmax_mse", t_prob, lambda y, t: F.mse_loss(torch.softmax(y, 0), t)),
         ]:
             yv = y.clone().requires_grad_(True)
             loss = fn(yv, t)

@@ -5,6 +5,11 @@
 //! | `Mse` | (1/N) Σ (yᵢ − tᵢ)² | 2(yᵢ − tᵢ)/N |
 //! | `BceWithLogits` | (1/N) Σ max(yᵢ, 0) − yᵢtᵢ + ln(1 + e^−\|yᵢ\|) | (σ(yᵢ) − tᵢ)/N |
 //! | `SoftmaxCrossEntropy` | −Σ tᵢ log softmax(y)ᵢ (t: class probabilities, e.g. one-hot) | softmax(y)ᵢ·Σt − tᵢ |
+//! | `SoftmaxMse` | (1/N) Σ (pᵢ − tᵢ)², p = softmax(y) | (2/N)·pⱼ·((pⱼ − tⱼ) − Σᵢ pᵢ(pᵢ − tᵢ)) |
+//!
+//! `SoftmaxMse` is here as a cause of vanishing gradients, not a cure: its gradient carries the softmax's
+//! Jacobian, so it vanishes when the output is confidently wrong (pⱼ → 0 for the true class and pₖ → 1 for a
+//! wrong one), where cross-entropy's `p − t` stays near its largest.
 //!
 //! The loss of a batch is the mean of its samples' losses, so [`Objective::grad`] is given the factor
 //! `1/batch`: accumulating its gradients over the batch's backward passes gives the gradient of the batch mean.
@@ -30,11 +35,18 @@ pub enum Loss {
     BceWithLogits,
     /// Cross-entropy of softmax(logits) against class probabilities (numerically stable).
     SoftmaxCrossEntropy,
+    /// Mean squared error of softmax(logits) against class probabilities.
+    SoftmaxMse,
 }
 
 impl Loss {
     /// Names accepted by [`Loss::from_name`].
-    pub const NAMES: [&'static str; 3] = ["mse", "bce_with_logits", "softmax_cross_entropy"];
+    pub const NAMES: [&'static str; 4] = [
+        "mse",
+        "bce_with_logits",
+        "softmax_cross_entropy",
+        "softmax_mse",
+    ];
 
     /// The loss called `name` (one of [`Loss::NAMES`]).
     pub fn from_name(name: &str) -> Option<Loss> {
@@ -42,6 +54,7 @@ impl Loss {
             "mse" => Some(Loss::Mse),
             "bce_with_logits" | "bce" => Some(Loss::BceWithLogits),
             "softmax_cross_entropy" | "cross_entropy" | "ce" => Some(Loss::SoftmaxCrossEntropy),
+            "softmax_mse" => Some(Loss::SoftmaxMse),
             _ => None,
         }
     }
@@ -52,6 +65,7 @@ impl Loss {
             Loss::Mse => "mse",
             Loss::BceWithLogits => "bce_with_logits",
             Loss::SoftmaxCrossEntropy => "softmax_cross_entropy",
+            Loss::SoftmaxMse => "softmax_mse",
         }
     }
 }
@@ -148,12 +162,7 @@ pub fn loss_grad_f64<const N: usize>(loss: Loss, y: &[f64; N], t: &[f64; N]) -> 
             s / n
         }
         Loss::SoftmaxCrossEntropy => {
-            let m = y.iter().fold(
-                f64::NEG_INFINITY,
-                |a, &b| if b > a || b.is_nan() { b } else { a },
-            );
-            let z: f64 = y.iter().map(|&v| libm::exp(v - m)).sum();
-            let lse = m + libm::log(z);
+            let lse = log_sum_exp(y);
             let tsum: f64 = t.iter().sum();
             let mut s = 0.0;
             for ((gi, &yi), &ti) in g.iter_mut().zip(y).zip(t) {
@@ -165,8 +174,31 @@ pub fn loss_grad_f64<const N: usize>(loss: Loss, y: &[f64; N], t: &[f64; N]) -> 
             }
             s
         }
+        Loss::SoftmaxMse => {
+            let lse = log_sum_exp(y);
+            let p = y.map(|v| libm::exp(v - lse));
+            // Σᵢ pᵢ(pᵢ − tᵢ): the softmax Jacobian's shared term.
+            let shared: f64 = p.iter().zip(t).map(|(&pi, &ti)| pi * (pi - ti)).sum();
+            let mut s = 0.0;
+            for ((gi, &pj), &tj) in g.iter_mut().zip(&p).zip(t) {
+                let d = pj - tj;
+                s += d * d;
+                *gi = 2.0 * pj * (d - shared) / n;
+            }
+            s / n
+        }
     };
     (value, g)
+}
+
+/// `ln Σ e^yᵢ`, stable for large logits (shifted by the largest; a NaN anywhere gives NaN).
+fn log_sum_exp(y: &[f64]) -> f64 {
+    let m = y.iter().fold(
+        f64::NEG_INFINITY,
+        |a, &b| if b > a || b.is_nan() { b } else { a },
+    );
+    let z: f64 = y.iter().map(|&v| libm::exp(v - m)).sum();
+    m + libm::log(z)
 }
 
 #[cfg(test)]
@@ -177,11 +209,12 @@ mod tests {
 
     #[test]
     fn names_round_trip_and_aliases_resolve() {
-        for (name, loss) in
-            Loss::NAMES
-                .iter()
-                .zip([Loss::Mse, Loss::BceWithLogits, Loss::SoftmaxCrossEntropy])
-        {
+        for (name, loss) in Loss::NAMES.iter().zip([
+            Loss::Mse,
+            Loss::BceWithLogits,
+            Loss::SoftmaxCrossEntropy,
+            Loss::SoftmaxMse,
+        ]) {
             assert_eq!(loss.name(), *name);
             assert_eq!(Loss::from_name(name), Some(loss));
         }
@@ -220,6 +253,13 @@ mod tests {
         // BCE on logits ±1000: the loss of a confident wrong answer is its logit, of a right one zero.
         let (v, g) = loss_grad_f64(Loss::BceWithLogits, &[1000.0, -1000.0], &[0.0, 0.0]);
         assert_eq!((v, g), (500.0, [0.5, 0.0]));
+        // Softmax MSE, confidently wrong by a margin of 20: the gradient carries p of the true class, e^−20.
+        let (v, g) = loss_grad_f64(Loss::SoftmaxMse, &[0.0, 20.0], &[1.0, 0.0]);
+        assert!((v - 1.0).abs() < 1e-8, "{v}");
+        assert!(
+            g[0] < 0.0 && (g[0] + 2.0 * (-20f64).exp()).abs() < 1e-15,
+            "{g:?}"
+        );
         // Soft targets: the gradient is softmax·Σt − t.
         let (_, g) = loss_grad_f64(Loss::SoftmaxCrossEntropy, &[0.0, 0.0], &[0.5, 1.5]);
         assert_eq!(g, [0.5, -0.5]);
@@ -227,7 +267,12 @@ mod tests {
 
     #[test]
     fn non_finite_outputs_give_a_nan_loss_and_flagged_gradients() {
-        for loss in [Loss::Mse, Loss::BceWithLogits, Loss::SoftmaxCrossEntropy] {
+        for loss in [
+            Loss::Mse,
+            Loss::BceWithLogits,
+            Loss::SoftmaxCrossEntropy,
+            Loss::SoftmaxMse,
+        ] {
             let mut dy = [0.0f32; 2];
             let mut flags = Flags::NONE;
             let v = Objective::new(loss).grad(
