@@ -5,11 +5,11 @@ use std::process::ExitCode;
 
 use anyhow::Result;
 use clap::{Args, Parser, Subcommand};
-use gradscope_core::{Act, Clip};
+use gradscope_core::{Act, Clip, Loss};
 use gradscope_lab::depth::{self, DepthConfig};
 use gradscope_lab::options::{
     InitName, OptimizerKind, Precision, Rounding, Scaling, Task, parse_act, parse_clip_arg,
-    parse_scaling,
+    parse_loss, parse_scaling,
 };
 use gradscope_lab::output::{Format, OutDir, Outcome, write_atomic};
 use gradscope_lab::report::{self, Effort};
@@ -194,6 +194,13 @@ struct TrainArgs {
     /// The loss reads the outputs multiplied by this; e.g. 8 lets I1F15 outputs stand for logits in (−8, 8).
     #[arg(long, default_value_t = 1.0)]
     output_scale: f64,
+    /// Loss (default: the task's): xor and spiral take bce or mse (a sigmoid output trained with MSE), digits
+    /// ce or mse (softmax MSE), sine and adding mse.
+    #[arg(long, value_parser = parse_loss)]
+    loss: Option<Loss>,
+    /// The first output unit's bias starts here (digits: class 0's), e.g. -8 to start confidently wrong.
+    #[arg(long, default_value_t = 0.0, allow_negative_numbers = true)]
+    output_bias: f64,
     /// Seed of data, weights, shuffling and stochastic rounding.
     #[arg(long, default_value_t = 1)]
     seed: u64,
@@ -215,6 +222,8 @@ impl TrainArgs {
             loss_scale: self.loss_scale,
             clip: self.clip,
             output_scale: self.output_scale,
+            loss: self.loss,
+            output_bias: self.output_bias,
             seed: self.seed,
             ..d
         }

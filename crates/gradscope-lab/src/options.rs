@@ -239,6 +239,16 @@ pub fn parse_act(s: &str) -> std::result::Result<gradscope_core::Act, String> {
     gradscope_core::Act::from_name(s).map_err(|e| e.to_string())
 }
 
+/// A loss by name ([`gradscope_core::Loss::NAMES`], or mse, bce, ce) as a clap value parser.
+pub fn parse_loss(s: &str) -> std::result::Result<gradscope_core::Loss, String> {
+    gradscope_core::Loss::from_name(s).ok_or_else(|| {
+        format!(
+            "unknown loss {s:?}; expected one of {} (or bce, ce)",
+            gradscope_core::Loss::NAMES.join(", ")
+        )
+    })
+}
+
 /// [`parse_clip`] as a clap value parser.
 pub fn parse_clip_arg(s: &str) -> std::result::Result<Clip, String> {
     parse_clip(s).map_err(|e| e.to_string())

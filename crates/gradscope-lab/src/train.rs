@@ -8,6 +8,10 @@
 //!   out from the last state by a dense layer; MSE. Predicting the mean scores an MSE of 1/24 ≈ 0.042.
 //! - `digits`: 64-32-10, ReLU; softmax cross-entropy; accuracy on the 20% held out.
 //!
+//! The loss can be made a cause of vanishing gradients ([`head`]): `--loss mse` puts a sigmoid on the binary
+//! tasks' output and trains it with MSE (its gradient carries σ′), or trains the digits' logits with softmax
+//! MSE; `--output-bias` starts the first output unit confidently wrong.
+//!
 //! Each minibatch is one call of the core's training step ([`gradscope_core::train::step`]): what differs
 //! here is only the data, the network and the schedule. The step's divergence rules stop a run: a non-finite
 //! value (located to the layer and pass where it first appeared), more than half of a layer's forward values
@@ -73,6 +77,10 @@ pub struct TrainConfig {
     pub output_scale: f64,
     /// Gradient clipping.
     pub clip: Clip,
+    /// The loss; `None` for the task's own (see [`head`]).
+    pub loss: Option<Loss>,
+    /// The first output unit's bias starts here (0: as initialized), to start confidently wrong.
+    pub output_bias: f64,
     /// Seed of data, weights, shuffling and stochastic rounding.
     pub seed: u64,
 }
@@ -102,9 +110,38 @@ impl TrainConfig {
             loss_scale: Scaling::None,
             output_scale: 1.0,
             clip: Clip::None,
+            loss: None,
+            output_bias: 0.0,
             seed: 1,
         }
     }
+}
+
+/// The output layer's activation and the loss of `task` with `--loss` `loss` (`None`: the task's own):
+///
+/// - `xor`, `spiral`: `bce` (default), logits trained with BCE; or `mse`, a sigmoid output trained with MSE.
+/// - `digits`: `ce` (default), softmax cross-entropy; or `mse` (or `softmax_mse`), softmax MSE.
+/// - `sine`, `adding`: `mse` only.
+pub fn head(task: Task, loss: Option<Loss>) -> Result<(Act, Loss)> {
+    Ok(match (task, loss) {
+        (Task::Xor | Task::Spiral, None | Some(Loss::BceWithLogits)) => {
+            (Act::Identity, Loss::BceWithLogits)
+        }
+        (Task::Xor | Task::Spiral, Some(Loss::Mse)) => (Act::Sigmoid, Loss::Mse),
+        (Task::Digits, None | Some(Loss::SoftmaxCrossEntropy)) => {
+            (Act::Identity, Loss::SoftmaxCrossEntropy)
+        }
+        (Task::Digits, Some(Loss::Mse | Loss::SoftmaxMse)) => (Act::Identity, Loss::SoftmaxMse),
+        (Task::Sine | Task::Adding, None | Some(Loss::Mse)) => (Act::Identity, Loss::Mse),
+        (task, Some(other)) => {
+            let takes = match task {
+                Task::Xor | Task::Spiral => "bce (the default) or mse",
+                Task::Digits => "ce (the default) or mse (softmax MSE)",
+                _ => "mse only",
+            };
+            bail!("--loss {}: task {task} takes {takes}", other.name())
+        }
+    })
 }
 
 /// One epoch's measurements.
@@ -198,7 +235,14 @@ pub fn validate(cfg: &TrainConfig) -> Result<()> {
         "a positive number",
     )?;
     in_range("--batch", cfg.batch, 1..=4096)?;
+    number(
+        "--output-bias",
+        cfg.output_bias,
+        f64::is_finite,
+        "a finite number",
+    )?;
     cfg.loss_scale.scaler()?;
+    head(cfg.task, cfg.loss)?;
     Ok(())
 }
 
@@ -225,6 +269,18 @@ fn arr<S: Scalar, const N: usize>(x: &[f64]) -> [S; N] {
         *d = S::from_f64(v, &mut NearestEven).0;
     }
     a
+}
+
+/// The output layer: the head's activation, Xavier weights, the first unit's bias at `--output-bias`.
+fn output<S: Scalar, const I: usize, const O: usize>(
+    cfg: &TrainConfig,
+    rng: &mut Xoshiro128PlusPlus,
+) -> Result<Dense<S, I, O>> {
+    let mut d = dense::<S, I, O>(head(cfg.task, cfg.loss)?.0, rng)?;
+    if let Some(b) = d.bias.first_mut() {
+        *b = S::from_f64(cfg.output_bias, &mut NearestEven).0;
+    }
+    Ok(d)
 }
 
 /// A dense layer initialized for its activation (Xavier for tanh-like and linear, He for the ReLU family).
@@ -254,9 +310,9 @@ where
             let h = cfg.activation.unwrap_or(Act::Tanh);
             let mut net = Box::new((
                 dense::<S, 2, 8>(h, &mut rng)?,
-                dense::<S, 8, 1>(Act::Identity, &mut rng)?,
+                output::<S, 8, 1>(cfg, &mut rng)?,
             ));
-            with_optimizer(cfg, data, &mut *net, arr::<S, 2>, Loss::BceWithLogits)
+            with_optimizer(cfg, data, &mut *net, arr::<S, 2>)
         }
         Task::Sine => {
             let h = cfg.activation.unwrap_or(Act::Tanh);
@@ -265,9 +321,9 @@ where
                     dense::<S, 1, 16>(h, &mut rng)?,
                     dense::<S, 16, 16>(h, &mut rng)?,
                 ),
-                dense::<S, 16, 1>(Act::Identity, &mut rng)?,
+                output::<S, 16, 1>(cfg, &mut rng)?,
             ));
-            with_optimizer(cfg, data, &mut *net, arr::<S, 1>, Loss::Mse)
+            with_optimizer(cfg, data, &mut *net, arr::<S, 1>)
         }
         Task::Spiral => {
             let h = cfg.activation.unwrap_or(Act::Tanh);
@@ -276,9 +332,9 @@ where
                     dense::<S, 2, 16>(h, &mut rng)?,
                     dense::<S, 16, 16>(h, &mut rng)?,
                 ),
-                dense::<S, 16, 1>(Act::Identity, &mut rng)?,
+                output::<S, 16, 1>(cfg, &mut rng)?,
             ));
-            with_optimizer(cfg, data, &mut *net, arr::<S, 2>, Loss::BceWithLogits)
+            with_optimizer(cfg, data, &mut *net, arr::<S, 2>)
         }
         Task::Adding => {
             const H: usize = 16;
@@ -305,7 +361,7 @@ where
             .map_err(err)?;
             let mut net = Box::new((
                 (*rnn, LastStep::<H, ADDING_STEPS>::new()),
-                dense::<S, H, 1>(Act::Identity, &mut rng)?,
+                output::<S, H, 1>(cfg, &mut rng)?,
             ));
             let seq = |x: &[f64]| {
                 let mut s = [[S::ZERO; 2]; ADDING_STEPS];
@@ -314,21 +370,15 @@ where
                 }
                 s
             };
-            with_optimizer(cfg, data, &mut *net, seq, Loss::Mse)
+            with_optimizer(cfg, data, &mut *net, seq)
         }
         Task::Digits => {
             let h = cfg.activation.unwrap_or(Act::Relu);
             let mut net = Box::new((
                 dense::<S, 64, 32>(h, &mut rng)?,
-                dense::<S, 32, 10>(Act::Identity, &mut rng)?,
+                output::<S, 32, 10>(cfg, &mut rng)?,
             ));
-            with_optimizer(
-                cfg,
-                data,
-                &mut *net,
-                arr::<S, 64>,
-                Loss::SoftmaxCrossEntropy,
-            )
+            with_optimizer(cfg, data, &mut *net, arr::<S, 64>)
         }
     }
 }
@@ -339,7 +389,6 @@ fn with_optimizer<S, N, const O: usize>(
     data: &Dataset,
     net: &mut N,
     input: impl Fn(&[f64]) -> N::Input,
-    loss: Loss,
 ) -> Result<TrainResult>
 where
     S: Scalar,
@@ -351,26 +400,34 @@ where
         OptimizerKind::Sgd => {
             let sgd = Sgd::with_momentum(cfg.lr, cfg.momentum, cfg.weight_decay, vec![S::ZERO; n])
                 .map_err(err)?;
-            train_loop(cfg, data, net, input, loss, sgd)
+            train_loop(cfg, data, net, input, sgd)
         }
         OptimizerKind::Adam => {
             let p = AdamParams {
                 weight_decay: cfg.weight_decay,
                 ..AdamParams::new(cfg.lr)
             };
-            train_loop(cfg, data, net, input, loss, adam(p)?)
+            train_loop(cfg, data, net, input, adam(p)?)
         }
         OptimizerKind::AdamW => {
             let p = AdamParams::adamw(cfg.lr, cfg.weight_decay);
-            train_loop(cfg, data, net, input, loss, adam(p)?)
+            train_loop(cfg, data, net, input, adam(p)?)
         }
     }
 }
 
-fn correct<const O: usize>(kind: Kind, tolerance: f64, y: &[f64; O], t: &[f64]) -> bool {
+/// Whether output `y` answers target `t`: binary outputs above `threshold` mean class 1.
+fn correct<const O: usize>(
+    kind: Kind,
+    tolerance: f64,
+    threshold: f64,
+    y: &[f64; O],
+    t: &[f64],
+) -> bool {
     match kind {
         Kind::Binary => {
-            (y.first().copied().unwrap_or(0.0) > 0.0) == (t.first().copied().unwrap_or(0.0) > 0.5)
+            (y.first().copied().unwrap_or(0.0) > threshold)
+                == (t.first().copied().unwrap_or(0.0) > 0.5)
         }
         Kind::Classes => {
             let argmax = |v: &[f64]| {
@@ -397,6 +454,7 @@ fn evaluate<S, N, const O: usize>(
     test: &[Converted<N::Input, S, O>],
     objective: &Objective,
     data: &Dataset,
+    threshold: f64,
 ) -> (f64, f64)
 where
     S: Scalar,
@@ -407,7 +465,7 @@ where
         let y = net.forward(x, 0, &mut NearestEven, &mut ());
         total += objective.value(&y, t);
         let y64 = y.map(|v| v.to_f64() * objective.output_scale);
-        right += correct(data.kind, data.tolerance, &y64, t64) as usize;
+        right += correct(data.kind, data.tolerance, threshold, &y64, t64) as usize;
     }
     let n = test.len().max(1) as f64;
     (total / n, right as f64 / n)
@@ -456,7 +514,6 @@ fn train_loop<S, N, O, const OUT: usize>(
     data: &Dataset,
     net: &mut N,
     input: impl Fn(&[f64]) -> N::Input,
-    loss: Loss,
     optimizer: O,
 ) -> Result<TrainResult>
 where
@@ -472,10 +529,13 @@ where
     let train = convert(&data.train);
     let test = convert(&data.test);
     let n_params = param_count::<S, _>(net);
+    let (head_act, loss) = head(cfg.task, cfg.loss)?;
     let objective = Objective {
         loss,
         output_scale: cfg.output_scale,
     };
+    // A sigmoid output is a probability: class 1 above ½; logits above 0.
+    let threshold = if head_act == Act::Sigmoid { 0.5 } else { 0.0 };
     let mut ctx: StepCtx<O, AnyRounding<Xoshiro128PlusPlus>> =
         StepCtx::new(objective, optimizer, cfg.rounding.build(cfg.seed));
     ctx.scaler = cfg.loss_scale.scaler()?;
@@ -483,7 +543,7 @@ where
     let mut shuffler = Xoshiro128PlusPlus::seed_from_u64(cfg.seed ^ 0x5348_5546);
     let mut order: Vec<usize> = (0..train.len()).collect();
     let mut stats = vec![LayerStats::default(); Params::depth(net).max(1)];
-    let initial_accuracy = evaluate(net, &test, &objective, data).1;
+    let initial_accuracy = evaluate(net, &test, &objective, data, threshold).1;
     let mut epochs = Vec::with_capacity(cfg.epochs);
     let mut divergence = None;
     let mut step_no = 0usize;
@@ -523,7 +583,7 @@ where
                 }
             }
         }
-        let (test_loss, accuracy) = evaluate(net, &test, &objective, data);
+        let (test_loss, accuracy) = evaluate(net, &test, &objective, data, threshold);
         let mut wsq = 0.0;
         net.visit(0, &mut |t| {
             wsq += t.value.iter().map(|v| v.to_f64().powi(2)).sum::<f64>()

@@ -584,6 +584,19 @@ fn bad_input_is_a_one_line_error_and_a_nonzero_exit() {
             vec!["depth", "--loss-scale", "0"],
             "--loss-scale must be a positive number",
         ),
+        (
+            vec!["train", "--task", "sine", "--loss", "bce"],
+            "--loss bce_with_logits: task sine takes mse only",
+        ),
+        (
+            vec!["train", "--task", "digits", "--loss", "bce"],
+            "task digits takes ce (the default) or mse (softmax MSE)",
+        ),
+        (vec!["train", "--loss", "hinge"], "unknown loss \"hinge\""),
+        (
+            vec!["train", "--output-bias", "inf"],
+            "--output-bias must be a finite number",
+        ),
         (vec!["rnn", "--cell", "elman"], "invalid value 'elman'"),
         (
             vec!["rnn", "--steps", "7"],

@@ -170,3 +170,66 @@ fn digits_precisions() {
     assert!(acc("i1f15", "nearest", "sgd (momentum 0.9)") < 0.5);
     assert!(acc("i1f15", "stochastic", "adam") > 0.8);
 }
+
+/// The numbers of `column` in the rows whose `key` column shows `value` (as text or a number), in order.
+fn column_where(f: &Frame, key: &str, value: &str, column: &str) -> Vec<f64> {
+    let col = |c: &str| {
+        f.columns
+            .iter()
+            .position(|x| x == c)
+            .unwrap_or_else(|| panic!("no column {c}"))
+    };
+    f.rows
+        .iter()
+        .filter(|r| match &r[col(key)] {
+            Cell::Text(t) | Cell::Code(t) => t == value,
+            Cell::Num(v) => v.to_string() == value,
+            _ => false,
+        })
+        .map(|r| match &r[col(column)] {
+            Cell::Num(v) => *v,
+            Cell::Int(v) => *v as f64,
+            other => panic!("{column} is {other:?}"),
+        })
+        .collect()
+}
+
+#[test]
+fn the_loss_function_as_a_cause() {
+    let s = run("loss");
+    let f = frame(&s, "loss_margins");
+    let margin = column_where(f, "precision", "f64", "margin");
+    let at8 = |col: &str| {
+        let k = margin.iter().position(|&m| m == 8.0).expect("margin 8");
+        column_where(f, "precision", "f64", col)[k]
+    };
+    // "at margin 8, the MSE losses' gradients are more than 1000 times smaller than BCE's and cross-entropy's"
+    assert!(at8("bce") / at8("sigmoid_mse") > 1000.0);
+    assert!(at8("cross_entropy") / at8("softmax_mse") > 1000.0);
+    // "in I16F16 both MSE gradients become exactly zero, BCE's and cross-entropy's never do (margins to 16)"
+    let zero = |col: &str| column_where(f, "precision", "i16f16", col).contains(&0.0);
+    assert!(zero("sigmoid_mse") && zero("softmax_mse"));
+    assert!(!zero("bce") && !zero("cross_entropy"));
+    // "from a confidently wrong start BCE and cross-entropy train to more than 90% held-out accuracy and the
+    // MSE losses stay below 80%; from a normal start softmax MSE trains past 90% too"
+    let t = frame(&s, "loss_training");
+    let last = |run: &str| {
+        *column_where(t, "run", run, "accuracy")
+            .last()
+            .unwrap_or_else(|| panic!("no run {run}"))
+    };
+    for good in [
+        "xor, BCE, bias −6",
+        "digits, cross-entropy, bias 12",
+        "digits, cross-entropy",
+        "digits, softmax MSE",
+    ] {
+        assert!(last(good) > 0.9, "{good}: {}", last(good));
+    }
+    for bad in [
+        "xor, sigmoid + MSE, bias −6",
+        "digits, softmax MSE, bias 12",
+    ] {
+        assert!(last(bad) < 0.8, "{bad}: {}", last(bad));
+    }
+}

@@ -28,6 +28,7 @@ mod exploding;
 mod formats;
 mod horizon;
 mod initialization;
+mod loss;
 mod recurrent;
 mod regularization;
 mod vanishing;
@@ -144,7 +145,7 @@ pub struct SectionDef {
 }
 
 /// Every section, in report order.
-pub const SECTIONS: [SectionDef; 12] = [
+pub const SECTIONS: [SectionDef; 13] = [
     SectionDef {
         id: "formats",
         build: formats::build,
@@ -156,6 +157,10 @@ pub const SECTIONS: [SectionDef; 12] = [
     SectionDef {
         id: "initialization",
         build: initialization::build,
+    },
+    SectionDef {
+        id: "loss",
+        build: loss::build,
     },
     SectionDef {
         id: "exploding",
