@@ -86,7 +86,7 @@ for key in "${!groups[@]}"; do
   # cargo-mutants exits non-zero when a mutant survives: that is a result, not a failure of this script.
   cargo mutants --package gradscope-core "${files[@]}" \
     --cargo-test-arg=--lib --cargo-test-arg=--package=gradscope-suite "${args[@]}" \
-    --profile mutants --timeout 120 --jobs 2 --output "$out" "${shard[@]}" "${iterate[@]}" || true
+    --profile mutants --timeout 300 --jobs 2 --output "$out" "${shard[@]}" "${iterate[@]}" || true
   for m in "${mods[@]}"; do
     prefix=$(files_for "$m" | sed 's/\*\.rs$//')
     count() {

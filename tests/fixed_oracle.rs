@@ -392,3 +392,29 @@ fn exact_scaled(x: f64, f: u32) -> (i128, u32) {
 fixed_suite!(i16f16, Fx<16>, i32, raw32());
 fixed_suite!(i8f24, Fx<24>, i32, raw32());
 fixed_suite!(i1f15, Fx16<15>, i16, raw16());
+
+/// Q15's pair lanes (two products summed in 32 bits) overflow only for (−1)·(−1) + (−1)·(−1) = 2: the kernels
+/// must leave them whenever the vector holds −1. Rows of −1 against a vector of −1 and +1 (its largest and
+/// smallest values) must give the exact sums of the `i128` oracle.
+#[test]
+fn q15_pair_lanes_are_left_when_the_vector_holds_minus_one() {
+    type Q = Fx16<15>;
+    let (min, max) = (i16::MIN, i16::MAX);
+    let x: [i16; 16] = core::array::from_fn(|i| if i % 4 < 2 { min } else { max });
+    let w: [[i16; 16]; 9] =
+        core::array::from_fn(|o| core::array::from_fn(|i| if i <= o { min } else { 3 }));
+    let q = |v: i16| Q::from_bits(v);
+    for (mode, mut r) in modes() {
+        let mut y = [Q::ZERO; 9];
+        let mut fl = Flags::NONE;
+        matrix::matvec(&w.map(|r| r.map(q)), &x.map(q), &mut y, &mut r, &mut fl);
+        for o in 0..9 {
+            let num = exact_sum(w[o].iter().zip(&x).map(|(&p, &s)| p as i128 * s as i128));
+            assert_eq!(
+                y[o].to_bits() as i128,
+                expect(num, 15, mode, min as i128, max as i128).0,
+                "row {o}"
+            );
+        }
+    }
+}

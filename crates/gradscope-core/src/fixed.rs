@@ -710,4 +710,22 @@ mod tests {
         assert!((n.to_f64() - 200.0 * 2f64.sqrt()).abs() <= I16F16::LSB / 2.0);
         assert!(!f.contains(Flags::OVERFLOW));
     }
+
+    #[test]
+    fn reduce_keeps_62_bits_and_a_sticky_bit() {
+        // Within 62 bits: unchanged.
+        assert_eq!(reduce(-(1i128 << 61), 40), (-(1i64 << 61), 40));
+        assert_eq!(reduce((1i128 << 62) - 1, 7), ((1i64 << 62) - 1, 7));
+        // 2⁷⁰ at 40 fraction bits is 2⁶¹ at 31: exact, no sticky bit.
+        assert_eq!(reduce(1i128 << 70, 40), (1i64 << 61, 31));
+        // One more: the dropped 1 sets the lowest kept bit.
+        assert_eq!(reduce((1i128 << 70) + 1, 40), ((1i64 << 61) | 1, 31));
+        assert_eq!(reduce((1i128 << 70) + (1 << 9), 40), ((1i64 << 61) | 1, 31));
+        assert_eq!(reduce((1i128 << 70) + (2 << 9), 40), ((1i64 << 61) + 2, 31));
+        // Negative: floor shift, then sticky.
+        assert_eq!(reduce(-(1i128 << 70) - 1, 40), (-(1i64 << 61) - 1, 31));
+        // More integer bits than 62: saturated magnitude with the sign.
+        assert_eq!(reduce(1i128 << 100, 10), (1i64 << 62, 0));
+        assert_eq!(reduce(-(1i128 << 100), 10), (-(1i64 << 62), 0));
+    }
 }
