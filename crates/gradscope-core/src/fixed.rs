@@ -722,6 +722,13 @@ mod tests {
         assert_eq!(reduce((1i128 << 70) + 1, 40), ((1i64 << 61) | 1, 31));
         assert_eq!(reduce((1i128 << 70) + (1 << 9), 40), ((1i64 << 61) | 1, 31));
         assert_eq!(reduce((1i128 << 70) + (2 << 9), 40), ((1i64 << 61) + 2, 31));
+        assert_eq!(reduce((1i128 << 70) + 2, 40), ((1i64 << 61) | 1, 31));
+        assert_eq!(
+            reduce((1i128 << 70) + (1 << 9) + 1, 40),
+            ((1i64 << 61) + 1, 31)
+        );
+        // Exactly as many integer bits as fit: still reduced, not saturated.
+        assert_eq!(reduce(1i128 << 70, 9), (1i64 << 61, 0));
         // Negative: floor shift, then sticky.
         assert_eq!(reduce(-(1i128 << 70) - 1, 40), (-(1i64 << 61) - 1, 31));
         // More integer bits than 62: saturated magnitude with the sign.

@@ -316,4 +316,22 @@ mod tests {
         let sigma = (p * (1.0 - p) * n as f64).sqrt();
         assert!(((ups as f64) - p * n as f64).abs() < 4.0 * sigma, "{ups}");
     }
+
+    #[test]
+    fn a_borrowed_mode_rounds_as_the_mode() {
+        // Generic code passes `&mut r` on; the borrow must answer exactly as `r` would.
+        fn all<R: Rounding>(mut r: R) -> (i64, i32, bool, i64, &'static str) {
+            (
+                r.shr(-7, 1),
+                r.shr32(5, 1),
+                r.round_up(0.75, 1.0, true),
+                r.round_frac(3, 1, 2),
+                r.name(),
+            )
+        }
+        assert_eq!(all(&mut NearestEven), all(NearestEven));
+        assert_eq!(all(&mut Floor), all(Floor));
+        assert_eq!(all(&mut NearestEven), (-4, 2, true, 4, "nearest"));
+        assert_eq!(all(&mut Floor), (-4, 2, false, 3, "floor"));
+    }
 }
