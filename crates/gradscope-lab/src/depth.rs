@@ -2,8 +2,9 @@
 //! precision, with the underflow horizon measured and predicted.
 //!
 //! The network is `depth` dense layers of width `width` (a [`DenseStack`] with capacity [`MAX_DEPTH`]), zero
-//! biases, weights from the chosen initializer. A batch of inputs U(−0.9, 0.9) goes forward, the MSE loss
-//! against targets U(0, 0.9) averaged over the batch goes backward, and every layer's statistics are
+//! biases, weights from the chosen initializer. A batch of inputs U(−0.9, 0.9) goes forward, the loss (MSE
+//! by default) against targets U(0, 0.9) (one-hot classes for the softmax losses) averaged over the batch goes
+//! backward, and every layer's statistics are
 //! collected: the norm of its weight gradient, the RMS of the signal it sends back, the RMS of its output, the
 //! share of exactly-zero gradients, and the counts of underflowed, saturated and non-finite values.
 
@@ -14,12 +15,14 @@ use gradscope_core::{
     Act, Activate, DenseStack, GradStats, Init, LayerStats, Loss, NearestEven, Objective, Scalar,
     init_slice,
 };
-use rand_core::SeedableRng;
+use rand_core::{Rng, SeedableRng};
 use rand_xoshiro::Xoshiro128PlusPlus;
 use serde::Serialize;
 
 use crate::dump::{Dump, DumpLayer, Tensor};
-use crate::options::{InitName, Precision, Rounding, in_range, number, one_of, parse_act};
+use crate::options::{
+    InitName, Precision, Rounding, in_range, number, one_of, parse_act, parse_loss,
+};
 use crate::output::{Frame, Outcome};
 use crate::plot::Plot;
 use crate::with_scalar;
@@ -62,6 +65,13 @@ pub struct DepthConfig {
     /// Static loss scale applied to the output gradient (gradients are reported scaled; 1 = none).
     #[arg(long, default_value_t = 1.0)]
     pub loss_scale: f64,
+    /// The loss: mse, bce (on the outputs as logits), ce (softmax cross-entropy, one-hot targets) or
+    /// softmax_mse.
+    #[arg(long, default_value = "mse", value_parser = parse_loss)]
+    pub loss: Loss,
+    /// Activation of the last layer (default: --activation), e.g. identity to give bce or ce logits.
+    #[arg(long, value_parser = parse_act)]
+    pub output_activation: Option<Act>,
 }
 
 impl DepthConfig {
@@ -83,6 +93,8 @@ impl DepthConfig {
             seed: 1,
             batch: 16,
             loss_scale: 1.0,
+            loss: Loss::Mse,
+            output_activation: None,
         }
     }
 }
@@ -132,13 +144,18 @@ pub struct DepthResult {
     pub seed: u64,
     /// Static loss scale (gradients are reported as computed, that is, scaled).
     pub loss_scale: f64,
+    /// The loss function.
+    pub loss_function: Loss,
+    /// The last layer's activation.
+    pub output_activation: String,
     /// Mean loss over the batch.
     pub loss: f64,
     /// Per layer, from the input.
     pub layers: Vec<DepthRow>,
     /// First layer counted from the output whose back-propagated RMS is below the format's resolution.
     pub measured_horizon: Option<usize>,
-    /// The mean-field model's horizon (only for zero-mean i.i.d. initializers it describes).
+    /// The mean-field model's horizon (only for zero-mean i.i.d. initializers it describes, and a last layer
+    /// with the others' activation).
     pub predicted_horizon: Option<usize>,
     /// Where non-finite values first appeared, in computation order (forward from the input, then backward
     /// from the output): layer (1-based), pass, and whether an overflow caused them.
@@ -232,6 +249,11 @@ where
     let mut net: Box<DenseStack<S, W, MAX_DEPTH>> = Box::new(DenseStack::new(cfg.act, cfg.depth));
     net.init(init, &Init::Zeros, &mut rng, &mut r, &mut ())
         .map_err(err)?;
+    let out_act = cfg.output_activation.unwrap_or(cfg.act);
+    if let Some(last) = net.active_mut().last_mut() {
+        last.act = out_act;
+    }
+    let one_hot = matches!(cfg.loss, Loss::SoftmaxCrossEntropy | Loss::SoftmaxMse);
     let mut samples = Vec::with_capacity(cfg.batch);
     for _ in 0..cfg.batch {
         let (mut x, mut t) = ([S::ZERO; W], [S::ZERO; W]);
@@ -240,18 +262,24 @@ where
             b: INPUT_BOUND,
         };
         init_slice(&mut x, &u, 1, 1, &mut rng, &mut NearestEven, &mut ()).map_err(err)?;
-        let ut = Init::Uniform {
-            a: 0.0,
-            b: INPUT_BOUND,
-        };
-        init_slice(&mut t, &ut, 1, 1, &mut rng, &mut NearestEven, &mut ()).map_err(err)?;
+        if one_hot {
+            // W divides 2³², so every class is equally likely.
+            let k = rng.next_u32() as usize % W;
+            t[k] = S::from_f64(1.0, &mut NearestEven).0;
+        } else {
+            let ut = Init::Uniform {
+                a: 0.0,
+                b: INPUT_BOUND,
+            };
+            init_slice(&mut t, &ut, 1, 1, &mut rng, &mut NearestEven, &mut ()).map_err(err)?;
+        }
         samples.push((x, t));
     }
     let mut stats = vec![LayerStats::default(); cfg.depth];
     let bp = backprop(
         &mut *net,
         samples.as_slice(),
-        &Objective::new(Loss::Mse),
+        &Objective::new(cfg.loss),
         cfg.loss_scale,
         &mut r,
         stats.as_mut_slice(),
@@ -313,7 +341,7 @@ where
     // The output gradient's RMS per element, per sample (the loss gradient carries 1/batch; the model wants
     // one sample's signal, as each backward pass sees it).
     let g0 = (bp.output_grad_sq / (cfg.batch as f64 * W as f64)).sqrt();
-    let predicted_horizon = if S::IS_FLOAT {
+    let predicted_horizon = if S::IS_FLOAT || out_act != cfg.act {
         None
     } else {
         weight_variance(init, W).and_then(|weight_var| {
@@ -329,7 +357,7 @@ where
     let dump = Dump {
         precision: cfg.precision.to_string(),
         rounding: cfg.rounding.to_string(),
-        loss: Loss::Mse.name().into(),
+        loss: cfg.loss.name().into(),
         loss_value: bp.loss,
         loss_scale: Some(cfg.loss_scale),
         input: samples
@@ -357,6 +385,8 @@ where
         first_forward_saturated,
         dump,
         loss_scale: cfg.loss_scale,
+        loss_function: cfg.loss,
+        output_activation: out_act.to_string(),
         activation: cfg.act.to_string(),
         init: cfg.init,
         precision: cfg.precision,
@@ -626,5 +656,39 @@ mod tests {
         c.depth = 8;
         c.loss_scale = f64::NAN;
         assert!(run(&c).unwrap_err().to_string().contains("--loss-scale"));
+    }
+
+    #[test]
+    fn the_loss_decides_the_gradient_that_starts_the_backward_pass() {
+        let base = DepthConfig {
+            depth: 4,
+            output_activation: Some(Act::Identity),
+            ..cfg(Act::Sigmoid, InitName::XavierNormal, Precision::F64)
+        };
+        let ce = run(&DepthConfig {
+            loss: Loss::SoftmaxCrossEntropy,
+            ..base.clone()
+        })
+        .unwrap();
+        let mse = run(&DepthConfig {
+            loss: Loss::SoftmaxMse,
+            ..base
+        })
+        .unwrap();
+        // Softmax MSE's gradient carries a softmax probability (about 1/16 here) that cross-entropy's does not.
+        let last = |r: &DepthResult| r.layers[3].grad_norm;
+        assert!(
+            last(&ce) > 10.0 * last(&mse),
+            "{} vs {}",
+            last(&ce),
+            last(&mse)
+        );
+        assert_eq!(ce.output_activation, "identity");
+        assert_eq!(ce.dump.loss, "softmax_cross_entropy");
+        assert_eq!(ce.dump.layers[3].attributes[0].1, "identity");
+        // One-hot targets: each sample's target sums to one.
+        for t in &ce.dump.target {
+            assert_eq!(t.values.iter().sum::<f64>(), 1.0);
+        }
     }
 }

@@ -593,6 +593,7 @@ fn bad_input_is_a_one_line_error_and_a_nonzero_exit() {
             "task digits takes ce (the default) or mse (softmax MSE)",
         ),
         (vec!["train", "--loss", "hinge"], "unknown loss \"hinge\""),
+        (vec!["depth", "--loss", "hinge"], "unknown loss \"hinge\""),
         (
             vec!["train", "--output-bias", "inf"],
             "--output-bias must be a finite number",
