@@ -72,7 +72,14 @@ proptest! {
     }
 
     #[test]
-    fn from_f64_rounds_as_asked(x in prop_oneof![any::<f64>(), -1e3f64..1e3, (-1.0f64..1.0).prop_map(|u| u * 1e-40)], seed in any::<u64>()) {
+    fn from_f64_rounds_as_asked(x in prop_oneof![
+        any::<f64>(),
+        -1e3f64..1e3,
+        (-1.0f64..1.0).prop_map(|u| u * 1e-40),
+        // Exact midpoints between neighbouring f32 values: the ties nearest-even must break to even.
+        f32s().prop_filter("finite, below the largest", |a| a.is_finite() && *a < f32::MAX)
+            .prop_map(|a| (a as f64 + a.next_up() as f64) / 2.0),
+    ], seed in any::<u64>()) {
         let (n, _) = f32::from_f64(x, &mut NearestEven);
         let (fl, _) = f32::from_f64(x, &mut Floor);
         let (st, _) = f32::from_f64(x, &mut Stochastic(Xoshiro128PlusPlus::seed_from_u64(seed)));
