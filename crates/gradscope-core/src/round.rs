@@ -287,9 +287,16 @@ mod tests {
         assert_eq!(NearestEven.round_frac(1, 5, 0), 1);
         let mut st = Stochastic(Xoshiro128PlusPlus::seed_from_u64(9));
         let n = 100_000;
-        let ups: i64 = (0..n).map(|_| st.round_frac(0, 1, 3)).sum();
-        let sigma = (n as f64 * (1.0 / 3.0) * (2.0 / 3.0)).sqrt();
-        assert!((ups as f64 - n as f64 / 3.0).abs() < 4.0 * sigma, "{ups}");
+        // P(up) = rem/den; 3/8 also tells it from P(u = rem) = 1/8 and P(u > rem) = 4/8 (1/3 cannot).
+        for (rem, den) in [(1u64, 3u64), (3, 8)] {
+            let p = rem as f64 / den as f64;
+            let ups: i64 = (0..n).map(|_| st.round_frac(0, rem, den)).sum();
+            let sigma = (n as f64 * p * (1.0 - p)).sqrt();
+            assert!(
+                (ups as f64 - n as f64 * p).abs() < 4.0 * sigma,
+                "{rem}/{den}: {ups}"
+            );
+        }
     }
 
     #[test]
