@@ -340,5 +340,15 @@ mod tests {
         assert_eq!(all(&mut Floor), all(Floor));
         assert_eq!(all(&mut NearestEven), (-4, 2, true, 4, "nearest"));
         assert_eq!(all(&mut Floor), (-4, 2, false, 3, "floor"));
+        // The run-time choice answers as the mode it holds, random draws included.
+        type Any = AnyRounding<Xoshiro128PlusPlus>;
+        assert_eq!(all(Any::Floor), all(Floor));
+        assert_eq!(all(Any::NearestEven), all(NearestEven));
+        for seed in 0..8 {
+            let rng = || Xoshiro128PlusPlus::seed_from_u64(seed);
+            let any = all(Any::Stochastic(rng()));
+            assert_eq!(any, all(Stochastic(rng())));
+            assert_eq!(any.4, "stochastic");
+        }
     }
 }
