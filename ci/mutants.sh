@@ -31,7 +31,7 @@ tests_for() {
   case "$1" in
     fixed|round|scalar|flags) echo "fixed_oracle float_oracle" ;;
     scale) echo "fixed_oracle loss_scaling" ;;
-    matrix) echo "fixed_oracle float_oracle backprop" ;;
+    matrix) echo "fixed_oracle float_oracle backprop loss_scaling" ;;
     loss) echo "golden loss_scaling" ;;
     clip) echo "clip" ;;
     optim) echo "optim" ;;

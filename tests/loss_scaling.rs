@@ -156,3 +156,27 @@ fn dynamic_loss_scale_backs_off_from_overflow_until_the_backward_pass_is_clean()
         }
     });
 }
+
+#[test]
+fn the_training_step_sees_fixed_point_overflow_when_the_caller_observes_nothing() {
+    use gradscope_core::train::{StepCtx, Verdict, step};
+    use gradscope_core::{Dense, Loss, Sgd};
+    // Output weights of 8 send back Σ 8·∂L/∂y: with the loss scaled by 2¹⁰ the output gradient (≈ 17 600) still
+    // fits I16F16, the signal sent back (≈ 281 000) does not. The step must see that saturation inside the
+    // kernel, and skip the update, even when the caller passes no probe.
+    let q = |v: f64| I16F16::from_f64(v, &mut NearestEven).0;
+    let mut net = (
+        Dense::<I16F16, 4, 4>::new(Act::Tanh),
+        Dense::<I16F16, 4, 2>::new(Act::Identity),
+    );
+    net.0.weight = [[q(0.5); 4]; 4];
+    net.1.weight = [[q(8.0); 4]; 2];
+    let before = (net.0.weight, net.1.weight);
+    let mut ctx = StepCtx::new(Loss::Mse, Sgd::new(0.01, 0.0).unwrap(), NearestEven);
+    ctx.scaler = Some(LossScaler::dynamic(1024.0, 1000).unwrap());
+    let batch = [([q(0.3); 4], [q(0.0); 2])];
+    let report = step(&mut net, batch.as_slice(), &mut ctx, &mut ());
+    assert_eq!(report.verdict, Verdict::Skipped { nonfinite: false });
+    assert_eq!(ctx.scaler.map(|s| s.scale()), Some(512.0));
+    assert_eq!((net.0.weight, net.1.weight), before);
+}
