@@ -180,3 +180,33 @@ fn the_training_step_sees_fixed_point_overflow_when_the_caller_observes_nothing(
     assert_eq!(ctx.scaler.map(|s| s.scale()), Some(512.0));
     assert_eq!((net.0.weight, net.1.weight), before);
 }
+
+#[test]
+fn an_unobserved_float_kernel_overflow_is_located_where_it_happened() {
+    use gradscope_core::train::{Cause, Divergence, StepCtx, Verdict, step};
+    use gradscope_core::{Dense, Loss, Sgd};
+    // Weights of 10³⁰: the first layer's outputs (1.2·10³⁰) are finite, the second layer's sums (≈ 5·10⁶⁰)
+    // overflow f32. With no probe from the caller the fast kernel must still report the overflow, so that the
+    // divergence says that layer 1's forward pass overflowed (its two sums and their two outputs are counted),
+    // rather than that an ∞ arrived there.
+    let mut net = (
+        Dense::<f32, 4, 4>::new(Act::Identity),
+        Dense::<f32, 4, 2>::new(Act::Identity),
+    );
+    net.0.weight = [[1e30; 4]; 4];
+    net.1.weight = [[1e30; 4]; 2];
+    let mut ctx = StepCtx::new(Loss::Mse, Sgd::new(0.01, 0.0).unwrap(), NearestEven);
+    let batch = [([0.3f32; 4], [0.0f32; 2])];
+    let report = step(&mut net, batch.as_slice(), &mut ctx, &mut ());
+    assert_eq!(
+        report.verdict,
+        Verdict::Diverged(Divergence {
+            layer: Some(1),
+            phase: Some(Phase::Forward),
+            cause: Cause::NonFinite {
+                count: 4,
+                overflow: true
+            },
+        })
+    );
+}
