@@ -197,7 +197,22 @@ fn an_unobserved_float_kernel_overflow_is_located_where_it_happened() {
     net.1.weight = [[1e30; 4]; 2];
     let mut ctx = StepCtx::new(Loss::Mse, Sgd::new(0.01, 0.0).unwrap(), NearestEven);
     let batch = [([0.3f32; 4], [0.0f32; 2])];
+    let fresh = net.clone();
     let report = step(&mut net, batch.as_slice(), &mut ctx, &mut ());
+    // An observing caller sees the same four values counted once each.
+    let mut observed = fresh;
+    let mut stats = [LayerStats::default(); 2];
+    let seen = step(
+        &mut observed,
+        batch.as_slice(),
+        &mut ctx,
+        stats.as_mut_slice(),
+    );
+    assert_eq!(seen.verdict, report.verdict);
+    assert_eq!(
+        (stats[1].forward.nonfinite, stats[1].forward.overflow),
+        (4, 2)
+    );
     assert_eq!(
         report.verdict,
         Verdict::Diverged(Divergence {
