@@ -260,6 +260,52 @@ macro_rules! fixed_suite {
                 }
 
                 #[test]
+                fn affine_pair_and_accumulating_transpose(
+                    w1 in prop::array::uniform3(prop::array::uniform2($strat)),
+                    x1 in prop::array::uniform2($strat),
+                    w2 in prop::array::uniform3(prop::array::uniform4($strat)),
+                    x2 in prop::array::uniform4($strat),
+                    bias in prop::array::uniform3($strat),
+                    d in prop::array::uniform3($strat),
+                    y0 in prop::array::uniform4($strat),
+                ) {
+                    let (w1t, w2t) = (w1.map(|r| r.map(t)), w2.map(|r| r.map(t)));
+                    for (mode, mut r) in modes() {
+                        // y = W₁x₁ + W₂x₂ + b: one exact sum, rounded once per output.
+                        for o in 0..3 {
+                            let (mut y, mut fo) = ([T::ZERO; 1], Flags::NONE);
+                            matrix::affine_pair((&[w1t[o]], &x1.map(t)), (&[w2t[o]], &x2.map(t)), &[t(bias[o])], &mut y, &mut r, &mut fo);
+                            let terms = std::iter::once((bias[o] as i128) << F)
+                                .chain(w1[o].iter().zip(&x1).map(|(&p, &q)| p as i128 * q as i128))
+                                .chain(w2[o].iter().zip(&x2).map(|(&p, &q)| p as i128 * q as i128))
+                                .collect();
+                            check_narrow((y[0].to_bits() as i128, fo), terms, F, mode, MIN, MAX);
+                        }
+                        let mut all = [T::ZERO; 3];
+                        matrix::affine_pair((&w1t, &x1.map(t)), (&w2t, &x2.map(t)), &bias.map(t), &mut all, &mut r, &mut ());
+                        for o in 0..3 {
+                            let mut y = [T::ZERO; 1];
+                            matrix::affine_pair((&[w1t[o]], &x1.map(t)), (&[w2t[o]], &x2.map(t)), &[t(bias[o])], &mut y, &mut r, &mut ());
+                            prop_assert_eq!(y[0], all[o]);
+                        }
+                        // y += W₂ᵀ d: the start value is one more exact term.
+                        let mut y = y0.map(t);
+                        let mut ft = Flags::NONE;
+                        matrix::matvec_t_add(&w2t, &d.map(t), &mut y, &mut r, &mut ft);
+                        let mut f_all = Flags::NONE;
+                        for i in 0..4 {
+                            let terms: Vec<i128> = std::iter::once((y0[i] as i128) << F)
+                                .chain((0..3).map(|o| w2[o][i] as i128 * d[o] as i128))
+                                .collect();
+                            let (want, f) = expect(exact_sum(terms), F, mode, MIN, MAX);
+                            prop_assert_eq!(y[i].to_bits() as i128, want);
+                            f_all |= f;
+                        }
+                        prop_assert_eq!(ft, f_all);
+                    }
+                }
+
+                #[test]
                 fn wide_shapes_take_every_fast_path(
                     v in prop::collection::vec($strat, 11 * 13 + 13 + 9 * 16 + 16),
                     no_min in any::<bool>(),
