@@ -341,16 +341,23 @@ macro_rules! fixed_suite {
 
                 #[test]
                 fn matmul_kernel(
-                    a in prop::array::uniform2(prop::array::uniform3($strat)),
-                    b in prop::array::uniform3(prop::array::uniform4($strat)),
+                    a in prop::array::uniform3(prop::array::uniform3($strat)),
+                    bv in prop::collection::vec($strat, 99),
                 ) {
+                    // (A vector strategy: nested arrays of this size overflow the test thread's stack.)
+                    let b: [[$raw; 33]; 3] = core::array::from_fn(|k| core::array::from_fn(|n| bv[k * 33 + n]));
+                    // 3 × 33: a block of rows and a tail row, two or more chunks of columns and a tail (x86: 2
+                    // rows, 16 columns; Cortex-M: 1 and 8).
                     for (mode, mut r) in modes() {
-                        let mut c = [[T::ZERO; 4]; 2];
+                        let mut c = [[T::ZERO; 33]; 3];
                         let mut fc = Flags::NONE;
                         matrix::matmul(&a.map(|r| r.map(t)), &b.map(|r| r.map(t)), &mut c, &mut r, &mut fc);
+                        let mut unobserved = [[T::ZERO; 33]; 3];
+                        matrix::matmul(&a.map(|r| r.map(t)), &b.map(|r| r.map(t)), &mut unobserved, &mut r, &mut ());
+                        prop_assert_eq!(c, unobserved);
                         let mut want_flags = Flags::NONE;
-                        for m in 0..2 {
-                            for n in 0..4 {
+                        for m in 0..3 {
+                            for n in 0..33 {
                                 let terms: Vec<i128> = (0..3).map(|k| a[m][k] as i128 * b[k][n] as i128).collect();
                                 let (value, flags) = expect(exact_sum(terms), F, mode, MIN, MAX);
                                 prop_assert_eq!(c[m][n].to_bits() as i128, value);
@@ -462,5 +469,35 @@ fn q15_pair_lanes_are_left_when_the_vector_holds_minus_one() {
                 "row {o}"
             );
         }
+    }
+}
+
+/// Products too large for the fast lanes (three of 2⁶² overflow an `i64`) must take the exact path in every
+/// kernel, observed or not: the exact sum saturates at the top, a wrapped one would land at the bottom.
+#[test]
+fn extreme_products_take_the_exact_path() {
+    type Q = Fx<16>;
+    let m = Q::from_bits(i32::MIN);
+    let a = [[m; 3]; 3];
+    let b = [[m; 20]; 3];
+    for observed in [false, true] {
+        let mut c = [[Q::ZERO; 20]; 3];
+        let mut fl = Flags::NONE;
+        if observed {
+            matrix::matmul(&a, &b, &mut c, &mut NearestEven, &mut fl);
+            assert!(fl.contains(Flags::OVERFLOW));
+        } else {
+            matrix::matmul(&a, &b, &mut c, &mut NearestEven, &mut ());
+        }
+        assert!(
+            c.iter().flatten().all(|v| *v == Q::MAX),
+            "observed {observed}"
+        );
+        let mut y = [Q::ZERO; 3];
+        matrix::matvec(&a, &[m; 3], &mut y, &mut NearestEven, &mut ());
+        assert_eq!(y, [Q::MAX; 3]);
+        let mut yt = [Q::ZERO; 3];
+        matrix::matvec_t(&a, &[m; 3], &mut yt, &mut NearestEven, &mut ());
+        assert_eq!(yt, [Q::MAX; 3]);
     }
 }
