@@ -235,12 +235,12 @@ mod tests {
             loss: Loss::Mse,
             output_scale: 8.0,
         };
-        let (y, t) = ([0.25f64], [1.0f64]);
+        let (y, t) = ([0.25f64], [0.5f64]);
         let mut dy = [0.0f64];
         let v = obj.grad(&y, &t, 0.5, &mut dy, &mut NearestEven, &mut ());
-        assert_eq!(v, 1.0);
-        assert_eq!(dy, [8.0 * 2.0 * 1.0 * 0.5]);
-        assert_eq!(obj.value(&y, &t), 1.0);
+        assert_eq!(v, 2.25);
+        assert_eq!(dy, [8.0 * 2.0 * 1.5 * 0.5]);
+        assert_eq!(obj.value(&y, &t), 2.25);
     }
 
     #[test]
