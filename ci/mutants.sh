@@ -54,8 +54,8 @@ export PROPTEST_MAX_SHRINK_ITERS=${PROPTEST_MAX_SHRINK_ITERS:-0}
 results=ci/mutants-results.md
 [ -f "$results" ] || printf '%s\n\n%s\n%s\n' \
   "Mutation testing of the core (\`bash ci/mutants.sh\`): one line per module and run." \
-  "| date | module | run | caught | missed | unviable | timeout | test targets |" \
-  "|---|---|---|---|---|---|---|---|" >"$results"
+  "| date | module | run | caught | missed | unviable | timeout | minutes | test targets |" \
+  "|---|---|---|---|---|---|---|---|---|" >"$results"
 
 label=all
 [ ${#shard[@]} -eq 0 ] || label=${shard[1]}
@@ -83,10 +83,12 @@ for key in "${!groups[@]}"; do
       : >"$out/seen-$kind.txt"
     fi
   done
+  started=$(date +%s)
   # cargo-mutants exits non-zero when a mutant survives: that is a result, not a failure of this script.
   cargo mutants --package gradscope-core "${files[@]}" \
     --cargo-test-arg=--lib --cargo-test-arg=--package=gradscope-suite "${args[@]}" \
     --profile mutants --timeout 300 --jobs 2 --output "$out" "${shard[@]}" "${iterate[@]}" || true
+  minutes=$(( ($(date +%s) - started + 30) / 60 ))
   for m in "${mods[@]}"; do
     prefix=$(files_for "$m" | sed 's/\*\.rs$//')
     count() {
@@ -94,8 +96,8 @@ for key in "${!groups[@]}"; do
         case $1 in caught | unviable) cat "$out/seen-$1.txt" ;; esac; } | sort -u | grep -c "^$prefix" || true
     }
     c=$(count caught) x=$(count missed) u=$(count unviable) t=$(count timeout)
-    printf '| %s | %s | %s | %s | %s | %s | %s | %s |\n' "$(date -u +%F)" "$m" "$label" \
-      "${c:-0}" "${x:-0}" "${u:-0}" "${t:-0}" "$key" >>"$results"
+    printf '| %s | %s | %s | %s | %s | %s | %s | %s | %s |\n' "$(date -u +%F)" "$m" "$label" \
+      "${c:-0}" "${x:-0}" "${u:-0}" "${t:-0}" "$minutes (${mods[*]})" "$key" >>"$results"
     echo "== $m: ${c:-0} caught, ${x:-0} missed, ${u:-0} unviable, ${t:-0} timeouts"
     if [ -f "$out/mutants.out/missed.txt" ]; then
       grep "^$prefix" "$out/mutants.out/missed.txt" | sed 's/^/   missed: /' || true

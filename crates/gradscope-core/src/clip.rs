@@ -332,3 +332,55 @@ pub fn clip_agc<S: Scalar>(
     });
     Ok(clipped)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    extern crate std;
+    use std::string::ToString;
+
+    #[test]
+    fn a_scaled_policy_scales_its_threshold() {
+        assert_eq!(Clip::None.scaled(4.0), Clip::None);
+        assert_eq!(Clip::Value(0.5).scaled(4.0), Clip::Value(2.0));
+        assert_eq!(Clip::Norm(0.5).scaled(4.0), Clip::Norm(2.0));
+        assert_eq!(Clip::Global(0.5).scaled(4.0), Clip::Global(2.0));
+        assert_eq!(Clip::Agc(0.5).scaled(4.0), Clip::Agc(2.0));
+    }
+
+    #[test]
+    fn names_and_errors_read_as_the_cli_writes_them() {
+        let names: [(Clip, &str); 5] = [
+            (Clip::None, "none"),
+            (Clip::Value(0.5), "value:0.5"),
+            (Clip::Norm(1.0), "norm:1"),
+            (Clip::Global(2.5), "global:2.5"),
+            (Clip::Agc(0.01), "agc:0.01"),
+        ];
+        for (c, name) in names {
+            assert_eq!(c.to_string(), name);
+        }
+        assert_eq!(
+            ClipError::InvalidThreshold(-1.0).to_string(),
+            "clipping threshold must be positive and finite, got -1"
+        );
+        assert_eq!(
+            ClipError::NonFiniteNorm(f64::INFINITY).to_string(),
+            "total gradient norm is inf; gradients left unchanged"
+        );
+    }
+
+    #[test]
+    fn norms_of_a_slice_and_of_several() {
+        let x = [3.0f64, -4.0, 0.0];
+        assert_eq!(norm_of(&x, NormType::L2), 5.0);
+        assert_eq!(norm_of(&x, NormType::L1), 7.0);
+        assert_eq!(norm_of(&x, NormType::Inf), 4.0);
+        assert!(norm_of(&[1.0, f64::NAN, 2.0], NormType::Inf).is_nan());
+        assert_eq!(combine(3.0, 4.0, NormType::L2), 5.0);
+        assert_eq!(combine(3.0, 4.0, NormType::L1), 7.0);
+        assert_eq!(combine(3.0, 4.0, NormType::Inf), 4.0);
+        assert_eq!(combine(4.0, 3.0, NormType::Inf), 4.0);
+        assert!(combine(4.0, f64::NAN, NormType::Inf).is_nan());
+    }
+}
