@@ -102,6 +102,63 @@ proptest! {
     }
 
     #[test]
+    fn value_clipping_clamps_exactly_the_values_beyond_the_threshold(
+        w in prop::array::uniform12(vals()),
+        g in prop::collection::vec(prop_oneof![vals(), Just(2.5f32), Just(-2.5f32)], 15),
+    ) {
+        let mut n = net(w, g.clone().try_into().unwrap());
+        let before = grads(&n);
+        let mut counts = EventCounts::default();
+        clip_grad_value(&mut n, 2.5, &mut NearestEven, &mut Pooled(&mut counts)).unwrap();
+        for (a, b) in grads(&n).iter().zip(&before) {
+            prop_assert_eq!(*a, b.clamp(-2.5, 2.5));
+        }
+        prop_assert_eq!((counts.values, counts.nonfinite), (15, 0));
+    }
+
+    #[test]
+    fn per_tensor_clipping_bounds_each_tensor_alone(
+        w in prop::array::uniform12(vals()),
+        g in prop::collection::vec(vals(), 15),
+        max_norm in 1e-3f64..100.0,
+    ) {
+        let mut n = net(w, g.clone().try_into().unwrap());
+        let before = grads(&n);
+        clip_grad_norm_per_tensor(&mut n, max_norm, NormType::L2, &mut NearestEven, &mut ()).unwrap();
+        let after = grads(&n);
+        for (range, rows) in [(0..12, "weight"), (12..15, "bias")] {
+            let (b, a) = (&before[range.clone()], &after[range]);
+            let norm = f64_norm(b, NormType::L2);
+            let c = max_norm / (norm + 1e-6);
+            if c >= 1.0 {
+                prop_assert_eq!(a, b, "{} under the bound changed", rows);
+            } else {
+                for (x, y) in a.iter().zip(b) {
+                    let want = (*y as f32 * c as f32) as f64;
+                    prop_assert!((x - want).abs() <= 2.0 * f32::EPSILON as f64 * want.abs(), "{} {} vs {}", rows, x, want);
+                }
+                prop_assert!(f64_norm(a, NormType::L2) <= max_norm * (1.0 + 1e-5));
+            }
+        }
+    }
+
+    #[test]
+    fn a_policy_reports_the_norms_before_and_after(
+        w in prop::array::uniform12(vals()),
+        g in prop::collection::vec(vals(), 15),
+        max_norm in 1e-3f64..100.0,
+    ) {
+        let mut n = net(w, g.clone().try_into().unwrap());
+        let want_before = f64_norm(&grads(&n), NormType::L2);
+        let report = gradscope_core::Clip::Global(max_norm).apply(&mut n, &mut NearestEven, &mut ()).unwrap();
+        let want_after = f64_norm(&grads(&n), NormType::L2);
+        let tol = 15.0 * f32::EPSILON as f64;
+        prop_assert!((report.norm_before - want_before).abs() <= tol * want_before);
+        prop_assert!((report.norm_after - want_after).abs() <= tol * want_after.max(1e-30));
+        prop_assert!(report.norm_after <= max_norm * (1.0 + 1e-5));
+    }
+
+    #[test]
     fn agc_clips_exactly_the_units_over_lambda(
         w in prop::array::uniform12(vals()),
         g in prop::collection::vec(vals(), 15),
