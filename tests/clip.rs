@@ -291,3 +291,49 @@ fn fixed_point_norms_do_not_overflow_and_clipping_lands_on_max_norm() {
     assert_eq!(norm_of(&[q(3.0), q(-4.0)], NormType::L1), 7.0);
     assert_eq!(norm_of(&[q(3.0), q(-4.0)], NormType::Inf), 4.0);
 }
+
+/// Two layers of one f64 tensor each.
+struct TwoLayers {
+    w: [[f64; 3]; 2],
+    g: [[f64; 3]; 2],
+}
+
+impl gradscope_core::Params<f64> for TwoLayers {
+    fn depth(&self) -> usize {
+        2
+    }
+
+    fn visit(&mut self, at: usize, f: &mut dyn FnMut(ParamTensor<'_, f64>)) {
+        let [w0, w1] = &mut self.w;
+        let [g0, g1] = &mut self.g;
+        f(ParamTensor::vector(at, w0, g0));
+        f(ParamTensor::vector(at + 1, w1, g1));
+    }
+}
+
+#[test]
+fn global_clipping_in_f64_uses_pytorchs_factor_and_blames_the_right_layer() {
+    // ‖g‖ = 13: PyTorch's factor max_norm / (13 + 10⁻⁶), one rounding per value in f64.
+    let mut t = TwoLayers {
+        w: [[0.0; 3]; 2],
+        g: [[3.0, 4.0, 0.0], [12.0, 0.0, 0.0]],
+    };
+    let total =
+        clip_grad_norm(&mut t, 1.0, NormType::L2, false, &mut NearestEven, &mut ()).unwrap();
+    assert_eq!(total, 13.0);
+    let c = 1.0 / (13.0 + 1e-6);
+    assert_eq!(t.g, [[3.0 * c, 4.0 * c, 0.0], [12.0 * c, 0.0, 0.0]]);
+    // A non-finite gradient in the second layer is reported there.
+    t.g[1][2] = f64::NAN;
+    let mut stats = [gradscope_core::LayerStats::default(); 2];
+    clip_grad_norm(
+        &mut t,
+        1.0,
+        NormType::L2,
+        false,
+        &mut NearestEven,
+        stats.as_mut_slice(),
+    )
+    .unwrap();
+    assert_eq!((stats[0].clip.nonfinite, stats[1].clip.nonfinite), (0, 1));
+}
