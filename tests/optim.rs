@@ -1,8 +1,8 @@
 //! Optimizers against step-by-step f64 re-implementations of PyTorch's update rules.
 
 use gradscope_core::{
-    Adam, AdamParams, Flags, I1F15, I8F24, I16F16, NearestEven, Optimizer, ParamTensor, Params,
-    Phase, Probes, Scalar, Sgd, StepError, param_count,
+    Adam, AdamParams, Coef, Flags, I1F15, I8F24, I16F16, NearestEven, Optimizer, ParamTensor,
+    Params, Phase, Probes, Scalar, Sgd, StepError, param_count,
 };
 
 /// Two tensors of parameters with fixed gradients that change every step.
@@ -171,6 +171,20 @@ fn bad_state_hyperparameters_and_nan_gradients_are_errors() {
         Adam::new(p, ()).is_err()
     };
     assert!(bad(|p| p.beta2 = 1.0) && bad(|p| p.eps = 0.0) && bad(|p| p.lr = f64::NAN));
+    // A NaN first in a tensor of three, and last in one of two: the quick check over a tensor must see both.
+    let mut first = toy();
+    set_grads(&mut first, 1);
+    first.gw[0] = f64::NAN;
+    assert_eq!(
+        Sgd::new(0.1, 0.0)
+            .unwrap()
+            .step(&mut first, 1.0, &mut NearestEven, &mut ()),
+        Err(StepError::NonFiniteGradient {
+            tensor: 0,
+            element: 0,
+            layer: 0
+        })
+    );
     t.gb[1] = f64::NAN;
     let before = values(&t);
     let mut adam = Adam::new(AdamParams::new(0.1), [0.5f64; 10]).unwrap();
@@ -343,4 +357,69 @@ fn a_saturating_update_is_flagged_under_its_layer() {
         "{:?}",
         events.0
     );
+}
+
+/// The events of one update are the union of its operations' events, replayed here on the state before the
+/// step: `w − g·lr − w·(lr·λ)` for plain SGD, `b ← b·μ + (g + w·λ)`, `w ← w − b·lr` with momentum.
+fn events_are_the_union_of_the_operations<S: Scalar>() {
+    let q = |x: f64| S::from_f64(x, &mut NearestEven).0;
+    // A weight of one LSB makes w·λ underflow, alone; a zero gradient makes g·lr exact, and b·μ = 0.25·0.5 is
+    // exact: each operation's own events must show.
+    let w0 = [0.3, -0.7, 0.9, S::RESOLUTION, 0.6];
+    let g0 = [0.9, -0.8, 0.45, 0.0, -0.6];
+    let cases = [
+        (0.37, 0.0, 0.0),
+        (0.37, 0.0, 0.13),
+        (1.7, 0.0, 0.3),
+        (0.37, 0.9, 0.13),
+        (1.7, 0.7, 0.0),
+        (0.37, 0.5, 0.13),
+    ];
+    for (lr, mu, wd) in cases {
+        let mut t = pair::<S>(w0, g0);
+        let mut opt = Sgd::with_momentum(lr, mu, wd, vec![q(0.25); 5]).unwrap();
+        let (w, g) = (w0.map(q), g0.map(q));
+        let mut events = Events::default();
+        opt.step(&mut t, 1.0, &mut NearestEven, &mut events)
+            .unwrap();
+        let r = &mut NearestEven;
+        let (c_lr, c_mu) = (Coef::new(lr), Coef::new(mu));
+        for k in 0..5 {
+            let want = if mu == 0.0 {
+                let (d, f1) = g[k].scale_by(&c_lr, r);
+                let (v, f2) = w[k].sub(d);
+                if lr * wd > 0.0 {
+                    let (dw, f3) = w[k].scale_by(&Coef::new(lr * wd), r);
+                    f1 | f2 | f3 | v.sub(dw).1
+                } else {
+                    f1 | f2
+                }
+            } else {
+                // The buffer starts at 0.25 here, as the optimizer was given it.
+                let (gd, f0) = if wd > 0.0 {
+                    let (d, f1) = w[k].scale_by(&Coef::new(wd), r);
+                    let (s, f2) = g[k].add(d);
+                    (s, f1 | f2)
+                } else {
+                    (g[k], Flags::NONE)
+                };
+                let (mb, f3) = q(0.25).scale_by(&c_mu, r);
+                let (nb, f4) = mb.add(gd);
+                let (step, f5) = nb.scale_by(&c_lr, r);
+                f0 | f3 | f4 | f5 | w[k].sub(step).1
+            };
+            assert_eq!(
+                events.0[k].2,
+                want,
+                "{} lr {lr} μ {mu} λ {wd} value {k}",
+                S::NAME
+            );
+        }
+    }
+}
+
+#[test]
+fn update_events_are_the_union_of_the_operations() {
+    events_are_the_union_of_the_operations::<I16F16>();
+    events_are_the_union_of_the_operations::<I1F15>();
 }
