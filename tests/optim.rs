@@ -423,3 +423,25 @@ fn update_events_are_the_union_of_the_operations() {
     events_are_the_union_of_the_operations::<I16F16>();
     events_are_the_union_of_the_operations::<I1F15>();
 }
+
+#[test]
+fn adam_update_events_are_the_union_of_its_three_roundings() {
+    // First step, no decay: m = (1 − β₁)g, v = (1 − β₂)g², w′ = w − lr·g/(|g| + ε), each rounded once into
+    // I16F16. A gradient of 0.01 makes v underflow alone.
+    let q = |x: f64| I16F16::from_f64(x, &mut NearestEven).0;
+    let mut t = pair::<I16F16>([0.3, -0.2, 0.5, 0.1, -0.4], [0.01, -0.5, 0.25, 0.0, 0.003]);
+    let p = AdamParams::new(0.01);
+    let mut adam = Adam::new(p, vec![q(0.0); 10]).unwrap();
+    let (w, g) = exact(&t);
+    let mut events = Events::default();
+    adam.step(&mut t, 1.0, &mut NearestEven, &mut events)
+        .unwrap();
+    for k in 0..5 {
+        let m = (1.0 - p.beta1) * g[k];
+        let v = (1.0 - p.beta2) * g[k] * g[k];
+        let new_w = w[k] - p.lr * (m / (1.0 - p.beta1)) / ((v / (1.0 - p.beta2)).sqrt() + p.eps);
+        let f = |x: f64| I16F16::from_f64(x, &mut NearestEven).1;
+        assert_eq!(events.0[k].2, f(m) | f(v) | f(new_w), "value {k}");
+    }
+    assert!(events.0[0].2.contains(Flags::UNDERFLOW));
+}
