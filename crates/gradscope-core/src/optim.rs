@@ -479,6 +479,50 @@ mod tests {
     use crate::round::NearestEven;
 
     #[test]
+    fn constructors_keep_what_they_were_given() {
+        let p = AdamParams::adamw(0.01, 0.1);
+        assert_eq!((p.weight_decay, p.decoupled, p.lr), (0.1, true, 0.01));
+        let p = AdamParams::new(0.02);
+        assert_eq!(
+            (p.weight_decay, p.decoupled, p.beta1, p.beta2, p.eps),
+            (0.0, false, 0.9, 0.999, 1e-8)
+        );
+        let s = Sgd::with_momentum(0.3, 0.6, 0.0, NoState).unwrap();
+        assert_eq!((s.lr(), s.momentum()), (0.3, 0.6));
+    }
+
+    #[test]
+    fn errors_say_what_was_wrong() {
+        extern crate std;
+        use std::string::ToString;
+        let cases = [
+            (
+                StepError::InvalidHyperparameter(-1.0),
+                "invalid hyperparameter -1",
+            ),
+            (
+                StepError::StateTooSmall { need: 5 },
+                "optimizer state needs 5 values",
+            ),
+            (
+                StepError::NonFiniteGradient {
+                    tensor: 1,
+                    element: 2,
+                    layer: 3,
+                },
+                "non-finite gradient in layer 3 (tensor 1, element 2); weights left unchanged",
+            ),
+            (
+                StepError::InvalidGradScale(0.0),
+                "gradient scale must be positive and finite, got 0",
+            ),
+        ];
+        for (e, text) in cases {
+            assert_eq!(e.to_string(), text);
+        }
+    }
+
+    #[test]
     fn the_gradient_scale_must_be_positive_and_finite() {
         // The check reads the bits; it must accept exactly what `is_finite() && > 0` accepts.
         let cases = [
