@@ -7,6 +7,7 @@ pub mod activation;
 pub mod clip;
 pub mod fixed;
 pub mod flags;
+pub mod float16;
 pub mod horizon;
 pub mod init;
 pub mod layer;
@@ -32,6 +33,7 @@ pub use clip::{
 };
 pub use fixed::{Fixed, Fx, Fx16, I1F15, I8F24, I16F16, WideAcc};
 pub use flags::Flags;
+pub use float16::{Format16, Native, bf16, f16};
 pub use init::{FanMode, Init, InitError, Nonlinearity, calculate_gain, init_matrix, init_slice};
 pub use layer::{
     ActLayer, BatchNorm, Batched, Dense, DenseStack, GradStats, Gru, LastStep, Layer, LayerScales,

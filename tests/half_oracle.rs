@@ -1,0 +1,368 @@
+//! The 16-bit float formats against an `f64` oracle: `f16` `add` and `mul` over all 2³² operand pairs (values
+//! and flags), `bf16` and `f16` conversions, subtraction and scaling by proptest.
+//!
+//! The oracle does not use the `half` crate or the core's rounding: it takes the exact result in `f64` and
+//! rounds it to the format's grid with `round_ties_even` (or `floor`) on a power-of-two-scaled copy. For f16
+//! the `f64` sum and product of two operands are exact (a sum spans at most 40 bits, a product 22). For bf16 a
+//! sum can span 260 bits: the oracle rounds the `f64` sum, and since 53 ≥ 2·8 + 2 that second rounding equals
+//! one correct rounding of the exact sum (Figueroa 1995); products are exact. In release builds every f16
+//! pair is checked (about a minute on two cores); debug builds check every 61st `b` for each `a`.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use gradscope_core::{Coef, Flags, Floor, Native, NearestEven, Scalar, bf16, f16};
+use gradscope_suite::oracle_cases;
+use proptest::prelude::*;
+
+const B_STRIDE: usize = if cfg!(debug_assertions) { 61 } else { 1 };
+
+/// A 16-bit format's grid, for the oracle.
+#[derive(Copy, Clone)]
+struct Grid {
+    /// Significand bits, the implicit one included.
+    digits: i32,
+    /// Exponent of the smallest normal.
+    emin: i32,
+    /// Largest finite value.
+    max: f64,
+}
+
+const F16: Grid = Grid {
+    digits: 11,
+    emin: -14,
+    max: 65504.0,
+};
+const BF16: Grid = Grid {
+    digits: 8,
+    emin: -126,
+    max: 3.389_531_389_251_535_5e38,
+};
+
+fn pow2(e: i32) -> f64 {
+    // Exact for the exponents used here (normal f64 range).
+    f64::from_bits(((e + 1023) as u64) << 52)
+}
+
+#[derive(Copy, Clone, PartialEq)]
+enum Mode {
+    Nearest,
+    Floor,
+}
+
+impl Grid {
+    /// The exact `v` rounded to the grid with `mode`: values beyond the range saturate (`saturate`, a
+    /// conversion) or follow IEEE overflow (an operation); with the flags the core must report.
+    fn round(self, v: f64, mode: Mode, saturate: bool, inputs_finite: bool) -> (f64, Flags) {
+        if !inputs_finite || !v.is_finite() {
+            return (v, Flags::NONFINITE);
+        }
+        let a = v.abs();
+        // The quantum of a's binade, 2^e <= a < 2^(e+1) (the subnormal quantum below the normal range); every
+        // value here is a normal f64, so its binade is its exponent field.
+        let e = ((a.to_bits() >> 52) as i32 - 1023).max(self.emin);
+        let q = pow2(e - (self.digits - 1));
+        let n = v / q;
+        let r = match mode {
+            Mode::Nearest => n.round_ties_even(),
+            Mode::Floor => n.floor(),
+        } * q;
+        let mut f = Flags::NONE;
+        let r = if r.abs() > self.max {
+            f |= Flags::OVERFLOW;
+            if saturate {
+                self.max.copysign(v)
+            } else {
+                f |= Flags::NONFINITE;
+                f64::INFINITY.copysign(v)
+            }
+        } else if saturate && a > self.max {
+            // A conversion beyond the range saturates even when it would round back down to MAX.
+            f |= Flags::OVERFLOW;
+            self.max.copysign(v)
+        } else {
+            r
+        };
+        if r != v {
+            f |= Flags::INEXACT;
+        }
+        if r == 0.0 && v != 0.0 {
+            f |= Flags::UNDERFLOW;
+        }
+        if r != 0.0 && r.abs() < pow2(self.emin) {
+            f |= Flags::SUBNORMAL;
+        }
+        // A zero keeps the sign of the exact value (IEEE), and a rounded-away tiny value keeps its sign.
+        (if r == 0.0 { 0.0f64.copysign(v) } else { r }, f)
+    }
+}
+
+/// The oracle for `x ± y` in a format: the f64 sum rounded to the grid, and inexact also when the f64 sum
+/// itself was (its rounding error, exactly, by Knuth's TwoSum).
+fn sum(grid: Grid, x: f64, y: f64) -> (f64, Flags) {
+    let fin = x.is_finite() && y.is_finite();
+    let s = x + y;
+    let (r, f) = grid.round(s, Mode::Nearest, false, fin);
+    let bb = s - x;
+    let err = (x - (s - bb)) + (y - bb);
+    (
+        r,
+        f | if fin && s.is_finite() && err != 0.0 {
+            Flags::INEXACT
+        } else {
+            Flags::NONE
+        },
+    )
+}
+
+/// `got` equals `want` bit for bit as f64 (NaN equals NaN; the sign of zero counts).
+fn same(got: f64, want: f64) -> bool {
+    (got.is_nan() && want.is_nan()) || got.to_bits() == want.to_bits()
+}
+
+fn check_f16(a: u16, b: u16, values: &[f64]) -> bool {
+    let (x, y) = (f16::from_bits(a), f16::from_bits(b));
+    let (xv, yv) = (values[a as usize], values[b as usize]);
+    let fin = xv.is_finite() && yv.is_finite();
+    let (s, fs) = Scalar::add(x, y);
+    // Exact in f64: no rounding error to account for.
+    let (ws, wfs) = F16.round(xv + yv, Mode::Nearest, false, fin);
+    let (p, fp) = Scalar::mul(x, y, &mut NearestEven);
+    let (wp, wfp) = F16.round(xv * yv, Mode::Nearest, false, fin);
+    same(s.to_f64(), ws) && fs == wfs && same(p.to_f64(), wp) && fp == wfp
+}
+
+#[test]
+fn f16_add_and_mul_over_every_operand_pair() {
+    let values: Vec<f64> = (0..=u16::MAX).map(|b| f16::from_bits(b).to_f64()).collect();
+    // The oracle's decoding of the formats: 1 + 2^-10 is f16's successor of 1, 65504 its largest finite value.
+    assert_eq!(values[0x3c01], 1.0 + pow2(-10));
+    assert_eq!(values[0x7bff], F16.max);
+    assert_eq!(values[0x0001], pow2(-24));
+    let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
+    let (bad, checked) = (AtomicU64::new(0), AtomicU64::new(0));
+    let first = std::sync::Mutex::new(None);
+    // Every event must be reached, so the comparison cannot pass vacuously.
+    let seen = std::sync::Mutex::new(Flags::NONE);
+    std::thread::scope(|s| {
+        for t in 0..threads {
+            let (bad, checked, first, seen, values) = (&bad, &checked, &first, &seen, &values);
+            s.spawn(move || {
+                let (mut local, mut n, mut events) = (0u64, 0u64, Flags::NONE);
+                for a in (t..=u16::MAX as usize).step_by(threads) {
+                    for b in (0..=u16::MAX as usize).step_by(B_STRIDE) {
+                        n += 1;
+                        if !check_f16(a as u16, b as u16, values) {
+                            local += 1;
+                            first.lock().unwrap().get_or_insert((a, b));
+                        }
+                    }
+                    // The flags of one row, from the core (equal to the oracle's where the row passed).
+                    let x = f16::from_bits(a as u16);
+                    for b in (0..=u16::MAX).step_by(997) {
+                        let y = f16::from_bits(b);
+                        events |= Scalar::add(x, y).1 | Scalar::mul(x, y, &mut NearestEven).1;
+                    }
+                }
+                bad.fetch_add(local, Ordering::Relaxed);
+                checked.fetch_add(n, Ordering::Relaxed);
+                *seen.lock().unwrap() |= events;
+            });
+        }
+    });
+    let n = bad.load(Ordering::Relaxed);
+    assert_eq!(
+        n,
+        0,
+        "{n} mismatches; first (a, b) bits: {:?}",
+        first.lock().unwrap()
+    );
+    let expect = 65536u64 * 65536u64.div_ceil(B_STRIDE as u64);
+    assert_eq!(checked.load(Ordering::Relaxed), expect);
+    assert_eq!(
+        *seen.lock().unwrap(),
+        Flags::OVERFLOW | Flags::UNDERFLOW | Flags::INEXACT | Flags::NONFINITE | Flags::SUBNORMAL
+    );
+}
+
+/// A bf16 operand pair: any two bit patterns, or two values a few binades apart (where rounding happens).
+fn bf16_pair() -> impl Strategy<Value = (u16, u16)> {
+    prop_oneof![
+        any::<(u16, u16)>(),
+        (any::<u16>(), -1200i32..1200).prop_map(|(a, d)| (a, a.wrapping_add(d as u16))),
+        (any::<u16>(), any::<u16>()).prop_map(|(a, b)| (a, (a & 0x7f80) ^ (b & 0x807f))),
+    ]
+}
+
+/// A finite f64 near the format's range and resolution.
+fn real(grid: Grid) -> impl Strategy<Value = f64> {
+    let lo = grid.emin - grid.digits - 3;
+    let hi = (grid.max.log2().ceil() as i32) + 2;
+    (any::<bool>(), 1.0f64..2.0, lo..hi).prop_map(|(neg, m, e)| if neg { -m } else { m } * pow2(e))
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(oracle_cases(20_000)))]
+
+    #[test]
+    fn bf16_add_sub_mul_match_the_oracle((a, b) in bf16_pair()) {
+        let (x, y) = (bf16::from_bits(a), bf16::from_bits(b));
+        let (xv, yv) = (x.to_f64(), y.to_f64());
+        let fin = xv.is_finite() && yv.is_finite();
+        for (got, want) in [
+            (Scalar::add(x, y), sum(BF16, xv, yv)),
+            (Scalar::sub(x, y), sum(BF16, xv, -yv)),
+            (Scalar::mul(x, y, &mut NearestEven), BF16.round(xv * yv, Mode::Nearest, false, fin)),
+        ] {
+            prop_assert!(same(got.0.to_f64(), want.0) && got.1 == want.1,
+                "{xv:e} {yv:e}: got {:e} {:?}, want {:e} {:?}", got.0.to_f64(), got.1, want.0, want.1);
+        }
+    }
+
+    #[test]
+    fn conversions_round_with_the_mode_and_saturate(x in real(F16), y in real(BF16)) {
+        let bits = |(v, f): (f64, Flags)| (v.to_bits(), f);
+        let (v, f) = <f16 as Scalar>::from_f64(x, &mut NearestEven);
+        prop_assert_eq!(bits((v.to_f64(), f)), bits(F16.round(x, Mode::Nearest, true, true)));
+        let (v, f) = <f16 as Scalar>::from_f64(x, &mut Floor);
+        prop_assert_eq!(bits((v.to_f64(), f)), bits(F16.round(x, Mode::Floor, true, true)));
+        let (v, f) = <bf16 as Scalar>::from_f64(y, &mut NearestEven);
+        prop_assert_eq!(bits((v.to_f64(), f)), bits(BF16.round(y, Mode::Nearest, true, true)));
+        let (v, f) = <bf16 as Scalar>::from_f64(y, &mut Floor);
+        prop_assert_eq!(bits((v.to_f64(), f)), bits(BF16.round(y, Mode::Floor, true, true)));
+        // The native-accumulation types convert as their format does.
+        prop_assert_eq!(<Native<f16> as Scalar>::from_f64(x, &mut NearestEven).0 .0,
+            <f16 as Scalar>::from_f64(x, &mut NearestEven).0);
+    }
+
+    #[test]
+    fn scaling_is_the_correctly_rounded_product_with_the_31_bit_coefficient(
+        a in any::<u16>(), c in -1e4f64..1e4,
+    ) {
+        let coef = Coef::new(c);
+        let (m, e) = coef.mantissa31();
+        // x·m is exact in f64 (at most 11 + 31 bits), and so is the scaling by 2^-e.
+        let x = f16::from_bits(a);
+        let (v, f) = x.scale_by(&coef, &mut NearestEven);
+        let xv = x.to_f64();
+        let want = F16.round(xv * m as f64 * pow2(-e), Mode::Nearest, false, xv.is_finite());
+        prop_assert!(same(v.to_f64(), want.0) && f == want.1,
+            "{xv:e} · {c:e}: got {:e} {f:?}, want {:e} {:?}", v.to_f64(), want.0, want.1);
+        let x = bf16::from_bits(a);
+        let (v, f) = x.scale_by(&coef, &mut NearestEven);
+        let xv = x.to_f64();
+        let want = BF16.round(xv * m as f64 * pow2(-e), Mode::Nearest, false, xv.is_finite());
+        prop_assert!(same(v.to_f64(), want.0) && f == want.1,
+            "{xv:e} · {c:e}: got {:e} {f:?}, want {:e} {:?}", v.to_f64(), want.0, want.1);
+    }
+}
+
+#[test]
+fn the_oracle_rounds_known_cases() {
+    // Against values worked by hand, so the oracle itself is checked.
+    let r = |v| F16.round(v, Mode::Nearest, false, true);
+    assert_eq!(r(65519.0), (65504.0, Flags::INEXACT));
+    assert_eq!(
+        r(65520.0),
+        (
+            f64::INFINITY,
+            Flags::OVERFLOW | Flags::NONFINITE | Flags::INEXACT
+        )
+    );
+    assert_eq!(r(1.0 + pow2(-11)), (1.0, Flags::INEXACT));
+    assert_eq!(r(1.0 + 3.0 * pow2(-11)), (1.0 + pow2(-9), Flags::INEXACT));
+    assert_eq!(r(pow2(-25)), (0.0, Flags::UNDERFLOW | Flags::INEXACT));
+    assert_eq!(
+        r(3.0 * pow2(-26)),
+        (pow2(-24), Flags::SUBNORMAL | Flags::INEXACT)
+    );
+    assert_eq!(r(pow2(-14)), (pow2(-14), Flags::NONE));
+    assert_eq!(
+        F16.round(-1e6, Mode::Floor, true, true),
+        (-65504.0, Flags::OVERFLOW | Flags::INEXACT)
+    );
+    assert_eq!(
+        F16.round(65510.0, Mode::Nearest, true, true),
+        (65504.0, Flags::OVERFLOW | Flags::INEXACT)
+    );
+    assert_eq!(
+        BF16.round(1.0 + pow2(-8), Mode::Nearest, false, true),
+        (1.0, Flags::INEXACT)
+    );
+}
+
+/// A kernel's summation order, written out plainly (as in `float_oracle.rs`) with a rounding `q` applied to
+/// every product and every partial sum: the identity for `f16` (sums in f32), f16 rounding for
+/// `Native<f16>`.
+fn dot_in_order(a: &[f32], b: &[f32], q: impl Fn(f32) -> f32) -> f32 {
+    let mut l = [0.0f32; 4];
+    for (k, (&x, &y)) in a.iter().zip(b).enumerate() {
+        l[k % 4] = q(l[k % 4] + q(x * y));
+    }
+    q(q(l[0] + l[2]) + q(l[1] + l[3]))
+}
+
+fn sequential(terms: impl Iterator<Item = (f32, f32)>, q: impl Fn(f32) -> f32) -> f32 {
+    terms.fold(0.0f32, |s, (x, y)| q(s + q(x * y)))
+}
+
+/// f16 rounding to nearest-even, by the oracle.
+fn q16(x: f32) -> f32 {
+    F16.round(x as f64, Mode::Nearest, false, x.is_finite()).0 as f32
+}
+
+/// Finite f16 values, mostly of moderate size, some tiny and some large (where events happen).
+fn f16s() -> impl Strategy<Value = f16> {
+    prop_oneof![
+        4 => (-8.0f64..8.0).prop_map(|v| <f16 as Scalar>::from_f64(v, &mut NearestEven).0),
+        1 => any::<u16>().prop_map(f16::from_bits).prop_filter("finite", |v| v.is_finite()),
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(oracle_cases(2_000)))]
+
+    #[test]
+    fn kernels_sum_in_f32_or_in_the_format_as_their_policy_says(
+        v in prop::collection::vec(f16s(), 11 * 13 + 13 + 11),
+    ) {
+        use gradscope_core::matrix;
+        let at = |k: usize| v.get(k).copied().unwrap_or(f16::ZERO);
+        let w: [[f16; 13]; 11] = core::array::from_fn(|o| core::array::from_fn(|i| at(o * 13 + i)));
+        let x: [f16; 13] = core::array::from_fn(|i| at(143 + i));
+        let d: [f16; 11] = core::array::from_fn(|o| at(156 + o));
+        let wide = |r: &[f16]| r.iter().map(|v| v.to_f64() as f32).collect::<Vec<_>>();
+        let wx = wide(&x);
+        let col = |i: usize| (0..11).map(move |o| (w[o][i].to_f64() as f32, d[o].to_f64() as f32));
+        let nw: [[Native<f16>; 13]; 11] = w.map(|r| r.map(Native));
+        let (nx, nd) = (x.map(Native), d.map(Native));
+        for observed in [false, true] {
+            let (mut y, mut yt) = ([f16::ZERO; 11], [f16::ZERO; 13]);
+            let (mut ny, mut nyt) = ([Native(f16::ZERO); 11], [Native(f16::ZERO); 13]);
+            let mut fl = Flags::NONE;
+            if observed {
+                matrix::matvec(&w, &x, &mut y, &mut NearestEven, &mut fl);
+                matrix::matvec_t(&w, &d, &mut yt, &mut NearestEven, &mut fl);
+                matrix::matvec(&nw, &nx, &mut ny, &mut NearestEven, &mut fl);
+                matrix::matvec_t(&nw, &nd, &mut nyt, &mut NearestEven, &mut fl);
+            } else {
+                matrix::matvec(&w, &x, &mut y, &mut NearestEven, &mut ());
+                matrix::matvec_t(&w, &d, &mut yt, &mut NearestEven, &mut ());
+                matrix::matvec(&nw, &nx, &mut ny, &mut NearestEven, &mut ());
+                matrix::matvec_t(&nw, &nd, &mut nyt, &mut NearestEven, &mut ());
+            }
+            for o in 0..11 {
+                let row = wide(&w[o]);
+                let want = q16(dot_in_order(&row, &wx, |v| v));
+                prop_assert!(same(y[o].to_f64(), want as f64), "row {o}: {:?} vs {want}", y[o]);
+                let want = dot_in_order(&row, &wx, q16);
+                prop_assert!(same(ny[o].0.to_f64(), want as f64), "native row {o}: {:?} vs {want}", ny[o]);
+            }
+            for i in 0..13 {
+                let want = q16(sequential(col(i), |v| v));
+                prop_assert!(same(yt[i].to_f64(), want as f64), "column {i}");
+                let want = sequential(col(i), q16);
+                prop_assert!(same(nyt[i].0.to_f64(), want as f64), "native column {i}");
+            }
+        }
+    }
+}
