@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
-"""Build and run the firmware's two binaries (`demo`: parity workloads and training; `costs`: the cost
-measurements) on both targets under QEMU and print, as markdown:
+"""Build and run the firmware's three binaries (`demo`: parity workloads and training; `half`: the same in f16
+and bf16; `costs`: the cost measurements) on both targets under QEMU and print, as markdown:
 
 1. flash, static RAM and peak stack per target and binary (sizes from the ELF's section headers; the stack from
    the binary's stack painting), against the micro:bit's 256 KiB flash and 16 KiB RAM for the M0;
@@ -25,8 +25,8 @@ TARGETS = [
     ("Cortex-M4F (mps2-an386)", ["run", "--release"], "target/thumbv7em-none-eabihf/release", None, None),
     ("Cortex-M0 (micro:bit)", ["run-m0"], "target/thumbv6m-none-eabi/m0", 256 * 1024, 16 * 1024),
 ]
-BINARIES = ["demo", "costs"]
-FORMATS = ["f32", "I16F16", "I8F24", "I1F15"]
+BINARIES = ["demo", "half", "costs"]
+FORMATS = ["f32", "I16F16", "I8F24", "I1F15", "f16", "bf16"]
 RAM_START = 0x2000_0000
 SHF_ALLOC = 0x2
 

@@ -236,7 +236,12 @@ proptest! {
 
     #[test]
     fn scaling_is_the_correctly_rounded_product_with_the_31_bit_coefficient(
-        a in any::<u16>(), c in -1e4f64..1e4,
+        a in any::<u16>(),
+        c in prop_oneof![
+            -1e4f64..1e4,
+            // Tiny and huge coefficients: products below the subnormal range and beyond the largest value.
+            (any::<bool>(), 1.0f64..2.0, -160i32..140).prop_map(|(neg, m, e)| if neg { -m } else { m } * pow2(e)),
+        ],
     ) {
         let coef = Coef::new(c);
         let (m, e) = coef.mantissa31();

@@ -1,11 +1,12 @@
 //! The underflow horizon: the mean-field prediction of `gradscope_core::horizon` against fixed-point
 //! backpropagation through 64-layer, 32-wide stacks, for sigmoid, tanh and ReLU under Xavier, He and the
-//! "standard" U(±1/√n) init, in I16F16 and I1F15, at two output-gradient scales. They must agree within ±2 layers (or both say the signal never drops below one LSB).
+//! "standard" U(±1/√n) init, in I16F16, I1F15 and f16 (whose "LSB" is its smallest subnormal, 2⁻²⁴), at two
+//! output-gradient scales. They must agree within ±2 layers (or both say the signal never drops below one LSB).
 
 use gradscope_core::horizon::DepthModel;
 use gradscope_core::{
     Act, Activate, DenseStack, FanMode, I1F15, I16F16, Init, Layer, LayerStats, NearestEven,
-    Nonlinearity, Scalar, init_slice,
+    Nonlinearity, Scalar, f16, init_slice,
 };
 use gradscope_suite::big_stack;
 use rand_core::{Rng, SeedableRng};
@@ -69,7 +70,7 @@ where
     (1..=DEPTH).find(|&k| {
         let st = &stats[DEPTH - k];
         let rms = (st.backward_sq / (st.backward_passes as f64 * WIDTH as f64)).sqrt();
-        rms < S::RESOLUTION
+        rms < S::SMALLEST
     })
 }
 
@@ -94,6 +95,7 @@ fn predicted_and_measured_horizons_agree_within_two_layers() {
                 for scheme in [Scheme::Xavier, Scheme::He, Scheme::Standard] {
                     let m16 = measured::<I16F16>(act, scheme, g0, 1);
                     let m15 = measured::<I1F15>(act, scheme, g0, 1);
+                    let mh = measured::<f16>(act, scheme, g0, 1);
                     rows.push((
                         act,
                         scheme,
@@ -109,6 +111,14 @@ fn predicted_and_measured_horizons_agree_within_two_layers() {
                         "I1F15",
                         predicted(act, scheme, g0, I1F15::LSB),
                         m15,
+                    ));
+                    rows.push((
+                        act,
+                        scheme,
+                        g0,
+                        "f16",
+                        predicted(act, scheme, g0, f16::SMALLEST),
+                        mh,
                     ));
                 }
             }
@@ -135,8 +145,9 @@ fn predicted_and_measured_horizons_agree_within_two_layers() {
         .iter()
         .filter(|(.., p, m)| p.is_some() && m.is_some())
         .count();
+    assert_eq!(rows.len(), 54);
     assert!(
-        crossings >= 20,
-        "only {crossings} of 36 configurations cross"
+        crossings >= 30,
+        "only {crossings} of 54 configurations cross"
     );
 }

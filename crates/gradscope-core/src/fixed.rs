@@ -321,6 +321,7 @@ macro_rules! fixed_family {
             const MIN: Self = Self(<$raw>::MIN);
             const MAX: Self = Self(<$raw>::MAX);
             const RESOLUTION: f64 = Self::LSB;
+            const SMALLEST: f64 = Self::LSB;
             const IS_FLOAT: bool = false;
 
             #[inline]

@@ -9,7 +9,7 @@
 //! |---|---|
 //! | [`Flags::OVERFLOW`] | the exact result lay beyond the type's finite range: fixed point saturated to `MIN`/`MAX`; a float became ±∞ from finite operands |
 //! | [`Flags::UNDERFLOW`] | the exact result was non-zero and the returned value is zero |
-//! | [`Flags::INEXACT`] | the returned value differs from the exact result (fixed point only: floats round on every op and do not track it) |
+//! | [`Flags::INEXACT`] | the returned value differs from the exact result (fixed point and the 16-bit floats of [`crate::float16`]; `f32` and `f64` round on every op and do not track it) |
 //! | [`Flags::NONFINITE`] | a NaN or ±∞ was produced or met (a non-finite float input, or a non-finite float converted to fixed point) |
 //! | [`Flags::SUBNORMAL`] | a float result (or a product inside a kernel) is non-zero and below the normal range |
 
@@ -28,7 +28,7 @@ impl Flags {
     pub const OVERFLOW: Flags = Flags(1);
     /// A non-zero exact result became zero.
     pub const UNDERFLOW: Flags = Flags(1 << 1);
-    /// The result differs from the exact value (fixed point only).
+    /// The result differs from the exact value (fixed point, `f16` and `bf16`).
     pub const INEXACT: Flags = Flags(1 << 2);
     /// A NaN or ±∞ was produced or consumed.
     pub const NONFINITE: Flags = Flags(1 << 3);

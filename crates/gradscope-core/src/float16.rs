@@ -245,8 +245,19 @@ fn from_f64_16<F: Format16, R: Rounding + ?Sized>(x: f64, r: &mut R) -> (F, Flag
     )
 }
 
-/// `x · c`: the exact product of `x` and the coefficient's 31-bit mantissa form (exact in `f64`), rounded
-/// once to nearest-even. A non-finite coefficient multiplies as its `f32` value, flagged.
+/// `2^k` in `f32` for `k` in `[−149, 127]` (subnormal below −126).
+#[inline]
+fn pow2f(k: i32) -> f32 {
+    if k >= -126 {
+        f32::from_bits(((k + 127) as u32) << 23)
+    } else {
+        f32::from_bits(1u32 << (k + 149).clamp(0, 22))
+    }
+}
+
+/// `x · c`: the exact product of `x`'s significand and the coefficient's 31-bit mantissa form
+/// ([`Coef::mantissa31`]) in a `u64`, rounded once to nearest-even in integer arithmetic (no `f64`, which an
+/// MCU would run in software). A non-finite coefficient multiplies as its `f32` value, flagged.
 #[inline]
 fn scale16<F: Format16>(x: F, c: &Coef) -> (F, Flags) {
     if !c.is_finite() {
@@ -260,25 +271,50 @@ fn scale16<F: Format16>(x: F, c: &Coef) -> (F, Flags) {
             Flags::NONFINITE,
         );
     }
+    let p = F::DIGITS as i32 - 1; // stored fraction bits
+    let bias = (1i32 << (14 - p)) - 1;
+    let emin_sub = 1 - bias - p; // exponent of the smallest subnormal
+    // |x| = sx · 2^ex with sx an integer of at most p + 1 bits.
+    let mag = magnitude(x) as i32;
+    let (field, frac) = (mag >> p, mag & ((1 << p) - 1));
+    let (sx, ex) = if field == 0 {
+        (frac, emin_sub)
+    } else {
+        (frac | (1 << p), field - bias - p)
+    };
     let (m, e) = c.mantissa31();
-    // |x| has 11 significant bits and |m| 31: the product is exact, and so is the power-of-two scaling
-    // unless it leaves f64's normal range (coefficients beyond 10^±290, which no caller uses).
-    let p = libm::ldexp(x.widen() as f64 * m as f64, -e);
-    // IEEE overflow: beyond MAX by half an ulp or more rounds to ±∞ (MAX is odd, so the tie goes up too);
-    // less than that rounds to ±MAX.
-    let max = F::MAX.widen() as f64;
-    let ulp = max - from_key::<F>(key(F::MAX.bits()) - 1).widen() as f64;
-    let sign = |k: i32| if p < 0.0 { -k } else { k };
-    if libm::fabs(p) >= max + ulp / 2.0 {
-        return (
-            from_key(sign(key(F::INFINITY.bits()))),
-            Flags::OVERFLOW | Flags::NONFINITE | Flags::INEXACT,
-        );
-    }
-    if libm::fabs(p) > max {
-        return (from_key(sign(key(F::MAX.bits()))), Flags::INEXACT);
-    }
-    from_f64_16::<F, _>(p, &mut NearestEven)
+    let negative = (x.bits() & SIGN != 0) != (m < 0);
+    // The exact product P · 2^E, P below 2^42.
+    let big = sx as u64 * m.unsigned_abs() as u64;
+    let exp = ex - e;
+    let v32 = if big == 0 {
+        0.0
+    } else {
+        // The quantum of the result's binade (the subnormal quantum at the bottom), and the shift to it.
+        let top = 63 - big.leading_zeros() as i32 + exp;
+        let qe = (top - p).max(emin_sub);
+        let s = qe - exp;
+        let (q, inexact) = if s <= 0 {
+            (big << (-s).min(63), false)
+        } else if s >= 64 {
+            (0, true)
+        } else {
+            let (q0, r, half) = (big >> s, big & ((1u64 << s) - 1), 1u64 << (s - 1));
+            let up = r > half || (r == half && q0 & 1 == 1);
+            (q0 + up as u64, r != 0)
+        };
+        // q ≤ 2^(p+1), so q · 2^qe is exact in f32 (or beyond its range, which is an overflow in F too).
+        let v = if qe > 127 {
+            f32::INFINITY
+        } else {
+            q as f32 * pow2f(qe)
+        };
+        let v = if negative { -v } else { v };
+        let (r, f) = finish::<F>(v, inexact, true);
+        return (r, f);
+    };
+    let zero = if negative { -v32 } else { v32 };
+    (F::narrow_nearest(zero), Flags::NONE)
 }
 
 /// The bound of a 16-bit vector, as the `f32` values it widens to.
@@ -318,6 +354,7 @@ macro_rules! wide_scalar {
             const MIN: $t = $t::MIN;
             const MAX: $t = $t::MAX;
             const RESOLUTION: f64 = $t::MIN_POSITIVE.to_f64_const();
+            const SMALLEST: f64 = $t::MIN_POSITIVE_SUBNORMAL.to_f64_const();
             const IS_FLOAT: bool = true;
 
             #[inline]
@@ -574,6 +611,7 @@ impl<F: Format16 + Scalar<Bound = FloatBound<f32>, SqAcc = ScaledSumSq<f32>>> Sc
     const MIN: Self = Native(<F as Scalar>::MIN);
     const MAX: Self = Native(<F as Scalar>::MAX);
     const RESOLUTION: f64 = <F as Scalar>::RESOLUTION;
+    const SMALLEST: f64 = <F as Scalar>::SMALLEST;
     const IS_FLOAT: bool = true;
 
     #[inline]

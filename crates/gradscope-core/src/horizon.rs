@@ -1,5 +1,6 @@
 //! The underflow horizon: at which depth (or time step) the expected back-propagated signal of a deep network
-//! at initialization drops below one LSB of a fixed-point format.
+//! at initialization drops below one LSB of a fixed-point format, or below a float's smallest subnormal (the
+//! LSB of its subnormal range, [`crate::Scalar::SMALLEST`]: 2⁻²⁴ for `f16`).
 //!
 //! Mean-field model of a uniform stack of width `n` with i.i.d. zero-mean weights of variance `σ_w²` and zero
 //! biases (Poole et al. 2016; Schoenholz et al. 2017). Forward, the pre-activations of layer `l` are

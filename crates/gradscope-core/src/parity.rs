@@ -9,6 +9,7 @@ use rand_xoshiro::Xoshiro128PlusPlus;
 
 use crate::activation::{Act, Activate};
 use crate::fixed::{I1F15, I16F16};
+use crate::float16::{bf16, f16};
 use crate::init::{FanMode, Init, Nonlinearity, init_matrix, init_slice};
 use crate::layer::{Dense, DenseStack, Layer};
 use crate::loss::{Loss, Objective};
@@ -135,17 +136,14 @@ where
     d.finish()
 }
 
-/// Backpropagation through an 8-layer, 8-wide dense stack (MSE, batch of 4 accumulated), for sigmoid and
-/// ReLU under Xavier and He init, in `f32`, `I16F16` (nearest and stochastic rounding) and `I1F15`: the
-/// digest covers the loss, every input gradient, and every final weight and gradient. Calls
-/// `emit("backprop/<act>-<init>", "<format>", digest)`.
-pub fn backprop_digests(emit: &mut dyn FnMut(&str, &str, u64)) {
+/// The backprop workload's cases: (name, activation, initializer).
+fn backprop_cases() -> [(&'static str, Act, Init); 4] {
     let he = Init::KaimingNormal {
         slope: 0.0,
         mode: FanMode::FanIn,
         nonlinearity: Nonlinearity::Relu,
     };
-    let cases: [(&str, Act, Init); 4] = [
+    [
         (
             "sigmoid-xavier",
             Act::Sigmoid,
@@ -154,8 +152,15 @@ pub fn backprop_digests(emit: &mut dyn FnMut(&str, &str, u64)) {
         ("sigmoid-he", Act::Sigmoid, he),
         ("relu-xavier", Act::Relu, Init::XavierNormal { gain: 1.0 }),
         ("relu-he", Act::Relu, he),
-    ];
-    for (k, (name, act, init)) in cases.iter().enumerate() {
+    ]
+}
+
+/// Backpropagation through an 8-layer, 8-wide dense stack (MSE, batch of 4 accumulated), for sigmoid and
+/// ReLU under Xavier and He init, in `f32`, `I16F16` (nearest and stochastic rounding) and `I1F15`: the
+/// digest covers the loss, every input gradient, and every final weight and gradient. Calls
+/// `emit("backprop/<act>-<init>", "<format>", digest)`.
+pub fn backprop_digests(emit: &mut dyn FnMut(&str, &str, u64)) {
+    for (k, (name, act, init)) in backprop_cases().iter().enumerate() {
         let seed = SEED ^ (0x100 + k as u64);
         emit(
             name,
@@ -391,4 +396,50 @@ pub fn train_digests(
         digits!(I16F16, "I16F16");
         digits!(I1F15, "I1F15");
     }
+}
+
+/// The same workloads in the 16-bit floats `f16` and `bf16` (sums in `f32`, round-to-nearest), with the same
+/// seeds: every initializer, the backprop cases, XOR, and digits when samples are given. Calls
+/// `emit(kind, name, format, digest)` with kind `init`, `backprop` or `train` (the line is
+/// `digest <kind>/<name>/<format> <hex>`); `on_epoch` as in [`train_digests`]. A function of its own so that
+/// the firmware can run it in a binary of its own: the micro:bit's 256 KiB of flash do not hold every
+/// format's code in one image.
+pub fn half_digests(
+    digits: Option<(&[DigitSample], &[DigitSample])>,
+    emit: &mut dyn FnMut(&str, &str, &str, u64),
+    on_epoch: &mut dyn FnMut(&str, &str, usize, f64, f64),
+) {
+    fn one<S: Scalar>(
+        format: &str,
+        digits: Option<(&[DigitSample], &[DigitSample])>,
+        emit: &mut dyn FnMut(&str, &str, &str, u64),
+        on_epoch: &mut dyn FnMut(&str, &str, usize, f64, f64),
+    ) where
+        Act: Activate<S>,
+    {
+        for (k, name) in Init::NAMES.iter().enumerate() {
+            let Ok(init) = Init::from_name(name) else {
+                continue;
+            };
+            let d = init_digest::<S, _>(&init, SEED ^ k as u64, &mut NearestEven);
+            emit("init", name, format, d);
+        }
+        for (k, (name, act, init)) in backprop_cases().iter().enumerate() {
+            let seed = SEED ^ (0x100 + k as u64);
+            let d = backprop_digest::<S, _>(*act, init, seed, &mut NearestEven);
+            emit("backprop", name, format, d);
+        }
+        let d = xor_run::<S, _>(&mut NearestEven, &mut |e, l| {
+            on_epoch("xor", format, e, l, f64::NAN)
+        });
+        emit("train", "xor", format, d);
+        if let Some((train, test)) = digits {
+            let d = digits_run::<S, _>(train, test, &mut NearestEven, &mut |e, l, a| {
+                on_epoch("digits", format, e, l, a)
+            });
+            emit("train", "digits", format, d);
+        }
+    }
+    one::<f16>("f16", digits, emit, on_epoch);
+    one::<bf16>("bf16", digits, emit, on_epoch);
 }

@@ -1,4 +1,5 @@
-//! One scalar abstraction for every kernel: `f32`, `f64` and the fixed-point types of [`crate::fixed`].
+//! One scalar abstraction for every kernel: `f32`, `f64`, the 16-bit floats of [`crate::float16`] and the
+//! fixed-point types of [`crate::fixed`].
 //!
 //! Conventions, stated once:
 //!
@@ -46,6 +47,10 @@ pub trait Scalar: Copy + Default + PartialEq + PartialOrd + Debug + Send + Sync 
     /// Smallest positive step of the regular grid: one LSB for fixed point, the smallest positive normal for
     /// floats. A gradient below this is where underflow begins.
     const RESOLUTION: f64;
+    /// Smallest positive value: one LSB for fixed point, the smallest subnormal for floats. Below half of it,
+    /// round-to-nearest gives zero: in the subnormal range a float is a fixed-point format with this LSB, so
+    /// this is the "one LSB" of the underflow horizon ([`crate::horizon`]) for every format.
+    const SMALLEST: f64;
     /// True for binary floating-point types.
     const IS_FLOAT: bool;
 
@@ -402,6 +407,7 @@ macro_rules! float_scalar {
             const MIN: $t = $t::MIN;
             const MAX: $t = $t::MAX;
             const RESOLUTION: f64 = $t::MIN_POSITIVE as f64;
+            const SMALLEST: f64 = $t::from_bits(1) as f64;
             const IS_FLOAT: bool = true;
 
             #[inline]

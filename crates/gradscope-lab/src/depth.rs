@@ -152,7 +152,8 @@ pub struct DepthResult {
     pub loss: f64,
     /// Per layer, from the input.
     pub layers: Vec<DepthRow>,
-    /// First layer counted from the output whose back-propagated RMS is below the format's resolution.
+    /// First layer counted from the output whose back-propagated RMS is below one LSB ([`gradscope_core::Scalar::SMALLEST`]:
+    /// for floats the smallest subnormal).
     pub measured_horizon: Option<usize>,
     /// The mean-field model's horizon (only for zero-mean i.i.d. initializers it describes, and a last layer
     /// with the others' activation).
@@ -328,20 +329,17 @@ where
                 .saturating_add(st.grad.nonfinite),
         });
     }
-    let resolution = if S::IS_FLOAT { 0.0 } else { S::RESOLUTION };
-    let measured_horizon = if S::IS_FLOAT {
-        None
-    } else {
-        (1..=cfg.depth).find(|&k| {
-            layers
-                .get(cfg.depth - k)
-                .is_some_and(|row| row.backward_rms < resolution)
-        })
-    };
+    // One LSB: fixed point's, or a float's smallest subnormal (the LSB of its subnormal range).
+    let resolution = S::SMALLEST;
+    let measured_horizon = (1..=cfg.depth).find(|&k| {
+        layers
+            .get(cfg.depth - k)
+            .is_some_and(|row| row.backward_rms < resolution)
+    });
     // The output gradient's RMS per element, per sample (the loss gradient carries 1/batch; the model wants
     // one sample's signal, as each backward pass sees it).
     let g0 = (bp.output_grad_sq / (cfg.batch as f64 * W as f64)).sqrt();
-    let predicted_horizon = if S::IS_FLOAT || out_act != cfg.act {
+    let predicted_horizon = if out_act != cfg.act {
         None
     } else {
         weight_variance(init, W).and_then(|weight_var| {
@@ -504,7 +502,7 @@ pub fn outcome(r: &DepthResult) -> Result<Outcome> {
         frames: vec![layers_frame("depth", r)?],
         plots: vec![grad_plot("depth", &label(r), std::slice::from_ref(r))],
         notes: vec![format!(
-            "underflow horizon (layers from the output until the back-propagated RMS < 1 LSB): measured {}, predicted {}",
+            "underflow horizon (layers from the output until the back-propagated RMS < 1 LSB, for floats the smallest subnormal): measured {}, predicted {}",
             opt(r.measured_horizon),
             opt(r.predicted_horizon)
         )],
@@ -512,19 +510,26 @@ pub fn outcome(r: &DepthResult) -> Result<Outcome> {
     })
 }
 
-/// The fixed-point formats the horizon is measured in.
-pub const FIXED: [Precision; 3] = [Precision::I16F16, Precision::I8F24, Precision::I1F15];
+/// The formats the horizon is measured in by default: the fixed-point ones and f16 (whose subnormal range
+/// ends at 2⁻²⁴; the other floats' horizons lie beyond any stack here).
+pub const HORIZON_FORMATS: [Precision; 4] = [
+    Precision::I16F16,
+    Precision::I8F24,
+    Precision::F16,
+    Precision::I1F15,
+];
 
-/// Measured and predicted horizons per fixed-point format, activation (sigmoid, tanh, ReLU) and initializer
-/// (Xavier, He, "standard").
+/// Measured and predicted horizons per format, activation (sigmoid, tanh, ReLU) and initializer (Xavier, He,
+/// "standard").
 pub fn horizon_runs(
+    precisions: &[Precision],
     depth: usize,
     width: usize,
     batch: usize,
     seed: u64,
 ) -> Result<Vec<DepthResult>> {
     let mut cfgs = Vec::new();
-    for precision in FIXED {
+    for &precision in precisions {
         for act in [Act::Sigmoid, Act::Tanh, Act::Relu] {
             for init in [
                 InitName::XavierNormal,
@@ -562,7 +567,7 @@ pub fn horizon_outcome(runs: &[DepthResult]) -> Result<Outcome> {
         ]);
     }
     // Measured against predicted, one line per format through its configurations sorted by prediction;
-    // configurations without both numbers (floats, or a signal that never underflows) are left out.
+    // configurations without both numbers (a signal that never underflows) are left out.
     let mut plot = Plot::new(
         "horizon_model",
         &format!("Underflow horizon, {depth} layers: measured against predicted"),
@@ -572,7 +577,13 @@ pub fn horizon_outcome(runs: &[DepthResult]) -> Result<Outcome> {
     );
     let mut top = 0usize;
     let mut lines = Vec::new();
-    for precision in FIXED {
+    let mut formats: Vec<Precision> = Vec::new();
+    for r in runs {
+        if !formats.contains(&r.precision) {
+            formats.push(r.precision);
+        }
+    }
+    for precision in formats {
         let mut pts: Vec<(f64, f64)> = runs
             .iter()
             .filter(|r| r.precision == precision)

@@ -9,7 +9,7 @@
 //!   tensor, and per time step the relative error of ‖∂L/∂h_t‖;
 //! - training on the digits (64-32-10, 15 epochs): the final held-out accuracy against f64's.
 
-use anyhow::{Result, anyhow};
+use anyhow::{Result, anyhow, bail};
 use gradscope_core::Act;
 
 use crate::depth::{self, DepthConfig};
@@ -21,11 +21,13 @@ use crate::rnn::{self, RnnConfig};
 use crate::train::{self, TrainConfig};
 
 /// (precision, rounding) pairs compared with f64.
-pub const VARIANTS: [(Precision, Rounding); 6] = [
+pub const VARIANTS: [(Precision, Rounding); 8] = [
     (Precision::F32, Rounding::Nearest),
+    (Precision::Bf16, Rounding::Nearest),
     (Precision::I16F16, Rounding::Nearest),
     (Precision::I16F16, Rounding::Stochastic),
     (Precision::I8F24, Rounding::Nearest),
+    (Precision::F16, Rounding::Nearest),
     (Precision::I1F15, Rounding::Nearest),
     (Precision::I1F15, Rounding::Stochastic),
 ];
@@ -101,13 +103,10 @@ pub const MCU_COSTS: &str = include_str!("../data/mcu-costs.csv");
 /// round-to-nearest-even) on `target` ("M4F" or "M0") in `precision`, counted under QEMU; `None` where the
 /// firmware does not measure it (f64, and rounding modes other than nearest).
 pub fn step_cost(target: &str, precision: Precision, rounding: Rounding) -> Option<u64> {
-    let name = match precision {
-        Precision::F64 => return None,
-        Precision::F32 => "f32",
-        Precision::I16F16 => "I16F16",
-        Precision::I8F24 => "I8F24",
-        Precision::I1F15 => "I1F15",
-    };
+    if precision == Precision::F64 {
+        return None;
+    }
+    let name = crate::with_scalar!(precision, S => <S as gradscope_core::Scalar>::NAME);
     if rounding != Rounding::Nearest {
         return None;
     }
@@ -143,8 +142,29 @@ pub const RNN: &str = "rnn (tanh, 50 steps)";
 /// The training workload's name.
 pub const DIGITS: &str = "digits (64-32-10, trained)";
 
-/// Every workload in f64 and in each variant: the summary rows and the outcome.
-pub fn run(quick: bool) -> Result<(Vec<EffectRow>, Outcome)> {
+/// Every workload in f64 and in each variant of the given precisions (all of [`VARIANTS`] when empty): the
+/// summary rows and the outcome.
+pub fn run(quick: bool, precisions: &[Precision]) -> Result<(Vec<EffectRow>, Outcome)> {
+    let variants: Vec<(Precision, Rounding)> = VARIANTS
+        .iter()
+        .copied()
+        .filter(|(p, _)| precisions.is_empty() || precisions.contains(p))
+        .collect();
+    if variants.is_empty() {
+        bail!(
+            "precision-effects compares formats with f64: choose among {}",
+            VARIANTS
+                .iter()
+                .map(|(p, _)| p.name())
+                .fold(Vec::<&str>::new(), |mut v, n| {
+                    if !v.contains(&n) {
+                        v.push(n);
+                    }
+                    v
+                })
+                .join(", ")
+        );
+    }
     let batch = if quick { 2 } else { 16 };
     let mut rows = Vec::new();
     // Deep stack.
@@ -154,7 +174,7 @@ pub fn run(quick: bool) -> Result<(Vec<EffectRow>, Outcome)> {
         ..DepthConfig::new(Act::Tanh, InitName::XavierNormal, 16, 32, p)
     };
     let mut cfgs = vec![mk_depth(Precision::F64, Rounding::Nearest)];
-    cfgs.extend(VARIANTS.iter().map(|&(p, r)| mk_depth(p, r)));
+    cfgs.extend(variants.iter().map(|&(p, r)| mk_depth(p, r)));
     let runs = depth::sweep("effects: depth", &cfgs)?;
     let reference = layer_grads(&runs[0].dump);
     let mut depth_f = Frame::new(
@@ -208,7 +228,7 @@ pub fn run(quick: bool) -> Result<(Vec<EffectRow>, Outcome)> {
         ..RnnConfig::new(RnnCell::Rnn, 1.0, 0.0, 50)
     };
     let mut rcfgs = vec![mk_rnn(Precision::F64, Rounding::Nearest)];
-    rcfgs.extend(VARIANTS.iter().map(|&(p, r)| mk_rnn(p, r)));
+    rcfgs.extend(variants.iter().map(|&(p, r)| mk_rnn(p, r)));
     let rnns = crate::par::sweep("effects: rnn", &rcfgs, rnn::run)?;
     let tensors = ["grad_weight_ih", "grad_weight_hh", "grad_bias"];
     let want: Vec<Vec<f64>> = tensors
@@ -274,7 +294,7 @@ pub fn run(quick: bool) -> Result<(Vec<EffectRow>, Outcome)> {
         precision: Precision::F64,
         ..base.clone()
     }];
-    tcfgs.extend(VARIANTS.iter().map(|&(p, r)| TrainConfig {
+    tcfgs.extend(variants.iter().map(|&(p, r)| TrainConfig {
         precision: p,
         rounding: r,
         ..base.clone()
@@ -319,8 +339,8 @@ pub fn summary_frame(rows: &[EffectRow]) -> Result<Frame> {
 }
 
 /// The `precision-effects` subcommand's outcome.
-pub fn outcome(quick: bool) -> Result<Outcome> {
-    Ok(run(quick)?.1)
+pub fn outcome(quick: bool, precisions: &[Precision]) -> Result<Outcome> {
+    Ok(run(quick, precisions)?.1)
 }
 
 #[cfg(test)]
@@ -356,7 +376,7 @@ mod tests {
 
     #[test]
     fn formats_rank_by_resolution() {
-        let (rows, _) = run(true).unwrap();
+        let (rows, _) = run(true, &[]).unwrap();
         let err = |p: Precision| {
             rows.iter()
                 .find(|r| {

@@ -77,7 +77,7 @@ enum Command {
         #[arg(
             long,
             value_enum,
-            default_value = "f64,f32,i16f16,i8f24,i1f15",
+            default_value = "f64,f32,bf16,i16f16,i8f24,f16,i1f15",
             value_delimiter = ',',
             ignore_case = true
         )]
@@ -91,6 +91,10 @@ enum Command {
         /// Small batches and one training epoch.
         #[arg(long)]
         quick: bool,
+        /// Formats to compare with f64, comma-separated (default: f32, bf16, i16f16, i8f24, f16 and i1f15,
+        /// the fixed-point ones with nearest and stochastic rounding where the summary has both).
+        #[arg(long, value_enum, value_delimiter = ',', ignore_case = true)]
+        precisions: Vec<Precision>,
         #[command(flatten)]
         output: Output,
     },
@@ -110,6 +114,15 @@ enum Command {
         /// Seed of weights and data.
         #[arg(long, default_value_t = 1)]
         seed: u64,
+        /// Formats to measure, comma-separated (a float's LSB here is its smallest subnormal).
+        #[arg(
+            long,
+            value_enum,
+            default_value = "i16f16,i8f24,f16,i1f15",
+            value_delimiter = ',',
+            ignore_case = true
+        )]
+        precisions: Vec<Precision>,
         #[command(flatten)]
         output: Output,
     },
@@ -348,10 +361,14 @@ fn run(cli: Cli) -> Result<String> {
             let runs = train::across_precisions(&cfg, &data, &precisions)?;
             emit(&train::precision_outcome(&runs)?, &output, dir.as_ref())?
         }
-        Command::PrecisionEffects { quick, output } => {
+        Command::PrecisionEffects {
+            quick,
+            precisions,
+            output,
+        } => {
             let dir = prepare(&output.out, None)?;
             emit(
-                &gradscope_lab::effects::outcome(quick)?,
+                &gradscope_lab::effects::outcome(quick, &precisions)?,
                 &output,
                 dir.as_ref(),
             )?
@@ -361,6 +378,7 @@ fn run(cli: Cli) -> Result<String> {
             width,
             batch,
             seed,
+            precisions,
             output,
         } => {
             let dir = prepare(&output.out, None)?;
@@ -374,7 +392,7 @@ fn run(cli: Cli) -> Result<String> {
                     Precision::I16F16,
                 )
             })?;
-            let runs = depth::horizon_runs(depth, width, batch, seed)?;
+            let runs = depth::horizon_runs(&precisions, depth, width, batch, seed)?;
             emit(&depth::horizon_outcome(&runs)?, &output, dir.as_ref())?
         }
         Command::FirmwareDigests => gradscope_lab::parity::digest_lines()?.join("\n") + "\n",

@@ -62,10 +62,14 @@ choice! {
         F64 = "f64",
         /// IEEE binary32.
         F32 = "f32",
+        /// bfloat16 (f32's range, 8 significand bits), summing in f32; a software format on MCUs.
+        Bf16 = "bf16",
         /// Q16.16 fixed point in an i32.
         I16F16 = "i16f16",
         /// Q8.24 fixed point in an i32.
         I8F24 = "i8f24",
+        /// IEEE binary16 (±65504, 11 significand bits), summing in f32; a software format on MCUs.
+        F16 = "f16",
         /// Q15 (CMSIS q15_t) fixed point in an i16.
         I1F15 = "i1f15",
     }
@@ -74,7 +78,10 @@ choice! {
 impl Precision {
     /// A binary floating-point format (the float-only layers run in it).
     pub fn is_float(self) -> bool {
-        matches!(self, Precision::F32 | Precision::F64)
+        matches!(
+            self,
+            Precision::F32 | Precision::F64 | Precision::F16 | Precision::Bf16
+        )
     }
 }
 
@@ -89,6 +96,14 @@ macro_rules! with_scalar {
             }
             $crate::options::Precision::F64 => {
                 type $s = f64;
+                $body
+            }
+            $crate::options::Precision::Bf16 => {
+                type $s = gradscope_core::bf16;
+                $body
+            }
+            $crate::options::Precision::F16 => {
+                type $s = gradscope_core::f16;
                 $body
             }
             $crate::options::Precision::I16F16 => {

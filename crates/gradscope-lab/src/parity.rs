@@ -28,7 +28,7 @@ pub fn digits_subset() -> Result<Vec<DigitSample>> {
     Ok(out)
 }
 
-/// Every parity line, in the firmware's order.
+/// Every parity line, in the firmware's order: the `demo` binary's, then the `half` binary's.
 pub fn digest_lines() -> Result<Vec<String>> {
     let mut out = Vec::new();
     gradscope_core::parity::init_digests(&mut |name, format, d| {
@@ -42,6 +42,20 @@ pub fn digest_lines() -> Result<Vec<String>> {
     gradscope_core::parity::train_digests(
         Some((train, test)),
         &mut |name, format, d| out.push(format!("digest {name}/{format} {d:x}")),
+        &mut |_, _, _, _, _| {},
+    );
+    out.extend(half_digest_lines()?);
+    Ok(out)
+}
+
+/// The lines of the 16-bit float workloads alone (the firmware's `half` binary prints these).
+pub fn half_digest_lines() -> Result<Vec<String>> {
+    let mut out = Vec::new();
+    let digits = digits_subset()?;
+    let (train, test) = digits.split_at(TRAIN.min(digits.len()));
+    gradscope_core::parity::half_digests(
+        Some((train, test)),
+        &mut |kind, name, format, d| out.push(format!("digest {kind}/{name}/{format} {d:x}")),
         &mut |_, _, _, _, _| {},
     );
     Ok(out)
@@ -58,6 +72,11 @@ pub fn train_curves() -> Result<Vec<EpochPoint>> {
     gradscope_core::parity::train_digests(
         Some((train, test)),
         &mut |_, _, _| {},
+        &mut |t, f, e, l, a| out.push((t.to_string(), f.to_string(), e, l, a)),
+    );
+    gradscope_core::parity::half_digests(
+        Some((train, test)),
+        &mut |_, _, _, _| {},
         &mut |t, f, e, l, a| out.push((t.to_string(), f.to_string(), e, l, a)),
     );
     Ok(out)
@@ -78,7 +97,7 @@ mod tests {
                 .cloned()
                 .unwrap()
         };
-        for f in ["f32", "I16F16"] {
+        for f in ["f32", "I16F16", "f16", "bf16"] {
             assert!(last("xor", f).3 < 0.05, "xor {f}: {:?}", last("xor", f));
             assert!(
                 last("digits", f).4 >= 0.9,

@@ -23,7 +23,7 @@ use gradscope_core::train::backprop;
 use gradscope_core::{
     Act, Activate, Clip, ClipReport, EventCounts, Float, Gru, I1F15, I8F24, I16F16, Init, LastStep,
     Layer, LayerStats, Loss, Lstm, NearestEven, Objective, Phase, Pooled, Probes, Rnn, Scalar,
-    init_matrix, init_slice,
+    bf16, f16, init_matrix, init_slice,
 };
 use rand_core::SeedableRng;
 use rand_xoshiro::Xoshiro128PlusPlus;
@@ -154,7 +154,7 @@ pub fn validate(cfg: &RnnConfig) -> Result<()> {
     one_of("hidden size", cfg.hidden, &HIDDEN)?;
     if cfg.cell.is_gated() && !cfg.precision.is_float() {
         bail!(
-            "{} cells are float-only: choose precision f32 or f64",
+            "{} cells are float-only: choose precision f64, f32, bf16 or f16",
             cfg.cell
         );
     }
@@ -201,10 +201,16 @@ fn dispatch(cfg: &RnnConfig) -> Result<RnnResult> {
         (Cell::Rnn | Cell::Irnn, Precision::I16F16) => sizes!(elman, I16F16),
         (Cell::Rnn | Cell::Irnn, Precision::I8F24) => sizes!(elman, I8F24),
         (Cell::Rnn | Cell::Irnn, Precision::I1F15) => sizes!(elman, I1F15),
+        (Cell::Rnn | Cell::Irnn, Precision::F16) => sizes!(elman, f16),
+        (Cell::Rnn | Cell::Irnn, Precision::Bf16) => sizes!(elman, bf16),
         (Cell::Lstm, Precision::F32) => sizes!(lstm, f32),
         (Cell::Lstm, Precision::F64) => sizes!(lstm, f64),
+        (Cell::Lstm, Precision::F16) => sizes!(lstm, f16),
+        (Cell::Lstm, Precision::Bf16) => sizes!(lstm, bf16),
         (Cell::Gru, Precision::F32) => sizes!(gru, f32),
         (Cell::Gru, Precision::F64) => sizes!(gru, f64),
+        (Cell::Gru, Precision::F16) => sizes!(gru, f16),
+        (Cell::Gru, Precision::Bf16) => sizes!(gru, bf16),
         (c, p) => bail!("cell {c} in precision {p} is not supported"),
     }
 }

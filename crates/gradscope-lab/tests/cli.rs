@@ -179,7 +179,8 @@ fn horizon_measured_and_predicted_agree() {
     assert!(o.status.success(), "{}", stderr(&o));
     let rows: serde_json::Value = serde_json::from_str(&stdout(&o)).expect("valid JSON");
     let rows = rows.as_array().expect("an array");
-    assert_eq!(rows.len(), 27);
+    // 3 activations × 3 initializers × 4 formats (I16F16, I8F24, f16, I1F15).
+    assert_eq!(rows.len(), 36);
     for r in rows {
         // "None" means beyond the 24 layers: it agrees with a crossing within 2 layers of the depth.
         let beyond = |h: Option<u64>| h.unwrap_or(25);
@@ -579,7 +580,11 @@ fn bad_input_is_a_one_line_error_and_a_nonzero_exit() {
             "invalid activation coefficient",
         ),
         (vec!["depth", "--init", "he"], "invalid value 'he'"),
-        (vec!["depth", "--precision", "bf16"], "invalid value 'bf16'"),
+        (vec!["depth", "--precision", "bf15"], "invalid value 'bf15'"),
+        (
+            vec!["precision-effects", "--precisions", "f64"],
+            "precision-effects compares formats with f64: choose among f32, bf16",
+        ),
         (
             vec!["depth", "--loss-scale", "0"],
             "--loss-scale must be a positive number",
@@ -644,8 +649,8 @@ fn bad_input_is_a_one_line_error_and_a_nonzero_exit() {
             "--data applies to the digits task only",
         ),
         (
-            vec!["precision", "--precisions", "f32,bf16"],
-            "invalid value 'bf16'",
+            vec!["precision", "--precisions", "f32,bf17"],
+            "invalid value 'bf17'",
         ),
         (vec!["depth", "--out", under], "is not a directory"),
         (vec!["depth", "--dump", dump], "does not exist"),

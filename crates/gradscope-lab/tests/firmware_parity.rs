@@ -1,5 +1,6 @@
-//! The firmware's parity digests, run under QEMU on the Cortex-M4F (mps2-an386) and the Cortex-M0
-//! (micro:bit), must equal the host's line for line: the same seed gives bit-identical weights everywhere.
+//! The firmware's parity digests (its `demo` and `half` binaries), run under QEMU on the Cortex-M4F
+//! (mps2-an386) and the Cortex-M0 (micro:bit), must equal the host's line for line: the same seed gives
+//! bit-identical weights everywhere.
 //!
 //! Needs `qemu-system-arm`, `defmt-print`, `flip-link` and the thumb targets. Without them the test says so and passes,
 //! unless `GRADSCOPE_REQUIRE_QEMU` is set (CI sets it, so there it always runs).
@@ -48,10 +49,12 @@ fn firmware_digests_equal_the_hosts_on_m4f_and_m0() {
         return;
     }
     let host = gradscope_lab::parity::digest_lines().expect("the host's digests");
-    // Initializers, backpropagation, and the training workloads (XOR and digits, every epoch's loss included).
-    assert!(host.len() >= 78, "{} lines", host.len());
+    // Initializers, backpropagation, and the training workloads (XOR and digits, every epoch's loss included),
+    // in f32, I16F16 (two roundings), I1F15 (the `demo` binary), f16 and bf16 (the `half` binary).
+    assert_eq!(host.len(), 118, "{} lines", host.len());
     for args in [&["run", "--release"][..], &["run-m0"][..]] {
-        let target = firmware_digests(args);
+        let mut target = firmware_digests(&[args, &["--bin", "demo"]].concat());
+        target.extend(firmware_digests(&[args, &["--bin", "half"]].concat()));
         assert_eq!(
             target,
             host,

@@ -7,7 +7,7 @@
 use cortex_m as _;
 use gradscope_core::{
     Act, Activate, Dense, I1F15, I8F24, I16F16, Init, Layer, Loss, NearestEven, Optimizer, Scalar,
-    Sgd, StepCtx, init_slice, step,
+    Sgd, StepCtx, bf16, f16, init_slice, step,
 };
 use gradscope_firmware::{COST_UNIT, Cost, exit, stack};
 use rand_xoshiro::Xoshiro128PlusPlus;
@@ -162,6 +162,8 @@ fn main() -> ! {
     costs::<I16F16>(&mut cost);
     costs::<I8F24>(&mut cost);
     costs::<I1F15>(&mut cost);
+    costs::<f16>(&mut cost);
+    costs::<bf16>(&mut cost);
     defmt::println!(
         "stack peak {=usize} of {=usize} bytes",
         stack::peak(),

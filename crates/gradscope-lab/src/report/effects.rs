@@ -6,7 +6,7 @@ use super::*;
 use crate::effects::{self, DIGITS, EffectRow};
 
 pub(super) fn build(e: Effort) -> Result<Section> {
-    let (rows, outcome) = effects::run(e.shorten > 1)?;
+    let (rows, outcome) = effects::run(e.shorten > 1, &[])?;
     let find = |workload: &str, p: Precision| {
         rows.iter()
             .find(|r| r.workload == workload && r.precision == p && r.rounding == Rounding::Nearest)

@@ -65,7 +65,13 @@ pub(super) fn build(e: Effort) -> Result<Section> {
             pct(l1.map_or(0.0, |l| l.zero_fraction))
         ));
     }
-    let table = depth::horizon_outcome(&depth::horizon_runs(64, 32, e.batch, 1)?)?;
+    let table = depth::horizon_outcome(&depth::horizon_runs(
+        &depth::HORIZON_FORMATS,
+        64,
+        32,
+        e.batch,
+        1,
+    )?)?;
     let plot = rms_plot(
         "horizon",
         "Sigmoid, Xavier, 32 layers: back-propagated RMS per layer",
