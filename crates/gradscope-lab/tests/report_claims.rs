@@ -233,3 +233,52 @@ fn the_loss_function_as_a_cause() {
         assert!(last(bad) < 0.8, "{bad}: {}", last(bad));
     }
 }
+
+#[test]
+fn three_16_bit_formats() {
+    let s = run("half");
+    for f in &s.findings {
+        eprintln!("{f}");
+    }
+    let u = frame(&s, "half_underflow");
+    // Per format, the run at loss scale 1, then at 2^12.
+    let horizon = |p: &str| -> Vec<Option<f64>> {
+        let col = |c: &str| u.columns.iter().position(|x| x == c).unwrap();
+        u.rows
+            .iter()
+            .filter(|r| r[col("precision")] == Cell::Text(p.into()))
+            .map(|r| match r[col("horizon_measured")] {
+                Cell::Int(v) => Some(v as f64),
+                Cell::None => None,
+                ref other => panic!("horizon is {other:?}"),
+            })
+            .collect()
+    };
+    let zeros = |p: &str| column_where(u, "precision", p, "zero_grads_layer_1");
+    // "f16 and I16F16 lose the sigmoid stack's first-layer gradient to exact zeros; bf16 keeps all of it, its
+    // signal above one LSB through all 32 layers"
+    assert_eq!(zeros("f16")[0], 1.0);
+    assert_eq!(zeros("i16f16")[0], 1.0);
+    assert_eq!(zeros("bf16"), [0.0, 0.0]);
+    assert_eq!(horizon("bf16"), [None, None]);
+    // "a loss scale of 2^12 moves f16's and I16F16's horizons at least five layers deeper"
+    for p in ["f16", "i16f16"] {
+        let h = horizon(p);
+        let (Some(h1), Some(h2)) = (h[0], h[1]) else {
+            panic!("{p}: {h:?}")
+        };
+        assert!(h2 >= h1 + 5.0, "{p} horizon {h1} -> {h2}");
+    }
+    // "f16 overflows to ∞ in the exploding stack, I16F16 saturates, bf16 stays in range"
+    let o = frame(&s, "half_overflow");
+    let nonfinite = |p: &str| column_where(o, "precision", p, "nonfinite")[0];
+    let saturated = |p: &str| column_where(o, "precision", p, "saturated")[0];
+    assert!(nonfinite("f16") > 0.0);
+    assert!(saturated("i16f16") > 0.0 && nonfinite("i16f16") == 0.0);
+    assert!(saturated("bf16") == 0.0 && nonfinite("bf16") == 0.0);
+    // "summing in f16 itself stalls a long sum; f32 accumulation does not"
+    let a = frame(&s, "half_accumulation");
+    let sum = |t: &str| column_where(a, "type", t, "sum_1_plus_10000_x_1e-4")[0];
+    assert!((sum("f16") - 2.0).abs() < 0.01, "{}", sum("f16"));
+    assert!(sum("Native<f16>") < 1.9, "{}", sum("Native<f16>"));
+}

@@ -26,6 +26,7 @@ mod effects;
 mod events;
 mod exploding;
 mod formats;
+mod half;
 mod horizon;
 mod initialization;
 mod loss;
@@ -145,7 +146,7 @@ pub struct SectionDef {
 }
 
 /// Every section, in report order.
-pub const SECTIONS: [SectionDef; 13] = [
+pub const SECTIONS: [SectionDef; 14] = [
     SectionDef {
         id: "formats",
         build: formats::build,
@@ -189,6 +190,10 @@ pub const SECTIONS: [SectionDef; 13] = [
     SectionDef {
         id: "events",
         build: events::build,
+    },
+    SectionDef {
+        id: "half",
+        build: half::build,
     },
     SectionDef {
         id: "digits",
