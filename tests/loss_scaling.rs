@@ -1,12 +1,12 @@
-//! Loss scaling in fixed point (Micikevicius et al. 2018): a static scale moves the underflow horizon where
-//! the mean-field model says it will, and a dynamic scale backs off from overflow until the backward pass is
-//! clean.
+//! Loss scaling in fixed point and f16 (Micikevicius et al. 2018): a static scale moves the underflow horizon
+//! where the mean-field model says it will (bf16, with f32's range, has no horizon to move), and a dynamic
+//! scale backs off from overflow until the backward pass is clean.
 
 use gradscope_core::horizon::DepthModel;
 use gradscope_core::layer::Probes;
 use gradscope_core::{
-    Act, DenseStack, Flags, I16F16, Init, Layer, LayerStats, LossScaler, NearestEven, Phase,
-    Scalar, ScaleDecision, init_slice,
+    Act, Activate, DenseStack, Flags, I16F16, Init, Layer, LayerStats, LossScaler, NearestEven,
+    Phase, Scalar, ScaleDecision, bf16, f16, init_slice,
 };
 use gradscope_suite::big_stack;
 use rand_core::{Rng, SeedableRng};
@@ -15,10 +15,14 @@ use rand_xoshiro::Xoshiro128PlusPlus;
 const W: usize = 32;
 const D: usize = 64;
 
-/// Measured underflow horizon of a 64-layer sigmoid stack (Xavier) in I16F16 for output gradients of RMS `g0`
-/// multiplied by the loss scale `scale` (the horizon is in scaled units, as the backward pass sees them).
-fn horizon_with_scale(g0: f64, scale: f64) -> Option<usize> {
-    let mut s: Box<DenseStack<I16F16, W, D>> = Box::new(DenseStack::new(Act::Sigmoid, D));
+/// Measured underflow horizon of a 64-layer sigmoid stack (Xavier) in `S` for output gradients of RMS `g0`
+/// multiplied by the loss scale `scale` (the horizon is in scaled units, as the backward pass sees them); one
+/// LSB is `S::SMALLEST` (a float's smallest subnormal).
+fn horizon_with_scale<S: Scalar>(g0: f64, scale: f64) -> Option<usize>
+where
+    Act: Activate<S>,
+{
+    let mut s: Box<DenseStack<S, W, D>> = Box::new(DenseStack::new(Act::Sigmoid, D));
     let mut rng = Xoshiro128PlusPlus::seed_from_u64(1);
     s.init(
         &Init::XavierNormal { gain: 1.0 },
@@ -31,7 +35,7 @@ fn horizon_with_scale(g0: f64, scale: f64) -> Option<usize> {
     let scaler = LossScaler::fixed(scale).unwrap();
     let mut stats = [LayerStats::default(); D];
     for _ in 0..16 {
-        let mut x = [I16F16::ZERO; W];
+        let mut x = [S::ZERO; W];
         init_slice(
             &mut x,
             &Init::Uniform { a: -0.9, b: 0.9 },
@@ -43,9 +47,9 @@ fn horizon_with_scale(g0: f64, scale: f64) -> Option<usize> {
         )
         .unwrap();
         s.forward(&x, 0, &mut NearestEven, &mut stats);
-        let mut dy: [I16F16; W] = core::array::from_fn(|_| {
+        let mut dy: [S; W] = core::array::from_fn(|_| {
             let sign = if rng.next_u32() & 1 == 0 { 1.0 } else { -1.0 };
-            I16F16::from_f64(sign * g0, &mut NearestEven).0
+            S::from_f64(sign * g0, &mut NearestEven).0
         });
         for v in dy.iter_mut() {
             *v = v.scale(scaler.scale(), &mut NearestEven).0;
@@ -54,7 +58,7 @@ fn horizon_with_scale(g0: f64, scale: f64) -> Option<usize> {
     }
     (1..=D).find(|&k| {
         let st = &stats[D - k];
-        (st.backward_sq / (st.backward_passes as f64 * W as f64)).sqrt() < I16F16::LSB
+        (st.backward_sq / (st.backward_passes as f64 * W as f64)).sqrt() < S::SMALLEST
     })
 }
 
@@ -67,19 +71,66 @@ fn a_static_loss_scale_moves_the_horizon_where_the_model_predicts() {
         input_second_moment: 0.27,
     };
     let g0 = 0.001;
-    let (plain, scaled) =
-        big_stack(move || (horizon_with_scale(g0, 1.0), horizon_with_scale(g0, 4096.0)));
-    let (p_plain, p_scaled) = (
-        model.horizon(D, g0, I16F16::LSB),
-        model.horizon(D, g0 * 4096.0, I16F16::LSB),
-    );
-    assert_eq!(plain, p_plain);
-    let (Some(m), Some(p)) = (scaled, p_scaled) else {
-        panic!("scaled: measured {scaled:?}, predicted {p_scaled:?}")
+    for (name, lsb, plain, scaled) in big_stack(move || {
+        vec![
+            (
+                "I16F16",
+                I16F16::LSB,
+                horizon_with_scale::<I16F16>(g0, 1.0),
+                horizon_with_scale::<I16F16>(g0, 4096.0),
+            ),
+            (
+                "f16",
+                f16::SMALLEST,
+                horizon_with_scale::<f16>(g0, 1.0),
+                horizon_with_scale::<f16>(g0, 4096.0),
+            ),
+        ]
+    }) {
+        let (p_plain, p_scaled) = (
+            model.horizon(D, g0, lsb),
+            model.horizon(D, g0 * 4096.0, lsb),
+        );
+        let (Some(m0), Some(p0)) = (plain, p_plain) else {
+            panic!("{name} plain: measured {plain:?}, predicted {p_plain:?}")
+        };
+        assert!(
+            m0.abs_diff(p0) <= 2,
+            "{name} plain: measured {m0}, predicted {p0}"
+        );
+        let (Some(m), Some(p)) = (scaled, p_scaled) else {
+            panic!("{name} scaled: measured {scaled:?}, predicted {p_scaled:?}")
+        };
+        assert!(
+            m.abs_diff(p) <= 2,
+            "{name} scaled: measured {m}, predicted {p}"
+        );
+        // 2^12 buys 12 bits: with sigmoid's ×¼ per layer (Xavier) that is 6 more layers of signal.
+        assert!(m >= m0 + 5, "{name}: plain {m0}, scaled {m}");
+    }
+}
+
+#[test]
+fn bf16_has_almost_no_horizon_to_move() {
+    // f32's exponent range: the same stack's signal stays above bf16's smallest subnormal for more than 50 of
+    // the 64 layers (against f16's and I16F16's handful), where the model predicts it.
+    let model = DepthModel {
+        act: Act::Sigmoid,
+        width: W,
+        weight_var: 1.0 / W as f64,
+        input_second_moment: 0.27,
     };
-    assert!(m.abs_diff(p) <= 2, "scaled: measured {m}, predicted {p}");
-    // 2^12 buys 12 bits: with sigmoid's ×¼ per layer (Xavier) that is 6 more layers of signal.
-    assert!(m >= plain.unwrap_or(0) + 5, "plain {plain:?}, scaled {m}");
+    let m = big_stack(|| horizon_with_scale::<bf16>(0.001, 1.0));
+    let p = model.horizon(D, 0.001, bf16::SMALLEST);
+    let (Some(m), Some(p)) = (m, p) else {
+        panic!("bf16: measured {m:?}, predicted {p:?}")
+    };
+    assert!(
+        m > 50 && m.abs_diff(p) <= 2,
+        "bf16: measured {m}, predicted {p}"
+    );
+    let f16 = big_stack(|| horizon_with_scale::<f16>(0.001, 1.0)).unwrap_or(D);
+    assert!(f16 < 10, "f16: {f16}");
 }
 
 /// Union of the events of the backward pass (signal and gradients).
@@ -93,10 +144,14 @@ impl Probes for BackwardEvents {
     }
 }
 
-#[test]
-fn dynamic_loss_scale_backs_off_from_overflow_until_the_backward_pass_is_clean() {
-    big_stack(|| {
-        let mut s: Box<DenseStack<I16F16, 16, 8>> = Box::new(DenseStack::new(Act::Tanh, 8));
+/// The dynamic scaler in `S`: starting at 2²⁴, it must skip steps until the backward pass is clean, and its
+/// unscaled gradients must match a plain run within `tol(plain value)`.
+fn dynamic_scale_backs_off<S: Scalar>(tol: fn(f64) -> f64)
+where
+    Act: Activate<S>,
+{
+    big_stack(move || {
+        let mut s: Box<DenseStack<S, 16, 8>> = Box::new(DenseStack::new(Act::Tanh, 8));
         let mut rng = Xoshiro128PlusPlus::seed_from_u64(7);
         s.init(
             &Init::XavierUniform { gain: 1.0 },
@@ -106,9 +161,9 @@ fn dynamic_loss_scale_backs_off_from_overflow_until_the_backward_pass_is_clean()
             &mut (),
         )
         .unwrap();
-        let x = [I16F16::from_f64(0.3, &mut NearestEven).0; 16];
-        let dy0 = [I16F16::from_f64(0.05, &mut NearestEven).0; 16];
-        // 2^24 · 0.05 is far beyond I16F16's range: the first steps must overflow and be skipped.
+        let x = [S::from_f64(0.3, &mut NearestEven).0; 16];
+        let dy0 = [S::from_f64(0.05, &mut NearestEven).0; 16];
+        // 2^24 · 0.05 is far beyond I16F16's and f16's range: the first steps must overflow and be skipped.
         let mut scaler = LossScaler::dynamic((1u64 << 24) as f64, 1000).unwrap();
         let mut decisions = Vec::new();
         for _ in 0..30 {
@@ -131,7 +186,7 @@ fn dynamic_loss_scale_backs_off_from_overflow_until_the_backward_pass_is_clean()
         assert_eq!(decisions.last(), Some(&ScaleDecision::Step));
         assert!(scaler.skipped() >= 5, "skipped {}", scaler.skipped());
         // The scale it settled on keeps 0.05·s inside the range, and the unscaled gradients match a plain run.
-        assert!(0.05 * scaler.scale() < I16F16::MAX.to_f64());
+        assert!(0.05 * scaler.scale() < S::MAX.to_f64());
         let mut scaled_grads = Vec::new();
         scaler.unscale(&mut *s, &mut NearestEven, &mut ());
         gradscope_core::Params::visit(&mut *s, 0, &mut |t| {
@@ -152,9 +207,16 @@ fn dynamic_loss_scale_backs_off_from_overflow_until_the_backward_pass_is_clean()
             zeros(&plain)
         );
         for (a, b) in scaled_grads.iter().zip(&plain) {
-            assert!((a - b).abs() <= 8.0 * I16F16::LSB, "{a} vs {b}");
+            assert!((a - b).abs() <= tol(*b), "{} {a} vs {b}", S::NAME);
         }
     });
+}
+
+#[test]
+fn dynamic_loss_scale_backs_off_from_overflow_until_the_backward_pass_is_clean() {
+    // Fixed point: within 8 LSB. f16: within 2⁻⁷ relative (four of its ulps) or 8 of its smallest subnormals.
+    dynamic_scale_backs_off::<I16F16>(|_| 8.0 * I16F16::LSB);
+    dynamic_scale_backs_off::<f16>(|b| b.abs() / 128.0 + 8.0 * f16::SMALLEST);
 }
 
 #[test]
