@@ -362,6 +362,8 @@ mod tests {
                 Precision::I16F16,
                 Precision::I8F24,
                 Precision::I1F15,
+                Precision::F16,
+                Precision::Bf16,
             ] {
                 let n = step_cost(target, p, Rounding::Nearest);
                 assert!(n.is_some_and(|n| n > 1000), "{target} {p:?}: {n:?}");
@@ -390,5 +392,7 @@ mod tests {
         assert!(err(Precision::F32) < err(Precision::I8F24));
         assert!(err(Precision::I8F24) < err(Precision::I16F16));
         assert!(err(Precision::I16F16) < err(Precision::I1F15));
+        // f16 keeps 11 significant bits, bf16 8.
+        assert!(err(Precision::F16) < err(Precision::Bf16));
     }
 }

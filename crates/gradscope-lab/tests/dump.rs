@@ -214,6 +214,10 @@ fn depth_dumps_recompute_in_f64() {
         check_depth(a, "f32", 1e-5);
         // 64 LSB of I16F16, the bound the backprop tests use.
         check_depth(a, "i16f16", 64.0 / 65536.0);
+        // The 16-bit floats, relative to the largest gradient: 16 and 4 units of f16's and bf16's
+        // round-off (2⁻¹¹, 2⁻⁸), as the values pass through every layer.
+        check_depth(a, "f16", 16.0 / 2048.0);
+        check_depth(a, "bf16", 4.0 / 256.0);
     }
 }
 
