@@ -106,11 +106,27 @@ where
     (ef, ed)
 }
 
+/// Every activation with its default parameter, and with other α and β (whose fixed-point forms, and β's
+/// reciprocal, are computed separately).
+fn all_with_parameters() -> Vec<Act> {
+    let mut acts = Act::all().to_vec();
+    acts.extend(
+        [
+            Act::leaky_relu(0.2),
+            Act::elu(0.5),
+            Act::softplus(2.0),
+            Act::softplus(0.25),
+        ]
+        .map(Result::unwrap),
+    );
+    acts
+}
+
 fn check_format<S: Fixed>(xs: impl Iterator<Item = i64> + Clone, nearest: Bound, floor: Bound)
 where
     Act: Activate<S>,
 {
-    for act in Act::all() {
+    for act in all_with_parameters() {
         let (ef, ed) = lsb_errors::<S, _>(&act, xs.clone(), NearestEven);
         assert!(
             ef <= nearest.f && ed <= nearest.df,
@@ -190,4 +206,87 @@ fn nielsens_bound_on_the_sigmoid_gradient() {
     }
     assert!((best - 0.448).abs() < 0.002, "peak width {best}");
     assert!((best_w - 6.9).abs() < 0.2, "peak at |w| = {best_w}");
+}
+
+/// Where f(x) and f′(x) are exactly zero, from the definitions (PyTorch's conventions at the kinks): a zero
+/// result there is exact, anywhere else an underflow.
+fn exact_zeros(act: &Act, x: f64) -> (bool, bool) {
+    match act {
+        Act::Relu => (x <= 0.0, x <= 0.0),
+        Act::LeakyRelu(a) | Act::Elu(a) if a.value() == 0.0 => (x <= 0.0, x <= 0.0),
+        Act::HardSigmoid => (x <= -3.0, x <= -3.0 || x >= 3.0),
+        Act::HardTanh => (x == 0.0, x.abs() >= 1.0),
+        // 1/(1 + e^−x) and ln(1 + e^βx)/β are positive everywhere, and so are their derivatives.
+        Act::Sigmoid | Act::Softplus(_) => (false, false),
+        // Odd or sign-preserving functions with f(0) = 0, whose derivatives vanish at no representable point.
+        _ => (x == 0.0, false),
+    }
+}
+
+#[test]
+fn exact_zeros_follow_the_definitions() {
+    let mut acts = all_with_parameters();
+    acts.extend([Act::leaky_relu(0.0), Act::elu(0.0)].map(Result::unwrap));
+    let xs = [
+        -700.0, -30.0, -3.5, -3.0, -2.999, -1.5, -1.0, -0.999, -0.5, -1e-30, 0.0, 1e-30, 0.5,
+        0.999, 1.0, 1.5, 2.999, 3.0, 3.5, 30.0, 700.0,
+    ];
+    for act in &acts {
+        for x in xs {
+            assert_eq!(
+                (act.is_exact_zero(x), act.is_exact_zero_derivative(x)),
+                exact_zeros(act, x),
+                "{act} at {x}"
+            );
+        }
+    }
+}
+
+#[test]
+fn a_zero_is_an_underflow_only_where_the_exact_value_is_not_zero() {
+    use gradscope_core::{Flags, Scalar};
+    let q = |v: f64| I16F16::from_f64(v, &mut NearestEven).0;
+    let r = &mut NearestEven;
+    // Exact zeros: no event, in fixed point and in f32.
+    assert_eq!(Act::Relu.f(q(-2.0), r), (I16F16::ZERO, Flags::NONE));
+    assert_eq!(Act::HardSigmoid.f(q(-3.0), r), (I16F16::ZERO, Flags::NONE));
+    assert_eq!(
+        Act::HardTanh.df(q(1.5), q(1.0), r),
+        (I16F16::ZERO, Flags::NONE)
+    );
+    assert_eq!(Act::HardSigmoid.df(-4.0f32, 0.0, r), (0.0, Flags::NONE));
+    assert_eq!(Act::Relu.backward(-1.0f32, 0.0, 5.0, r), (0.0, Flags::NONE));
+    // Values below half an LSB of non-zero exact results: underflow.
+    assert_eq!(
+        Act::Sigmoid.f(q(-30.0), r),
+        (I16F16::ZERO, Flags::UNDERFLOW | Flags::INEXACT)
+    );
+    assert_eq!(
+        Act::softplus(1.0).unwrap().f(q(-30.0), r).1,
+        Flags::UNDERFLOW | Flags::INEXACT
+    );
+    assert_eq!(Act::Sigmoid.f(-200.0f32, r), (0.0, Flags::UNDERFLOW));
+    // A leaky ReLU with α = 0 is a ReLU: its zeros are exact.
+    assert_eq!(
+        Act::leaky_relu(0.0).unwrap().f(q(-2.0), r),
+        (I16F16::ZERO, Flags::NONE)
+    );
+}
+
+#[test]
+fn parameters_and_names_read_back() {
+    let p = |a: Act| match a {
+        Act::LeakyRelu(p) | Act::Elu(p) | Act::Softplus(p) => p.value(),
+        _ => f32::NAN,
+    };
+    assert_eq!(p(Act::leaky_relu(0.2).unwrap()), 0.2);
+    assert_eq!(p(Act::elu(-1.5).unwrap()), -1.5);
+    assert_eq!(p(Act::softplus(4.0).unwrap()), 4.0);
+    assert_eq!(
+        gradscope_core::ActError::UnknownName.to_string(),
+        format!(
+            "unknown activation; expected one of: {}",
+            Act::NAMES.join(", ")
+        )
+    );
 }
