@@ -1,4 +1,4 @@
-//! Half precision: IEEE binary16 ([`f16`]) and bfloat16 ([`bf16`]), through the `half` crate, as [`Scalar`]s
+//! Half precision: IEEE binary16 ([`f16`](struct@f16)) and bfloat16 ([`bf16`]), through the `half` crate, as [`Scalar`]s
 //! with the same contract as every other format.
 //!
 //! | | f16 | bf16 |
@@ -25,7 +25,7 @@
 //!
 //! **Two accumulation policies**, chosen by type as mixed-precision training chooses them (Micikevicius et al.
 //! 2018):
-//! - [`f16`] and [`bf16`] accumulate sums of products in `f32` (every product of two 16-bit values is exact
+//! - [`f16`](struct@f16) and [`bf16`] accumulate sums of products in `f32` (every product of two 16-bit values is exact
 //!   there) and round once per output: the policy of tensor cores and of PyTorch's half-precision kernels;
 //! - [`Native<f16>`] and [`Native<bf16>`] round every product and every partial sum to the format itself. A long
 //!   sum stalls once its ulp exceeds twice the terms: 1 + 10,000 × 10⁻⁴ stays 1 in `Native<f16>` and is about
@@ -46,7 +46,7 @@ use crate::math::{Real, sigmoid};
 use crate::round::{NearestEven, Rounding};
 use crate::scalar::{Coef, Float, FloatAcc, FloatBound, Scalar, ScaledSumSq};
 
-/// A 16-bit binary float format: what the shared half-precision code needs of [`f16`] and [`bf16`].
+/// A 16-bit binary float format: what the shared half-precision code needs of [`f16`](struct@f16) and [`bf16`].
 pub trait Format16:
     Copy + Default + PartialEq + PartialOrd + Debug + Send + Sync + 'static + private::Sealed
 {

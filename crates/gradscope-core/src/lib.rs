@@ -36,8 +36,9 @@ pub use flags::Flags;
 pub use float16::{Format16, Native, bf16, f16};
 pub use init::{FanMode, Init, InitError, Nonlinearity, calculate_gain, init_matrix, init_slice};
 pub use layer::{
-    ActLayer, BatchNorm, Batched, Dense, DenseStack, GradStats, Gru, LastStep, Layer, LayerScales,
-    LayerStats, Lstm, NonFinite, Phase, Pooled, Probes, Residual, Rnn, Stack, StepNorms,
+    ActLayer, BatchNorm, Batched, Dense, DenseStack, EventLog, GradStats, Gru, LastStep, Layer,
+    LayerScales, LayerStats, LoggedEvent, Lstm, NonFinite, Phase, Pooled, Probes, Residual, Rnn,
+    Stack, StepNorms,
 };
 pub use loss::{Loss, Objective};
 pub use net::{ParamTensor, Params, param_count};

@@ -10,7 +10,7 @@
 use cortex_m as _;
 use gradscope_core::train::backprop;
 use gradscope_core::{
-    Act, Activate, DenseStack, FanMode, GradStats, I1F15, I16F16, Init, LayerStats, Loss,
+    Act, Activate, DenseStack, EventLog, FanMode, GradStats, I1F15, I16F16, Init, LayerStats, Loss,
     NearestEven, Nonlinearity, Objective, Scalar, init_slice,
 };
 use gradscope_firmware::{exit, stack};
@@ -68,6 +68,28 @@ where
             st.backward.underflow + st.grad.underflow,
             st.forward.overflow + st.backward.overflow + st.grad.overflow,
             st.forward.nonfinite + st.backward.nonfinite + st.grad.nonfinite
+        );
+    }
+    // Where the numbers first went wrong, in order, for one sample: a bounded log (no heap on the device).
+    let mut log = EventLog::<4>::new();
+    backprop(&mut net, &batch[..1], &mse, 1.0, &mut NearestEven, &mut log);
+    for e in log.entries() {
+        defmt::println!(
+            "sweep {=str} {=str} event: layer {=usize} {=str} {} x{=u32}",
+            label,
+            S::NAME,
+            e.layer + 1,
+            e.phase.name(),
+            e.flags,
+            e.count
+        );
+    }
+    if log.dropped() > 0 {
+        defmt::println!(
+            "sweep {=str} {=str} event: {=u64} more not logged",
+            label,
+            S::NAME,
+            log.dropped()
         );
     }
     true

@@ -145,6 +145,94 @@ impl<const T: usize> Probes for StepNorms<T> {
     }
 }
 
+/// One entry of an [`EventLog`]: `count` consecutive values of one layer and phase with the same events.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub struct LoggedEvent {
+    /// The layer.
+    pub layer: usize,
+    /// The pass.
+    pub phase: Phase,
+    /// The events of each of these values.
+    pub flags: Flags,
+    /// How many consecutive values had them (saturating).
+    pub count: u32,
+}
+
+/// The first events of a pass in the order they happened, bounded: where a network's numbers first went wrong,
+/// on a device without a heap. Only the events in its mask are logged (by default all but `INEXACT`, which
+/// nearly every fixed-point value has); consecutive values of one layer and phase with the same logged flags
+/// share one [`LoggedEvent`]; once `N` entries are full, later events are only counted
+/// ([`EventLog::dropped`]).
+#[derive(Clone, Debug)]
+pub struct EventLog<const N: usize> {
+    entries: heapless::Vec<LoggedEvent, N>,
+    dropped: u64,
+    mask: Flags,
+}
+
+impl<const N: usize> Default for EventLog<N> {
+    fn default() -> Self {
+        Self::watching(Flags::OVERFLOW | Flags::UNDERFLOW | Flags::NONFINITE | Flags::SUBNORMAL)
+    }
+}
+
+impl<const N: usize> EventLog<N> {
+    /// An empty log of every event but `INEXACT`.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// An empty log of the events in `mask`.
+    pub fn watching(mask: Flags) -> Self {
+        EventLog {
+            entries: heapless::Vec::new(),
+            dropped: 0,
+            mask,
+        }
+    }
+
+    /// The entries kept, oldest first.
+    pub fn entries(&self) -> &[LoggedEvent] {
+        &self.entries
+    }
+
+    /// Values with events that arrived after the log was full.
+    pub fn dropped(&self) -> u64 {
+        self.dropped
+    }
+}
+
+impl<const N: usize> Probes for EventLog<N> {
+    fn record(&mut self, layer: usize, phase: Phase, flags: Flags) {
+        let flags = flags & self.mask;
+        if flags.is_empty() {
+            return;
+        }
+        if let Some(last) = self.entries.last_mut()
+            && (last.layer, last.phase, last.flags) == (layer, phase, flags)
+        {
+            last.count = last.count.saturating_add(1);
+            return;
+        }
+        let entry = LoggedEvent {
+            layer,
+            phase,
+            flags,
+            count: 1,
+        };
+        if self.entries.push(entry).is_err() {
+            self.dropped = self.dropped.saturating_add(1);
+        }
+    }
+
+    fn clear(&mut self) {
+        self.entries.clear();
+        self.dropped = 0;
+    }
+}
+
 /// Diagnostics off.
 impl Probes for () {
     const ACTIVE: bool = false;
@@ -604,5 +692,71 @@ where
     fn zero_grad(&mut self) {
         self.0.zero_grad();
         self.1.zero_grad();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::activation::Act;
+    use crate::fixed::I16F16;
+    use crate::init::Init;
+    use crate::round::NearestEven;
+    use rand_core::SeedableRng;
+
+    #[test]
+    fn the_event_log_merges_runs_keeps_the_first_entries_and_counts_the_rest() {
+        let mut log = EventLog::<2>::new();
+        log.record(0, Phase::Forward, Flags::NONE);
+        log.record(0, Phase::Forward, Flags::INEXACT);
+        log.record(1, Phase::Forward, Flags::OVERFLOW | Flags::INEXACT);
+        log.record(1, Phase::Forward, Flags::OVERFLOW);
+        log.record(1, Phase::Backward, Flags::UNDERFLOW);
+        log.record(2, Phase::Backward, Flags::UNDERFLOW);
+        log.record(2, Phase::Backward, Flags::UNDERFLOW);
+        let e = log.entries();
+        assert_eq!(e.len(), 2);
+        assert_eq!(
+            (e[0].layer, e[0].phase, e[0].flags, e[0].count),
+            (1, Phase::Forward, Flags::OVERFLOW, 2)
+        );
+        assert_eq!(
+            (e[1].layer, e[1].phase, e[1].count),
+            (1, Phase::Backward, 1)
+        );
+        assert_eq!(log.dropped(), 2);
+        log.clear();
+        assert!(log.entries().is_empty() && log.dropped() == 0);
+        let mut all = EventLog::<1>::watching(Flags::INEXACT);
+        all.record(3, Phase::Grad, Flags::INEXACT | Flags::OVERFLOW);
+        assert_eq!(all.entries()[0].flags, Flags::INEXACT);
+    }
+
+    #[test]
+    fn the_event_log_names_where_a_fixed_point_stack_first_saturates() {
+        // ReLU with N(0, 1) weights grows the signal about 4x per layer: Q16.16 saturates in a forward pass.
+        let mut net: DenseStack<I16F16, 16, 12> = DenseStack::new(Act::Relu, 12);
+        let mut rng = rand_xoshiro::Xoshiro128PlusPlus::seed_from_u64(5);
+        let normal = Init::Normal {
+            mean: 0.0,
+            std: 1.0,
+        };
+        net.init(&normal, &Init::Zeros, &mut rng, &mut NearestEven, &mut ())
+            .unwrap();
+        let x = [I16F16::from_f64(0.5, &mut NearestEven).0; 16];
+        let mut log = EventLog::<8>::new();
+        let mut stats = [LayerStats::default(); 12];
+        net.forward(&x, 0, &mut NearestEven, &mut log);
+        net.forward(&x, 0, &mut NearestEven, &mut stats);
+        let first = stats
+            .iter()
+            .position(|s| s.forward.overflow > 0)
+            .expect("the stack saturates");
+        let logged = log
+            .entries()
+            .iter()
+            .find(|e| e.flags.contains(Flags::OVERFLOW))
+            .expect("an overflow logged");
+        assert_eq!((logged.layer, logged.phase), (first, Phase::Forward));
     }
 }
