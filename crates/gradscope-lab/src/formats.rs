@@ -48,11 +48,13 @@ pub fn format_infos() -> Vec<FormatInfo> {
 /// The rounding modes, in table order.
 pub const ROUNDINGS: [Rounding; 3] = [Rounding::Floor, Rounding::Nearest, Rounding::Stochastic];
 
-/// The formats of the product sweep: f32 (the baseline) and the fixed-point ones.
-pub const SWEPT: [Precision; 4] = [
+/// The formats of the product sweep: f32 (the baseline), the 16-bit floats and the fixed-point formats.
+pub const SWEPT: [Precision; 6] = [
     Precision::F32,
+    Precision::Bf16,
     Precision::I16F16,
     Precision::I8F24,
+    Precision::F16,
     Precision::I1F15,
 ];
 
@@ -125,7 +127,7 @@ fn libm_pow2(e: i32) -> f64 {
     2f64.powi(e)
 }
 
-/// Measure product underflow and rounding bias for `k` in `ks`, in f32 (the baseline) and every fixed format,
+/// Measure product underflow and rounding bias for `k` in `ks`, in every format of [`SWEPT`],
 /// for every rounding mode. Cells come grouped by magnitude, then format, then mode (in [`ROUNDINGS`] order).
 /// A format is measured only at magnitudes it can hold (operands above its LSB), as the operands themselves
 /// would otherwise be zero.
@@ -187,7 +189,7 @@ pub fn outcome_of(cells: &[UnderflowCell], samples: u32) -> Outcome {
         format!(
             "Products of two random values of magnitude ~2^-k ({samples} per cell): the share that vanish (UNDERFLOW)\n\
              and the rounding's systematic error sum(result - exact) / sum|exact| with two standard errors.\n\
-             f32 arithmetic always rounds to nearest-even, so its three rows agree."
+             Float arithmetic (f32, bf16, f16) always rounds to nearest-even, so their three rows agree."
         ),
         &[
             "format",

@@ -33,6 +33,11 @@ pub(super) fn build(e: Effort) -> Result<Section> {
                 "In I1F15 (Q15) the same happens at operands ~2^-8: {} vanish with round-to-nearest.",
                 pct(rate(Precision::I1F15, 8, Rounding::Nearest)?)
             ),
+            format!(
+                "f16's subnormals end at 2^-24: products of operands ~2^-12 vanish {} of the time; in bf16, with f32's exponent range, {}.",
+                pct(rate(Precision::F16, 12, Rounding::Nearest)?),
+                pct(rate(Precision::Bf16, 12, Rounding::Nearest)?)
+            ),
         ],
         frames: o.frames,
         plots: o.plots,
