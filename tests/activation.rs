@@ -31,17 +31,7 @@ fn every_derivative_matches_f64_central_differences() {
     let xs = (-4000..=4000)
         .map(|k| k as f64 * 0.0073)
         .chain([-700.0, -100.0, -30.0, 30.0, 100.0, 700.0]);
-    let mut acts = Act::all().to_vec();
-    acts.extend(
-        [
-            Act::leaky_relu(0.2),
-            Act::elu(0.5),
-            Act::softplus(2.0),
-            Act::softplus(0.25),
-        ]
-        .map(Result::unwrap),
-    );
-    for act in &acts {
+    for act in &all_with_parameters() {
         for x in xs.clone() {
             let h = 1e-6 * x.abs().max(1.0);
             if near_kink(act, x, h) {

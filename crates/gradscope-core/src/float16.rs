@@ -319,9 +319,10 @@ fn scale16<F: Format16>(x: F, c: &Coef) -> (F, Flags) {
 
 /// The bound of a 16-bit vector, as the `f32` values it widens to.
 #[inline]
-fn bound16<F: Format16>(x: &[F]) -> FloatBound<f32> {
+fn bound16<F: Format16>(x: impl Iterator<Item = F>) -> FloatBound<f32> {
+    // On the magnitudes' bits, as `f32`'s bound does (zero wraps to the top for the minimum).
     let (mut hi, mut lo) = (0u16, u16::MAX);
-    for &v in x {
+    for v in x {
         let m = magnitude(v);
         hi = hi.max(m);
         lo = lo.min(m.wrapping_sub(1));
@@ -397,7 +398,7 @@ macro_rules! wide_scalar {
             const ANY: Self::Bound = f32::ANY;
             #[inline]
             fn bound(x: &[$t]) -> Self::Bound {
-                bound16(x)
+                bound16(x.iter().copied())
             }
             #[inline]
             fn quiet(a: Self::Bound, b: Self::Bound, n: usize) -> bool {
@@ -677,21 +678,7 @@ impl<F: Format16 + Scalar<Bound = FloatBound<f32>, SqAcc = ScaledSumSq<f32>>> Sc
     const ANY: Self::Bound = f32::ANY;
     #[inline]
     fn bound(x: &[Self]) -> Self::Bound {
-        let (mut hi, mut lo) = (0u16, u16::MAX);
-        for v in x {
-            let m = magnitude(v.0);
-            hi = hi.max(m);
-            lo = lo.min(m.wrapping_sub(1));
-        }
-        FloatBound {
-            min: if lo == u16::MAX {
-                f32::INFINITY
-            } else {
-                F::with_bits(lo + 1).widen()
-            },
-            max: F::with_bits(hi).widen(),
-            finite: hi < F::INFINITY.bits(),
-        }
+        bound16(x.iter().map(|v| v.0))
     }
     #[inline]
     fn quiet(a: Self::Bound, b: Self::Bound, n: usize) -> bool {

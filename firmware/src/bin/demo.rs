@@ -13,7 +13,7 @@ use gradscope_core::{
     Act, Activate, DenseStack, EventLog, FanMode, GradStats, I1F15, I16F16, Init, LayerStats, Loss,
     NearestEven, Nonlinearity, Objective, Scalar, init_slice,
 };
-use gradscope_firmware::{exit, stack};
+use gradscope_firmware::{exit, log_epoch, stack};
 use rand_xoshiro::Xoshiro128PlusPlus;
 use rand_xoshiro::rand_core::SeedableRng;
 
@@ -147,31 +147,7 @@ fn training() -> (u32, bool) {
             lines += 1;
         },
         &mut |task, format, epoch, loss, accuracy| {
-            let judged = format != "I1F15";
-            if accuracy.is_nan() {
-                defmt::println!(
-                    "train {=str} {=str} epoch {=usize} loss {=f64}",
-                    task,
-                    format,
-                    epoch,
-                    loss
-                );
-                if judged && epoch == gradscope_core::parity::XOR_EPOCHS {
-                    learned &= loss < 0.1;
-                }
-            } else {
-                defmt::println!(
-                    "train {=str} {=str} epoch {=usize} loss {=f64} held-out accuracy {=f64}",
-                    task,
-                    format,
-                    epoch,
-                    loss,
-                    accuracy
-                );
-                if judged && epoch == gradscope_core::parity::DIGITS_EPOCHS {
-                    learned &= accuracy >= 0.8;
-                }
-            }
+            learned &= log_epoch(task, format, epoch, loss, accuracy, format != "I1F15");
         },
     );
     (lines, learned)
