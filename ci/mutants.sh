@@ -4,7 +4,7 @@
 #
 #   bash ci/mutants.sh [MODULE...] [--shard K/N] [--iterate]
 #
-# MODULE: fixed round scalar scale flags matrix loss clip optim activation layer (default: all of them).
+# MODULE: fixed round scalar scale flags float16 matrix loss clip optim activation layer (default: all of them).
 # Each module is mutated against its own test targets in the suite package (which does not depend on the lab,
 # so a mutant rebuilds only the core and those tests), with the oracles' proptest cases lowered through
 # GRADSCOPE_ORACLE_CASES (2000). Modules sharing a test selection share one run. Per-module counts are appended
@@ -24,7 +24,7 @@ while [ $# -gt 0 ]; do
     *) modules+=("$1"); shift ;;
   esac
 done
-[ ${#modules[@]} -gt 0 ] || modules=(fixed round scalar scale flags matrix loss clip optim activation layer)
+[ ${#modules[@]} -gt 0 ] || modules=(fixed round scalar scale flags float16 matrix loss clip optim activation layer)
 
 # The test targets that cover each module (the core's unit tests always run too).
 tests_for() {
@@ -35,6 +35,7 @@ tests_for() {
     loss) echo "golden loss_scaling" ;;
     clip) echo "clip" ;;
     optim) echo "optim" ;;
+    float16) echo "half_oracle loss_scaling" ;;
     activation) echo "golden activation" ;;
     layer) echo "golden backprop rnn gated batchnorm residual layer_scaling" ;;
     *) echo "unknown module $1" >&2; exit 2 ;;
