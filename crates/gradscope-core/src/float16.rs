@@ -440,10 +440,6 @@ macro_rules! wide_scalar {
                 from_f64_16(x, r)
             }
             #[inline]
-            fn from_f32<R: Rounding + ?Sized>(x: f32, r: &mut R) -> ($t, Flags) {
-                from_f64_16(x as f64, r)
-            }
-            #[inline]
             fn to_f64(self) -> f64 {
                 self.widen() as f64
             }

@@ -35,17 +35,27 @@ pub(super) fn build(e: Effort) -> Result<Section> {
     let mut ranges = Frame::new(
         "half_ranges",
         "",
-        &["precision", "smallest", "smallest_normal", "max", "bits"],
+        &[
+            "precision",
+            "smallest",
+            "smallest_normal",
+            "max",
+            "storage_bits",
+        ],
     );
     for p in FORMATS {
-        let (smallest, normal, max) =
-            with_scalar!(p, S => (S::SMALLEST, S::RESOLUTION, S::MAX.to_f64()));
+        let (smallest, normal, max, bits) = with_scalar!(p, S => (
+            S::SMALLEST,
+            S::RESOLUTION,
+            S::MAX.to_f64(),
+            8 * std::mem::size_of::<S>()
+        ));
         ranges.push(vec![
             p.name().into(),
             smallest.into(),
             normal.into(),
             max.into(),
-            16usize.into(),
+            bits.into(),
         ]);
     }
 
