@@ -75,8 +75,26 @@ pub fn shuffle<T>(v: &mut [T], rng: &mut Xoshiro128PlusPlus) {
     }
 }
 
+/// The sequence lengths the adding task's networks are compiled for.
+pub const ADDING_LENGTHS: [usize; 3] = [20, 50, 100];
+
 /// Build a task's data from its seed (`digits` from the committed file, or `file` when given).
 pub fn load(task: Task, seed: u64, file: Option<&Path>) -> Result<Dataset> {
+    load_with(task, seed, file, ADDING_STEPS)
+}
+
+/// The adding problem with sequences of `steps` steps (one of [`ADDING_LENGTHS`]).
+pub fn load_adding(seed: u64, steps: usize) -> Result<Dataset> {
+    if !ADDING_LENGTHS.contains(&steps) {
+        bail!(
+            "--steps {steps}: the adding task takes {}",
+            ADDING_LENGTHS.map(|n| n.to_string()).join(", ")
+        );
+    }
+    load_with(Task::Adding, seed, None, steps)
+}
+
+fn load_with(task: Task, seed: u64, file: Option<&Path>, steps: usize) -> Result<Dataset> {
     let mut rng = Xoshiro128PlusPlus::seed_from_u64(seed ^ 0xda7a);
     if file.is_some() && task != Task::Digits {
         bail!("--data applies to the digits task only");
@@ -124,12 +142,12 @@ pub fn load(task: Task, seed: u64, file: Option<&Path>) -> Result<Dataset> {
             // the mean of the two marked values, so it stays in [0, 1).
             let mut all = Vec::new();
             for _ in 0..1200 {
-                let half = ADDING_STEPS / 2;
+                let half = steps / 2;
                 let a = (rng.next_u64() % half as u64) as usize;
                 let b = half + (rng.next_u64() % half as u64) as usize;
-                let mut x = Vec::with_capacity(2 * ADDING_STEPS);
+                let mut x = Vec::with_capacity(2 * steps);
                 let mut target = 0.0;
-                for t in 0..ADDING_STEPS {
+                for t in 0..steps {
                     let v = uniform(&mut rng);
                     let marked = t == a || t == b;
                     if marked {

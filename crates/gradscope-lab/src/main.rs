@@ -8,7 +8,7 @@ use clap::{Args, Parser, Subcommand};
 use gradscope_core::{Act, Clip, Loss};
 use gradscope_lab::depth::{self, DepthConfig};
 use gradscope_lab::options::{
-    InitName, OptimizerKind, Precision, Rounding, Scaling, Task, parse_act, parse_clip_arg,
+    Cell, InitName, OptimizerKind, Precision, Rounding, Scaling, Task, parse_act, parse_clip_arg,
     parse_loss, parse_scaling,
 };
 use gradscope_lab::output::{Format, OutDir, Outcome, write_atomic};
@@ -217,6 +217,12 @@ struct TrainArgs {
     /// Seed of data, weights, shuffling and stochastic rounding.
     #[arg(long, default_value_t = 1)]
     seed: u64,
+    /// The adding task's recurrent cell (rnn: tanh; lstm and gru train in f32 or f64).
+    #[arg(long, value_enum, default_value_t = Cell::Irnn)]
+    cell: Cell,
+    /// The adding task's sequence length: 20, 50 or 100 (other than 20: f32 or f64).
+    #[arg(long)]
+    steps: Option<usize>,
 }
 
 impl TrainArgs {
@@ -238,12 +244,17 @@ impl TrainArgs {
             loss: self.loss,
             output_bias: self.output_bias,
             seed: self.seed,
+            cell: self.cell,
             ..d
         }
     }
 
     fn data(&self, seed: u64) -> Result<gradscope_lab::data::Dataset> {
-        gradscope_lab::data::load(self.task, seed, self.data.as_deref())
+        match (self.task, self.steps) {
+            (Task::Adding, Some(steps)) => gradscope_lab::data::load_adding(seed, steps),
+            (_, Some(_)) => anyhow::bail!("--steps applies to the adding task only"),
+            (task, None) => gradscope_lab::data::load(task, seed, self.data.as_deref()),
+        }
     }
 }
 

@@ -197,7 +197,7 @@ choice! {
         Spiral = "spiral",
         /// Regression of y = 0.8·sin(πx).
         Sine = "sine",
-        /// Hochreiter & Schmidhuber's adding problem, 20 steps.
+        /// Hochreiter & Schmidhuber's adding problem, 20 steps (50 or 100 with `--steps`).
         Adding = "adding",
         /// The 8×8 handwritten digits.
         Digits = "digits",

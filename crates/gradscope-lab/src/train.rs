@@ -5,7 +5,10 @@
 //! - `spiral`: 2-16-16-1, tanh; binary cross-entropy.
 //! - `sine`: 1-16-16-1, tanh; MSE on y = 0.8·sin(πx).
 //! - `adding`: an IRNN (ReLU, identity recurrent weights; Le et al. 2015) with 16 units over 20 steps, read
-//!   out from the last state by a dense layer; MSE. Predicting the mean scores an MSE of 1/24 ≈ 0.042.
+//!   out from the last state by a dense layer; MSE. Predicting the mean scores an MSE of 1/24 ≈ 0.042. The
+//!   cell can be a tanh RNN (orthogonal recurrent weights), an LSTM (forget-gate bias 1) or a GRU instead
+//!   (`cell`), and the sequences 50 or 100 steps long (the data's length; those run in f32 and f64). Every
+//!   adding run's result carries ‖∂L/∂h_t‖ per step before and after training ([`ThroughTime`]).
 //! - `digits`: 64-32-10, ReLU; softmax cross-entropy; accuracy on the 20% held out.
 //!
 //! The loss can be made a cause of vanishing gradients ([`head`]): `--loss mse` puts a sigmoid on the binary
@@ -22,16 +25,16 @@
 use anyhow::{Result, anyhow, bail};
 use gradscope_core::train::{Cause, FromFn, StepCtx, Verdict, step};
 use gradscope_core::{
-    Act, Activate, Adam, AdamParams, AnyRounding, Clip, Dense, EventCounts, Init, LastStep, Layer,
-    LayerStats, Loss, NearestEven, Objective, Optimizer, Params, Phase, Rnn, Scalar, Sgd,
-    init_matrix, param_count,
+    Act, Activate, Adam, AdamParams, AnyRounding, Clip, Dense, EventCounts, Float, Gru, Init,
+    LastStep, Layer, LayerStats, Loss, Lstm, NearestEven, Objective, Optimizer, Params, Phase, Rnn,
+    Scalar, Sgd, StepNorms, init_matrix, param_count,
 };
 use rand_core::SeedableRng;
 use rand_xoshiro::Xoshiro128PlusPlus;
 use serde::Serialize;
 
 use crate::data::{ADDING_STEPS, Dataset, Kind, shuffle};
-use crate::options::{OptimizerKind, Precision, Rounding, Scaling, Task, in_range, number};
+use crate::options::{Cell, OptimizerKind, Precision, Rounding, Scaling, Task, in_range, number};
 use crate::output::{Frame, Outcome};
 use crate::plot::Plot;
 use crate::with_scalar;
@@ -83,6 +86,8 @@ pub struct TrainConfig {
     pub output_bias: f64,
     /// Seed of data, weights, shuffling and stochastic rounding.
     pub seed: u64,
+    /// The adding task's recurrent cell: the IRNN (the default), a tanh RNN, an LSTM or a GRU.
+    pub cell: Cell,
 }
 
 impl TrainConfig {
@@ -113,6 +118,7 @@ impl TrainConfig {
             loss: None,
             output_bias: 0.0,
             seed: 1,
+            cell: Cell::Irnn,
         }
     }
 }
@@ -203,7 +209,32 @@ pub struct TrainResult {
     pub divergence: Option<Divergence>,
     /// Held-out accuracy before training.
     pub initial_accuracy: f64,
+    /// For the adding task: ‖∂L/∂h_t‖ per time step before and after training.
+    pub through_time: Option<ThroughTime>,
 }
+
+/// ‖∂L/∂h_t‖ per time step t = 1..T of the recurrent layer, as the root mean square over the first
+/// [`PROFILE_SAMPLES`] training samples (one backward pass each), at initialization and after training.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct ThroughTime {
+    /// Before the first update.
+    pub before: Vec<f64>,
+    /// After the last.
+    pub after: Vec<f64>,
+}
+
+impl ThroughTime {
+    /// ‖∂L/∂h₁‖ / ‖∂L/∂h_T‖ of a profile: how much of the last step's gradient reaches the first.
+    pub fn ratio(profile: &[f64]) -> f64 {
+        match (profile.first(), profile.last()) {
+            (Some(a), Some(b)) if *b > 0.0 => a / b,
+            _ => f64::NAN,
+        }
+    }
+}
+
+/// Samples in a [`ThroughTime`] profile.
+pub const PROFILE_SAMPLES: usize = 32;
 
 impl TrainResult {
     /// The last epoch's row.
@@ -242,6 +273,15 @@ pub fn validate(cfg: &TrainConfig) -> Result<()> {
         "a finite number",
     )?;
     cfg.loss_scale.scaler()?;
+    if cfg.cell != Cell::Irnn && cfg.task != Task::Adding {
+        bail!("--cell applies to the adding task only");
+    }
+    if cfg.cell.is_gated() && !matches!(cfg.precision, Precision::F32 | Precision::F64) {
+        bail!(
+            "--cell {} trains in f32 or f64 (the gated cells' training is compiled for those)",
+            cfg.cell
+        );
+    }
     head(cfg.task, cfg.loss)?;
     Ok(())
 }
@@ -256,7 +296,187 @@ pub fn run(cfg: &TrainConfig, data: &Dataset) -> Result<TrainResult> {
 }
 
 fn dispatch(cfg: &TrainConfig, data: &Dataset) -> Result<TrainResult> {
+    let steps = data.inputs / 2;
+    if cfg.task == Task::Adding && (cfg.cell != Cell::Irnn || steps != ADDING_STEPS) {
+        // Other cells and lengths are compiled for f32 and f64 (each is a training loop of its own).
+        return match cfg.precision {
+            Precision::F32 => adding::<f32>(cfg, data, steps),
+            Precision::F64 => adding::<f64>(cfg, data, steps),
+            p => bail!(
+                "the adding task with --cell {} and {steps} steps trains in f32 or f64, not {p}",
+                cfg.cell
+            ),
+        };
+    }
     with_scalar!(cfg.precision, S => by_task::<S>(cfg, data))
+}
+
+/// The adding task with `cfg.cell` over `steps` steps (one of [`crate::data::ADDING_LENGTHS`]).
+fn adding<S: Float>(cfg: &TrainConfig, data: &Dataset, steps: usize) -> Result<TrainResult>
+where
+    Act: Activate<S>,
+{
+    macro_rules! lengths {
+        ($f:ident) => {
+            match steps {
+                20 => $f::<S, 20>(cfg, data),
+                50 => $f::<S, 50>(cfg, data),
+                100 => $f::<S, 100>(cfg, data),
+                t => bail!("the adding task is compiled for 20, 50 and 100 steps, not {t}"),
+            }
+        };
+    }
+    match cfg.cell {
+        Cell::Rnn | Cell::Irnn => lengths!(elman_adding),
+        Cell::Lstm => lengths!(lstm_adding),
+        Cell::Gru => lengths!(gru_adding),
+    }
+}
+
+/// Width of the adding task's recurrent layer.
+const ADDING_HIDDEN: usize = 16;
+
+/// The adding task's input sequence from a sample's step-major values.
+fn adding_seq<S: Scalar, const T: usize>(x: &[f64]) -> [[S; 2]; T] {
+    let mut s = [[S::ZERO; 2]; T];
+    for (d, c) in s.iter_mut().zip(x.chunks(2)) {
+        *d = arr::<S, 2>(c);
+    }
+    s
+}
+
+/// Train `net` (recurrent layer first, then `LastStep` and the head) on the adding task, with the gradient's
+/// profile through time before and after.
+fn adding_run<S, N, const T: usize>(
+    cfg: &TrainConfig,
+    data: &Dataset,
+    net: &mut N,
+) -> Result<TrainResult>
+where
+    S: Scalar,
+    N: Layer<S, Input = [[S; 2]; T], Output = [S; 1]>,
+{
+    let before = through_time::<S, N, T>(cfg, data, net);
+    let mut r = with_optimizer(cfg, data, net, adding_seq::<S, T>)?;
+    r.through_time = Some(ThroughTime {
+        before,
+        after: through_time::<S, N, T>(cfg, data, net),
+    });
+    Ok(r)
+}
+
+/// RMS over the first [`PROFILE_SAMPLES`] training samples of ‖∂L/∂h_t‖ (layer 0), t = 1..T; leaves the
+/// gradients zeroed.
+fn through_time<S, N, const T: usize>(cfg: &TrainConfig, data: &Dataset, net: &mut N) -> Vec<f64>
+where
+    S: Scalar,
+    N: Layer<S, Input = [[S; 2]; T], Output = [S; 1]>,
+{
+    let objective = Objective::new(head(cfg.task, cfg.loss).map_or(Loss::Mse, |h| h.1));
+    let mut sq = vec![0.0; T];
+    let samples: Vec<_> = data.train.iter().take(PROFILE_SAMPLES).collect();
+    for (x, t) in &samples {
+        let mut probe = StepNorms::<T>::new(0);
+        let one = [(adding_seq::<S, T>(x), arr::<S, 1>(t))];
+        gradscope_core::train::backprop(
+            net,
+            &one[..],
+            &objective,
+            1.0,
+            &mut NearestEven,
+            &mut probe,
+        );
+        for (a, n) in sq.iter_mut().zip(probe.norms) {
+            *a += n * n;
+        }
+    }
+    net.zero_grad();
+    let n = samples.len().max(1) as f64;
+    sq.iter().map(|v| (v / n).sqrt()).collect()
+}
+
+/// A tanh RNN (Xavier input weights, orthogonal recurrent weights) or an IRNN (ReLU, N(0, 0.1²) input
+/// weights, identity recurrent weights; Le et al. 2015) on the adding task.
+fn elman_adding<S: Scalar, const T: usize>(cfg: &TrainConfig, data: &Dataset) -> Result<TrainResult>
+where
+    Act: Activate<S>,
+{
+    const H: usize = ADDING_HIDDEN;
+    let mut rng = Xoshiro128PlusPlus::seed_from_u64(cfg.seed);
+    let irnn = cfg.cell == Cell::Irnn;
+    let h = cfg
+        .activation
+        .unwrap_or(if irnn { Act::Relu } else { Act::Tanh });
+    let mut rnn: Box<Rnn<S, 2, H, T>> = Box::new(Rnn::new(h));
+    let (ih, hh) = if irnn {
+        (
+            Init::Normal {
+                mean: 0.0,
+                std: 0.1,
+            },
+            Init::Identity { gain: 1.0 },
+        )
+    } else {
+        (
+            Init::XavierNormal { gain: 1.0 },
+            Init::Orthogonal { gain: 1.0 },
+        )
+    };
+    init_matrix(&mut rnn.weight_ih, &ih, &mut rng, &mut NearestEven, &mut ()).map_err(err)?;
+    init_matrix(&mut rnn.weight_hh, &hh, &mut rng, &mut NearestEven, &mut ()).map_err(err)?;
+    let mut net = Box::new((
+        (*rnn, LastStep::<H, T>::new()),
+        output::<S, H, 1>(cfg, &mut rng)?,
+    ));
+    adding_run::<S, _, T>(cfg, data, &mut *net)
+}
+
+/// Xavier-normal input weights and orthogonal recurrent weights per gate block.
+fn init_gate_blocks<S: Scalar, const H: usize, const G: usize>(
+    ih: &mut [[[S; 2]; H]; G],
+    hh: &mut [[[S; H]; H]; G],
+    rng: &mut Xoshiro128PlusPlus,
+) -> Result<()> {
+    for (a, b) in ih.iter_mut().zip(hh.iter_mut()) {
+        let xavier = Init::XavierNormal { gain: 1.0 };
+        init_matrix(a, &xavier, rng, &mut NearestEven, &mut ()).map_err(err)?;
+        let orthogonal = Init::Orthogonal { gain: 1.0 };
+        init_matrix(b, &orthogonal, rng, &mut NearestEven, &mut ()).map_err(err)?;
+    }
+    Ok(())
+}
+
+/// An LSTM (forget-gate bias 1, Jozefowicz et al. 2015) on the adding task.
+fn lstm_adding<S: Float, const T: usize>(cfg: &TrainConfig, data: &Dataset) -> Result<TrainResult>
+where
+    Act: Activate<S>,
+{
+    const H: usize = ADDING_HIDDEN;
+    let mut rng = Xoshiro128PlusPlus::seed_from_u64(cfg.seed);
+    let mut cell: Box<Lstm<S, 2, H, T>> = Box::default();
+    init_gate_blocks(&mut cell.weight_ih, &mut cell.weight_hh, &mut rng)?;
+    cell.bias[1] = [S::from_f64(1.0, &mut NearestEven).0; H];
+    let mut net = Box::new((
+        (*cell, LastStep::<H, T>::new()),
+        output::<S, H, 1>(cfg, &mut rng)?,
+    ));
+    adding_run::<S, _, T>(cfg, data, &mut *net)
+}
+
+/// A GRU (zero biases) on the adding task.
+fn gru_adding<S: Float, const T: usize>(cfg: &TrainConfig, data: &Dataset) -> Result<TrainResult>
+where
+    Act: Activate<S>,
+{
+    const H: usize = ADDING_HIDDEN;
+    let mut rng = Xoshiro128PlusPlus::seed_from_u64(cfg.seed);
+    let mut cell: Box<Gru<S, 2, H, T>> = Box::default();
+    init_gate_blocks(&mut cell.weight_ih, &mut cell.weight_hh, &mut rng)?;
+    let mut net = Box::new((
+        (*cell, LastStep::<H, T>::new()),
+        output::<S, H, 1>(cfg, &mut rng)?,
+    ));
+    adding_run::<S, _, T>(cfg, data, &mut *net)
 }
 
 fn err(e: impl std::fmt::Display) -> anyhow::Error {
@@ -336,42 +556,7 @@ where
             ));
             with_optimizer(cfg, data, &mut *net, arr::<S, 2>)
         }
-        Task::Adding => {
-            const H: usize = 16;
-            let h = cfg.activation.unwrap_or(Act::Relu);
-            let mut rnn: Box<Rnn<S, 2, H, ADDING_STEPS>> = Box::new(Rnn::new(h));
-            init_matrix(
-                &mut rnn.weight_ih,
-                &Init::Normal {
-                    mean: 0.0,
-                    std: 0.1,
-                },
-                &mut rng,
-                &mut NearestEven,
-                &mut (),
-            )
-            .map_err(err)?;
-            init_matrix(
-                &mut rnn.weight_hh,
-                &Init::Identity { gain: 1.0 },
-                &mut rng,
-                &mut NearestEven,
-                &mut (),
-            )
-            .map_err(err)?;
-            let mut net = Box::new((
-                (*rnn, LastStep::<H, ADDING_STEPS>::new()),
-                output::<S, H, 1>(cfg, &mut rng)?,
-            ));
-            let seq = |x: &[f64]| {
-                let mut s = [[S::ZERO; 2]; ADDING_STEPS];
-                for (d, c) in s.iter_mut().zip(x.chunks(2)) {
-                    *d = arr::<S, 2>(c);
-                }
-                s
-            };
-            with_optimizer(cfg, data, &mut *net, seq)
-        }
+        Task::Adding => elman_adding::<S, ADDING_STEPS>(cfg, data),
         Task::Digits => {
             let h = cfg.activation.unwrap_or(Act::Relu);
             let mut net = Box::new((
@@ -613,6 +798,7 @@ where
         epochs,
         divergence,
         initial_accuracy,
+        through_time: None,
     })
 }
 

@@ -582,6 +582,42 @@ fn bad_input_is_a_one_line_error_and_a_nonzero_exit() {
         (vec!["depth", "--init", "he"], "invalid value 'he'"),
         (vec!["depth", "--precision", "bf15"], "invalid value 'bf15'"),
         (
+            vec![
+                "train",
+                "--task",
+                "adding",
+                "--cell",
+                "lstm",
+                "--precision",
+                "i16f16",
+            ],
+            "--cell lstm trains in f32 or f64",
+        ),
+        (
+            vec!["train", "--task", "adding", "--steps", "30"],
+            "--steps 30: the adding task takes 20, 50, 100",
+        ),
+        (
+            vec!["train", "--task", "xor", "--steps", "50"],
+            "--steps applies to the adding task only",
+        ),
+        (
+            vec!["train", "--task", "xor", "--cell", "gru"],
+            "--cell applies to the adding task only",
+        ),
+        (
+            vec![
+                "train",
+                "--task",
+                "adding",
+                "--steps",
+                "50",
+                "--precision",
+                "i16f16",
+            ],
+            "trains in f32 or f64, not i16f16",
+        ),
+        (
             vec!["precision-effects", "--precisions", "f64"],
             "precision-effects compares formats with f64: choose among f32, bf16",
         ),
