@@ -2,7 +2,7 @@
 //! table (`gradscope activations --markdown` prints it).
 
 use gradscope_core::activation::{Activate, FastAct};
-use gradscope_core::{Act, I1F15, I8F24, I16F16, NearestEven, Scalar};
+use gradscope_core::{Act, I1F15, I8F24, I16F16, NearestEven, Scalar, bf16, f16};
 
 use crate::output::{Cell, Frame};
 
@@ -19,16 +19,22 @@ pub enum Backend {
     I8F24,
     /// Q15 tables.
     I1F15,
+    /// IEEE half precision (evaluated in f32, rounded once).
+    F16,
+    /// bfloat16 (evaluated in f32, rounded once).
+    Bf16,
 }
 
 impl Backend {
     /// Every backend, in table order.
-    pub const ALL: [Backend; 5] = [
+    pub const ALL: [Backend; 7] = [
         Backend::Libm32,
         Backend::Fast32,
         Backend::I16F16,
         Backend::I8F24,
         Backend::I1F15,
+        Backend::F16,
+        Backend::Bf16,
     ];
 
     /// Column title.
@@ -39,6 +45,8 @@ impl Backend {
             Backend::I16F16 => "I16F16",
             Backend::I8F24 => "I8F24",
             Backend::I1F15 => "I1F15",
+            Backend::F16 => "f16",
+            Backend::Bf16 => "bf16",
         }
     }
 
@@ -60,6 +68,8 @@ impl Backend {
             Backend::I16F16 => run::<I16F16, _>(act, x),
             Backend::I8F24 => run::<I8F24, _>(act, x),
             Backend::I1F15 => run::<I1F15, _>(act, x),
+            Backend::F16 => run::<f16, _>(act, x),
+            Backend::Bf16 => run::<bf16, _>(act, x),
         }
     }
 }
@@ -80,6 +90,8 @@ pub fn max_error(backend: Backend, act: &Act, xs: impl Iterator<Item = f64>) -> 
         Backend::I16F16 => (I16F16::MIN.to_f64(), I16F16::MAX.to_f64()),
         Backend::I8F24 => (I8F24::MIN.to_f64(), I8F24::MAX.to_f64()),
         Backend::I1F15 => (I1F15::MIN.to_f64(), I1F15::MAX.to_f64()),
+        Backend::F16 => (f16::MIN.to_f64(), f16::MAX.to_f64()),
+        Backend::Bf16 => (bf16::MIN.to_f64(), bf16::MAX.to_f64()),
         _ => (f64::MIN, f64::MAX),
     };
     let (mut ef, mut ed) = (0.0f64, 0.0f64);

@@ -223,6 +223,9 @@ struct TrainArgs {
     /// The adding task's sequence length: 20, 50 or 100 (other than 20: f32 or f64).
     #[arg(long)]
     steps: Option<usize>,
+    /// Gain of the adding task's rnn or irnn recurrent weights (above 1 the gradient grows through time).
+    #[arg(long, default_value_t = 1.0)]
+    recurrent_scale: f64,
 }
 
 impl TrainArgs {
@@ -245,6 +248,7 @@ impl TrainArgs {
             output_bias: self.output_bias,
             seed: self.seed,
             cell: self.cell,
+            recurrent_scale: self.recurrent_scale,
             ..d
         }
     }

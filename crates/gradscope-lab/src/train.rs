@@ -8,7 +8,8 @@
 //!   out from the last state by a dense layer; MSE. Predicting the mean scores an MSE of 1/24 ≈ 0.042. The
 //!   cell can be a tanh RNN (orthogonal recurrent weights), an LSTM (forget-gate bias 1) or a GRU instead
 //!   (`cell`), and the sequences 50 or 100 steps long (the data's length; those run in f32 and f64). Every
-//!   adding run's result carries ‖∂L/∂h_t‖ per step before and after training ([`ThroughTime`]).
+//!   adding run's result carries ‖∂L/∂h_t‖ per step before, during and after training ([`ThroughTime`]).
+//!   `recurrent_scale` sets the Elman cells' recurrent gain.
 //! - `digits`: 64-32-10, ReLU; softmax cross-entropy; accuracy on the 20% held out.
 //!
 //! The loss can be made a cause of vanishing gradients ([`head`]): `--loss mse` puts a sigmoid on the binary
@@ -88,6 +89,10 @@ pub struct TrainConfig {
     pub seed: u64,
     /// The adding task's recurrent cell: the IRNN (the default), a tanh RNN, an LSTM or a GRU.
     pub cell: Cell,
+    /// Gain of the Elman cells' recurrent weights (the IRNN's `scale · I`, the tanh RNN's orthogonal matrix
+    /// times `scale`): every singular value equals it, so above 1 the linear part of each step grows the
+    /// gradient through time (Pascanu et al. 2013).
+    pub recurrent_scale: f64,
 }
 
 impl TrainConfig {
@@ -119,6 +124,7 @@ impl TrainConfig {
             output_bias: 0.0,
             seed: 1,
             cell: Cell::Irnn,
+            recurrent_scale: 1.0,
         }
     }
 }
@@ -209,21 +215,40 @@ pub struct TrainResult {
     pub divergence: Option<Divergence>,
     /// Held-out accuracy before training.
     pub initial_accuracy: f64,
-    /// For the adding task: ‖∂L/∂h_t‖ per time step before and after training.
+    /// L2 norm of all parameters before training.
+    pub initial_weight_norm: f64,
+    /// Bytes of the training state: the network (weights, gradients and its per-sample caches) and the
+    /// optimizer's state, by `size_of` on this host.
+    pub state_bytes: usize,
+    /// For the adding task: ‖∂L/∂h_t‖ per time step during training.
     pub through_time: Option<ThroughTime>,
 }
 
 /// ‖∂L/∂h_t‖ per time step t = 1..T of the recurrent layer, as the root mean square over the first
-/// [`PROFILE_SAMPLES`] training samples (one backward pass each), at initialization and after training.
+/// [`PROFILE_SAMPLES`] training samples (one backward pass each, no update), before training, after every
+/// [`PROFILE_EVERY`] epochs, and after the last.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct ThroughTime {
-    /// Before the first update.
-    pub before: Vec<f64>,
-    /// After the last.
-    pub after: Vec<f64>,
+    /// Epochs completed when each profile was taken (0: before training), ascending.
+    pub epochs: Vec<usize>,
+    /// One profile per entry of `epochs`: ‖∂L/∂h_t‖ for t = 1..T.
+    pub profiles: Vec<Vec<f64>>,
 }
 
+/// Epochs between two [`ThroughTime`] profiles.
+pub const PROFILE_EVERY: usize = 10;
+
 impl ThroughTime {
+    /// The profile before training.
+    pub fn before(&self) -> &[f64] {
+        self.profiles.first().map_or(&[], |p| p.as_slice())
+    }
+
+    /// The profile after the last epoch.
+    pub fn after(&self) -> &[f64] {
+        self.profiles.last().map_or(&[], |p| p.as_slice())
+    }
+
     /// ‖∂L/∂h₁‖ / ‖∂L/∂h_T‖ of a profile: how much of the last step's gradient reaches the first.
     pub fn ratio(profile: &[f64]) -> f64 {
         match (profile.first(), profile.last()) {
@@ -273,6 +298,15 @@ pub fn validate(cfg: &TrainConfig) -> Result<()> {
         "a finite number",
     )?;
     cfg.loss_scale.scaler()?;
+    number(
+        "--recurrent-scale",
+        cfg.recurrent_scale,
+        |v| v > 0.0 && v <= 16.0,
+        "in (0, 16]",
+    )?;
+    if cfg.recurrent_scale != 1.0 && (cfg.task != Task::Adding || cfg.cell.is_gated()) {
+        bail!("--recurrent-scale applies to the adding task's rnn and irnn cells only");
+    }
     if cfg.cell != Cell::Irnn && cfg.task != Task::Adding {
         bail!("--cell applies to the adding task only");
     }
@@ -356,12 +390,19 @@ where
     S: Scalar,
     N: Layer<S, Input = [[S; 2]; T], Output = [S; 1]>,
 {
-    let before = through_time::<S, N, T>(cfg, data, net);
-    let mut r = with_optimizer(cfg, data, net, adding_seq::<S, T>)?;
-    r.through_time = Some(ThroughTime {
-        before,
-        after: through_time::<S, N, T>(cfg, data, net),
-    });
+    let mut tt = ThroughTime {
+        epochs: vec![0],
+        profiles: vec![through_time::<S, N, T>(cfg, data, net)],
+    };
+    let mut r = with_optimizer(cfg, data, net, adding_seq::<S, T>, &mut |epoch, net| {
+        if epoch % PROFILE_EVERY == 0 && epoch < cfg.epochs {
+            tt.epochs.push(epoch);
+            tt.profiles.push(through_time::<S, N, T>(cfg, data, net));
+        }
+    })?;
+    tt.epochs.push(r.epochs.len());
+    tt.profiles.push(through_time::<S, N, T>(cfg, data, net));
+    r.through_time = Some(tt);
     Ok(r)
 }
 
@@ -414,12 +455,16 @@ where
                 mean: 0.0,
                 std: 0.1,
             },
-            Init::Identity { gain: 1.0 },
+            Init::Identity {
+                gain: cfg.recurrent_scale,
+            },
         )
     } else {
         (
             Init::XavierNormal { gain: 1.0 },
-            Init::Orthogonal { gain: 1.0 },
+            Init::Orthogonal {
+                gain: cfg.recurrent_scale,
+            },
         )
     };
     init_matrix(&mut rnn.weight_ih, &ih, &mut rng, &mut NearestEven, &mut ()).map_err(err)?;
@@ -532,7 +577,7 @@ where
                 dense::<S, 2, 8>(h, &mut rng)?,
                 output::<S, 8, 1>(cfg, &mut rng)?,
             ));
-            with_optimizer(cfg, data, &mut *net, arr::<S, 2>)
+            with_optimizer(cfg, data, &mut *net, arr::<S, 2>, &mut |_, _| {})
         }
         Task::Sine => {
             let h = cfg.activation.unwrap_or(Act::Tanh);
@@ -543,7 +588,7 @@ where
                 ),
                 output::<S, 16, 1>(cfg, &mut rng)?,
             ));
-            with_optimizer(cfg, data, &mut *net, arr::<S, 1>)
+            with_optimizer(cfg, data, &mut *net, arr::<S, 1>, &mut |_, _| {})
         }
         Task::Spiral => {
             let h = cfg.activation.unwrap_or(Act::Tanh);
@@ -554,7 +599,7 @@ where
                 ),
                 output::<S, 16, 1>(cfg, &mut rng)?,
             ));
-            with_optimizer(cfg, data, &mut *net, arr::<S, 2>)
+            with_optimizer(cfg, data, &mut *net, arr::<S, 2>, &mut |_, _| {})
         }
         Task::Adding => elman_adding::<S, ADDING_STEPS>(cfg, data),
         Task::Digits => {
@@ -563,10 +608,13 @@ where
                 dense::<S, 64, 32>(h, &mut rng)?,
                 output::<S, 32, 10>(cfg, &mut rng)?,
             ));
-            with_optimizer(cfg, data, &mut *net, arr::<S, 64>)
+            with_optimizer(cfg, data, &mut *net, arr::<S, 64>, &mut |_, _| {})
         }
     }
 }
+
+/// Called after each epoch with the epochs completed and the network.
+type Observer<'a, N> = &'a mut dyn FnMut(usize, &mut N);
 
 /// The configured optimizer, with its state on the heap, then the training loop.
 fn with_optimizer<S, N, const O: usize>(
@@ -574,6 +622,7 @@ fn with_optimizer<S, N, const O: usize>(
     data: &Dataset,
     net: &mut N,
     input: impl Fn(&[f64]) -> N::Input,
+    observe: Observer<'_, N>,
 ) -> Result<TrainResult>
 where
     S: Scalar,
@@ -581,24 +630,30 @@ where
 {
     let n = param_count::<S, _>(net);
     let adam = |p: AdamParams| Adam::new(p, vec![S::ZERO; 2 * n]).map_err(err);
-    match cfg.optimizer {
+    let state = |values: usize| std::mem::size_of_val(net) + values * std::mem::size_of::<S>();
+    let mut r = match cfg.optimizer {
         OptimizerKind::Sgd => {
             let sgd = Sgd::with_momentum(cfg.lr, cfg.momentum, cfg.weight_decay, vec![S::ZERO; n])
                 .map_err(err)?;
-            train_loop(cfg, data, net, input, sgd)
+            let bytes = state(n);
+            train_loop(cfg, data, net, input, sgd, observe).map(|r| (r, bytes))
         }
         OptimizerKind::Adam => {
             let p = AdamParams {
                 weight_decay: cfg.weight_decay,
                 ..AdamParams::new(cfg.lr)
             };
-            train_loop(cfg, data, net, input, adam(p)?)
+            let bytes = state(2 * n);
+            train_loop(cfg, data, net, input, adam(p)?, observe).map(|r| (r, bytes))
         }
         OptimizerKind::AdamW => {
             let p = AdamParams::adamw(cfg.lr, cfg.weight_decay);
-            train_loop(cfg, data, net, input, adam(p)?)
+            let bytes = state(2 * n);
+            train_loop(cfg, data, net, input, adam(p)?, observe).map(|r| (r, bytes))
         }
-    }
+    }?;
+    r.0.state_bytes = r.1;
+    Ok(r.0)
 }
 
 /// Whether output `y` answers target `t`: binary outputs above `threshold` mean class 1.
@@ -700,6 +755,7 @@ fn train_loop<S, N, O, const OUT: usize>(
     net: &mut N,
     input: impl Fn(&[f64]) -> N::Input,
     optimizer: O,
+    observe: Observer<'_, N>,
 ) -> Result<TrainResult>
 where
     S: Scalar,
@@ -729,6 +785,7 @@ where
     let mut order: Vec<usize> = (0..train.len()).collect();
     let mut stats = vec![LayerStats::default(); Params::depth(net).max(1)];
     let initial_accuracy = evaluate(net, &test, &objective, data, threshold).1;
+    let initial_weight_norm = weight_norm(net);
     let mut epochs = Vec::with_capacity(cfg.epochs);
     let mut divergence = None;
     let mut step_no = 0usize;
@@ -769,10 +826,6 @@ where
             }
         }
         let (test_loss, accuracy) = evaluate(net, &test, &objective, data, threshold);
-        let mut wsq = 0.0;
-        net.visit(0, &mut |t| {
-            wsq += t.value.iter().map(|v| v.to_f64().powi(2)).sum::<f64>()
-        });
         let per_update = |x: f64| x / sums.updates.max(1) as f64;
         epochs.push(EpochRow {
             epoch,
@@ -780,7 +833,7 @@ where
             test_loss,
             accuracy,
             grad_norm: per_update(sums.grad_norm),
-            weight_norm: wsq.sqrt(),
+            weight_norm: weight_norm(net),
             underflow_rate: rate(sums.underflow, sums.underflow_of),
             saturation_rate: rate(sums.saturated, sums.values),
             zero_grad_fraction: per_update(sums.zero_fraction),
@@ -789,6 +842,7 @@ where
             loss_scale: ctx.scaler.as_ref().map_or(1.0, |s| s.scale()),
         });
         progress.inc(1);
+        observe(epoch, net);
     }
     progress.finish_and_clear();
     Ok(TrainResult {
@@ -798,8 +852,19 @@ where
         epochs,
         divergence,
         initial_accuracy,
+        initial_weight_norm,
+        state_bytes: 0,
         through_time: None,
     })
+}
+
+/// L2 norm of all parameters.
+fn weight_norm<S: Scalar, N: Params<S>>(net: &mut N) -> f64 {
+    let mut sq = 0.0;
+    net.visit(0, &mut |t| {
+        sq += t.value.iter().map(|v| v.to_f64().powi(2)).sum::<f64>()
+    });
+    sq.sqrt()
 }
 
 /// The core's verdict as the lab reports it (layers counted from 1).
@@ -902,6 +967,22 @@ pub fn outcome(r: &TrainResult) -> Result<Outcome> {
         Some(d) => describe(d),
         None => "no divergence".into(),
     });
+    notes.push(format!(
+        "training state: {} bytes (network with gradients and caches, and the optimizer's state)",
+        r.state_bytes
+    ));
+    if let Some(tt) = &r.through_time {
+        let ratios: Vec<String> = tt
+            .epochs
+            .iter()
+            .zip(&tt.profiles)
+            .map(|(e, p)| format!("{:.2e} at epoch {e}", ThroughTime::ratio(p)))
+            .collect();
+        notes.push(format!(
+            "‖∂L/∂h_1‖ / ‖∂L/∂h_T‖: {} (per step in the JSON, through_time)",
+            ratios.join(", ")
+        ));
+    }
     Ok(Outcome {
         name: "train".into(),
         heading: format!(

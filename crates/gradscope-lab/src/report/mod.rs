@@ -19,6 +19,7 @@ use crate::plot::Plot;
 use crate::rnn::{self, RnnConfig, RnnResult};
 use crate::train::{self, TrainConfig, TrainResult};
 
+mod adding;
 mod architecture;
 mod clipping;
 mod digits;
@@ -146,7 +147,7 @@ pub struct SectionDef {
 }
 
 /// Every section, in report order.
-pub const SECTIONS: [SectionDef; 14] = [
+pub const SECTIONS: [SectionDef; 15] = [
     SectionDef {
         id: "formats",
         build: formats::build,
@@ -178,6 +179,10 @@ pub const SECTIONS: [SectionDef; 14] = [
     SectionDef {
         id: "recurrent",
         build: recurrent::build,
+    },
+    SectionDef {
+        id: "adding",
+        build: adding::build,
     },
     SectionDef {
         id: "regularization",
