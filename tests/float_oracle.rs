@@ -237,3 +237,96 @@ proptest! {
         }
     }
 }
+
+/// Every recorded value's flags, in order: active (every output) or only watching (non-finite outputs, with
+/// the events of their exact recomputation).
+struct Record<const ACTIVE: bool>(Vec<Flags>);
+
+impl<const ACTIVE: bool> gradscope_core::Probe for Record<ACTIVE> {
+    const ACTIVE: bool = ACTIVE;
+    const WATCH: bool = true;
+    fn record(&mut self, flags: Flags) {
+        self.0.push(flags);
+    }
+}
+
+/// A kernel run under an active probe (the exact path, every output's flags) and under a watching one (the
+/// fast path, then the recomputation of each non-finite output): the same values, the watching probe's
+/// records are the active probe's records of the non-finite outputs, and `expect_overflow` of them overflowed.
+fn check_watch<const N: usize>(
+    what: &str,
+    active: ([f32; N], Vec<Flags>),
+    watched: ([f32; N], Vec<Flags>),
+    expect_overflow: usize,
+) {
+    let (ya, fa) = active;
+    let (yw, fw) = watched;
+    assert!(
+        ya.iter().zip(&yw).all(|(a, b)| same(*a, *b)),
+        "{what}: {ya:?} vs {yw:?}"
+    );
+    let nonfinite: Vec<Flags> = ya
+        .iter()
+        .zip(&fa)
+        .filter(|(v, _)| !v.is_finite())
+        .map(|(_, &f)| f)
+        .collect();
+    assert_eq!(fw, nonfinite, "{what}");
+    let overflowed = fw.iter().filter(|f| f.contains(Flags::OVERFLOW)).count();
+    assert_eq!(overflowed, expect_overflow, "{what}: {fw:?}");
+}
+
+// Each case overflows only when every part of the sum is counted (both products, the bias, the start value),
+// so a recomputation that drops or alters one part reports a different event than the exact path.
+#[test]
+fn a_watching_probe_reports_non_finite_outputs_like_the_exact_path() {
+    let big = 1.5e38f32;
+    // affine_pair: two rows' products of 1.5e38 each and a bias of 1e38 exceed f32::MAX only together.
+    let (w1, w2) = ([[1.0f32, 0.0], [1.0, 0.0]], [[1.0f32], [1.0]]);
+    let (x1, x2) = ([big, 0.0], [big]);
+    let b = [1e38f32, -1e38];
+    let mut fa = Record::<true>(vec![]);
+    let mut ya = [0.0f32; 2];
+    matrix::affine_pair(
+        (&w1, &x1),
+        (&w2, &x2),
+        &b,
+        &mut ya,
+        &mut NearestEven,
+        &mut fa,
+    );
+    let mut fw = Record::<false>(vec![]);
+    let mut yw = [0.0f32; 2];
+    matrix::affine_pair(
+        (&w1, &x1),
+        (&w2, &x2),
+        &b,
+        &mut yw,
+        &mut NearestEven,
+        &mut fw,
+    );
+    check_watch("affine_pair", (ya, fa.0), (yw, fw.0), 1);
+
+    // matvec_t_add: a start value of 3e38 plus Wᵀd = 1e38 overflows; without the start it would not.
+    let w = [[1.0f32, 1.0], [0.0, 0.0]];
+    let d = [1e38f32, 0.0];
+    let start = [3e38f32, -1.0];
+    let mut fa = Record::<true>(vec![]);
+    let mut ya = start;
+    matrix::matvec_t_add(&w, &d, &mut ya, &mut NearestEven, &mut fa);
+    let mut fw = Record::<false>(vec![]);
+    let mut yw = start;
+    matrix::matvec_t_add(&w, &d, &mut yw, &mut NearestEven, &mut fw);
+    check_watch("matvec_t_add", (ya, fa.0), (yw, fw.0), 1);
+
+    // axpy: y = 3e38 plus 2·5e37 overflows; an infinite x gives a non-finite output that is not an overflow.
+    let x = [5e37f32, f32::INFINITY, 1.0];
+    let start = [3e38f32, 1.0, 1.0];
+    let mut fa = Record::<true>(vec![]);
+    let mut ya = start;
+    matrix::axpy(2.0, &x, &mut ya, &mut NearestEven, &mut fa);
+    let mut fw = Record::<false>(vec![]);
+    let mut yw = start;
+    matrix::axpy(2.0, &x, &mut yw, &mut NearestEven, &mut fw);
+    check_watch("axpy", (ya, fa.0), (yw, fw.0), 1);
+}
