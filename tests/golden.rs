@@ -1,6 +1,7 @@
 //! The core's formulas against PyTorch: activations and their derivatives, the three losses, a dense stack,
 //! the Elman RNN (tanh and ReLU), LSTM and GRU in PyTorch's gate order, BatchNorm1d in training and evaluation
-//! mode with its running statistics, and a residual block. The references are `tests/data/golden.json`,
+//! mode with its running statistics, a residual block, and the rounding of f16 and bf16 (conversion from f32
+//! and +, −, ×, bit for bit). The references are `tests/data/golden.json`,
 //! written by `tests/data/make_golden.py` with PyTorch's autograd in float64 (code we did not write).
 //!
 //! Tolerances: the f64 path within 1e-12 and the f32 path within 1e-5, relative to each compared array's
@@ -9,7 +10,7 @@
 use gradscope_core::loss::loss_grad_f64;
 use gradscope_core::{
     Act, Activate, BatchNorm, Dense, Gru, Layer, Loss, Lstm, NearestEven, Objective, Residual, Rnn,
-    Scalar,
+    Scalar, bf16, f16,
 };
 use serde_json::Value;
 
@@ -607,4 +608,71 @@ fn a_perturbed_reference_is_caught() {
     let got = [1.0, -2.0, 3.0 + 3.0 * 2e-12];
     assert!(std::panic::catch_unwind(|| assert_close("control", &got, &want, 1e-12)).is_err());
     assert_close("control", &[1.0, -2.0, 3.0 + 1e-12], &want, 1e-12);
+}
+
+/// Bits of a 16-bit float, NaN canonicalised (PyTorch and `half` may pick different NaN payloads).
+trait Bits16: Scalar {
+    fn bits(self) -> u16;
+    fn of_bits(b: u16) -> Self;
+}
+
+impl Bits16 for f16 {
+    fn bits(self) -> u16 {
+        if self.is_nan() { 0x7e00 } else { self.to_bits() }
+    }
+    fn of_bits(b: u16) -> Self {
+        f16::from_bits(b)
+    }
+}
+
+impl Bits16 for bf16 {
+    fn bits(self) -> u16 {
+        if self.is_nan() { 0x7fc0 } else { self.to_bits() }
+    }
+    fn of_bits(b: u16) -> Self {
+        bf16::from_bits(b)
+    }
+}
+
+fn half_matches<S: Bits16>(g: &Value, key: &str) {
+    let h = &g["half"];
+    let want = |k: &str| -> Vec<u16> { nums(&h[key][k]).iter().map(|&v| v as u16).collect() };
+    let canon = |b: u16| S::of_bits(b).bits();
+    let x = nums(&h["x"]);
+    let rounded = want("from_f32");
+    assert_eq!(x.len(), rounded.len());
+    // One documented difference: where PyTorch's conversion overflows a finite input to ±∞, the core's
+    // conversions saturate to ±MAX and flag OVERFLOW (the `Scalar` contract for every format).
+    let mut saturated = 0;
+    for (&v, &bits) in x.iter().zip(&rounded) {
+        let (got, flags) = S::from_f64(v, &mut NearestEven);
+        let want = S::of_bits(bits);
+        if want.to_f64().is_infinite() && v.is_finite() {
+            let max = if v > 0.0 { S::MAX } else { S::MIN };
+            assert_eq!(got.bits(), max.bits(), "{key}: {v:e} saturates");
+            assert!(flags.contains(gradscope_core::Flags::OVERFLOW), "{key}: {v:e}");
+            saturated += 1;
+        } else {
+            let got = got.bits();
+            assert_eq!(got, canon(bits), "{key}: {v:e} rounds to {got:#06x}, PyTorch {bits:#06x}");
+        }
+    }
+    // f16 meets its overflow threshold (65520 rounds up) in the inputs; bf16's range is f32's.
+    assert_eq!(saturated > 0, key == "f16", "{key}: {saturated} saturated");
+    let (a, b) = (want("a"), want("b"));
+    let ops: [(&str, fn(S, S) -> (S, gradscope_core::Flags)); 3] =
+        [("add", S::add), ("sub", S::sub), ("mul", |a, b| a.mul(b, &mut NearestEven))];
+    for (name, op) in ops {
+        for ((&ab, &bb), &rb) in a.iter().zip(&b).zip(&want(name)) {
+            let got = op(S::of_bits(ab), S::of_bits(bb)).0.bits();
+            assert_eq!(got, canon(rb), "{key} {name} {ab:#06x} {bb:#06x}");
+        }
+    }
+}
+
+#[test]
+fn f16_and_bf16_rounding_and_arithmetic_match_pytorch_bit_for_bit() {
+    let g = golden();
+    half_matches::<f16>(&g, "f16");
+    half_matches::<bf16>(&g, "bf16");
 }

@@ -4,7 +4,8 @@
     python3 tests/data/make_golden.py        (needs `pip install torch numpy`; a CPU is enough)
 
 writes tests/data/golden.json, which tests/golden.rs loads. Everything is float64 (the Rust tests compare the
-f64 path within 1e-12 relative and the f32 path within 1e-5); inputs are seeded, and every parameter of every
+f64 path within 1e-12 relative and the f32 path within 1e-5) except the f16/bf16 section, raw bits compared
+exactly; inputs are seeded, and every parameter of every
 layer is set explicitly here and stored in the file, so the Rust side builds the same network without
 sharing an initializer with us. Layouts are PyTorch's: weights (out, in), gates in PyTorch's order (LSTM
 i, f, g, o; GRU r, z, n).
@@ -207,6 +208,52 @@ def residual():
     }
 
 
+# ------------------------------------------------------------------------------------------------ f16 and bf16
+
+def half_values():
+    """float32 inputs (exact in float64, so one rounding on both sides) reaching every regime of both formats:
+    ordinary magnitudes, f16's subnormals and its underflow to zero, exact ties between neighbours, the
+    overflow threshold, and signed zeros."""
+    g = torch.Generator().manual_seed(16)
+    mags = torch.exp2(torch.rand(400, generator=g, dtype=torch.float64) * 60 - 40)
+    signs = torch.where(torch.rand(400, generator=g) < 0.5, -1.0, 1.0)
+    v = (mags * signs).to(torch.float32).tolist()
+    # Ties: the midpoints of neighbouring f16 and bf16 values (f16: 11 significant bits; bf16: 8), both parities.
+    for m in [1025, 1026, 2047, 1.0]:
+        v += [float(m) + 0.5, -(float(m) + 0.5)]
+    for e in [-24, -20, -14, 0, 10, 15]:
+        for k in [1, 3, 5, 1023, 2047]:
+            v.append(float(np.float32((k + 0.5) * 2.0 ** (e - 10))))
+    for k in [129, 130, 255, 256]:
+        v += [float(np.float32((k + 0.5) * 2.0 ** -7)), float(np.float32((k + 0.5) * 2.0 ** 119))]
+    # f16's edges: the largest finite, the tie above it that rounds to infinity, subnormals and below.
+    v += [65504.0, 65519.0, 65520.0, -65520.0, 2.0 ** -24, 2.0 ** -25, 1.5 * 2.0 ** -25, 2.0 ** -26, 0.0, -0.0]
+    v += [float(np.float32(3.3895313892515355e38)), -1e-40, 1e-45]
+    return [float(np.float32(x)) for x in v]
+
+
+def half():
+    """Rounding of float32 values to float16 and bfloat16, and +, −, × of pairs in each format: PyTorch's
+    results as raw bits (its CPU kernels compute in float and round once)."""
+    x = torch.tensor(half_values(), dtype=torch.float32)
+    out = {"x": x.tolist()}
+    g = torch.Generator().manual_seed(17)
+    for name, dt in [("f16", torch.float16), ("bf16", torch.bfloat16)]:
+        h = x.to(dt)
+        bits = lambda t: (t.view(torch.int16).to(torch.int64) & 0xFFFF).tolist()
+        a = h[torch.randperm(len(h), generator=g)]
+        b = h[torch.randperm(len(h), generator=g)]
+        out[name] = {
+            "from_f32": bits(h),
+            "a": bits(a),
+            "b": bits(b),
+            "add": bits(a + b),
+            "sub": bits(a - b),
+            "mul": bits(a * b),
+        }
+    return out
+
+
 def main():
     golden = {
         "generator": f"tests/data/make_golden.py, torch {torch.__version__}",
@@ -219,6 +266,7 @@ def main():
         "gru": recurrent("gru"),
         "batchnorm": batchnorm(),
         "residual": residual(),
+        "half": half(),
     }
     path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "golden.json")
     tmp = path + ".tmp"
