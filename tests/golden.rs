@@ -618,7 +618,11 @@ trait Bits16: Scalar {
 
 impl Bits16 for f16 {
     fn bits(self) -> u16 {
-        if self.is_nan() { 0x7e00 } else { self.to_bits() }
+        if self.is_nan() {
+            0x7e00
+        } else {
+            self.to_bits()
+        }
     }
     fn of_bits(b: u16) -> Self {
         f16::from_bits(b)
@@ -627,12 +631,19 @@ impl Bits16 for f16 {
 
 impl Bits16 for bf16 {
     fn bits(self) -> u16 {
-        if self.is_nan() { 0x7fc0 } else { self.to_bits() }
+        if self.is_nan() {
+            0x7fc0
+        } else {
+            self.to_bits()
+        }
     }
     fn of_bits(b: u16) -> Self {
         bf16::from_bits(b)
     }
 }
+
+/// A 16-bit float operation as the core computes it: the value and its events.
+type Op<S> = fn(S, S) -> (S, gradscope_core::Flags);
 
 fn half_matches<S: Bits16>(g: &Value, key: &str) {
     let h = &g["half"];
@@ -650,18 +661,28 @@ fn half_matches<S: Bits16>(g: &Value, key: &str) {
         if want.to_f64().is_infinite() && v.is_finite() {
             let max = if v > 0.0 { S::MAX } else { S::MIN };
             assert_eq!(got.bits(), max.bits(), "{key}: {v:e} saturates");
-            assert!(flags.contains(gradscope_core::Flags::OVERFLOW), "{key}: {v:e}");
+            assert!(
+                flags.contains(gradscope_core::Flags::OVERFLOW),
+                "{key}: {v:e}"
+            );
             saturated += 1;
         } else {
             let got = got.bits();
-            assert_eq!(got, canon(bits), "{key}: {v:e} rounds to {got:#06x}, PyTorch {bits:#06x}");
+            assert_eq!(
+                got,
+                canon(bits),
+                "{key}: {v:e} rounds to {got:#06x}, PyTorch {bits:#06x}"
+            );
         }
     }
     // f16 meets its overflow threshold (65520 rounds up) in the inputs; bf16's range is f32's.
     assert_eq!(saturated > 0, key == "f16", "{key}: {saturated} saturated");
     let (a, b) = (want("a"), want("b"));
-    let ops: [(&str, fn(S, S) -> (S, gradscope_core::Flags)); 3] =
-        [("add", S::add), ("sub", S::sub), ("mul", |a, b| a.mul(b, &mut NearestEven))];
+    let ops: [(&str, Op<S>); 3] = [
+        ("add", S::add),
+        ("sub", S::sub),
+        ("mul", |a, b| a.mul(b, &mut NearestEven)),
+    ];
     for (name, op) in ops {
         for ((&ab, &bb), &rb) in a.iter().zip(&b).zip(&want(name)) {
             let got = op(S::of_bits(ab), S::of_bits(bb)).0.bits();
