@@ -64,10 +64,11 @@ def status(ok):
 # Why a target is missed, from measurements made while trying (BENCHMARKS.md gives the details). Shown only
 # while the row is missed.
 MCU_WHY = {
-    "m4f_matvec": "f32 meets it (at opt-level 3 LLVM unrolls the four lanes into FPU registers). The fixed formats "
-                  "take one `smlal`-class multiply-accumulate per product with its own loads; a code shape in which "
-                  "LLVM did form the dual `smlald` measured slower than that unrolled loop, and stable Rust has no DSP "
-                  "intrinsics, so two Q15 MACs per instruction need the `asm!` module the issue allows, not written.",
+    "m4f_matvec": "f32 meets it (at opt-level 3 LLVM unrolls the four lanes into FPU registers). I1F15 takes two "
+                  "products per `smlald` (`src/dsp.rs`, the core's one `asm!` instruction) with each pair of operands "
+                  "loaded as one word; what remains is every output's rounding to nearest-even and saturation from "
+                  "the 64-bit sum, a fixed cost per output that 16 inputs do not amortize. I16F16 and I8F24 need a "
+                  "32 × 32 → 64-bit `smlal` per product with two loads, plus the same narrowing.",
     "m4f_step": "Fixed point still rounds every activation through a table with quadratic interpolation in "
                 "wide integers and scales every update by a coefficient with a rounding shift; the M4F's FPU does "
                 "each f32 operation in one instruction.",

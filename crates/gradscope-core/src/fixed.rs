@@ -139,6 +139,17 @@ impl RawMul for i16 {
         }
         out
     }
+
+    #[cfg(gradscope_dsp)]
+    #[inline(always)]
+    fn dots<S: Copy, const R: usize, const N: usize>(
+        rows: &[[S; N]; R],
+        b: &[S; N],
+        _b_max: u64,
+        raw: impl Fn(S) -> i16 + Copy,
+    ) -> [i64; R] {
+        crate::dsp::dots(rows, b, raw)
+    }
 }
 
 /// Exact dot products of 16-bit raws in 32-bit lanes, the shape x86's loop vectorizer turns into `pmaddwd`:
@@ -224,8 +235,8 @@ fn odd_tail<S: Copy>(row: &[S], b: &[S], raw: impl Fn(S) -> i16) -> i64 {
 
 /// `Σ aᵢ·bᵢ` of raw fixed-point values in a wrapping `i64` (exact whenever the caller's bound says it cannot
 /// wrap). On a Cortex-M4 the unrolled loop is one multiply-accumulate into 64 bits per product (`smlal`,
-/// `smlalbb`); measured under QEMU, it beats the runtime-length loop that LLVM's parallel-DSP pass turns into
-/// dual 16-bit multiply-accumulates (`smlald`), whose loop overhead costs more than the halved multiplies save.
+/// `smlalbb`); 16-bit raws there take two per `smlald` instead (`crate::dsp`), since LLVM's parallel-DSP pass
+/// forms `smlald` only in a runtime-length loop whose overhead cost more than the halved multiplies saved.
 #[inline(always)]
 fn fast_dot<S: Copy, T: RawMul>(a: &[S], b: &[S], raw: impl Fn(S) -> T) -> i64 {
     a.iter().zip(b).fold(0i64, |s, (&x, &y)| {

@@ -186,6 +186,43 @@ pub fn backprop_digests(emit: &mut dyn FnMut(&str, &str, u64)) {
     }
 }
 
+/// The Q15 matrix-vector product with probes off, the path each target makes fastest (on the Cortex-M4F,
+/// dual 16-bit multiply-accumulates in `asm!`), on seeded matrices over the whole raw range (−1 = −2¹⁵ and
+/// 1 − 2⁻¹⁵ included), for a square, an odd and a wide shape. Equal digests on every target show the fast
+/// paths equal to the host's safe one bit for bit. Calls `emit("kernel/matvec-<rows>x<cols>", "I1F15",
+/// digest)`.
+pub fn kernel_digests(emit: &mut dyn FnMut(&str, &str, u64)) {
+    emit("kernel/matvec-16x16", "I1F15", matvec_digest::<16, 16>(1));
+    emit("kernel/matvec-9x7", "I1F15", matvec_digest::<9, 7>(2));
+    emit("kernel/matvec-3x64", "I1F15", matvec_digest::<3, 64>(3));
+}
+
+// Own stack frame, as `init_digest`.
+#[inline(never)]
+fn matvec_digest<const O: usize, const I: usize>(seed: u64) -> u64 {
+    use rand_core::Rng;
+    let mut rng = Xoshiro128PlusPlus::seed_from_u64(seed);
+    let mut d = Digest::default();
+    for round in 0..8 {
+        let mut raw = || I1F15::from_bits(rng.next_u32() as i16);
+        let mut w = [[I1F15::ZERO; I]; O];
+        let mut x = [I1F15::ZERO; I];
+        w.as_flattened_mut().iter_mut().for_each(|v| *v = raw());
+        x.iter_mut().for_each(|v| *v = raw());
+        // The extremes, in the first round: every product of −1 and 1 − 2⁻¹⁵ with each other.
+        if round == 0 {
+            for (k, v) in w.as_flattened_mut().iter_mut().enumerate() {
+                *v = I1F15::from_bits(if k % 3 == 0 { i16::MAX } else { i16::MIN });
+            }
+            x.iter_mut().for_each(|v| *v = I1F15::from_bits(i16::MIN));
+        }
+        let mut y = [I1F15::ZERO; O];
+        crate::matrix::matvec(&w, &x, &mut y, &mut NearestEven, &mut ());
+        d.write_all(&y);
+    }
+    d.finish()
+}
+
 /// One digits sample: 64 pixels in 0..=16 and the label 0..=9 (the layout of scikit-learn's `digits.csv`).
 pub type DigitSample = ([u8; 64], u8);
 

@@ -37,6 +37,9 @@ pub fn digest_lines() -> Result<Vec<String>> {
     gradscope_core::parity::backprop_digests(&mut |name, format, d| {
         out.push(format!("digest backprop/{name}/{format} {d:x}"))
     });
+    gradscope_core::parity::kernel_digests(&mut |name, format, d| {
+        out.push(format!("digest {name}/{format} {d:x}"))
+    });
     let digits = digits_subset()?;
     let (train, test) = digits.split_at(TRAIN.min(digits.len()));
     gradscope_core::parity::train_digests(

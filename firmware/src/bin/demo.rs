@@ -130,8 +130,9 @@ fn depth_sweep() -> bool {
 include!(concat!(env!("OUT_DIR"), "/digits.rs"));
 const DIGITS_TRAIN: usize = 160;
 
-/// Parity lines: 14 initializers and 4 backprop cases in 4 formats, and 2 training tasks in 3.
-const PARITY_LINES: u32 = 14 * 4 + 4 * 4 + 2 * 3;
+/// Parity lines: 14 initializers and 4 backprop cases in 4 formats, 3 Q15 kernel shapes, and 2 training tasks
+/// in 3.
+const PARITY_LINES: u32 = 14 * 4 + 4 * 4 + 3 + 2 * 3;
 
 /// Train XOR and the digits subset in f32, I16F16 and I1F15, logging every epoch; the digests join the parity
 /// lines. The self-check: in f32 and I16F16, XOR's final loss is below 0.1 and the digits' held-out accuracy
@@ -184,6 +185,10 @@ fn main() -> ! {
     });
     gradscope_core::parity::backprop_digests(&mut |name, format, d| {
         defmt::println!("digest backprop/{=str}/{=str} {=u64:x}", name, format, d);
+        lines += 1;
+    });
+    gradscope_core::parity::kernel_digests(&mut |name, format, d| {
+        defmt::println!("digest {=str}/{=str} {=u64:x}", name, format, d);
         lines += 1;
     });
     let (train_lines, learned) = training();
