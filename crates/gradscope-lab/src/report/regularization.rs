@@ -4,22 +4,35 @@ use anyhow::Result;
 
 use super::*;
 
-pub(super) fn build(e: Effort) -> Result<Section> {
-    let data = crate::data::load(Task::Spiral, 1, None)?;
-    let base = TrainConfig {
-        epochs: (300 / e.shorten).max(1),
-        ..TrainConfig::for_task(Task::Spiral)
-    };
-    let cfgs: Vec<TrainConfig> = [0.0, 1e-3, 1e-2]
+/// The decay strengths compared in both experiments.
+const DECAYS: [f64; 3] = [0.0, 1e-3, 1e-2];
+
+/// `base` trained at each of [`DECAYS`] on `data`.
+fn decay_sweep(
+    label: &str,
+    base: &TrainConfig,
+    data: &crate::data::Dataset,
+) -> Result<Vec<TrainResult>> {
+    let cfgs: Vec<TrainConfig> = DECAYS
         .iter()
         .map(|&wd| TrainConfig {
             weight_decay: wd,
             ..base.clone()
         })
         .collect();
-    let runs = crate::par::sweep("regularization", &cfgs, |c| train::run(c, &data))?;
+    crate::par::sweep(label, &cfgs, |c| train::run(c, data))
+}
+
+/// Every run's epochs as one frame `name` (weight decay, epoch, weight and gradient norms, losses,
+/// accuracy) and two plots per epoch: the weight norm (`name`) and the gradient norm (`name_grad`).
+fn per_epoch(
+    name: &str,
+    title: &str,
+    runs: &[TrainResult],
+    log_weights: bool,
+) -> (Frame, Plot, Plot) {
     let mut f = Frame::new(
-        "regularization",
+        name,
         "",
         &[
             "weight_decay",
@@ -27,25 +40,25 @@ pub(super) fn build(e: Effort) -> Result<Section> {
             "weight_norm",
             "grad_norm",
             "train_loss",
+            "test_loss",
             "accuracy",
         ],
     );
-    let mut plot = Plot::new(
-        "regularization",
-        "Spiral, 2-16-16-1 tanh: weight norm per epoch",
+    let mut wplot = Plot::new(
+        name,
+        &format!("{title}: weight norm per epoch"),
         "epoch",
         "‖θ‖",
-        false,
+        log_weights,
     );
     let mut gplot = Plot::new(
-        "regularization_grad",
-        "Spiral: gradient norm per epoch",
+        &format!("{name}_grad"),
+        &format!("{title}: gradient norm per epoch"),
         "epoch",
         "mean ‖∂L/∂θ‖",
         true,
     );
-    let mut findings = Vec::new();
-    for r in &runs {
+    for r in runs {
         let wd = r.config.weight_decay;
         for ep in &r.epochs {
             f.push(vec![
@@ -54,32 +67,41 @@ pub(super) fn build(e: Effort) -> Result<Section> {
                 ep.weight_norm.into(),
                 ep.grad_norm.into(),
                 ep.train_loss.into(),
+                ep.test_loss.into(),
                 ep.accuracy.into(),
             ]);
         }
-        plot.line(
-            format!("weight decay {wd}"),
-            r.epochs
-                .iter()
-                .map(|e| (e.epoch as f64, e.weight_norm))
-                .collect(),
-        );
-        gplot.line(
-            format!("weight decay {wd}"),
-            r.epochs
-                .iter()
-                .map(|e| (e.epoch as f64, e.grad_norm))
-                .collect(),
-        );
-        if let Some(l) = r.last() {
-            findings.push(format!(
-                "weight decay {wd}: final weight norm {:.3}, gradient norm {}, held-out accuracy {}.",
-                l.weight_norm,
-                sci(l.grad_norm),
-                pct(l.accuracy)
-            ));
-        }
+        let series = |v: fn(&train::EpochRow) -> f64| -> Vec<(f64, f64)> {
+            r.epochs.iter().map(|e| (e.epoch as f64, v(e))).collect()
+        };
+        wplot.line(format!("weight decay {wd}"), series(|e| e.weight_norm));
+        gplot.line(format!("weight decay {wd}"), series(|e| e.grad_norm));
     }
+    (f, wplot, gplot)
+}
+
+pub(super) fn build(e: Effort) -> Result<Section> {
+    let data = crate::data::load(Task::Spiral, 1, None)?;
+    let base = TrainConfig {
+        epochs: (300 / e.shorten).max(1),
+        ..TrainConfig::for_task(Task::Spiral)
+    };
+    let runs = decay_sweep("regularization", &base, &data)?;
+    let (f, plot, gplot) = per_epoch("regularization", "Spiral, 2-16-16-1 tanh", &runs, false);
+    let mut findings: Vec<String> = runs
+        .iter()
+        .filter_map(|r| {
+            r.last().map(|l| {
+                format!(
+                    "weight decay {}: final weight norm {:.3}, gradient norm {}, held-out accuracy {}.",
+                    r.config.weight_decay,
+                    l.weight_norm,
+                    sci(l.grad_norm),
+                    pct(l.accuracy)
+                )
+            })
+        })
+        .collect();
     let (rnn_frames, rnn_plots, rnn_findings) = growing_rnn(e)?;
     findings.extend(rnn_findings);
     let mut frames = vec![f];
@@ -92,9 +114,9 @@ pub(super) fn build(e: Effort) -> Result<Section> {
         explanation: "Two interleaved spirals, a 2-16-16-1 tanh network, SGD with momentum 0.9, coupled L2 weight \
             decay (PyTorch's weight_decay) at three strengths, f32. Decay pulls every weight toward zero each step, \
             bounding the weight norm, which bounds how far the activations saturate and how large the products of \
-            Jacobians can grow. The spirals show what decay costs where nothing explodes. The second experiment is the regime decay is for: a tanh RNN whose \
-            recurrent weights start at gain 2 (every singular value 2, Pascanu et al. 2013's exploding regime), \
-            hidden size 16, trained on the adding problem with SGD (learning rate 0.05, momentum 0.9, batch 16, \
+            Jacobians can grow. The spirals show what decay costs where nothing explodes. The second experiment is \
+            the regime decay is for: a tanh RNN whose recurrent weights start at gain 2 (every singular value 2, \
+            Pascanu et al. 2013's exploding regime), hidden size 16, trained on the adding problem with SGD (learning rate 0.05, momentum 0.9, batch 16, \
             30 epochs), where the weights grow and the gradient with them unless decay shrinks the recurrent \
             gain back below 1. Taming is all decay does there: whether the network then learns the task is a \
             separate question (compare its held-out MSE with the mean predictor's)."
@@ -123,26 +145,9 @@ fn growing_rnn(e: Effort) -> Result<(Vec<Frame>, Vec<Plot>, Vec<String>)> {
         epochs: (30 / e.shorten).max(1),
         ..TrainConfig::for_task(Task::Adding)
     };
-    let cfgs: Vec<TrainConfig> = [0.0, 1e-3, 1e-2]
-        .iter()
-        .map(|&wd| TrainConfig {
-            weight_decay: wd,
-            ..base.clone()
-        })
-        .collect();
-    let runs = crate::par::sweep("regularization (rnn)", &cfgs, |c| train::run(c, &data))?;
-    let mut per_epoch = Frame::new(
-        "regularization_rnn",
-        "",
-        &[
-            "weight_decay",
-            "epoch",
-            "weight_norm",
-            "grad_norm",
-            "train_loss",
-            "test_loss",
-        ],
-    );
+    let runs = decay_sweep("regularization (rnn)", &base, &data)?;
+    let title = format!("Tanh RNN, recurrent gain {GAIN}, adding problem over {steps} steps");
+    let (per_epoch, wplot, gplot) = per_epoch("regularization_rnn", &title, &runs, true);
     let mut summary = Frame::new(
         "regularization_rnn_summary",
         "",
@@ -158,39 +163,9 @@ fn growing_rnn(e: Effort) -> Result<(Vec<Frame>, Vec<Plot>, Vec<String>)> {
             "first_over_last_after",
         ],
     );
-    let title = format!("Tanh RNN, recurrent gain {GAIN}, adding problem over {steps} steps");
-    let mut wplot = Plot::new(
-        "regularization_rnn_weights",
-        &format!("{title}: weight norm per epoch"),
-        "epoch",
-        "‖θ‖",
-        true,
-    );
-    let mut gplot = Plot::new(
-        "regularization_rnn_grad",
-        &format!("{title}: gradient norm per epoch"),
-        "epoch",
-        "mean ‖∂L/∂θ‖",
-        true,
-    );
     let mut findings = Vec::new();
     for r in &runs {
         let wd = r.config.weight_decay;
-        for ep in &r.epochs {
-            per_epoch.push(vec![
-                wd.into(),
-                ep.epoch.into(),
-                ep.weight_norm.into(),
-                ep.grad_norm.into(),
-                ep.train_loss.into(),
-                ep.test_loss.into(),
-            ]);
-        }
-        let series = |f: fn(&train::EpochRow) -> f64| -> Vec<(f64, f64)> {
-            r.epochs.iter().map(|e| (e.epoch as f64, f(e))).collect()
-        };
-        wplot.line(format!("weight decay {wd}"), series(|e| e.weight_norm));
-        gplot.line(format!("weight decay {wd}"), series(|e| e.grad_norm));
         let max_grad = r.epochs.iter().map(|e| e.grad_norm).fold(0.0, f64::max);
         let last = r.last();
         let (ratio_before, ratio_after) =
