@@ -8,7 +8,7 @@
 //! (blocks of rows, pairs of 16-bit values, odd lengths) and demand the same.
 
 use gradscope_core::{
-    AnyRounding, Coef, Flags, Floor, Fx, Fx16, NearestEven, Scalar, Stochastic, matrix,
+    AnyRounding, Coef, Flags, Floor, Fx, Fx16, I16F16, NearestEven, Scalar, Stochastic, matrix,
 };
 use gradscope_suite::oracle::{Mode, expect, outcome, round_pow2};
 use proptest::prelude::*;
@@ -500,4 +500,24 @@ fn extreme_products_take_the_exact_path() {
         matrix::matvec_t(&a, &[m; 3], &mut yt, &mut NearestEven, &mut ());
         assert_eq!(yt, [Q::MAX; 3]);
     }
+}
+
+// `matvec_t_add`'s start value is one more term of the sum: with two products of (2³¹ − 1)·2³¹ raw units and a
+// start of −2³¹ (at 2F fraction bits, −2⁴⁷), the i64 lanes would wrap, so the bound that picks them must count
+// the start and both products. The exact path saturates, flagged.
+#[test]
+fn a_start_value_counts_toward_the_fast_lanes_bound() {
+    let w = [[I16F16::MIN], [I16F16::MIN]];
+    let d = [I16F16::MAX, I16F16::MAX];
+    let mut y = [I16F16::MIN];
+    let mut flags = Flags::NONE;
+    matrix::matvec_t_add(&w, &d, &mut y, &mut NearestEven, &mut flags);
+    assert_eq!(y, [I16F16::MIN]);
+    assert!(flags.contains(Flags::OVERFLOW), "{flags:?}");
+    // The same sum without a start fits the lanes' bound and must still be exact (and saturate).
+    let mut y = [I16F16::ZERO];
+    let mut flags = Flags::NONE;
+    matrix::matvec_t(&w, &d, &mut y, &mut NearestEven, &mut flags);
+    assert_eq!(y, [I16F16::MIN]);
+    assert!(flags.contains(Flags::OVERFLOW), "{flags:?}");
 }
