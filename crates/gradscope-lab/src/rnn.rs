@@ -370,29 +370,36 @@ where
     let irnn = cfg.cell == Cell::Irnn;
     let act = if irnn { Act::Relu } else { Act::Tanh };
     let mut net: Box<Rnn<S, 1, H, T>> = Box::new(Rnn::new(act));
-    let (ih, hh) = if irnn {
+    let (ih, hh) = elman_inits(irnn, 1e-3, cfg.recurrent_scale);
+    init_matrix(&mut net.weight_ih, &ih, &mut rng, &mut r, &mut ()).map_err(err)?;
+    init_matrix(&mut net.weight_hh, &hh, &mut rng, &mut r, &mut ()).map_err(err)?;
+    let samples = data::<S, H, T>(cfg, &mut rng)?;
+    let attributes = vec![("activation", act.to_string())];
+    measure(cfg, &mut *net, &samples, "rnn", attributes)
+}
+
+/// The Elman cells' initializers (input, recurrent): the IRNN's N(0, `input_std`²) input weights and
+/// `recurrent_scale · I` (Le et al. 2015), or the tanh RNN's Xavier-normal input weights and orthogonal
+/// recurrent weights with gain `recurrent_scale`.
+pub(crate) fn elman_inits(irnn: bool, input_std: f64, recurrent_scale: f64) -> (Init, Init) {
+    if irnn {
         (
             Init::Normal {
                 mean: 0.0,
-                std: 1e-3,
+                std: input_std,
             },
             Init::Identity {
-                gain: cfg.recurrent_scale,
+                gain: recurrent_scale,
             },
         )
     } else {
         (
             Init::XavierNormal { gain: 1.0 },
             Init::Orthogonal {
-                gain: cfg.recurrent_scale,
+                gain: recurrent_scale,
             },
         )
-    };
-    init_matrix(&mut net.weight_ih, &ih, &mut rng, &mut r, &mut ()).map_err(err)?;
-    init_matrix(&mut net.weight_hh, &hh, &mut rng, &mut r, &mut ()).map_err(err)?;
-    let samples = data::<S, H, T>(cfg, &mut rng)?;
-    let attributes = vec![("activation", act.to_string())];
-    measure(cfg, &mut *net, &samples, "rnn", attributes)
+    }
 }
 
 /// Xavier-normal input weights and orthogonal recurrent weights (gain = recurrent scale) per gate block.

@@ -449,24 +449,7 @@ where
         .activation
         .unwrap_or(if irnn { Act::Relu } else { Act::Tanh });
     let mut rnn: Box<Rnn<S, 2, H, T>> = Box::new(Rnn::new(h));
-    let (ih, hh) = if irnn {
-        (
-            Init::Normal {
-                mean: 0.0,
-                std: 0.1,
-            },
-            Init::Identity {
-                gain: cfg.recurrent_scale,
-            },
-        )
-    } else {
-        (
-            Init::XavierNormal { gain: 1.0 },
-            Init::Orthogonal {
-                gain: cfg.recurrent_scale,
-            },
-        )
-    };
+    let (ih, hh) = crate::rnn::elman_inits(irnn, 0.1, cfg.recurrent_scale);
     init_matrix(&mut rnn.weight_ih, &ih, &mut rng, &mut NearestEven, &mut ()).map_err(err)?;
     init_matrix(&mut rnn.weight_hh, &hh, &mut rng, &mut NearestEven, &mut ()).map_err(err)?;
     let mut net = Box::new((
