@@ -79,6 +79,10 @@ pub struct Objective {
     pub loss: Loss,
     /// The loss reads the outputs multiplied by this.
     pub output_scale: f64,
+    /// The loss reads only the first `n` outputs and sends the others a zero gradient (`None`: all of
+    /// them). A model narrower than a fixed-size layer pads it with units that must not count: a mean over
+    /// outputs divides by `n`, and a softmax ranges over `n` logits.
+    pub outputs: Option<usize>,
 }
 
 impl From<Loss> for Objective {
@@ -93,6 +97,7 @@ impl Objective {
         Objective {
             loss,
             output_scale: 1.0,
+            outputs: None,
         }
     }
 
@@ -134,15 +139,26 @@ impl Objective {
     fn value_grad_f64<S: Scalar, const N: usize>(&self, y: &[S; N], t: &[S; N]) -> (f64, [f64; N]) {
         let y64 = y.map(|v| v.to_f64() * self.output_scale);
         let t64 = t.map(|v| v.to_f64());
-        loss_grad_f64(self.loss, &y64, &t64)
+        let n = self.outputs.map_or(N, |n| n.min(N));
+        let mut g = [0.0f64; N];
+        let value = loss_grad_slice(self.loss, &y64[..n], &t64[..n], &mut g[..n]);
+        (value, g)
     }
 }
 
 /// The f64 reference: the loss of one sample and its gradient (not divided by a batch).
 pub fn loss_grad_f64<const N: usize>(loss: Loss, y: &[f64; N], t: &[f64; N]) -> (f64, [f64; N]) {
-    let n = N.max(1) as f64;
     let mut g = [0.0f64; N];
-    let value = match loss {
+    let value = loss_grad_slice(loss, y, t, &mut g);
+    (value, g)
+}
+
+/// [`loss_grad_f64`] on slices of one length (the shortest of the three decides).
+fn loss_grad_slice(loss: Loss, y: &[f64], t: &[f64], g: &mut [f64]) -> f64 {
+    let len = y.len().min(t.len()).min(g.len());
+    let (y, t, g) = (&y[..len], &t[..len], &mut g[..len]);
+    let n = len.max(1) as f64;
+    match loss {
         Loss::Mse => {
             let mut s = 0.0;
             for ((gi, &yi), &ti) in g.iter_mut().zip(y).zip(t) {
@@ -176,19 +192,25 @@ pub fn loss_grad_f64<const N: usize>(loss: Loss, y: &[f64; N], t: &[f64; N]) -> 
         }
         Loss::SoftmaxMse => {
             let lse = log_sum_exp(y);
-            let p = y.map(|v| libm::exp(v - lse));
             // Σᵢ pᵢ(pᵢ − tᵢ): the softmax Jacobian's shared term.
-            let shared: f64 = p.iter().zip(t).map(|(&pi, &ti)| pi * (pi - ti)).sum();
+            let shared: f64 = y
+                .iter()
+                .zip(t)
+                .map(|(&yi, &ti)| {
+                    let pi = libm::exp(yi - lse);
+                    pi * (pi - ti)
+                })
+                .sum();
             let mut s = 0.0;
-            for ((gi, &pj), &tj) in g.iter_mut().zip(&p).zip(t) {
+            for ((gi, &yj), &tj) in g.iter_mut().zip(y).zip(t) {
+                let pj = libm::exp(yj - lse);
                 let d = pj - tj;
                 s += d * d;
                 *gi = 2.0 * pj * (d - shared) / n;
             }
             s / n
         }
-    };
-    (value, g)
+    }
 }
 
 /// `ln Σ e^yᵢ`, stable for large logits (shifted by the largest; a NaN anywhere gives NaN).
@@ -232,8 +254,8 @@ mod tests {
     fn output_scale_and_factor_enter_once_each() {
         // MSE of k·y: value (k·y − t)², gradient k·2(k·y − t)·factor.
         let obj = Objective {
-            loss: Loss::Mse,
             output_scale: 8.0,
+            ..Objective::new(Loss::Mse)
         };
         let (y, t) = ([0.25f64], [0.5f64]);
         let mut dy = [0.0f64];
@@ -241,6 +263,40 @@ mod tests {
         assert_eq!(v, 2.25);
         assert_eq!(dy, [8.0 * 2.0 * 1.5 * 0.5]);
         assert_eq!(obj.value(&y, &t), 2.25);
+    }
+
+    #[test]
+    fn padded_outputs_neither_count_nor_receive_gradient() {
+        // Three real outputs padded to eight: value and real gradients as for three, bit for bit; the padding
+        // (which a sigmoid layer would fill with ½) gets exact zeros.
+        let (y3, t3) = ([0.3f64, -1.25, 2.0], [0.0f64, 1.0, 0.0]);
+        let (mut y8, mut t8) = ([0.5f64; 8], [0.0f64; 8]);
+        y8[..3].copy_from_slice(&y3);
+        t8[..3].copy_from_slice(&t3);
+        for loss in [
+            Loss::Mse,
+            Loss::BceWithLogits,
+            Loss::SoftmaxCrossEntropy,
+            Loss::SoftmaxMse,
+        ] {
+            let padded = Objective {
+                outputs: Some(3),
+                ..Objective::new(loss)
+            };
+            let (mut d3, mut d8) = ([0.0f64; 3], [1.0f64; 8]);
+            let v3 = Objective::new(loss).grad(&y3, &t3, 0.25, &mut d3, &mut NearestEven, &mut ());
+            let v8 = padded.grad(&y8, &t8, 0.25, &mut d8, &mut NearestEven, &mut ());
+            assert_eq!(v3.to_bits(), v8.to_bits(), "{loss:?}");
+            assert_eq!(d3, d8[..3], "{loss:?}");
+            assert_eq!(d8[3..], [0.0; 5], "{loss:?}");
+            assert_eq!(padded.value(&y8, &t8).to_bits(), v3.to_bits());
+            // More outputs than the layer has: all of them.
+            let wide = Objective {
+                outputs: Some(100),
+                ..Objective::new(loss)
+            };
+            assert_eq!(wide.value(&y3, &t3).to_bits(), v3.to_bits());
+        }
     }
 
     #[test]

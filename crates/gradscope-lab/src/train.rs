@@ -755,8 +755,8 @@ where
     let n_params = param_count::<S, _>(net);
     let (head_act, loss) = head(cfg.task, cfg.loss)?;
     let objective = Objective {
-        loss,
         output_scale: cfg.output_scale,
+        ..Objective::new(loss)
     };
     // A sigmoid output is a probability: class 1 above ½; logits above 0.
     let threshold = if head_act == Act::Sigmoid { 0.5 } else { 0.0 };
