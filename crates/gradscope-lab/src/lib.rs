@@ -9,6 +9,7 @@ pub mod dump;
 pub mod effects;
 pub mod flow;
 pub mod formats;
+pub mod inspect;
 pub mod loss_cause;
 pub mod markup;
 pub mod options;

@@ -150,6 +150,17 @@ enum Command {
     /// The parity digests the firmware prints (`digest <workload> <hex>`), computed on the host; a test
     /// runs the firmware under QEMU and compares the lines.
     FirmwareDigests,
+    /// Bring your own model: a PyTorch nn.Sequential of nn.Linear layers saved with
+    /// safetensors.torch.save_file(model.state_dict(), path), and one batch of your data, measured in every
+    /// format: per-layer gradient norms and their error against f64, underflowed and saturated weights,
+    /// activations and gradients, horizons, a recommended loss scale and a training state's bytes. With
+    /// --out, also an HTML page with plots.
+    Inspect {
+        #[command(flatten)]
+        args: InspectArgs,
+        #[command(flatten)]
+        output: Output,
+    },
     /// The curated report (what `cargo run --release` runs): writes DIR/index.html with SVG plots and the CSV
     /// and JSON behind each, and prints a summary.
     Report {
@@ -163,6 +174,43 @@ enum Command {
         #[arg(long, value_name = "DIR", default_value = "report")]
         out: PathBuf,
     },
+}
+
+/// Options of `inspect`.
+#[derive(Args, Debug, Clone)]
+struct InspectArgs {
+    /// The model: a safetensors file of N.weight (out, in) and N.bias (out) tensors, in F32, F64, F16 or BF16.
+    #[arg(long, value_name = "MODEL.safetensors")]
+    model: PathBuf,
+    /// One activation per linear layer, input first, comma-separated (e.g. tanh,tanh,identity).
+    #[arg(long, required = true, value_delimiter = ',', value_parser = parse_act)]
+    activations: Vec<Act>,
+    /// CSV rows: the model's inputs, then its targets (one class index for ce, one value per output
+    /// otherwise). A first line without numbers is a header.
+    #[arg(long, value_name = "DATA.csv")]
+    data: PathBuf,
+    /// The loss of the batch mean: mse, bce (on the outputs as logits), ce (softmax cross-entropy) or
+    /// softmax_mse.
+    #[arg(long, default_value = "mse", value_parser = parse_loss)]
+    loss: Loss,
+    /// Formats to measure (f64 always runs as the reference).
+    #[arg(
+        long,
+        value_enum,
+        default_value = "f64,f32,bf16,f16,i16f16,i8f24,i1f15",
+        value_delimiter = ',',
+        ignore_case = true
+    )]
+    precisions: Vec<Precision>,
+    /// Rounding of every format.
+    #[arg(long, value_enum, default_value_t = Rounding::Nearest)]
+    rounding: Rounding,
+    /// Use the first N samples of the file as the batch (default: all).
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=65_536))]
+    batch: Option<u32>,
+    /// Seed of stochastic rounding.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
 }
 
 /// Options shared by `train` and `precision`.
@@ -411,6 +459,29 @@ fn run(cli: Cli) -> Result<String> {
             emit(&depth::horizon_outcome(&runs)?, &output, dir.as_ref())?
         }
         Command::FirmwareDigests => gradscope_lab::parity::digest_lines()?.join("\n") + "\n",
+        Command::Inspect { args, output } => {
+            use gradscope_lab::inspect::{self, InspectConfig, Model};
+            let dir = prepare(&output.out, None)?;
+            let model = Model::load(&args.model, &args.activations)?;
+            let mut data =
+                inspect::load_data(&args.data, model.inputs(), model.outputs(), args.loss)?;
+            if let Some(b) = args.batch {
+                data.truncate(b as usize);
+            }
+            let cfg = InspectConfig {
+                precisions: args.precisions,
+                rounding: args.rounding,
+                loss: args.loss,
+                seed: args.seed,
+            };
+            let r = inspect::run(&model, &args.model.display().to_string(), &data, &cfg)?;
+            let o = inspect::outcome(&r)?;
+            let text = o.render(output.format)?;
+            if let Some(d) = &dir {
+                report::write_page("gradscope inspect", "", &[inspect::section(&r, &o)], d)?;
+            }
+            text
+        }
         Command::Report { quick, format, out } => {
             let dir = OutDir::check(&out)?;
             let sections = report::sections(if quick { Effort::QUICK } else { Effort::FULL })?;

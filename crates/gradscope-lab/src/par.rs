@@ -26,6 +26,11 @@ fn pool() -> Result<&'static rayon::ThreadPool> {
     .map_err(|e| anyhow!("cannot start worker threads: {e}"))
 }
 
+/// Run `f` on a worker thread (with its large stack) and return its result.
+pub fn on_worker<R: Send>(f: impl FnOnce() -> R + Send) -> Result<R> {
+    Ok(pool()?.install(f))
+}
+
 /// A progress bar on stderr, drawn only when stderr is a terminal.
 pub fn bar(len: u64, label: &str) -> ProgressBar {
     let b = ProgressBar::with_draw_target(Some(len), ProgressDrawTarget::stderr());

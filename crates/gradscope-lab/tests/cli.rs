@@ -54,6 +54,7 @@ fn version_and_help() {
         "formats",
         "activations",
         "firmware-digests",
+        "inspect",
         "report",
     ] {
         assert!(stdout(&h).contains(cmd), "--help lacks {cmd}");

@@ -249,22 +249,40 @@ pub fn summary(sections: &[Section]) -> Outcome {
 
 /// Write the report: `index.html`, and per section its CSVs, SVGs and one JSON. Returns the index's path.
 pub fn write_html(sections: &[Section], dir: &OutDir, quick: bool) -> Result<std::path::PathBuf> {
-    let mut html = String::from(
-        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>gradscope report</title>\n<style>\
-         body{font-family:sans-serif;max-width:60rem;margin:2rem auto;padding:0 1rem;line-height:1.45}\
-         table{border-collapse:collapse;font-size:.85rem;margin:.5rem 0}td,th{border:1px solid #ccc;padding:.15rem .4rem}\
-         td.n{text-align:right;font-variant-numeric:tabular-nums}img{max-width:100%}details{margin:.4rem 0}\
-         </style></head><body>\n<h1>gradscope report</h1>\n",
-    );
-    let _ = writeln!(
-        html,
-        "<p>Vanishing and exploding gradients, and fixed-point underflow and overflow, measured. Every number below \
-         is computed by this run{}; each table's data is linked as CSV, each section's as JSON.</p>\n<ul>",
+    write_page(
+        "gradscope report",
         if quick {
             " (<code>--quick</code>: small batches and short training)"
         } else {
             ""
-        }
+        },
+        sections,
+        dir,
+    )
+}
+
+/// Write `index.html` titled `title` in the report's style, and per section its CSVs, SVGs and one JSON.
+/// `run_note` (HTML) follows "computed by this run" in the introduction. Returns the index's path.
+pub fn write_page(
+    title: &str,
+    run_note: &str,
+    sections: &[Section],
+    dir: &OutDir,
+) -> Result<std::path::PathBuf> {
+    let mut html = String::from(
+        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>",
+    ) + &escape(title)
+        + "</title>\n<style>\
+         body{font-family:sans-serif;max-width:60rem;margin:2rem auto;padding:0 1rem;line-height:1.45}\
+         table{border-collapse:collapse;font-size:.85rem;margin:.5rem 0}td,th{border:1px solid #ccc;padding:.15rem .4rem}\
+         td.n{text-align:right;font-variant-numeric:tabular-nums}img{max-width:100%}details{margin:.4rem 0}\
+         </style></head><body>\n<h1>"
+        + &escape(title)
+        + "</h1>\n";
+    let _ = writeln!(
+        html,
+        "<p>Vanishing and exploding gradients, and fixed-point underflow and overflow, measured. Every number below \
+         is computed by this run{run_note}; each table's data is linked as CSV, each section's as JSON.</p>\n<ul>"
     );
     for s in sections {
         let _ = writeln!(

@@ -1,0 +1,1010 @@
+//! Bring your own model: a PyTorch `nn.Sequential` of `nn.Linear` layers, read from safetensors, and one
+//! batch of the user's data, measured in every number format: which layers' gradients survive, which
+//! underflow or saturate, and what loss scale rescues them.
+//!
+//! The core's layers have their sizes in their types, so a model of arbitrary widths runs as a uniform
+//! [`DenseStack`] of the next compiled width ([`WIDTHS`]) at or above its widest layer. The padding is exact
+//! zeros (weights, biases, inputs and targets), and the loss reads only the model's real outputs
+//! ([`Objective::outputs`]), so the real units compute what an unpadded network computes, bit for bit (the
+//! `padding_changes_no_bit` test). Every statistic below is taken over the real units only.
+//!
+//! Counts compare each value with the same value of the f64 run:
+//! - *underflowed*: exactly zero here, nonzero in f64;
+//! - *saturated*: at or beyond the format's largest finite magnitude;
+//! - *non-finite*: NaN or ±∞.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use anyhow::{Context, Result, anyhow, bail};
+use gradscope_core::{Act, Activate, DenseStack, Layer, Loss, Objective, Scalar};
+use safetensors::{Dtype, SafeTensors};
+use serde::Serialize;
+
+use crate::data::Samples;
+use crate::depth::{MAX_DEPTH, WIDTHS};
+use crate::options::{Precision, Rounding};
+use crate::output::{Cell, Frame, Outcome};
+use crate::plot::Plot;
+use crate::with_scalar;
+
+/// Most samples one inspection reads.
+pub const MAX_SAMPLES: usize = 65_536;
+
+/// One `nn.Linear` layer and the activation that follows it, in f64 (every stored dtype converts exactly).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Linear {
+    /// The tensors' common prefix, e.g. `0` for `0.weight` and `0.bias`.
+    pub name: String,
+    /// `weight[out][in]`, PyTorch's layout.
+    pub weight: Vec<Vec<f64>>,
+    /// Biases (zeros when the file has none).
+    pub bias: Vec<f64>,
+    /// False for `nn.Linear(bias=False)`: the bias stays zero and is not a parameter (no gradient).
+    pub has_bias: bool,
+    /// The activation applied to this layer's output.
+    pub act: Act,
+}
+
+impl Linear {
+    /// Inputs.
+    pub fn inputs(&self) -> usize {
+        self.weight.first().map_or(0, Vec::len)
+    }
+
+    /// Outputs.
+    pub fn outputs(&self) -> usize {
+        self.weight.len()
+    }
+}
+
+/// A stack of linear layers.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Model {
+    /// The layers, input first.
+    pub layers: Vec<Linear>,
+}
+
+/// A tensor's values as f64, row-major, with its shape.
+struct Values {
+    shape: Vec<usize>,
+    data: Vec<f64>,
+}
+
+fn read_values(name: &str, view: &safetensors::tensor::TensorView<'_>) -> Result<Values> {
+    let bytes = view.data();
+    let data: Vec<f64> = match view.dtype() {
+        Dtype::F64 => bytes
+            .chunks_exact(8)
+            .map(|c| f64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]))
+            .collect(),
+        Dtype::F32 => bytes
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]) as f64)
+            .collect(),
+        Dtype::F16 => bytes
+            .chunks_exact(2)
+            .map(|c| gradscope_core::f16::from_le_bytes([c[0], c[1]]).to_f64())
+            .collect(),
+        Dtype::BF16 => bytes
+            .chunks_exact(2)
+            .map(|c| gradscope_core::bf16::from_le_bytes([c[0], c[1]]).to_f64())
+            .collect(),
+        other => bail!("tensor {name}: dtype {other:?} is not a float (F64, F32, F16 or BF16)"),
+    };
+    if let Some(k) = data.iter().position(|v| !v.is_finite()) {
+        bail!(
+            "tensor {name}: element {k} is {}, not a finite number",
+            data[k]
+        );
+    }
+    Ok(Values {
+        shape: view.shape().to_vec(),
+        data,
+    })
+}
+
+fn shape_str(s: &[usize]) -> String {
+    format!(
+        "({})",
+        s.iter()
+            .map(usize::to_string)
+            .collect::<Vec<_>>()
+            .join(", ")
+    )
+}
+
+/// The layer index of a tensor prefix: its last dot-separated component, which `nn.Sequential` numbers.
+fn layer_index(prefix: &str) -> Option<usize> {
+    prefix.rsplit('.').next()?.parse().ok()
+}
+
+impl Model {
+    /// Read an `nn.Sequential` of `nn.Linear` layers from safetensors bytes (`source` names the file in
+    /// errors), one activation per layer. Tensors are grouped by the prefix before `.weight` / `.bias` and
+    /// ordered by the number that ends it; shapes must chain.
+    pub fn from_safetensors(bytes: &[u8], source: &str, acts: &[Act]) -> Result<Model> {
+        let st = SafeTensors::deserialize(bytes)
+            .map_err(|e| anyhow!("{source}: not a safetensors file ({e})"))?;
+        let mut groups: BTreeMap<usize, (String, Option<Values>, Option<Values>)> = BTreeMap::new();
+        for (name, view) in st.iter() {
+            let (prefix, kind) = name
+                .rsplit_once('.')
+                .filter(|(_, k)| *k == "weight" || *k == "bias")
+                .ok_or_else(|| {
+                    anyhow!(
+                        "{source}: tensor {name} is not a layer's weight or bias (an nn.Sequential of \
+                         nn.Linear layers stores N.weight and N.bias)"
+                    )
+                })?;
+            let index = layer_index(prefix).ok_or_else(|| {
+                anyhow!("{source}: tensor {name}: '{prefix}' does not end in a layer number")
+            })?;
+            let entry = groups
+                .entry(index)
+                .or_insert_with(|| (prefix.to_string(), None, None));
+            if entry.0 != prefix {
+                bail!(
+                    "{source}: tensors {}.{kind} and {name} both claim layer {index}",
+                    entry.0
+                );
+            }
+            let v = read_values(name, &view)?;
+            if kind == "weight" {
+                entry.1 = Some(v);
+            } else {
+                entry.2 = Some(v);
+            }
+        }
+        if groups.is_empty() {
+            bail!("{source}: no tensors");
+        }
+        if groups.len() != acts.len() {
+            bail!(
+                "{source} has {} linear layers ({}) but --activations names {}",
+                groups.len(),
+                groups
+                    .values()
+                    .map(|g| g.0.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                acts.len()
+            );
+        }
+        let mut layers: Vec<Linear> = Vec::with_capacity(groups.len());
+        for ((prefix, weight, bias), &act) in groups.into_values().zip(acts) {
+            let w = weight
+                .ok_or_else(|| anyhow!("{source}: layer {prefix} has a bias but no weight"))?;
+            let [out, inp] = w.shape[..] else {
+                bail!(
+                    "{source}: tensor {prefix}.weight has shape {}, expected (out, in)",
+                    shape_str(&w.shape)
+                );
+            };
+            if out == 0 || inp == 0 {
+                bail!(
+                    "{source}: tensor {prefix}.weight has shape {}, an empty layer",
+                    shape_str(&w.shape)
+                );
+            }
+            let has_bias = bias.is_some();
+            let bias = match bias {
+                Some(b) if b.shape[..] != [out] => bail!(
+                    "{source}: tensor {prefix}.bias has shape {}, expected ({out}) to match {prefix}.weight {}",
+                    shape_str(&b.shape),
+                    shape_str(&w.shape)
+                ),
+                Some(b) => b.data,
+                None => vec![0.0; out],
+            };
+            if let Some(prev) = layers.last()
+                && prev.outputs() != inp
+            {
+                bail!(
+                    "{source}: tensor {prefix}.weight has shape {} but layer {} gives {} outputs",
+                    shape_str(&w.shape),
+                    prev.name,
+                    prev.outputs()
+                );
+            }
+            layers.push(Linear {
+                name: prefix.to_string(),
+                weight: w.data.chunks(inp).map(<[f64]>::to_vec).collect(),
+                bias,
+                has_bias,
+                act,
+            });
+        }
+        let model = Model { layers };
+        let widest = model.widest();
+        if widest > WIDTHS[WIDTHS.len() - 1] || model.layers.len() > MAX_DEPTH {
+            bail!(
+                "{source}: {} layers, widest {widest}: gradscope compiles widths up to {} and depths up to {MAX_DEPTH}",
+                model.layers.len(),
+                WIDTHS[WIDTHS.len() - 1]
+            );
+        }
+        Ok(model)
+    }
+
+    /// Read a model file (see [`Model::from_safetensors`]).
+    pub fn load(path: &Path, acts: &[Act]) -> Result<Model> {
+        let bytes = std::fs::read(path).with_context(|| format!("--model {}", path.display()))?;
+        Model::from_safetensors(&bytes, &path.display().to_string(), acts)
+    }
+
+    /// Inputs of the first layer.
+    pub fn inputs(&self) -> usize {
+        self.layers.first().map_or(0, Linear::inputs)
+    }
+
+    /// Outputs of the last layer.
+    pub fn outputs(&self) -> usize {
+        self.layers.last().map_or(0, Linear::outputs)
+    }
+
+    /// The widest input or output.
+    pub fn widest(&self) -> usize {
+        self.layers
+            .iter()
+            .map(|l| l.inputs().max(l.outputs()))
+            .max()
+            .unwrap_or(0)
+    }
+
+    /// The compiled width the model runs at: the smallest of [`WIDTHS`] that holds its widest layer.
+    pub fn padded_width(&self) -> usize {
+        let w = self.widest();
+        WIDTHS
+            .iter()
+            .copied()
+            .find(|&c| c >= w)
+            .unwrap_or(WIDTHS[WIDTHS.len() - 1])
+    }
+}
+
+/// Parse the data: per line the model's inputs, then the targets (one class index for `ce`, one value per
+/// output otherwise). A first line without a single number is a header and skipped. Errors name the line
+/// and column.
+pub fn parse_data(
+    text: &str,
+    source: &str,
+    inputs: usize,
+    outputs: usize,
+    loss: Loss,
+) -> Result<Samples> {
+    let classes = loss == Loss::SoftmaxCrossEntropy;
+    let targets = if classes { 1 } else { outputs };
+    let want = inputs + targets;
+    let mut out = Vec::new();
+    for (n, line) in text.lines().enumerate() {
+        let line_no = n + 1;
+        if line.trim().is_empty() {
+            continue;
+        }
+        let cells: Vec<&str> = line.split(',').map(str::trim).collect();
+        if n == 0 && cells.iter().all(|c| c.parse::<f64>().is_err()) {
+            continue;
+        }
+        if cells.len() != want {
+            bail!(
+                "{source}, line {line_no}: {} columns, expected {want} ({inputs} inputs for the model's first \
+                 layer, then {})",
+                cells.len(),
+                if classes {
+                    "one class index for ce".to_string()
+                } else {
+                    format!("{outputs} targets for its last layer")
+                }
+            );
+        }
+        let mut v = Vec::with_capacity(want);
+        for (c, cell) in cells.iter().enumerate() {
+            let x: f64 = cell.parse().map_err(|_| {
+                anyhow!(
+                    "{source}, line {line_no}, column {}: '{cell}' is not a number",
+                    c + 1
+                )
+            })?;
+            if !x.is_finite() {
+                bail!(
+                    "{source}, line {line_no}, column {}: {cell} is not a finite number",
+                    c + 1
+                );
+            }
+            v.push(x);
+        }
+        let t = v.split_off(inputs);
+        let t = if classes {
+            let k = t[0];
+            if k.fract() != 0.0 || k < 0.0 || k >= outputs as f64 {
+                bail!(
+                    "{source}, line {line_no}, column {want}: class {k} is not an index 0..{} of the model's \
+                     {outputs} outputs",
+                    outputs - 1
+                );
+            }
+            let mut one_hot = vec![0.0; outputs];
+            one_hot[k as usize] = 1.0;
+            one_hot
+        } else {
+            t
+        };
+        out.push((v, t));
+        if out.len() > MAX_SAMPLES {
+            bail!("{source}: more than {MAX_SAMPLES} samples; use --batch to take the first N");
+        }
+    }
+    if out.is_empty() {
+        bail!("{source}: no samples");
+    }
+    Ok(out)
+}
+
+/// Read a data file (see [`parse_data`]).
+pub fn load_data(path: &Path, inputs: usize, outputs: usize, loss: Loss) -> Result<Samples> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("--data {}", path.display()))?;
+    parse_data(&text, &path.display().to_string(), inputs, outputs, loss)
+}
+
+/// Everything one format computed on the real units, as f64.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Trace {
+    /// The batch-mean loss.
+    pub loss: f64,
+    /// Per layer: the weights and biases as stored in the format, row-major then biases (if the layer has
+    /// them).
+    pub params: Vec<Vec<f64>>,
+    /// Per layer: the outputs, sample-major.
+    pub outputs: Vec<Vec<f64>>,
+    /// Per layer: ∂L/∂weight row-major, then ∂L/∂bias if the layer has one (the batch mean, times the loss
+    /// scale).
+    pub grads: Vec<Vec<f64>>,
+    /// Per layer: the signal it sends back (∂L/∂input), sample-major.
+    pub backward: Vec<Vec<f64>>,
+    /// The raw bits of every gradient, for bit-exact comparisons.
+    pub grad_bits: Vec<Vec<u64>>,
+}
+
+/// How one format runs: [`Pass::new`] gives nearest rounding, seed 1, no loss scale, the model's own
+/// padded width.
+#[derive(Copy, Clone, Debug, PartialEq)]
+pub struct Pass {
+    /// The loss.
+    pub loss: Loss,
+    /// The format.
+    pub precision: Precision,
+    /// Its rounding.
+    pub rounding: Rounding,
+    /// Seed of stochastic rounding.
+    pub seed: u64,
+    /// Static loss scale: gradients come out multiplied by it.
+    pub loss_scale: f64,
+    /// The compiled width to run at (`None`: [`Model::padded_width`]).
+    pub width: Option<usize>,
+}
+
+impl Pass {
+    /// `loss` in `precision`, with the defaults above.
+    pub fn new(loss: Loss, precision: Precision) -> Pass {
+        Pass {
+            loss,
+            precision,
+            rounding: Rounding::Nearest,
+            seed: 1,
+            loss_scale: 1.0,
+            width: None,
+        }
+    }
+}
+
+/// Run `model` on `samples` as `pass` says: one forward and backward pass per sample, gradients accumulated
+/// over the batch as its mean, times the loss scale.
+pub fn trace(model: &Model, samples: &[(Vec<f64>, Vec<f64>)], pass: &Pass) -> Result<Trace> {
+    let w = pass.width.unwrap_or_else(|| model.padded_width());
+    if w < model.widest() || !WIDTHS.contains(&w) {
+        bail!(
+            "width {w} cannot hold the model (widest layer {}); compiled widths: {WIDTHS:?}",
+            model.widest()
+        );
+    }
+    // The network lives in fixed-size arrays: build it on a worker's large stack.
+    crate::par::on_worker(|| {
+        with_scalar!(pass.precision, S => match w {
+            8 => trace_typed::<S, 8>(model, samples, pass),
+            16 => trace_typed::<S, 16>(model, samples, pass),
+            32 => trace_typed::<S, 32>(model, samples, pass),
+            _ => trace_typed::<S, 64>(model, samples, pass),
+        })
+    })
+}
+
+fn padded<S: Scalar, const W: usize>(v: &[f64], r: &mut impl gradscope_core::Rounding) -> [S; W] {
+    let mut a = [S::ZERO; W];
+    for (d, &x) in a.iter_mut().zip(v) {
+        *d = S::from_f64(x, r).0;
+    }
+    a
+}
+
+fn trace_typed<S: Scalar, const W: usize>(
+    model: &Model,
+    samples: &[(Vec<f64>, Vec<f64>)],
+    a: &Pass,
+) -> Trace
+where
+    Act: Activate<S>,
+{
+    let mut r = a.rounding.build(a.seed);
+    let depth = model.layers.len();
+    let mut net: Box<DenseStack<S, W, MAX_DEPTH>> = Box::new(DenseStack::new(Act::Identity, depth));
+    for (l, m) in net.active_mut().iter_mut().zip(&model.layers) {
+        l.act = m.act;
+        for (row, src) in l.weight.iter_mut().zip(&m.weight) {
+            *row = padded(src, &mut r);
+        }
+        l.bias = padded(&m.bias, &mut r);
+    }
+    let objective = Objective {
+        outputs: Some(model.outputs()),
+        ..Objective::new(a.loss)
+    };
+    let n = samples.len();
+    let factor = a.loss_scale / n.max(1) as f64;
+    let mut t = Trace {
+        outputs: vec![Vec::new(); depth],
+        backward: vec![Vec::new(); depth],
+        ..Trace::default()
+    };
+    let mut sum = 0.0;
+    for (x, target) in samples {
+        let mut h: [S; W] = padded(x, &mut r);
+        for (k, (l, m)) in net.active_mut().iter_mut().zip(&model.layers).enumerate() {
+            h = l.forward(&h, k, &mut r, &mut ());
+            t.outputs[k].extend(h[..m.outputs()].iter().map(|v| v.to_f64()));
+        }
+        let tp: [S; W] = padded(target, &mut r);
+        let mut dy = [S::ZERO; W];
+        sum += objective.grad(&h, &tp, factor, &mut dy, &mut r, &mut ());
+        for (k, (l, m)) in net
+            .active_mut()
+            .iter_mut()
+            .zip(&model.layers)
+            .enumerate()
+            .rev()
+        {
+            dy = l.backward(&dy, k, &mut r, &mut ());
+            t.backward[k].extend(dy[..m.inputs()].iter().map(|v| v.to_f64()));
+        }
+    }
+    t.loss = sum / n.max(1) as f64;
+    for (l, m) in net.active().iter().zip(&model.layers) {
+        let (o, i) = (m.outputs(), m.inputs());
+        let nb = if m.has_bias { o } else { 0 };
+        let real = |w: &[[S; W]; W], b: &[S; W]| -> Vec<S> {
+            w[..o]
+                .iter()
+                .flat_map(|row| row[..i].iter().copied())
+                .chain(b[..nb].iter().copied())
+                .collect()
+        };
+        t.params.push(
+            real(&l.weight, &l.bias)
+                .iter()
+                .map(|v| v.to_f64())
+                .collect(),
+        );
+        let g = real(&l.grad_weight, &l.grad_bias);
+        t.grads.push(g.iter().map(|v| v.to_f64()).collect());
+        t.grad_bits.push(g.iter().map(|v| v.raw_bits()).collect());
+    }
+    t
+}
+
+/// Underflowed, saturated and non-finite values among `n`.
+#[derive(Copy, Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct Counts {
+    /// Values compared.
+    pub values: usize,
+    /// Exactly zero here, nonzero in f64.
+    pub underflowed: usize,
+    /// At or beyond the format's largest finite magnitude.
+    pub saturated: usize,
+    /// NaN or infinite.
+    pub nonfinite: usize,
+}
+
+impl Counts {
+    fn of(v: &[f64], reference: &[f64], max: f64) -> Counts {
+        let mut c = Counts {
+            values: v.len(),
+            ..Counts::default()
+        };
+        for (&x, &x64) in v.iter().zip(reference) {
+            if !x.is_finite() {
+                c.nonfinite += 1;
+            } else if x.abs() >= max {
+                c.saturated += 1;
+            } else if x == 0.0 && x64 != 0.0 {
+                c.underflowed += 1;
+            }
+        }
+        c
+    }
+}
+
+fn norm(v: &[f64]) -> f64 {
+    v.iter().map(|x| x * x).sum::<f64>().sqrt()
+}
+
+fn rms(v: &[f64]) -> f64 {
+    if v.is_empty() {
+        0.0
+    } else {
+        (v.iter().map(|x| x * x).sum::<f64>() / v.len() as f64).sqrt()
+    }
+}
+
+/// One layer in one format.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct LayerReport {
+    /// 1-based, input first.
+    pub layer: usize,
+    /// The tensors' prefix in the model file.
+    pub name: String,
+    /// Inputs.
+    pub inputs: usize,
+    /// Outputs.
+    pub outputs: usize,
+    /// The activation.
+    pub activation: String,
+    /// ‖∂L/∂(weights, biases)‖₂.
+    pub grad_norm: f64,
+    /// ‖g − g_f64‖₂ / ‖g_f64‖₂ (0 for f64 itself; ∞ when the f64 gradient is zero and this one is not).
+    pub grad_rel_error: f64,
+    /// RMS of the signal sent back (∂L/∂input), per element and sample.
+    pub backward_rms: f64,
+    /// Weights and biases as stored in the format.
+    pub weights: Counts,
+    /// Outputs over the batch.
+    pub activations: Counts,
+    /// Weight and bias gradients.
+    pub gradients: Counts,
+}
+
+/// The static loss scale computed from the f64 run.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Recommendation {
+    /// A power of two: among the scales that keep every gradient and backward signal of the f64 run below
+    /// half the format's largest value, one that lifts the most layers' gradient RMS to one LSB or above;
+    /// of those, one that leaves the fewest f64 gradients below half an LSB; of those, the nearest to 1.
+    pub loss_scale: f64,
+    /// Layers whose gradient RMS is at least one LSB without scaling.
+    pub layers_above_lsb_unscaled: usize,
+    /// ... and with the recommended scale.
+    pub layers_above_lsb: usize,
+    /// True when no single scale lifts every layer: per-layer scaling is needed.
+    pub per_layer_scaling_needed: bool,
+    /// Underflowed gradients of this format run at the recommended scale (measured).
+    pub underflowed_gradients_scaled: usize,
+}
+
+/// Bytes of one training state, from the format's size: values × `size_of::<S>()`.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Memory {
+    /// Bytes per value.
+    pub bytes_per_value: usize,
+    /// Weights and biases.
+    pub weights: usize,
+    /// Their gradients.
+    pub gradients: usize,
+    /// What backward needs from forward: each dense layer keeps its input, pre-activation and output.
+    pub caches: usize,
+    /// SGD with momentum: one velocity per parameter.
+    pub momentum: usize,
+    /// Adam: two moments per parameter.
+    pub adam: usize,
+}
+
+impl Memory {
+    fn of(model: &Model, bytes_per_value: usize) -> Memory {
+        let params: usize = model
+            .layers
+            .iter()
+            .map(|l| l.inputs() * l.outputs() + if l.has_bias { l.outputs() } else { 0 })
+            .sum();
+        let caches: usize = model
+            .layers
+            .iter()
+            .map(|l| l.inputs() + 2 * l.outputs())
+            .sum();
+        Memory {
+            bytes_per_value,
+            weights: params * bytes_per_value,
+            gradients: params * bytes_per_value,
+            caches: caches * bytes_per_value,
+            momentum: params * bytes_per_value,
+            adam: 2 * params * bytes_per_value,
+        }
+    }
+}
+
+/// One format's findings.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct PrecisionReport {
+    /// The format.
+    pub precision: Precision,
+    /// One LSB: fixed point's, or a float's smallest subnormal.
+    pub lsb: f64,
+    /// The largest finite magnitude.
+    pub max: f64,
+    /// The batch-mean loss.
+    pub loss: f64,
+    /// Per layer, input first.
+    pub layers: Vec<LayerReport>,
+    /// The first layer (1-based) with a non-finite weight, output or gradient.
+    pub first_nonfinite: Option<usize>,
+    /// Layers from the output (the last layer is 1) to the first whose backward signal's RMS is below one
+    /// LSB, in this format's run.
+    pub measured_horizon: Option<usize>,
+    /// The same from the f64 run's signal against this format's LSB: where the exact signal falls below
+    /// what the format can hold.
+    pub predicted_horizon: Option<usize>,
+    /// The loss scale.
+    pub recommendation: Recommendation,
+    /// A training state's size.
+    pub memory: Memory,
+}
+
+/// A whole inspection.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct InspectResult {
+    /// The model file.
+    pub model: String,
+    /// `in-h1-...-out`.
+    pub shape: String,
+    /// The compiled width the model ran at.
+    pub padded_width: usize,
+    /// Samples in the batch.
+    pub samples: usize,
+    /// The loss.
+    pub loss: Loss,
+    /// The rounding of every format.
+    pub rounding: Rounding,
+    /// One report per format, in the order asked.
+    pub precisions: Vec<PrecisionReport>,
+}
+
+/// What to measure.
+#[derive(Clone, Debug, PartialEq)]
+pub struct InspectConfig {
+    /// Formats, compared with f64 (which always runs).
+    pub precisions: Vec<Precision>,
+    /// Rounding of every format.
+    pub rounding: Rounding,
+    /// The loss.
+    pub loss: Loss,
+    /// Seed of stochastic rounding.
+    pub seed: u64,
+}
+
+fn horizon(backward: &[Vec<f64>], lsb: f64) -> Option<usize> {
+    let depth = backward.len();
+    (1..=depth).find(|&k| rms(&backward[depth - k]) < lsb)
+}
+
+/// Power-of-two loss scales tried: 2⁻³² to 2⁶⁴.
+const SCALE_EXPONENTS: std::ops::RangeInclusive<i32> = -32..=64;
+
+fn recommend(reference: &Trace, lsb: f64, max: f64) -> (f64, usize, usize) {
+    let peak = reference
+        .grads
+        .iter()
+        .chain(&reference.backward)
+        .flatten()
+        .fold(0.0f64, |m, v| m.max(v.abs()));
+    let rmss: Vec<f64> = reference.grads.iter().map(|g| rms(g)).collect();
+    let above = |s: f64| rmss.iter().filter(|&&r| r * s >= lsb).count();
+    // Nonzero f64 gradients that round to zero at scale s (below half an LSB).
+    let lost = |s: f64| {
+        reference
+            .grads
+            .iter()
+            .flatten()
+            .filter(|&&g| g != 0.0 && g.abs() * s < lsb / 2.0)
+            .count()
+    };
+    // Most layers lifted, then fewest gradients lost, then nearest to 1. When even the smallest scale
+    // overflows, 1: there is nothing to recommend.
+    let mut best: Option<(i32, usize, usize)> = None;
+    for e in SCALE_EXPONENTS {
+        let s = 2f64.powi(e);
+        if peak * s >= max / 2.0 {
+            continue;
+        }
+        let (n, l) = (above(s), lost(s));
+        if best.is_none_or(|(be, bn, bl)| {
+            (n, std::cmp::Reverse(l), std::cmp::Reverse(e.abs()))
+                > (bn, std::cmp::Reverse(bl), std::cmp::Reverse(be.abs()))
+        }) {
+            best = Some((e, n, l));
+        }
+    }
+    let (e, n, _) = best.unwrap_or((0, above(1.0), 0));
+    (2f64.powi(e), above(1.0), n)
+}
+
+/// Measure every format of `cfg` on `model` and `samples`.
+pub fn run(
+    model: &Model,
+    model_name: &str,
+    samples: &[(Vec<f64>, Vec<f64>)],
+    cfg: &InspectConfig,
+) -> Result<InspectResult> {
+    if cfg.precisions.is_empty() {
+        bail!("--precisions: name at least one format");
+    }
+    let go = |p: Precision, loss_scale: f64| {
+        let pass = Pass {
+            rounding: cfg.rounding,
+            seed: cfg.seed,
+            loss_scale,
+            ..Pass::new(cfg.loss, p)
+        };
+        trace(model, samples, &pass)
+    };
+    let reference = go(Precision::F64, 1.0)?;
+    let mut precisions = Vec::with_capacity(cfg.precisions.len());
+    for &p in &cfg.precisions {
+        let t = if p == Precision::F64 {
+            reference.clone()
+        } else {
+            go(p, 1.0)?
+        };
+        let (lsb, max, size) =
+            with_scalar!(p, S => (S::SMALLEST, S::MAX.to_f64(), std::mem::size_of::<S>()));
+        let layers: Vec<LayerReport> = model
+            .layers
+            .iter()
+            .enumerate()
+            .map(|(k, m)| {
+                let g = &t.grads[k];
+                let g64 = &reference.grads[k];
+                let diff: Vec<f64> = g.iter().zip(g64).map(|(a, b)| a - b).collect();
+                let (dn, rn) = (norm(&diff), norm(g64));
+                LayerReport {
+                    layer: k + 1,
+                    name: m.name.clone(),
+                    inputs: m.inputs(),
+                    outputs: m.outputs(),
+                    activation: m.act.to_string(),
+                    grad_norm: norm(g),
+                    grad_rel_error: if dn == 0.0 {
+                        0.0
+                    } else if rn == 0.0 {
+                        f64::INFINITY
+                    } else {
+                        dn / rn
+                    },
+                    backward_rms: rms(&t.backward[k]),
+                    weights: Counts::of(&t.params[k], &reference.params[k], max),
+                    activations: Counts::of(&t.outputs[k], &reference.outputs[k], max),
+                    gradients: Counts::of(g, g64, max),
+                }
+            })
+            .collect();
+        let first_nonfinite = layers
+            .iter()
+            .find(|l| l.weights.nonfinite + l.activations.nonfinite + l.gradients.nonfinite > 0)
+            .map(|l| l.layer);
+        let (loss_scale, unscaled, scaled) = recommend(&reference, lsb, max);
+        let underflowed_gradients_scaled = if loss_scale == 1.0 {
+            layers.iter().map(|l| l.gradients.underflowed).sum()
+        } else {
+            let ts = go(p, loss_scale)?;
+            ts.grads
+                .iter()
+                .zip(&reference.grads)
+                .map(|(g, g64)| Counts::of(g, g64, max).underflowed)
+                .sum()
+        };
+        precisions.push(PrecisionReport {
+            precision: p,
+            lsb,
+            max,
+            loss: t.loss,
+            measured_horizon: horizon(&t.backward, lsb),
+            predicted_horizon: horizon(&reference.backward, lsb),
+            first_nonfinite,
+            recommendation: Recommendation {
+                loss_scale,
+                layers_above_lsb_unscaled: unscaled,
+                layers_above_lsb: scaled,
+                per_layer_scaling_needed: scaled < model.layers.len(),
+                underflowed_gradients_scaled,
+            },
+            memory: Memory::of(model, size),
+            layers,
+        });
+    }
+    let mut shape = vec![model.inputs().to_string()];
+    shape.extend(model.layers.iter().map(|l| l.outputs().to_string()));
+    Ok(InspectResult {
+        model: model_name.to_string(),
+        shape: shape.join("-"),
+        padded_width: model.padded_width(),
+        samples: samples.len(),
+        loss: cfg.loss,
+        rounding: cfg.rounding,
+        precisions,
+    })
+}
+
+fn opt(h: Option<usize>) -> Cell {
+    h.map_or(Cell::Text("none".into()), |v| Cell::Int(v as i64))
+}
+
+/// The per-layer table (one row per format and layer), the per-format summary and the gradient-norm plot.
+pub fn outcome(r: &InspectResult) -> Result<Outcome> {
+    let mut layers = Frame::new(
+        "inspect_layers",
+        "",
+        &[
+            "precision",
+            "layer",
+            "name",
+            "shape",
+            "activation",
+            "grad_norm",
+            "grad_rel_error",
+            "backward_rms",
+            "weights_underflowed",
+            "weights_saturated",
+            "activations_underflowed",
+            "activations_saturated",
+            "gradients_underflowed",
+            "gradients_saturated",
+            "nonfinite",
+        ],
+    );
+    for p in &r.precisions {
+        for l in &p.layers {
+            layers.push(vec![
+                Cell::Text(p.precision.to_string()),
+                Cell::Int(l.layer as i64),
+                Cell::Text(l.name.clone()),
+                Cell::Text(format!("{}x{}", l.outputs, l.inputs)),
+                Cell::Text(l.activation.clone()),
+                Cell::Num(l.grad_norm),
+                Cell::Num(l.grad_rel_error),
+                Cell::Num(l.backward_rms),
+                Cell::Int(l.weights.underflowed as i64),
+                Cell::Int(l.weights.saturated as i64),
+                Cell::Int(l.activations.underflowed as i64),
+                Cell::Int(l.activations.saturated as i64),
+                Cell::Int(l.gradients.underflowed as i64),
+                Cell::Int(l.gradients.saturated as i64),
+                Cell::Int(
+                    (l.weights.nonfinite + l.activations.nonfinite + l.gradients.nonfinite) as i64,
+                ),
+            ]);
+        }
+    }
+    let mut summary = Frame::new(
+        "inspect_formats",
+        "Per format: horizons, the recommended static loss scale, and a training state's bytes",
+        &[
+            "precision",
+            "loss",
+            "first_nonfinite_layer",
+            "measured_horizon",
+            "predicted_horizon",
+            "loss_scale",
+            "layers_above_lsb_unscaled",
+            "layers_above_lsb_scaled",
+            "per_layer_scaling_needed",
+            "gradients_underflowed_scaled",
+            "weights_bytes",
+            "gradients_bytes",
+            "caches_bytes",
+            "momentum_bytes",
+            "adam_bytes",
+        ],
+    );
+    for p in &r.precisions {
+        let rec = &p.recommendation;
+        summary.push(vec![
+            Cell::Text(p.precision.to_string()),
+            Cell::Num(p.loss),
+            opt(p.first_nonfinite),
+            opt(p.measured_horizon),
+            opt(p.predicted_horizon),
+            Cell::Num(rec.loss_scale),
+            Cell::Int(rec.layers_above_lsb_unscaled as i64),
+            Cell::Int(rec.layers_above_lsb as i64),
+            Cell::Text(rec.per_layer_scaling_needed.to_string()),
+            Cell::Int(rec.underflowed_gradients_scaled as i64),
+            Cell::Int(p.memory.weights as i64),
+            Cell::Int(p.memory.gradients as i64),
+            Cell::Int(p.memory.caches as i64),
+            Cell::Int(p.memory.momentum as i64),
+            Cell::Int(p.memory.adam as i64),
+        ]);
+    }
+    let mut plot = Plot::new(
+        "inspect_grad_norm",
+        "Gradient norm per layer, by format",
+        "layer",
+        "‖∂L/∂(W, b)‖",
+        true,
+    );
+    for p in &r.precisions {
+        plot.line(
+            p.precision.to_string(),
+            p.layers
+                .iter()
+                .map(|l| (l.layer as f64, l.grad_norm))
+                .collect(),
+        );
+    }
+    let mut notes = Vec::new();
+    for p in &r.precisions {
+        let rec = &p.recommendation;
+        let under: usize = p.layers.iter().map(|l| l.gradients.underflowed).sum();
+        let total: usize = p.layers.iter().map(|l| l.gradients.values).sum();
+        notes.push(format!(
+            "{}: {under} of {total} gradients underflow; loss scale {} lifts {} of {} layers above one LSB \
+             ({} without), leaving {} underflowed{}.",
+            p.precision,
+            rec.loss_scale,
+            rec.layers_above_lsb,
+            p.layers.len(),
+            rec.layers_above_lsb_unscaled,
+            rec.underflowed_gradients_scaled,
+            if rec.per_layer_scaling_needed {
+                "; no single scale lifts every layer: per-layer scaling is needed"
+            } else {
+                ""
+            }
+        ));
+    }
+    Ok(Outcome {
+        name: "inspect".into(),
+        heading: format!(
+            "{} ({}, run at width {}), {} samples, loss {}, {} rounding",
+            r.model,
+            r.shape,
+            r.padded_width,
+            r.samples,
+            r.loss.name(),
+            r.rounding
+        ),
+        json: serde_json::to_value(r)?,
+        frames: vec![layers, summary],
+        plots: vec![plot],
+        notes,
+    })
+}
+
+/// The outcome as one report-style section (for the HTML page of `inspect --out`).
+pub fn section(r: &InspectResult, o: &Outcome) -> crate::report::Section {
+    crate::report::Section {
+        id: "inspect".into(),
+        title: o.heading.clone(),
+        explanation: format!(
+            "The model ran once forward and backward over the batch in each format, its {} real units padded \
+             to width {} with exact zeros. Counts compare every value with the f64 run: underflowed values are \
+             exactly zero where f64's are not; saturated ones sit at the format's largest magnitude. The \
+             measured horizon counts layers from the output to the first whose backward signal's RMS falls \
+             below one LSB; the predicted one applies the same test to the f64 run's signal. The loss scale is \
+             the power of two that lifts the most layers' gradient RMS to one LSB while every f64 gradient \
+             and backward signal stays below half the format's largest value (then: fewest gradients below \
+             half an LSB, then nearest to 1); its underflow count is measured by rerunning the format at it.",
+            r.shape, r.padded_width
+        ),
+        findings: o.notes.clone(),
+        frames: o.frames.clone(),
+        plots: o.plots.clone(),
+    }
+}

@@ -1,0 +1,401 @@
+//! `gradscope inspect` on models PyTorch wrote (`tests/data/make_inspect.py`): the f64 gradients equal
+//! autograd's, padding to a compiled width changes no bit, and bad files and data are one-line errors with no
+//! output.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use gradscope_core::Act;
+use gradscope_lab::data::Samples;
+use gradscope_lab::inspect::{self, Model, Pass};
+use gradscope_lab::options::{Precision, Rounding};
+use safetensors::{Dtype, tensor::TensorView};
+use serde_json::Value;
+
+fn data(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../tests/data/inspect")
+        .join(name)
+}
+
+fn gradscope(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_gradscope"))
+        .args(args)
+        .output()
+        .expect("run gradscope")
+}
+
+fn norm(v: &[f64]) -> f64 {
+    v.iter().map(|x| x * x).sum::<f64>().sqrt()
+}
+
+fn torch(name: &str) -> Value {
+    serde_json::from_str(&std::fs::read_to_string(data(&format!("{name}.torch.json"))).unwrap())
+        .unwrap()
+}
+
+fn load(name: &str) -> (Model, Samples, gradscope_core::Loss, Value) {
+    let t = torch(name);
+    let acts: Vec<Act> = t["activations"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| Act::from_name(a.as_str().unwrap()).unwrap())
+        .collect();
+    let loss = gradscope_core::Loss::from_name(t["loss"].as_str().unwrap()).unwrap();
+    let model = Model::load(&data(&format!("{name}.safetensors")), &acts).unwrap();
+    let samples = inspect::load_data(
+        &data(&format!("{name}.csv")),
+        model.inputs(),
+        model.outputs(),
+        loss,
+    )
+    .unwrap();
+    (model, samples, loss, t)
+}
+
+#[test]
+fn f64_gradients_equal_pytorch_autograd() {
+    // Three models: f32 storage and softmax cross-entropy, f64 storage with a bias-free layer and MSE,
+    // bf16 storage and BCE on logits.
+    for name in ["mlp", "regressor", "binary"] {
+        let (model, samples, loss, t) = load(name);
+        let tr = inspect::trace(&model, &samples, &Pass::new(loss, Precision::F64)).unwrap();
+        let want_loss = t["loss_value"].as_f64().unwrap();
+        assert!(
+            (tr.loss - want_loss).abs() <= 1e-12 * want_loss.abs(),
+            "{name}: loss {} against torch's {want_loss}",
+            tr.loss
+        );
+        let grads = t["grads"].as_array().unwrap();
+        assert_eq!(grads.len(), model.layers.len(), "{name}");
+        for (k, (ours, theirs)) in tr.grads.iter().zip(grads).enumerate() {
+            let theirs: Vec<f64> = theirs
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|v| v.as_f64().unwrap())
+                .collect();
+            assert_eq!(ours.len(), theirs.len(), "{name} layer {k}");
+            let scale = norm(&theirs);
+            assert!(
+                scale > 0.0,
+                "{name} layer {k}: a zero reference proves nothing"
+            );
+            let diff: Vec<f64> = ours.iter().zip(&theirs).map(|(a, b)| a - b).collect();
+            assert!(
+                norm(&diff) <= 1e-9 * scale,
+                "{name} layer {k}: relative error {}",
+                norm(&diff) / scale
+            );
+        }
+    }
+}
+
+#[test]
+fn the_cli_reports_pytorchs_gradient_norms_in_its_f64_rows() {
+    let (model, _, _, t) = load("mlp");
+    let o = gradscope(&[
+        "inspect",
+        "--model",
+        data("mlp.safetensors").to_str().unwrap(),
+        "--activations",
+        "tanh,sigmoid,identity",
+        "--data",
+        data("mlp.csv").to_str().unwrap(),
+        "--loss",
+        "ce",
+        "--precisions",
+        "f64,i1f15",
+        "--format",
+        "json",
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let j: Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(j["shape"], "5-12-7-3");
+    assert_eq!(j["padded_width"], 16);
+    assert_eq!(j["samples"], 16);
+    let f64_layers = j["precisions"][0]["layers"].as_array().unwrap();
+    assert_eq!(f64_layers.len(), model.layers.len());
+    for (l, g) in f64_layers.iter().zip(t["grads"].as_array().unwrap()) {
+        let g: Vec<f64> = g
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_f64().unwrap())
+            .collect();
+        let want = norm(&g);
+        let got = l["grad_norm"].as_f64().unwrap();
+        assert!((got - want).abs() <= 1e-9 * want, "{got} against {want}");
+    }
+    // Q15 loses some of this classifier's small first-layer gradients; the counts say how many.
+    let q15 = &j["precisions"][1];
+    assert_eq!(q15["precision"], "i1f15");
+    let lost: u64 = q15["layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["gradients"]["underflowed"].as_u64().unwrap())
+        .sum();
+    assert!(lost > 0, "{q15}");
+}
+
+/// A model whose sizes are compiled widths (8), with sigmoid hidden layers: padding units output ½, the
+/// hardest case for exactness.
+fn native_model() -> Model {
+    let mut seed = 0x2545_f491_4f6c_dd1du64;
+    let mut next = move || {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        (seed >> 11) as f64 / (1u64 << 53) as f64 * 1.6 - 0.8
+    };
+    let layers = [Act::Sigmoid, Act::Tanh, Act::Identity]
+        .into_iter()
+        .enumerate()
+        .map(|(k, act)| inspect::Linear {
+            name: k.to_string(),
+            weight: (0..8).map(|_| (0..8).map(|_| next()).collect()).collect(),
+            bias: (0..8).map(|_| next() / 4.0).collect(),
+            has_bias: true,
+            act,
+        })
+        .collect();
+    Model { layers }
+}
+
+#[test]
+fn padding_changes_no_bit() {
+    let model = native_model();
+    let samples: Vec<(Vec<f64>, Vec<f64>)> = (0..6)
+        .map(|s| {
+            let x = (0..8)
+                .map(|i| ((s * 8 + i) as f64 * 0.37).sin() * 0.9)
+                .collect();
+            let mut t = vec![0.0; 8];
+            t[s % 8] = 1.0;
+            (x, t)
+        })
+        .collect();
+    for loss in [
+        gradscope_core::Loss::Mse,
+        gradscope_core::Loss::SoftmaxCrossEntropy,
+    ] {
+        for p in [
+            Precision::F64,
+            Precision::F32,
+            Precision::Bf16,
+            Precision::F16,
+            Precision::I16F16,
+            Precision::I8F24,
+            Precision::I1F15,
+        ] {
+            for rounding in [Rounding::Nearest, Rounding::Floor] {
+                let run = |w| {
+                    let pass = Pass {
+                        rounding,
+                        width: Some(w),
+                        ..Pass::new(loss, p)
+                    };
+                    inspect::trace(&model, &samples, &pass).unwrap()
+                };
+                let native = run(8);
+                assert!(native.grads.iter().flatten().any(|&g| g != 0.0));
+                for w in [16, 64] {
+                    let padded = run(w);
+                    assert_eq!(
+                        padded.grad_bits, native.grad_bits,
+                        "{p} {rounding} {loss:?} width {w}"
+                    );
+                    assert_eq!(
+                        padded.loss.to_bits(),
+                        native.loss.to_bits(),
+                        "{p} {loss:?} width {w}"
+                    );
+                    assert_eq!(padded.outputs, native.outputs, "{p} {loss:?} width {w}");
+                    assert_eq!(padded.backward, native.backward, "{p} {loss:?} width {w}");
+                }
+            }
+        }
+    }
+    // A width that cannot hold the model is an error.
+    let too_narrow = Pass {
+        width: Some(4),
+        ..Pass::new(gradscope_core::Loss::Mse, Precision::F32)
+    };
+    assert!(inspect::trace(&model, &samples, &too_narrow).is_err());
+}
+
+fn tensor_file(dir: &Path, name: &str, tensors: &[(&str, Dtype, Vec<usize>, Vec<u8>)]) -> PathBuf {
+    let views: Vec<(String, TensorView<'_>)> = tensors
+        .iter()
+        .map(|(n, d, s, b)| (n.to_string(), TensorView::new(*d, s.clone(), b).unwrap()))
+        .collect();
+    let bytes = safetensors::serialize(views, None).unwrap();
+    let p = dir.join(name);
+    std::fs::write(&p, bytes).unwrap();
+    p
+}
+
+fn f32s(n: usize, v: f32) -> Vec<u8> {
+    (0..n).flat_map(|_| v.to_le_bytes()).collect()
+}
+
+#[test]
+fn bad_files_and_data_are_one_line_errors_with_no_output() {
+    let dir = std::env::temp_dir().join(format!("gradscope-inspect-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let good = data("mlp.safetensors");
+    let csv = data("mlp.csv");
+    let not_st = dir.join("model.safetensors");
+    std::fs::write(&not_st, b"{\"0.weight\": [[1, 2]]}").unwrap();
+    let chain = tensor_file(
+        &dir,
+        "chain.safetensors",
+        &[
+            ("0.weight", Dtype::F32, vec![4, 5], f32s(20, 0.1)),
+            ("2.weight", Dtype::F32, vec![3, 6], f32s(18, 0.1)),
+        ],
+    );
+    let bias = tensor_file(
+        &dir,
+        "bias.safetensors",
+        &[
+            ("0.weight", Dtype::F32, vec![4, 5], f32s(20, 0.1)),
+            ("0.bias", Dtype::F32, vec![5], f32s(5, 0.1)),
+        ],
+    );
+    let ints = tensor_file(
+        &dir,
+        "ints.safetensors",
+        &[("0.weight", Dtype::I32, vec![2, 2], vec![0; 16])],
+    );
+    let nan = tensor_file(
+        &dir,
+        "nan.safetensors",
+        &[("0.weight", Dtype::F32, vec![2, 2], f32s(4, f32::NAN))],
+    );
+    let stray = tensor_file(
+        &dir,
+        "stray.safetensors",
+        &[("embedding.table", Dtype::F32, vec![2, 2], f32s(4, 0.0))],
+    );
+    let wide = tensor_file(
+        &dir,
+        "wide.safetensors",
+        &[("0.weight", Dtype::F32, vec![65, 2], f32s(130, 0.0))],
+    );
+    let short = dir.join("short.csv");
+    std::fs::write(&short, "1,2,3,0\n").unwrap();
+    let nonfinite = dir.join("inf.csv");
+    std::fs::write(&nonfinite, "1,2,3,inf,5,0\n").unwrap();
+    let class = dir.join("class.csv");
+    std::fs::write(&class, "1,2,3,4,5,3\n").unwrap();
+    let out = dir.join("out");
+    let s = |p: &PathBuf| p.to_str().unwrap().to_string();
+    let cases: Vec<(Vec<String>, String)> = vec![
+        (vec![s(&not_st), "tanh".into(), s(&csv)], format!("{}: not a safetensors file", not_st.display())),
+        (
+            vec![s(&chain), "tanh,tanh".into(), s(&csv)],
+            "tensor 2.weight has shape (3, 6) but layer 0 gives 4 outputs".into(),
+        ),
+        (
+            vec![s(&bias), "tanh".into(), s(&csv)],
+            "tensor 0.bias has shape (5), expected (4) to match 0.weight (4, 5)".into(),
+        ),
+        (vec![s(&ints), "tanh".into(), s(&csv)], "tensor 0.weight: dtype I32 is not a float".into()),
+        (vec![s(&nan), "tanh".into(), s(&csv)], "tensor 0.weight: element 0 is NaN".into()),
+        (vec![s(&stray), "tanh".into(), s(&csv)], "tensor embedding.table is not a layer's weight or bias".into()),
+        (vec![s(&wide), "tanh".into(), s(&csv)], "widest 65: gradscope compiles widths up to 64".into()),
+        (
+            vec![s(&good), "tanh,tanh".into(), s(&csv)],
+            "has 3 linear layers (0, 2, 4) but --activations names 2".into(),
+        ),
+        (
+            vec![s(&good), "tanh,sigmoid,identity".into(), s(&short)],
+            "line 1: 4 columns, expected 6 (5 inputs for the model's first layer, then one class index for ce)"
+                .into(),
+        ),
+        (
+            vec![s(&good), "tanh,sigmoid,identity".into(), s(&nonfinite)],
+            "line 1, column 4: inf is not a finite number".into(),
+        ),
+        (
+            vec![s(&good), "tanh,sigmoid,identity".into(), s(&class)],
+            "line 1, column 6: class 3 is not an index 0..2 of the model's 3 outputs".into(),
+        ),
+        (
+            vec![s(&good), "tanh,sigmoid,identity".into(), s(&dir.join("missing.csv"))],
+            "--data".into(),
+        ),
+    ];
+    for (args, want) in cases {
+        let o = gradscope(&[
+            "inspect",
+            "--model",
+            &args[0],
+            "--activations",
+            &args[1],
+            "--data",
+            &args[2],
+            "--loss",
+            "ce",
+            "--out",
+            out.to_str().unwrap(),
+        ]);
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(!o.status.success(), "{args:?} succeeded");
+        assert!(err.contains(&want), "{args:?}: {err}");
+        assert_eq!(err.trim_end().lines().count(), 1, "{err}");
+        assert!(!err.contains("panicked"), "{err}");
+        assert!(o.stdout.is_empty());
+        assert!(!out.exists(), "{args:?} left {}", out.display());
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn out_writes_the_page_its_plot_and_the_tables() {
+    let dir = std::env::temp_dir().join(format!("gradscope-inspect-out-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let o = gradscope(&[
+        "inspect",
+        "--model",
+        data("regressor.safetensors").to_str().unwrap(),
+        "--activations",
+        "relu,gelu,identity",
+        "--data",
+        data("regressor.csv").to_str().unwrap(),
+        "--precisions",
+        "f32,i16f16",
+        "--batch",
+        "4",
+        "--out",
+        dir.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        text.contains("(3-20-20-2, run at width 32), 4 samples, loss mse"),
+        "{text}"
+    );
+    let mut files: Vec<String> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    files.sort();
+    assert_eq!(
+        files,
+        [
+            "index.html",
+            "inspect.json",
+            "inspect_formats.csv",
+            "inspect_grad_norm.svg",
+            "inspect_layers.csv"
+        ]
+    );
+    let html = std::fs::read_to_string(dir.join("index.html")).unwrap();
+    assert!(html.contains("<h1>gradscope inspect</h1>") && html.contains("inspect_grad_norm.svg"));
+    let _ = std::fs::remove_dir_all(&dir);
+}
