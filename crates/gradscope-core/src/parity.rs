@@ -314,6 +314,50 @@ where
     d.finish()
 }
 
+/// Steps of the `byom` firmware's training (see [`train_batch`]).
+pub const BYOM_EPOCHS: usize = 60;
+/// Its learning rate.
+pub const BYOM_LR: f64 = 2.0;
+
+/// Full-batch SGD (no momentum, nearest rounding) of any network on `count` samples from `sample`, for
+/// `epochs` steps at learning rate `lr`: what the firmware's `byom` binary runs on a model emitted by
+/// `gradscope inspect --emit-rust`, and the host runs on the same file. `on_epoch` sees each step's loss
+/// (measured before its update). Returns the digest of every loss and the final weights and gradients
+/// (`u64::MAX` for a learning rate SGD refuses).
+// Own stack frame, as `init_digest`.
+#[inline(never)]
+pub fn train_batch<S, N, F, const IN: usize, const OUT: usize>(
+    net: &mut N,
+    count: usize,
+    sample: F,
+    loss: Loss,
+    epochs: usize,
+    lr: f64,
+    on_epoch: &mut dyn FnMut(usize, f64),
+) -> u64
+where
+    S: Scalar,
+    N: Layer<S, Input = [S; IN], Output = [S; OUT]>,
+    F: Fn(usize) -> Option<([S; IN], [S; OUT])>,
+{
+    let Ok(sgd) = Sgd::new(lr, 0.0) else {
+        return u64::MAX;
+    };
+    let mut ctx = StepCtx::new(loss, sgd, NearestEven);
+    let data = FromFn { count, sample };
+    let mut d = Digest::default();
+    for epoch in 1..=epochs {
+        let report = step(net, &data, &mut ctx, &mut ());
+        if report.verdict != Verdict::Updated {
+            d.write_u64(u64::MAX - 1);
+        }
+        d.write_u64(report.loss.to_bits());
+        on_epoch(epoch, report.loss);
+    }
+    digest_params(net, &mut d);
+    d.finish()
+}
+
 fn pixels<S: Scalar>(p: &[u8; 64]) -> [S; 64] {
     p.map(|v| S::from_f64(v as f64 / 16.0, &mut NearestEven).0)
 }

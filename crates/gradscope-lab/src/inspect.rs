@@ -1008,3 +1008,201 @@ pub fn section(r: &InspectResult, o: &Outcome) -> crate::report::Section {
         plots: o.plots.clone(),
     }
 }
+
+/// How a format's storage bits are written in Rust: the integer type of the constants, how a constant
+/// becomes a value, and the format's type.
+struct RustFormat {
+    raw: &'static str,
+    decode: &'static str,
+    scalar: &'static str,
+}
+
+fn rust_format(p: Precision) -> RustFormat {
+    let (raw, decode, scalar) = match p {
+        Precision::F64 => ("u64", "f64::from_bits", "f64"),
+        Precision::F32 => ("u32", "f32::from_bits", "f32"),
+        Precision::F16 => (
+            "u16",
+            "gradscope_core::f16::from_bits",
+            "gradscope_core::f16",
+        ),
+        Precision::Bf16 => (
+            "u16",
+            "gradscope_core::bf16::from_bits",
+            "gradscope_core::bf16",
+        ),
+        Precision::I16F16 => (
+            "i32",
+            "gradscope_core::I16F16::from_bits",
+            "gradscope_core::I16F16",
+        ),
+        Precision::I8F24 => (
+            "i32",
+            "gradscope_core::I8F24::from_bits",
+            "gradscope_core::I8F24",
+        ),
+        Precision::I1F15 => (
+            "i16",
+            "gradscope_core::I1F15::from_bits",
+            "gradscope_core::I1F15",
+        ),
+    };
+    RustFormat {
+        raw,
+        decode,
+        scalar,
+    }
+}
+
+/// Values in `precision` (nearest rounding) as Rust literals of its storage type, and how many saturated or
+/// became non-finite on the way.
+fn literals(precision: Precision, values: &[f64]) -> (Vec<String>, usize) {
+    with_scalar!(precision, S => {
+        let mut bad = 0;
+        let lits = values
+            .iter()
+            .map(|&v| {
+                let (s, f) = <S as Scalar>::from_f64(v, &mut gradscope_core::NearestEven);
+                if f.intersects(gradscope_core::Flags::OVERFLOW | gradscope_core::Flags::NONFINITE) {
+                    bad += 1;
+                }
+                let bits = s.raw_bits();
+                match std::mem::size_of::<S>() {
+                    // Fixed point is signed; the floats' bits are unsigned.
+                    2 if !S::IS_FLOAT => (bits as u16 as i16).to_string(),
+                    4 if !S::IS_FLOAT => (bits as u32 as i32).to_string(),
+                    _ => bits.to_string(),
+                }
+            })
+            .collect();
+        (lits, bad)
+    })
+}
+
+fn matrix_lit(rows: &[Vec<String>], indent: &str) -> String {
+    let mut s = String::from("[\n");
+    for r in rows {
+        s += &format!("{indent}    [{}],\n", r.join(", "));
+    }
+    s + indent + "]"
+}
+
+/// Rust source holding `model` and `samples` in `precision` (nearest rounding), for the firmware: the
+/// network as nested pairs of the core's exact-size `Dense` layers (no padding), `net()` to build it,
+/// `sample(k)` to read the batch, and the loss. Every value is a constant of the format's storage bits.
+/// `source` names the model in the header. Bias-free layers get a zero bias (the core's `Dense` always has
+/// one, and training will move it).
+pub fn emit_rust(
+    model: &Model,
+    samples: &[(Vec<f64>, Vec<f64>)],
+    loss: Loss,
+    precision: Precision,
+    source: &str,
+) -> String {
+    let f = rust_format(precision);
+    let mut shape = vec![model.inputs().to_string()];
+    shape.extend(model.layers.iter().map(|l| l.outputs().to_string()));
+    let acts: Vec<String> = model.layers.iter().map(|l| l.act.to_string()).collect();
+    let mut saturated = 0;
+    let mut body = String::new();
+    for (k, l) in model.layers.iter().enumerate() {
+        let rows: Vec<Vec<String>> = l
+            .weight
+            .iter()
+            .map(|r| {
+                let (lits, bad) = literals(precision, r);
+                saturated += bad;
+                lits
+            })
+            .collect();
+        let (bias, bad) = literals(precision, &l.bias);
+        saturated += bad;
+        body += &format!(
+            "/// Layer {n} (`{name}`): weights (out × in).\nconst L{n}_WEIGHT: [[{raw}; {i}]; {o}] = {w};\n\
+             /// Layer {n}: biases{nb}.\nconst L{n}_BIAS: [{raw}; {o}] = [{b}];\n",
+            n = k + 1,
+            name = l.name,
+            raw = f.raw,
+            i = l.inputs(),
+            o = l.outputs(),
+            w = matrix_lit(&rows, ""),
+            nb = if l.has_bias {
+                ""
+            } else {
+                " (the model has none: zeros)"
+            },
+            b = bias.join(", "),
+        );
+    }
+    let (xs, ts): (Vec<Vec<String>>, Vec<Vec<String>>) = samples
+        .iter()
+        .map(|(x, t)| {
+            let (xl, bx) = literals(precision, x);
+            let (tl, bt) = literals(precision, t);
+            saturated += bx + bt;
+            (xl, tl)
+        })
+        .unzip();
+    let dense = |l: &Linear| format!("gradscope_core::Dense<S, {}, {}>", l.inputs(), l.outputs());
+    // (A, (B, C)): the core composes layers in pairs.
+    let mut net_type = dense(&model.layers[model.layers.len() - 1]);
+    let mut net_value = format!("l{}", model.layers.len());
+    for (k, l) in model.layers.iter().enumerate().rev().skip(1) {
+        net_type = format!("({}, {net_type})", dense(l));
+        net_value = format!("(l{}, {net_value})", k + 1);
+    }
+    let builds: String = model
+        .layers
+        .iter()
+        .enumerate()
+        .map(|(k, l)| {
+            format!(
+                "    let l{n} = dense(&L{n}_WEIGHT, &L{n}_BIAS, {act:?})?;\n",
+                n = k + 1,
+                act = l.act.to_string()
+            )
+        })
+        .collect();
+    format!(
+        "// Generated by `gradscope inspect --emit-rust --precision {p}` from {source}: do not edit.\n\
+         // Model {shape} ({acts}), loss {loss}, {n} samples, in {p} (nearest rounding){sat}.\n\
+         // Use: `mod model {{ include!(\"this-file.rs\"); }}`, then `model::net()` and `model::sample(k)`.\n\n\
+         /// The number format.\npub type S = {scalar};\n\
+         /// The network: the model's dense layers in nested pairs, input first.\npub type Net = {net_type};\n\
+         /// The format's name.\npub const FORMAT: &str = \"{p}\";\n\
+         /// Inputs per sample.\npub const INPUTS: usize = {inputs};\n\
+         /// Outputs per sample.\npub const OUTPUTS: usize = {outputs};\n\
+         /// Samples in the batch.\npub const SAMPLES: usize = {n};\n\
+         /// The loss the model was inspected with.\npub const LOSS: gradscope_core::Loss = gradscope_core::Loss::{loss_variant:?};\n\n\
+         {body}\
+         /// The batch's inputs.\nconst X: [[{raw}; {inputs}]; {n}] = {x};\n\
+         /// The batch's targets (one-hot for cross-entropy).\nconst T: [[{raw}; {outputs}]; {n}] = {t};\n\n\
+         fn dense<const I: usize, const O: usize>(\n    weight: &[[{raw}; I]; O],\n    bias: &[{raw}; O],\n    \
+         act: &str,\n) -> Result<gradscope_core::Dense<S, I, O>, gradscope_core::ActError> {{\n    \
+         let mut l = gradscope_core::Dense::new(gradscope_core::Act::from_name(act)?);\n    \
+         l.weight = weight.map(|row| row.map({decode}));\n    l.bias = bias.map({decode});\n    Ok(l)\n}}\n\n\
+         /// The network with the model's weights (an error only if this core does not know an activation).\n\
+         pub fn net() -> Result<Net, gradscope_core::ActError> {{\n{builds}    Ok({net_value})\n}}\n\n\
+         /// Sample `k` of the batch as (input, target), `None` past the end.\n\
+         pub fn sample(k: usize) -> Option<([S; INPUTS], [S; OUTPUTS])> {{\n    \
+         Some((X.get(k)?.map({decode}), T.get(k)?.map({decode})))\n}}\n",
+        p = precision,
+        shape = shape.join("-"),
+        acts = acts.join(", "),
+        loss = loss.name(),
+        loss_variant = loss,
+        n = samples.len(),
+        sat = if saturated > 0 {
+            format!("; {saturated} values saturated or overflowed on conversion")
+        } else {
+            String::new()
+        },
+        scalar = f.scalar,
+        raw = f.raw,
+        decode = f.decode,
+        inputs = model.inputs(),
+        outputs = model.outputs(),
+        x = matrix_lit(&xs, ""),
+        t = matrix_lit(&ts, ""),
+    )
+}

@@ -211,6 +211,13 @@ struct InspectArgs {
     /// Seed of stochastic rounding.
     #[arg(long, default_value_t = 1)]
     seed: u64,
+    /// Also write the model and the batch as Rust constants in format --precision, for the firmware
+    /// (`mod model { include!("FILE.rs"); }`, then `model::net()` and `model::sample(k)`).
+    #[arg(long, value_name = "FILE.rs", requires = "precision")]
+    emit_rust: Option<PathBuf>,
+    /// The format of --emit-rust.
+    #[arg(long, value_enum, ignore_case = true, requires = "emit_rust")]
+    precision: Option<Precision>,
 }
 
 /// Options shared by `train` and `precision`.
@@ -311,21 +318,21 @@ impl TrainArgs {
 }
 
 /// Check every output path before any work, so a bad path fails fast and nothing is half-written.
-fn prepare(out: &Option<PathBuf>, dump: Option<&Path>) -> Result<Option<OutDir>> {
-    if let Some(d) = dump {
+fn prepare(out: &Option<PathBuf>, file: Option<(&str, &Path)>) -> Result<Option<OutDir>> {
+    if let Some((flag, d)) = file {
         let parent = d
             .parent()
             .filter(|p| !p.as_os_str().is_empty())
             .unwrap_or(Path::new("."));
         if !parent.is_dir() {
             anyhow::bail!(
-                "--dump {}: the directory {} does not exist",
+                "{flag} {}: the directory {} does not exist",
                 d.display(),
                 parent.display()
             );
         }
         if d.is_dir() {
-            anyhow::bail!("--dump {}: is a directory", d.display());
+            anyhow::bail!("{flag} {}: is a directory", d.display());
         }
     }
     out.as_deref().map(OutDir::check).transpose()
@@ -389,13 +396,13 @@ fn run(cli: Cli) -> Result<String> {
             }
         }
         Command::Depth { cfg, dump, output } => {
-            let dir = prepare(&output.out, dump.as_deref())?;
+            let dir = prepare(&output.out, dump.as_deref().map(|d| ("--dump", d)))?;
             let r = depth::run(&cfg)?;
             write_dump(dump.as_deref(), &r.dump)?;
             emit(&depth::outcome(&r)?, &output, dir.as_ref())?
         }
         Command::Rnn { cfg, dump, output } => {
-            let dir = prepare(&output.out, dump.as_deref())?;
+            let dir = prepare(&output.out, dump.as_deref().map(|d| ("--dump", d)))?;
             let r = rnn::run(&cfg)?;
             write_dump(dump.as_deref(), &r.dump)?;
             emit(&rnn::outcome(&r)?, &output, dir.as_ref())?
@@ -461,7 +468,10 @@ fn run(cli: Cli) -> Result<String> {
         Command::FirmwareDigests => gradscope_lab::parity::digest_lines()?.join("\n") + "\n",
         Command::Inspect { args, output } => {
             use gradscope_lab::inspect::{self, InspectConfig, Model};
-            let dir = prepare(&output.out, None)?;
+            let dir = prepare(
+                &output.out,
+                args.emit_rust.as_deref().map(|f| ("--emit-rust", f)),
+            )?;
             let model = Model::load(&args.model, &args.activations)?;
             let mut data =
                 inspect::load_data(&args.data, model.inputs(), model.outputs(), args.loss)?;
@@ -477,6 +487,16 @@ fn run(cli: Cli) -> Result<String> {
             let r = inspect::run(&model, &args.model.display().to_string(), &data, &cfg)?;
             let o = inspect::outcome(&r)?;
             let text = o.render(output.format)?;
+            if let (Some(file), Some(p)) = (&args.emit_rust, args.precision) {
+                let rust = inspect::emit_rust(
+                    &model,
+                    &data,
+                    args.loss,
+                    p,
+                    &args.model.display().to_string(),
+                );
+                write_atomic(file, rust.as_bytes())?;
+            }
             if let Some(d) = &dir {
                 report::write_page("gradscope inspect", "", &[inspect::section(&r, &o)], d)?;
             }

@@ -399,3 +399,45 @@ fn out_writes_the_page_its_plot_and_the_tables() {
     assert!(html.contains("<h1>gradscope inspect</h1>") && html.contains("inspect_grad_norm.svg"));
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// The models the firmware's `byom` binary trains are what `--emit-rust` writes today.
+#[test]
+fn the_firmwares_emitted_models_are_current() {
+    let (model, samples, loss, _) = load("mlp");
+    for p in [Precision::F32, Precision::I16F16] {
+        let file =
+            Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("../../firmware/models/mlp_{p}.rs"));
+        let committed = std::fs::read_to_string(&file).unwrap();
+        let fresh = inspect::emit_rust(
+            &model,
+            &samples,
+            loss,
+            p,
+            "tests/data/inspect/mlp.safetensors",
+        );
+        assert!(
+            committed == fresh,
+            "{} is stale: regenerate it with the command in firmware/models/README.md",
+            file.display()
+        );
+    }
+}
+
+#[test]
+fn emitted_constants_are_the_formats_storage_bits() {
+    let (model, samples, loss, _) = load("mlp");
+    let src = inspect::emit_rust(&model, &samples, loss, Precision::I16F16, "m");
+    // Q16.16: round-to-nearest of w·2¹⁶, checked independently of the core's conversion.
+    let w = model.layers[0].weight[0][0];
+    let first = format!("[{}, ", (w * 65536.0).round_ties_even() as i32);
+    assert!(
+        src.contains(&format!("const L1_WEIGHT: [[i32; 5]; 12] = [\n    {first}")),
+        "{src}"
+    );
+    let src = inspect::emit_rust(&model, &samples, loss, Precision::F32, "m");
+    assert!(src.contains(&format!("[{}, ", (w as f32).to_bits())));
+    assert!(src.contains("pub type Net = (gradscope_core::Dense<S, 5, 12>, (gradscope_core::Dense<S, 12, 7>, gradscope_core::Dense<S, 7, 3>));"));
+    assert!(src.contains(
+        "pub const LOSS: gradscope_core::Loss = gradscope_core::Loss::SoftmaxCrossEntropy;"
+    ));
+}
