@@ -53,15 +53,15 @@ def write(name, model, acts, loss, x, target, dtype):
         value = nn.MSELoss()(y, target)
     value.backward()
     layers = []
-    for m in ref:
-        if isinstance(m, nn.Linear):
-            g = m.weight.grad.reshape(-1).tolist()
-            g += m.bias.grad.tolist() if m.bias is not None else []
-            layers.append(g)
+    for m in ref.modules():
+        if isinstance(m, (nn.Linear, nn.RNNBase)):
+            # Parameters in registration order: weight (row-major), bias; weight_ih_l0, weight_hh_l0, bias_ih_l0,
+            # bias_hh_l0.
+            layers.append([v for p in m.parameters() for v in p.grad.reshape(-1).tolist()])
     with open(os.path.join(HERE, name + ".csv"), "w") as f:
-        f.write(",".join([f"x{k}" for k in range(x.shape[1])] + (["class"] if loss == "ce" else
+        f.write(",".join([f"x{k}" for k in range(x[0].numel())] + (["class"] if loss == "ce" else
                          [f"t{k}" for k in range(target.shape[1])])) + "\n")
-        for xi, ti in zip(x.tolist(), target.tolist()):
+        for xi, ti in zip(x.reshape(x.shape[0], -1).tolist(), target.tolist()):
             t = [str(ti)] if loss == "ce" else [repr(v) for v in ti]
             f.write(",".join([repr(v) for v in xi] + t) + "\n")
     with open(os.path.join(HERE, name + ".torch.json"), "w") as f:
@@ -88,3 +88,34 @@ acts = ["tanh", "identity"]
 x = torch.randn(8, 4, dtype=torch.float64)
 t = (torch.rand(8, 1, dtype=torch.float64) > 0.5).to(torch.float64)
 write("binary", sequential([4, 6, 1], acts), acts, "bce", x, t, torch.bfloat16)
+
+
+class Sequence(nn.Module):
+    """A recurrent layer (batch first) whose last state feeds an optional linear head."""
+
+    def __init__(self, rnn, head=None):
+        super().__init__()
+        self.rnn = rnn
+        self.head = head
+
+    def forward(self, x):
+        out, _ = self.rnn(x)
+        last = out[:, -1]
+        return self.head(last) if self.head is not None else last
+
+
+# An LSTM regressor stored in float32: 3 inputs per step, 10 hidden, 20 steps, a linear head to 2; 12 samples.
+x = torch.randn(12, 20, 3, dtype=torch.float64)
+t = torch.rand(12, 2, dtype=torch.float64) * 2 - 1
+write("lstm", Sequence(nn.LSTM(3, 10, batch_first=True), nn.Linear(10, 2)), ["tanh", "identity"], "mse", x, t,
+      torch.float32)
+
+# A GRU classifier stored in float64: 2 inputs per step, 6 hidden, 10 steps, a head to 3 logits; 8 samples.
+x = torch.randn(8, 10, 2, dtype=torch.float64)
+write("gru", Sequence(nn.GRU(2, 6, batch_first=True), nn.Linear(6, 3)), ["tanh", "identity"], "ce", x,
+      torch.randint(0, 3, (8,)), torch.float64)
+
+# A ReLU Elman RNN without a head, stored in float32: 4 inputs, 8 hidden, 10 steps, MSE on the last state.
+x = torch.rand(6, 10, 4, dtype=torch.float64) * 2 - 1
+t = torch.rand(6, 8, dtype=torch.float64)
+write("rnn", Sequence(nn.RNN(4, 8, nonlinearity="relu", batch_first=True)), ["relu"], "mse", x, t, torch.float32)

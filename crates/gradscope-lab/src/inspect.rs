@@ -58,10 +58,12 @@ impl Linear {
     }
 }
 
-/// A stack of linear layers.
+/// A stack of linear layers, or a recurrent layer and an optional linear head.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Model {
-    /// The layers, input first.
+    /// The recurrent first layer, if any; it reads a sequence and its last state feeds `layers`.
+    pub recurrent: Option<Recurrent>,
+    /// The linear layers, input first (after a recurrent layer: at most one, the head).
     pub layers: Vec<Linear>,
 }
 
@@ -119,108 +121,351 @@ fn layer_index(prefix: &str) -> Option<usize> {
     prefix.rsplit('.').next()?.parse().ok()
 }
 
+/// A recurrent cell as PyTorch names it.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CellKind {
+    /// `nn.RNN` (Elman; tanh or ReLU).
+    Rnn,
+    /// `nn.LSTM` (gates i, f, g, o).
+    Lstm,
+    /// `nn.GRU` (gates r, z, n).
+    Gru,
+}
+
+impl CellKind {
+    /// Gate blocks in the weights.
+    pub fn gates(self) -> usize {
+        match self {
+            CellKind::Rnn => 1,
+            CellKind::Lstm => 4,
+            CellKind::Gru => 3,
+        }
+    }
+}
+
+/// A single-layer, unidirectional `nn.RNN`, `nn.LSTM` or `nn.GRU` in PyTorch's layout (gate blocks stacked
+/// along the rows), in f64.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Recurrent {
+    /// The tensors' prefix (empty for a bare module's state dict).
+    pub name: String,
+    /// The cell.
+    pub cell: CellKind,
+    /// The cell's nonlinearity: tanh or ReLU for `nn.RNN`, tanh for the gated cells.
+    pub act: Act,
+    /// Inputs per step.
+    pub inputs: usize,
+    /// Hidden units.
+    pub hidden: usize,
+    /// `weight_ih_l0`: (gates · hidden) × inputs.
+    pub weight_ih: Vec<Vec<f64>>,
+    /// `weight_hh_l0`: (gates · hidden) × hidden.
+    pub weight_hh: Vec<Vec<f64>>,
+    /// `bias_ih_l0` (zeros when absent).
+    pub bias_ih: Vec<f64>,
+    /// `bias_hh_l0` (zeros when absent).
+    pub bias_hh: Vec<f64>,
+    /// False for `bias=False`.
+    pub has_bias: bool,
+}
+
+/// What the analysis needs to know of one layer.
+#[derive(Clone, Debug, PartialEq)]
+pub struct LayerInfo {
+    /// The tensors' prefix.
+    pub name: String,
+    /// Inputs (per step for a recurrent layer).
+    pub inputs: usize,
+    /// Outputs (hidden units for a recurrent layer).
+    pub outputs: usize,
+    /// The activation, or the cell (`rnn:tanh`, `lstm`, `gru`).
+    pub activation: String,
+    /// Parameters as the core stores them.
+    pub params: usize,
+    /// Values the core keeps from forward for backward (per step for a recurrent layer: its inputs, states
+    /// and gates), plus a recurrent layer's initial states.
+    pub caches: usize,
+}
+
+const RECURRENT_TENSORS: [&str; 4] = ["weight_ih_l0", "weight_hh_l0", "bias_ih_l0", "bias_hh_l0"];
+
+fn matrix(name: &str, v: &Values, source: &str) -> Result<(usize, usize, Vec<Vec<f64>>)> {
+    let [rows, cols] = v.shape[..] else {
+        bail!(
+            "{source}: tensor {name} has shape {}, expected a matrix",
+            shape_str(&v.shape)
+        );
+    };
+    if rows == 0 || cols == 0 {
+        bail!(
+            "{source}: tensor {name} has shape {}, an empty layer",
+            shape_str(&v.shape)
+        );
+    }
+    Ok((
+        rows,
+        cols,
+        v.data.chunks(cols).map(<[f64]>::to_vec).collect(),
+    ))
+}
+
+fn linear(
+    prefix: &str,
+    weight: Option<Values>,
+    bias: Option<Values>,
+    act: Act,
+    source: &str,
+) -> Result<Linear> {
+    let w = weight.ok_or_else(|| anyhow!("{source}: layer {prefix} has a bias but no weight"))?;
+    let (out, _, rows) = matrix(&format!("{prefix}.weight"), &w, source)?;
+    let has_bias = bias.is_some();
+    let bias = match bias {
+        Some(b) if b.shape[..] != [out] => bail!(
+            "{source}: tensor {prefix}.bias has shape {}, expected ({out}) to match {prefix}.weight {}",
+            shape_str(&b.shape),
+            shape_str(&w.shape)
+        ),
+        Some(b) => b.data,
+        None => vec![0.0; out],
+    };
+    Ok(Linear {
+        name: prefix.to_string(),
+        weight: rows,
+        bias,
+        has_bias,
+        act,
+    })
+}
+
+fn recurrent(
+    prefix: &str,
+    mut tensors: BTreeMap<String, Values>,
+    act: Act,
+    source: &str,
+) -> Result<Recurrent> {
+    let full = |t: &str| {
+        if prefix.is_empty() {
+            t.to_string()
+        } else {
+            format!("{prefix}.{t}")
+        }
+    };
+    let mut take = |t: &str| tensors.remove(t);
+    let (Some(ih), Some(hh)) = (take("weight_ih_l0"), take("weight_hh_l0")) else {
+        bail!(
+            "{source}: a recurrent layer needs {} and {}",
+            full("weight_ih_l0"),
+            full("weight_hh_l0")
+        );
+    };
+    let (b_ih, b_hh) = (take("bias_ih_l0"), take("bias_hh_l0"));
+    let (gh, inputs, weight_ih) = matrix(&full("weight_ih_l0"), &ih, source)?;
+    let (gh2, hidden, weight_hh) = matrix(&full("weight_hh_l0"), &hh, source)?;
+    let cell = match gh / hidden {
+        1 => CellKind::Rnn,
+        3 => CellKind::Gru,
+        4 => CellKind::Lstm,
+        _ => bail!(
+            "{source}: tensor {} has shape {} for hidden size {hidden}: not 1, 3 or 4 gate blocks (nn.RNN, \
+             nn.GRU, nn.LSTM)",
+            full("weight_ih_l0"),
+            shape_str(&ih.shape)
+        ),
+    };
+    if gh != cell.gates() * hidden || gh2 != gh {
+        bail!(
+            "{source}: tensors {} {} and {} {} do not make one cell",
+            full("weight_ih_l0"),
+            shape_str(&ih.shape),
+            full("weight_hh_l0"),
+            shape_str(&hh.shape)
+        );
+    }
+    let has_bias = match (&b_ih, &b_hh) {
+        (Some(_), Some(_)) => true,
+        (None, None) => false,
+        _ => bail!(
+            "{source}: {} and {} come together (bias=True) or not at all",
+            full("bias_ih_l0"),
+            full("bias_hh_l0")
+        ),
+    };
+    let bias = |b: Option<Values>, t: &str| -> Result<Vec<f64>> {
+        match b {
+            Some(b) if b.shape[..] != [gh] => bail!(
+                "{source}: tensor {} has shape {}, expected ({gh})",
+                full(t),
+                shape_str(&b.shape)
+            ),
+            Some(b) => Ok(b.data),
+            None => Ok(vec![0.0; gh]),
+        }
+    };
+    let bias_ih = bias(b_ih, "bias_ih_l0")?;
+    let bias_hh = bias(b_hh, "bias_hh_l0")?;
+    let ok_act = match cell {
+        CellKind::Rnn => matches!(act, Act::Tanh | Act::Relu),
+        CellKind::Lstm | CellKind::Gru => act == Act::Tanh,
+    };
+    if !ok_act {
+        bail!(
+            "--activations: the {} layer {} takes {}, not {act}",
+            match cell {
+                CellKind::Rnn => "nn.RNN",
+                CellKind::Lstm => "nn.LSTM",
+                CellKind::Gru => "nn.GRU",
+            },
+            if prefix.is_empty() {
+                "(unnamed)"
+            } else {
+                prefix
+            },
+            if cell == CellKind::Rnn {
+                "tanh or relu (its nonlinearity)"
+            } else {
+                "tanh (its fixed nonlinearity)"
+            }
+        );
+    }
+    Ok(Recurrent {
+        name: prefix.to_string(),
+        cell,
+        act,
+        inputs,
+        hidden,
+        weight_ih,
+        weight_hh,
+        bias_ih,
+        bias_hh,
+        has_bias,
+    })
+}
+
 impl Model {
-    /// Read an `nn.Sequential` of `nn.Linear` layers from safetensors bytes (`source` names the file in
-    /// errors), one activation per layer. Tensors are grouped by the prefix before `.weight` / `.bias` and
-    /// ordered by the number that ends it; shapes must chain.
+    /// Read a model from safetensors bytes (`source` names the file in errors), one activation per layer:
+    /// - an `nn.Sequential` of `nn.Linear` layers: tensors grouped by the prefix before `.weight` / `.bias`,
+    ///   ordered by the number that ends it; shapes must chain;
+    /// - or a single-layer, unidirectional `nn.RNN`, `nn.LSTM` or `nn.GRU` (`weight_ih_l0`, `weight_hh_l0`,
+    ///   `bias_ih_l0`, `bias_hh_l0`), optionally followed by one `nn.Linear` head on its last state (any
+    ///   prefix). The recurrent layer's activation is its nonlinearity (tanh or relu for `nn.RNN`, tanh for
+    ///   the gated cells).
     pub fn from_safetensors(bytes: &[u8], source: &str, acts: &[Act]) -> Result<Model> {
         let st = SafeTensors::deserialize(bytes)
             .map_err(|e| anyhow!("{source}: not a safetensors file ({e})"))?;
-        let mut groups: BTreeMap<usize, (String, Option<Values>, Option<Values>)> = BTreeMap::new();
+        let mut rec: BTreeMap<String, Values> = BTreeMap::new();
+        let mut rec_prefix: Option<String> = None;
+        let mut groups: BTreeMap<String, (Option<Values>, Option<Values>)> = BTreeMap::new();
         for (name, view) in st.iter() {
-            let (prefix, kind) = name
-                .rsplit_once('.')
-                .filter(|(_, k)| *k == "weight" || *k == "bias")
-                .ok_or_else(|| {
-                    anyhow!(
-                        "{source}: tensor {name} is not a layer's weight or bias (an nn.Sequential of \
-                         nn.Linear layers stores N.weight and N.bias)"
-                    )
-                })?;
-            let index = layer_index(prefix).ok_or_else(|| {
-                anyhow!("{source}: tensor {name}: '{prefix}' does not end in a layer number")
-            })?;
-            let entry = groups
-                .entry(index)
-                .or_insert_with(|| (prefix.to_string(), None, None));
-            if entry.0 != prefix {
+            let (prefix, last) = name.rsplit_once('.').unwrap_or(("", name));
+            if last.contains("_l") && (last.starts_with("weight_") || last.starts_with("bias_")) {
+                if !RECURRENT_TENSORS.contains(&last) {
+                    bail!(
+                        "{source}: tensor {name}: only single-layer, unidirectional recurrent layers are \
+                         supported (tensors {})",
+                        RECURRENT_TENSORS.join(", ")
+                    );
+                }
+                if rec_prefix.get_or_insert_with(|| prefix.to_string()) != prefix {
+                    bail!("{source}: tensor {name}: only one recurrent layer is supported");
+                }
+                rec.insert(last.to_string(), read_values(name, &view)?);
+                continue;
+            }
+            if last != "weight" && last != "bias" {
                 bail!(
-                    "{source}: tensors {}.{kind} and {name} both claim layer {index}",
-                    entry.0
+                    "{source}: tensor {name} is not a layer's weight or bias (an nn.Sequential of \
+                     nn.Linear layers stores N.weight and N.bias; a recurrent layer weight_ih_l0, \
+                     weight_hh_l0, bias_ih_l0, bias_hh_l0)"
                 );
             }
             let v = read_values(name, &view)?;
-            if kind == "weight" {
-                entry.1 = Some(v);
+            let entry = groups.entry(prefix.to_string()).or_default();
+            if last == "weight" {
+                entry.0 = Some(v);
             } else {
-                entry.2 = Some(v);
+                entry.1 = Some(v);
             }
         }
-        if groups.is_empty() {
+        if rec.is_empty() && groups.is_empty() {
             bail!("{source}: no tensors");
         }
-        if groups.len() != acts.len() {
+        let names: Vec<String> = rec_prefix
+            .iter()
+            .cloned()
+            .chain(groups.keys().cloned())
+            .collect();
+        if names.len() != acts.len() {
             bail!(
-                "{source} has {} linear layers ({}) but --activations names {}",
-                groups.len(),
-                groups
-                    .values()
-                    .map(|g| g.0.as_str())
-                    .collect::<Vec<_>>()
-                    .join(", "),
+                "{source} has {} layers ({}) but --activations names {}",
+                names.len(),
+                names.join(", "),
                 acts.len()
             );
         }
-        let mut layers: Vec<Linear> = Vec::with_capacity(groups.len());
-        for ((prefix, weight, bias), &act) in groups.into_values().zip(acts) {
-            let w = weight
-                .ok_or_else(|| anyhow!("{source}: layer {prefix} has a bias but no weight"))?;
-            let [out, inp] = w.shape[..] else {
+        let model = if let Some(prefix) = rec_prefix {
+            let r = recurrent(&prefix, rec, acts[0], source)?;
+            if groups.len() > 1 {
                 bail!(
-                    "{source}: tensor {prefix}.weight has shape {}, expected (out, in)",
-                    shape_str(&w.shape)
-                );
-            };
-            if out == 0 || inp == 0 {
-                bail!(
-                    "{source}: tensor {prefix}.weight has shape {}, an empty layer",
-                    shape_str(&w.shape)
+                    "{source}: a recurrent layer may be followed by one linear head, not {} ({})",
+                    groups.len(),
+                    groups.keys().cloned().collect::<Vec<_>>().join(", ")
                 );
             }
-            let has_bias = bias.is_some();
-            let bias = match bias {
-                Some(b) if b.shape[..] != [out] => bail!(
-                    "{source}: tensor {prefix}.bias has shape {}, expected ({out}) to match {prefix}.weight {}",
-                    shape_str(&b.shape),
-                    shape_str(&w.shape)
-                ),
-                Some(b) => b.data,
-                None => vec![0.0; out],
-            };
-            if let Some(prev) = layers.last()
-                && prev.outputs() != inp
-            {
-                bail!(
-                    "{source}: tensor {prefix}.weight has shape {} but layer {} gives {} outputs",
-                    shape_str(&w.shape),
-                    prev.name,
-                    prev.outputs()
-                );
+            let mut layers = Vec::new();
+            for ((p, (w, b)), &act) in groups.into_iter().zip(&acts[1..]) {
+                let l = linear(&p, w, b, act, source)?;
+                if l.inputs() != r.hidden {
+                    bail!(
+                        "{source}: tensor {p}.weight has shape ({}, {}) but the recurrent layer has {} hidden units",
+                        l.outputs(),
+                        l.inputs(),
+                        r.hidden
+                    );
+                }
+                layers.push(l);
             }
-            layers.push(Linear {
-                name: prefix.to_string(),
-                weight: w.data.chunks(inp).map(<[f64]>::to_vec).collect(),
-                bias,
-                has_bias,
-                act,
-            });
-        }
-        let model = Model { layers };
+            Model {
+                recurrent: Some(r),
+                layers,
+            }
+        } else {
+            let mut ordered: BTreeMap<usize, (String, Option<Values>, Option<Values>)> =
+                BTreeMap::new();
+            for (prefix, (w, b)) in groups {
+                let index = layer_index(&prefix).ok_or_else(|| {
+                    anyhow!("{source}: tensor {prefix}.weight: '{prefix}' does not end in a layer number")
+                })?;
+                if let Some((other, ..)) = ordered.insert(index, (prefix.clone(), w, b)) {
+                    bail!("{source}: layers {other} and {prefix} both claim number {index}");
+                }
+            }
+            let mut layers: Vec<Linear> = Vec::with_capacity(ordered.len());
+            for ((prefix, w, b), &act) in ordered.into_values().zip(acts) {
+                let l = linear(&prefix, w, b, act, source)?;
+                if let Some(prev) = layers.last()
+                    && prev.outputs() != l.inputs()
+                {
+                    bail!(
+                        "{source}: tensor {prefix}.weight has shape ({}, {}) but layer {} gives {} outputs",
+                        l.outputs(),
+                        l.inputs(),
+                        prev.name,
+                        prev.outputs()
+                    );
+                }
+                layers.push(l);
+            }
+            Model {
+                recurrent: None,
+                layers,
+            }
+        };
         let widest = model.widest();
-        if widest > WIDTHS[WIDTHS.len() - 1] || model.layers.len() > MAX_DEPTH {
+        let depth = model.infos().len();
+        if widest > WIDTHS[WIDTHS.len() - 1] || depth > MAX_DEPTH {
             bail!(
-                "{source}: {} layers, widest {widest}: gradscope compiles widths up to {} and depths up to {MAX_DEPTH}",
-                model.layers.len(),
+                "{source}: {depth} layers, widest {widest}: gradscope compiles widths up to {} and depths up to {MAX_DEPTH}",
                 WIDTHS[WIDTHS.len() - 1]
             );
         }
@@ -233,23 +478,83 @@ impl Model {
         Model::from_safetensors(&bytes, &path.display().to_string(), acts)
     }
 
-    /// Inputs of the first layer.
+    /// Inputs of the first layer (per step for a recurrent model).
     pub fn inputs(&self) -> usize {
-        self.layers.first().map_or(0, Linear::inputs)
+        match &self.recurrent {
+            Some(r) => r.inputs,
+            None => self.layers.first().map_or(0, Linear::inputs),
+        }
     }
 
     /// Outputs of the last layer.
     pub fn outputs(&self) -> usize {
-        self.layers.last().map_or(0, Linear::outputs)
+        match (&self.recurrent, self.layers.last()) {
+            (_, Some(l)) => l.outputs(),
+            (Some(r), None) => r.hidden,
+            (None, None) => 0,
+        }
     }
 
     /// The widest input or output.
     pub fn widest(&self) -> usize {
-        self.layers
+        self.infos()
             .iter()
-            .map(|l| l.inputs().max(l.outputs()))
+            .map(|l| l.inputs.max(l.outputs))
             .max()
             .unwrap_or(0)
+    }
+
+    /// Every layer, input first, as the analysis sees it; `steps` is the sequence length (caches of a
+    /// recurrent layer grow with it).
+    pub fn infos_for(&self, steps: usize) -> Vec<LayerInfo> {
+        let mut v = Vec::with_capacity(self.layers.len() + 1);
+        if let Some(r) = &self.recurrent {
+            let (g, h, i) = (r.cell.gates(), r.hidden, r.inputs);
+            // The core's storage: one bias per gate row for RNN and LSTM (PyTorch's two summed), both for GRU.
+            let biases = if r.cell == CellKind::Gru { 2 } else { 1 } * g * h;
+            let per_step = match r.cell {
+                CellKind::Rnn => i + 2 * h,
+                CellKind::Lstm => i + 2 * h + 4 * h,
+                CellKind::Gru => i + h + 4 * h,
+            };
+            let initial = if r.cell == CellKind::Lstm { 2 * h } else { h };
+            v.push(LayerInfo {
+                name: r.name.clone(),
+                inputs: i,
+                outputs: h,
+                activation: match r.cell {
+                    CellKind::Rnn => format!("rnn:{}", r.act),
+                    CellKind::Lstm => "lstm".into(),
+                    CellKind::Gru => "gru".into(),
+                },
+                params: g * h * (i + h) + biases,
+                caches: steps * per_step + initial,
+            });
+        }
+        v.extend(self.layers.iter().map(|l| LayerInfo {
+            name: l.name.clone(),
+            inputs: l.inputs(),
+            outputs: l.outputs(),
+            activation: l.act.to_string(),
+            params: l.inputs() * l.outputs() + l.outputs(),
+            caches: l.inputs() + 2 * l.outputs(),
+        }));
+        v
+    }
+
+    /// [`Model::infos_for`] one step.
+    pub fn infos(&self) -> Vec<LayerInfo> {
+        self.infos_for(1)
+    }
+
+    /// `in-h1-...-out`, a recurrent layer as its cell and hidden size (`3-lstm16-2`).
+    pub fn shape(&self) -> String {
+        let mut v = vec![self.inputs().to_string()];
+        if let Some(r) = &self.recurrent {
+            v.push(format!("{:?}{}", r.cell, r.hidden).to_lowercase());
+        }
+        v.extend(self.layers.iter().map(|l| l.outputs().to_string()));
+        v.join("-")
     }
 
     /// The compiled width the model runs at: the smallest of [`WIDTHS`] that holds its widest layer.
@@ -341,11 +646,49 @@ pub fn parse_data(
     Ok(out)
 }
 
-/// Read a data file (see [`parse_data`]).
-pub fn load_data(path: &Path, inputs: usize, outputs: usize, loss: Loss) -> Result<Samples> {
+/// Read a data file for `model` (see [`parse_data`]). For a recurrent model a line holds T steps of its
+/// inputs, step-major, then the targets; T is read from the first data line and must be one of [`STEPS`].
+pub fn load_data(path: &Path, model: &Model, loss: Loss) -> Result<Samples> {
     let text =
         std::fs::read_to_string(path).with_context(|| format!("--data {}", path.display()))?;
-    parse_data(&text, &path.display().to_string(), inputs, outputs, loss)
+    let source = path.display().to_string();
+    let inputs = match &model.recurrent {
+        Some(r) => sequence_inputs(&text, &source, r.inputs, model.outputs(), loss)?,
+        None => model.inputs(),
+    };
+    parse_data(&text, &source, inputs, model.outputs(), loss)
+}
+
+/// Inputs per line of a sequence file: its first data line's columns less the targets, which must be a
+/// compiled number of steps ([`STEPS`]) times `per_step`.
+fn sequence_inputs(
+    text: &str,
+    source: &str,
+    per_step: usize,
+    outputs: usize,
+    loss: Loss,
+) -> Result<usize> {
+    let targets = if loss == Loss::SoftmaxCrossEntropy {
+        1
+    } else {
+        outputs
+    };
+    let first = text
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .find(|l| l.split(',').any(|c| c.trim().parse::<f64>().is_ok()))
+        .ok_or_else(|| anyhow!("{source}: no samples"))?;
+    let cols = first.split(',').count();
+    let inputs = cols.saturating_sub(targets);
+    let steps = inputs / per_step.max(1);
+    if inputs % per_step.max(1) != 0 || !STEPS.contains(&steps) {
+        bail!(
+            "{source}: {cols} columns, expected T × {per_step} inputs (T steps of the recurrent layer's \
+             {per_step}, T one of {STEPS:?}) then {targets} target{}",
+            if targets == 1 { "" } else { "s" }
+        );
+    }
+    Ok(inputs)
 }
 
 /// Everything one format computed on the real units, as f64.
@@ -409,6 +752,22 @@ pub fn trace(model: &Model, samples: &[(Vec<f64>, Vec<f64>)], pass: &Pass) -> Re
             model.widest()
         );
     }
+    if let Some(r) = &model.recurrent {
+        let steps = samples
+            .first()
+            .map_or(0, |(x, _)| x.len() / r.inputs.max(1));
+        if !STEPS.contains(&steps) {
+            bail!("{steps} time steps: the recurrent layers are compiled for {STEPS:?}");
+        }
+        if let Some((k, _)) = samples
+            .iter()
+            .enumerate()
+            .find(|(_, (x, _))| x.len() != steps * r.inputs)
+        {
+            bail!("sample {k}: not {steps} steps of {} inputs", r.inputs);
+        }
+        return crate::par::on_worker(|| trace_recurrent(r, model, samples, pass, w, steps))?;
+    }
     // The network lives in fixed-size arrays: build it on a worker's large stack.
     crate::par::on_worker(|| {
         with_scalar!(pass.precision, S => match w {
@@ -418,6 +777,355 @@ pub fn trace(model: &Model, samples: &[(Vec<f64>, Vec<f64>)], pass: &Pass) -> Re
             _ => trace_typed::<S, 64>(model, samples, pass),
         })
     })
+}
+
+/// Whether the core runs `cell` in `precision` (the gated cells are float-only).
+pub fn supports(cell: CellKind, precision: Precision) -> bool {
+    cell == CellKind::Rnn
+        || matches!(
+            precision,
+            Precision::F64 | Precision::F32 | Precision::F16 | Precision::Bf16
+        )
+}
+
+/// Sequence lengths the recurrent layers are compiled for (the `rnn` experiment's).
+pub use crate::rnn::STEPS;
+
+fn trace_recurrent(
+    r: &Recurrent,
+    model: &Model,
+    samples: &[(Vec<f64>, Vec<f64>)],
+    pass: &Pass,
+    w: usize,
+    steps: usize,
+) -> Result<Trace> {
+    use gradscope_core::{Gru, I1F15, I8F24, I16F16, Lstm, Rnn, bf16, f16};
+    macro_rules! sizes {
+        ($cell:ident, $s:ty) => {
+            match (w, steps) {
+                (8, 10) => trace_cell::<$s, $cell<$s, 8, 8, 10>, 8, 10>(r, model, samples, pass),
+                (8, 20) => trace_cell::<$s, $cell<$s, 8, 8, 20>, 8, 20>(r, model, samples, pass),
+                (8, 50) => trace_cell::<$s, $cell<$s, 8, 8, 50>, 8, 50>(r, model, samples, pass),
+                (8, 100) => trace_cell::<$s, $cell<$s, 8, 8, 100>, 8, 100>(r, model, samples, pass),
+                (16, 10) => {
+                    trace_cell::<$s, $cell<$s, 16, 16, 10>, 16, 10>(r, model, samples, pass)
+                }
+                (16, 20) => {
+                    trace_cell::<$s, $cell<$s, 16, 16, 20>, 16, 20>(r, model, samples, pass)
+                }
+                (16, 50) => {
+                    trace_cell::<$s, $cell<$s, 16, 16, 50>, 16, 50>(r, model, samples, pass)
+                }
+                (16, 100) => {
+                    trace_cell::<$s, $cell<$s, 16, 16, 100>, 16, 100>(r, model, samples, pass)
+                }
+                (32, 10) => {
+                    trace_cell::<$s, $cell<$s, 32, 32, 10>, 32, 10>(r, model, samples, pass)
+                }
+                (32, 20) => {
+                    trace_cell::<$s, $cell<$s, 32, 32, 20>, 32, 20>(r, model, samples, pass)
+                }
+                (32, 50) => {
+                    trace_cell::<$s, $cell<$s, 32, 32, 50>, 32, 50>(r, model, samples, pass)
+                }
+                (32, 100) => {
+                    trace_cell::<$s, $cell<$s, 32, 32, 100>, 32, 100>(r, model, samples, pass)
+                }
+                (64, 10) => {
+                    trace_cell::<$s, $cell<$s, 64, 64, 10>, 64, 10>(r, model, samples, pass)
+                }
+                (64, 20) => {
+                    trace_cell::<$s, $cell<$s, 64, 64, 20>, 64, 20>(r, model, samples, pass)
+                }
+                (64, 50) => {
+                    trace_cell::<$s, $cell<$s, 64, 64, 50>, 64, 50>(r, model, samples, pass)
+                }
+                (64, 100) => {
+                    trace_cell::<$s, $cell<$s, 64, 64, 100>, 64, 100>(r, model, samples, pass)
+                }
+                (w, t) => bail!("width {w} with {t} steps is not compiled in"),
+            }
+        };
+    }
+    Ok(match (r.cell, pass.precision) {
+        (CellKind::Rnn, Precision::F64) => sizes!(Rnn, f64),
+        (CellKind::Rnn, Precision::F32) => sizes!(Rnn, f32),
+        (CellKind::Rnn, Precision::F16) => sizes!(Rnn, f16),
+        (CellKind::Rnn, Precision::Bf16) => sizes!(Rnn, bf16),
+        (CellKind::Rnn, Precision::I16F16) => sizes!(Rnn, I16F16),
+        (CellKind::Rnn, Precision::I8F24) => sizes!(Rnn, I8F24),
+        (CellKind::Rnn, Precision::I1F15) => sizes!(Rnn, I1F15),
+        (CellKind::Lstm, Precision::F64) => sizes!(Lstm, f64),
+        (CellKind::Lstm, Precision::F32) => sizes!(Lstm, f32),
+        (CellKind::Lstm, Precision::F16) => sizes!(Lstm, f16),
+        (CellKind::Lstm, Precision::Bf16) => sizes!(Lstm, bf16),
+        (CellKind::Gru, Precision::F64) => sizes!(Gru, f64),
+        (CellKind::Gru, Precision::F32) => sizes!(Gru, f32),
+        (CellKind::Gru, Precision::F16) => sizes!(Gru, f16),
+        (CellKind::Gru, Precision::Bf16) => sizes!(Gru, bf16),
+        (c, p) => bail!("the core runs {c:?} cells in f64, f32, f16 and bf16 only, not {p}"),
+    })
+}
+
+/// A recurrent cell of width `W` over `T` steps, loaded from and read back in PyTorch's layout.
+trait RecurrentCell<S: Scalar, const W: usize, const T: usize>:
+    Layer<S, Input = [[S; W]; T], Output = [[S; W]; T]>
+{
+    /// The cell with `r`'s weights (padded with zeros), converted with `rnd`.
+    fn load(r: &Recurrent, rnd: &mut impl gradscope_core::Rounding) -> Box<Self>;
+    /// The real parameters as stored, and the real gradients in PyTorch's layout (`weight_ih`,
+    /// `weight_hh`, then `bias_ih` and `bias_hh` if the model has them).
+    fn export(&self, r: &Recurrent) -> (Vec<S>, Vec<S>);
+}
+
+fn load_gates<S: Scalar, const W: usize>(
+    dst: &mut [[[S; W]; W]],
+    src: &[Vec<f64>],
+    h: usize,
+    rnd: &mut impl gradscope_core::Rounding,
+) {
+    for (g, block) in dst.iter_mut().enumerate() {
+        for (u, row) in block.iter_mut().enumerate().take(h) {
+            if let Some(v) = src.get(g * h + u) {
+                *row = padded(v, rnd);
+            }
+        }
+    }
+}
+
+/// Gate biases: `a + b` per row (PyTorch's two biases as the core's one; one rounding), or `a` alone.
+fn load_bias<S: Scalar, const W: usize>(
+    dst: &mut [[S; W]],
+    a: &[f64],
+    b: Option<&[f64]>,
+    h: usize,
+    rnd: &mut impl gradscope_core::Rounding,
+) {
+    for (g, row) in dst.iter_mut().enumerate() {
+        for (u, d) in row.iter_mut().enumerate().take(h) {
+            let k = g * h + u;
+            let v =
+                a.get(k).copied().unwrap_or(0.0) + b.and_then(|b| b.get(k)).copied().unwrap_or(0.0);
+            *d = S::from_f64(v, rnd).0;
+        }
+    }
+}
+
+fn gather_gates<S: Scalar, const W: usize>(src: &[[[S; W]; W]], h: usize, cols: usize) -> Vec<S> {
+    src.iter()
+        .flat_map(|block| {
+            block[..h]
+                .iter()
+                .flat_map(move |row| row[..cols].iter().copied())
+        })
+        .collect()
+}
+
+fn gather_bias<S: Scalar, const W: usize>(src: &[[S; W]], h: usize) -> Vec<S> {
+    src.iter()
+        .flat_map(|row| row[..h].iter().copied())
+        .collect()
+}
+
+impl<S: Scalar, const W: usize, const T: usize> RecurrentCell<S, W, T>
+    for gradscope_core::Rnn<S, W, W, T>
+where
+    Act: Activate<S>,
+{
+    fn load(r: &Recurrent, rnd: &mut impl gradscope_core::Rounding) -> Box<Self> {
+        let mut c = Box::new(gradscope_core::Rnn::new(r.act));
+        load_gates(
+            std::slice::from_mut(&mut c.weight_ih),
+            &r.weight_ih,
+            r.hidden,
+            rnd,
+        );
+        load_gates(
+            std::slice::from_mut(&mut c.weight_hh),
+            &r.weight_hh,
+            r.hidden,
+            rnd,
+        );
+        load_bias(
+            std::slice::from_mut(&mut c.bias),
+            &r.bias_ih,
+            Some(&r.bias_hh),
+            r.hidden,
+            rnd,
+        );
+        c
+    }
+    fn export(&self, r: &Recurrent) -> (Vec<S>, Vec<S>) {
+        let (h, i) = (r.hidden, r.inputs);
+        let mut p = gather_gates(std::slice::from_ref(&self.weight_ih), h, i);
+        p.extend(gather_gates(std::slice::from_ref(&self.weight_hh), h, h));
+        let mut g = gather_gates(std::slice::from_ref(&self.grad_weight_ih), h, i);
+        g.extend(gather_gates(
+            std::slice::from_ref(&self.grad_weight_hh),
+            h,
+            h,
+        ));
+        if r.has_bias {
+            p.extend(gather_bias(std::slice::from_ref(&self.bias), h));
+            // ∂L/∂bias_ih = ∂L/∂bias_hh = the core's one bias gradient.
+            let gb = gather_bias(std::slice::from_ref(&self.grad_bias), h);
+            g.extend(gb.iter().chain(&gb).copied());
+        }
+        (p, g)
+    }
+}
+
+impl<S: gradscope_core::Float, const W: usize, const T: usize> RecurrentCell<S, W, T>
+    for gradscope_core::Lstm<S, W, W, T>
+{
+    fn load(r: &Recurrent, rnd: &mut impl gradscope_core::Rounding) -> Box<Self> {
+        let mut c = Box::new(gradscope_core::Lstm::new());
+        load_gates(&mut c.weight_ih, &r.weight_ih, r.hidden, rnd);
+        load_gates(&mut c.weight_hh, &r.weight_hh, r.hidden, rnd);
+        load_bias(&mut c.bias, &r.bias_ih, Some(&r.bias_hh), r.hidden, rnd);
+        c
+    }
+    fn export(&self, r: &Recurrent) -> (Vec<S>, Vec<S>) {
+        let (h, i) = (r.hidden, r.inputs);
+        let mut p = gather_gates(&self.weight_ih, h, i);
+        p.extend(gather_gates(&self.weight_hh, h, h));
+        let mut g = gather_gates(&self.grad_weight_ih, h, i);
+        g.extend(gather_gates(&self.grad_weight_hh, h, h));
+        if r.has_bias {
+            p.extend(gather_bias(&self.bias, h));
+            let gb = gather_bias(&self.grad_bias, h);
+            g.extend(gb.iter().chain(&gb).copied());
+        }
+        (p, g)
+    }
+}
+
+impl<S: gradscope_core::Float, const W: usize, const T: usize> RecurrentCell<S, W, T>
+    for gradscope_core::Gru<S, W, W, T>
+{
+    fn load(r: &Recurrent, rnd: &mut impl gradscope_core::Rounding) -> Box<Self> {
+        let mut c = Box::new(gradscope_core::Gru::new());
+        load_gates(&mut c.weight_ih, &r.weight_ih, r.hidden, rnd);
+        load_gates(&mut c.weight_hh, &r.weight_hh, r.hidden, rnd);
+        load_bias(&mut c.bias_ih, &r.bias_ih, None, r.hidden, rnd);
+        load_bias(&mut c.bias_hh, &r.bias_hh, None, r.hidden, rnd);
+        c
+    }
+    fn export(&self, r: &Recurrent) -> (Vec<S>, Vec<S>) {
+        let (h, i) = (r.hidden, r.inputs);
+        let mut p = gather_gates(&self.weight_ih, h, i);
+        p.extend(gather_gates(&self.weight_hh, h, h));
+        let mut g = gather_gates(&self.grad_weight_ih, h, i);
+        g.extend(gather_gates(&self.grad_weight_hh, h, h));
+        if r.has_bias {
+            p.extend(gather_bias(&self.bias_ih, h));
+            p.extend(gather_bias(&self.bias_hh, h));
+            g.extend(gather_bias(&self.grad_bias_ih, h));
+            g.extend(gather_bias(&self.grad_bias_hh, h));
+        }
+        (p, g)
+    }
+}
+
+/// The recurrent model's pass: the cell over every step, its last state into the head (if any), the loss,
+/// and back.
+fn trace_cell<S, C, const W: usize, const T: usize>(
+    r: &Recurrent,
+    model: &Model,
+    samples: &[(Vec<f64>, Vec<f64>)],
+    a: &Pass,
+) -> Trace
+where
+    S: Scalar,
+    C: RecurrentCell<S, W, T>,
+    Act: Activate<S>,
+{
+    let mut rnd = a.rounding.build(a.seed);
+    let mut cell = C::load(r, &mut rnd);
+    let mut head = model.layers.first().map(|m| {
+        let mut l: Box<gradscope_core::Dense<S, W, W>> =
+            Box::new(gradscope_core::Dense::new(m.act));
+        for (row, src) in l.weight.iter_mut().zip(&m.weight) {
+            *row = padded(src, &mut rnd);
+        }
+        l.bias = padded(&m.bias, &mut rnd);
+        l
+    });
+    let objective = Objective {
+        outputs: Some(model.outputs()),
+        ..Objective::new(a.loss)
+    };
+    let depth = 1 + model.layers.len().min(1);
+    let n = samples.len();
+    let factor = a.loss_scale / n.max(1) as f64;
+    let mut t = Trace {
+        outputs: vec![Vec::new(); depth],
+        backward: vec![Vec::new(); depth],
+        ..Trace::default()
+    };
+    let (i, h) = (r.inputs, r.hidden);
+    let mut sum = 0.0;
+    for (x, target) in samples {
+        let mut seq = [[S::ZERO; W]; T];
+        for (step, xs) in seq.iter_mut().zip(x.chunks(i.max(1))) {
+            *step = padded(xs, &mut rnd);
+        }
+        let states = cell.forward(&seq, 0, &mut rnd, &mut ());
+        t.outputs[0].extend(
+            states
+                .iter()
+                .flat_map(|s| s[..h].iter().map(|v| v.to_f64())),
+        );
+        let last = states.last().copied().unwrap_or([S::ZERO; W]);
+        let y = match (&mut head, model.layers.first()) {
+            (Some(l), Some(m)) => {
+                let y = l.forward(&last, 1, &mut rnd, &mut ());
+                t.outputs[1].extend(y[..m.outputs()].iter().map(|v| v.to_f64()));
+                y
+            }
+            _ => last,
+        };
+        let tp: [S; W] = padded(target, &mut rnd);
+        let mut dy = [S::ZERO; W];
+        sum += objective.grad(&y, &tp, factor, &mut dy, &mut rnd, &mut ());
+        let dlast = match &mut head {
+            Some(l) => {
+                let d = l.backward(&dy, 1, &mut rnd, &mut ());
+                t.backward[1].extend(d[..h].iter().map(|v| v.to_f64()));
+                d
+            }
+            None => dy,
+        };
+        let mut dseq = [[S::ZERO; W]; T];
+        if let Some(d) = dseq.last_mut() {
+            *d = dlast;
+        }
+        let dx = cell.backward(&dseq, 0, &mut rnd, &mut ());
+        t.backward[0].extend(dx.iter().flat_map(|s| s[..i].iter().map(|v| v.to_f64())));
+    }
+    t.loss = sum / n.max(1) as f64;
+    let (p, g) = cell.export(r);
+    t.params.push(p.iter().map(|v| v.to_f64()).collect());
+    t.grads.push(g.iter().map(|v| v.to_f64()).collect());
+    t.grad_bits.push(g.iter().map(|v| v.raw_bits()).collect());
+    if let (Some(l), Some(m)) = (&head, model.layers.first()) {
+        let (o, hi) = (m.outputs(), m.inputs());
+        let nb = if m.has_bias { o } else { 0 };
+        let p: Vec<S> = l.weight[..o]
+            .iter()
+            .flat_map(|row| row[..hi].iter().copied())
+            .chain(l.bias[..nb].iter().copied())
+            .collect();
+        let g: Vec<S> = l.grad_weight[..o]
+            .iter()
+            .flat_map(|row| row[..hi].iter().copied())
+            .chain(l.grad_bias[..nb].iter().copied())
+            .collect();
+        t.params.push(p.iter().map(|v| v.to_f64()).collect());
+        t.grads.push(g.iter().map(|v| v.to_f64()).collect());
+        t.grad_bits.push(g.iter().map(|v| v.raw_bits()).collect());
+    }
+    t
 }
 
 fn padded<S: Scalar, const W: usize>(v: &[f64], r: &mut impl gradscope_core::Rounding) -> [S; W] {
@@ -590,7 +1298,8 @@ pub struct Recommendation {
     pub underflowed_gradients_scaled: usize,
 }
 
-/// Bytes of one training state, from the format's size: values × `size_of::<S>()`.
+/// Bytes of one training state as the core stores it at the model's own sizes (a dense layer always has a
+/// bias; PyTorch's two recurrent biases are one for RNN and LSTM): values × `size_of::<S>()`.
 #[derive(Copy, Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct Memory {
     /// Bytes per value.
@@ -599,7 +1308,8 @@ pub struct Memory {
     pub weights: usize,
     /// Their gradients.
     pub gradients: usize,
-    /// What backward needs from forward: each dense layer keeps its input, pre-activation and output.
+    /// What backward needs from forward: each dense layer keeps its input, pre-activation and output; a
+    /// recurrent layer its inputs, states and gates at every step, and its initial state(s).
     pub caches: usize,
     /// SGD with momentum: one velocity per parameter.
     pub momentum: usize,
@@ -608,17 +1318,9 @@ pub struct Memory {
 }
 
 impl Memory {
-    fn of(model: &Model, bytes_per_value: usize) -> Memory {
-        let params: usize = model
-            .layers
-            .iter()
-            .map(|l| l.inputs() * l.outputs() + if l.has_bias { l.outputs() } else { 0 })
-            .sum();
-        let caches: usize = model
-            .layers
-            .iter()
-            .map(|l| l.inputs() + 2 * l.outputs())
-            .sum();
+    fn of(infos: &[LayerInfo], bytes_per_value: usize) -> Memory {
+        let params: usize = infos.iter().map(|l| l.params).sum();
+        let caches: usize = infos.iter().map(|l| l.caches).sum();
         Memory {
             bytes_per_value,
             weights: params * bytes_per_value,
@@ -662,10 +1364,14 @@ pub struct PrecisionReport {
 pub struct InspectResult {
     /// The model file.
     pub model: String,
-    /// `in-h1-...-out`.
+    /// `in-h1-...-out`; a recurrent layer shows as its cell, e.g. `3-lstm16-2`.
     pub shape: String,
     /// The compiled width the model ran at.
     pub padded_width: usize,
+    /// Time steps per sample (1 for a dense model).
+    pub steps: usize,
+    /// Formats asked for that the model's cell does not run in (the gated cells are float-only).
+    pub skipped: Vec<Precision>,
     /// Samples in the batch.
     pub samples: usize,
     /// The loss.
@@ -755,8 +1461,22 @@ pub fn run(
         trace(model, samples, &pass)
     };
     let reference = go(Precision::F64, 1.0)?;
+    let steps = match &model.recurrent {
+        Some(r) => samples
+            .first()
+            .map_or(1, |(x, _)| x.len() / r.inputs.max(1)),
+        None => 1,
+    };
+    let infos = model.infos_for(steps);
     let mut precisions = Vec::with_capacity(cfg.precisions.len());
+    let mut skipped = Vec::new();
     for &p in &cfg.precisions {
+        if let Some(r) = &model.recurrent
+            && !supports(r.cell, p)
+        {
+            skipped.push(p);
+            continue;
+        }
         let t = if p == Precision::F64 {
             reference.clone()
         } else {
@@ -764,8 +1484,7 @@ pub fn run(
         };
         let (lsb, max, size) =
             with_scalar!(p, S => (S::SMALLEST, S::MAX.to_f64(), std::mem::size_of::<S>()));
-        let layers: Vec<LayerReport> = model
-            .layers
+        let layers: Vec<LayerReport> = infos
             .iter()
             .enumerate()
             .map(|(k, m)| {
@@ -776,9 +1495,9 @@ pub fn run(
                 LayerReport {
                     layer: k + 1,
                     name: m.name.clone(),
-                    inputs: m.inputs(),
-                    outputs: m.outputs(),
-                    activation: m.act.to_string(),
+                    inputs: m.inputs,
+                    outputs: m.outputs,
+                    activation: m.activation.clone(),
                     grad_norm: norm(g),
                     grad_rel_error: if dn == 0.0 {
                         0.0
@@ -821,19 +1540,25 @@ pub fn run(
                 loss_scale,
                 layers_above_lsb_unscaled: unscaled,
                 layers_above_lsb: scaled,
-                per_layer_scaling_needed: scaled < model.layers.len(),
+                per_layer_scaling_needed: scaled < infos.len(),
                 underflowed_gradients_scaled,
             },
-            memory: Memory::of(model, size),
+            memory: Memory::of(&infos, size),
             layers,
         });
     }
-    let mut shape = vec![model.inputs().to_string()];
-    shape.extend(model.layers.iter().map(|l| l.outputs().to_string()));
+    if precisions.is_empty() {
+        bail!(
+            "--precisions: the core runs {} cells in f64, f32, f16 and bf16 only",
+            infos.first().map_or("", |i| i.activation.as_str())
+        );
+    }
     Ok(InspectResult {
         model: model_name.to_string(),
-        shape: shape.join("-"),
+        shape: model.shape(),
         padded_width: model.padded_width(),
+        steps,
+        skipped,
         samples: samples.len(),
         loss: cfg.loss,
         rounding: cfg.rounding,
@@ -949,6 +1674,16 @@ pub fn outcome(r: &InspectResult) -> Result<Outcome> {
         );
     }
     let mut notes = Vec::new();
+    if !r.skipped.is_empty() {
+        notes.push(format!(
+            "Not run: {} (the core's gated cells are float-only).",
+            r.skipped
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join(", ")
+        ));
+    }
     for p in &r.precisions {
         let rec = &p.recommendation;
         let under: usize = p.layers.iter().map(|l| l.gradients.underflowed).sum();
@@ -972,10 +1707,15 @@ pub fn outcome(r: &InspectResult) -> Result<Outcome> {
     Ok(Outcome {
         name: "inspect".into(),
         heading: format!(
-            "{} ({}, run at width {}), {} samples, loss {}, {} rounding",
+            "{} ({}, run at width {}{}), {} samples, loss {}, {} rounding",
             r.model,
             r.shape,
             r.padded_width,
+            if r.steps > 1 {
+                format!(" over {} steps", r.steps)
+            } else {
+                String::new()
+            },
             r.samples,
             r.loss.name(),
             r.rounding
@@ -1098,7 +1838,12 @@ pub fn emit_rust(
     loss: Loss,
     precision: Precision,
     source: &str,
-) -> String {
+) -> Result<String> {
+    if model.recurrent.is_some() {
+        bail!(
+            "--emit-rust writes nn.Sequential models of nn.Linear layers; recurrent models are not supported yet"
+        );
+    }
     let f = rust_format(precision);
     let mut shape = vec![model.inputs().to_string()];
     shape.extend(model.layers.iter().map(|l| l.outputs().to_string()));
@@ -1163,7 +1908,7 @@ pub fn emit_rust(
             )
         })
         .collect();
-    format!(
+    Ok(format!(
         "// Generated by `gradscope inspect --emit-rust --precision {p}` from {source}: do not edit.\n\
          // Model {shape} ({acts}), loss {loss}, {n} samples, in {p} (nearest rounding){sat}.\n\
          // Use: `mod model {{ include!(\"this-file.rs\"); }}`, then `model::net()` and `model::sample(k)`.\n\n\
@@ -1204,5 +1949,5 @@ pub fn emit_rust(
         outputs = model.outputs(),
         x = matrix_lit(&xs, ""),
         t = matrix_lit(&ts, ""),
-    )
+    ))
 }

@@ -473,8 +473,7 @@ fn run(cli: Cli) -> Result<String> {
                 args.emit_rust.as_deref().map(|f| ("--emit-rust", f)),
             )?;
             let model = Model::load(&args.model, &args.activations)?;
-            let mut data =
-                inspect::load_data(&args.data, model.inputs(), model.outputs(), args.loss)?;
+            let mut data = inspect::load_data(&args.data, &model, args.loss)?;
             if let Some(b) = args.batch {
                 data.truncate(b as usize);
             }
@@ -494,7 +493,7 @@ fn run(cli: Cli) -> Result<String> {
                     args.loss,
                     p,
                     &args.model.display().to_string(),
-                );
+                )?;
                 write_atomic(file, rust.as_bytes())?;
             }
             if let Some(d) = &dir {

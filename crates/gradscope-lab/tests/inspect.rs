@@ -44,21 +44,16 @@ fn load(name: &str) -> (Model, Samples, gradscope_core::Loss, Value) {
         .collect();
     let loss = gradscope_core::Loss::from_name(t["loss"].as_str().unwrap()).unwrap();
     let model = Model::load(&data(&format!("{name}.safetensors")), &acts).unwrap();
-    let samples = inspect::load_data(
-        &data(&format!("{name}.csv")),
-        model.inputs(),
-        model.outputs(),
-        loss,
-    )
-    .unwrap();
+    let samples = inspect::load_data(&data(&format!("{name}.csv")), &model, loss).unwrap();
     (model, samples, loss, t)
 }
 
 #[test]
 fn f64_gradients_equal_pytorch_autograd() {
-    // Three models: f32 storage and softmax cross-entropy, f64 storage with a bias-free layer and MSE,
-    // bf16 storage and BCE on logits.
-    for name in ["mlp", "regressor", "binary"] {
+    // Dense: f32 storage and softmax cross-entropy, f64 storage with a bias-free layer and MSE, bf16 storage
+    // and BCE on logits. Recurrent: an LSTM with a head (f32, MSE, 20 steps), a GRU with a head (f64,
+    // cross-entropy, 10 steps), a ReLU RNN alone (f32, MSE on its last state, 10 steps).
+    for name in ["mlp", "regressor", "binary", "lstm", "gru", "rnn"] {
         let (model, samples, loss, t) = load(name);
         let tr = inspect::trace(&model, &samples, &Pass::new(loss, Precision::F64)).unwrap();
         let want_loss = t["loss_value"].as_f64().unwrap();
@@ -68,7 +63,7 @@ fn f64_gradients_equal_pytorch_autograd() {
             tr.loss
         );
         let grads = t["grads"].as_array().unwrap();
-        assert_eq!(grads.len(), model.layers.len(), "{name}");
+        assert_eq!(grads.len(), model.infos().len(), "{name}");
         for (k, (ours, theirs)) in tr.grads.iter().zip(grads).enumerate() {
             let theirs: Vec<f64> = theirs
                 .as_array()
@@ -161,7 +156,10 @@ fn native_model() -> Model {
             act,
         })
         .collect();
-    Model { layers }
+    Model {
+        recurrent: None,
+        layers,
+    }
 }
 
 #[test]
@@ -310,7 +308,7 @@ fn bad_files_and_data_are_one_line_errors_with_no_output() {
         (vec![s(&wide), "tanh".into(), s(&csv)], "widest 65: gradscope compiles widths up to 64".into()),
         (
             vec![s(&good), "tanh,tanh".into(), s(&csv)],
-            "has 3 linear layers (0, 2, 4) but --activations names 2".into(),
+            "has 3 layers (0, 2, 4) but --activations names 2".into(),
         ),
         (
             vec![s(&good), "tanh,sigmoid,identity".into(), s(&short)],
@@ -330,6 +328,61 @@ fn bad_files_and_data_are_one_line_errors_with_no_output() {
             "--data".into(),
         ),
     ];
+    let recurrent = |name: &str, t: &[(&str, Vec<usize>)]| {
+        let tensors: Vec<(&str, Dtype, Vec<usize>, Vec<u8>)> = t
+            .iter()
+            .map(|(n, s)| (*n, Dtype::F32, s.clone(), f32s(s.iter().product(), 0.1)))
+            .collect();
+        tensor_file(&dir, name, &tensors)
+    };
+    let two_layers = recurrent(
+        "two.safetensors",
+        &[
+            ("lstm.weight_ih_l0", vec![8, 1]),
+            ("lstm.weight_hh_l0", vec![8, 2]),
+            ("lstm.weight_ih_l1", vec![8, 2]),
+            ("lstm.weight_hh_l1", vec![8, 2]),
+        ],
+    );
+    let reverse = recurrent(
+        "reverse.safetensors",
+        &[
+            ("gru.weight_ih_l0", vec![6, 1]),
+            ("gru.weight_hh_l0", vec![6, 2]),
+            ("gru.weight_ih_l0_reverse", vec![6, 1]),
+        ],
+    );
+    let gates = recurrent(
+        "gates.safetensors",
+        &[("weight_ih_l0", vec![10, 1]), ("weight_hh_l0", vec![5, 2])],
+    );
+    let lstm = data("lstm.safetensors");
+    let lstm_csv = data("lstm.csv");
+    let seven_steps = dir.join("seven.csv");
+    std::fs::write(&seven_steps, format!("{}0.5,0.5\n", "0.1,".repeat(21))).unwrap();
+    let mut cases = cases;
+    cases.extend([
+        (
+            vec![s(&two_layers), "tanh".into(), s(&csv)],
+            "tensor lstm.weight_ih_l1: only single-layer, unidirectional recurrent layers are supported".into(),
+        ),
+        (
+            vec![s(&reverse), "tanh".into(), s(&csv)],
+            "tensor gru.weight_ih_l0_reverse: only single-layer, unidirectional".into(),
+        ),
+        (
+            vec![s(&gates), "tanh".into(), s(&csv)],
+            "tensor weight_ih_l0 has shape (10, 1) for hidden size 2: not 1, 3 or 4 gate blocks".into(),
+        ),
+        (
+            vec![s(&lstm), "relu,identity".into(), s(&lstm_csv)],
+            "the nn.LSTM layer rnn takes tanh (its fixed nonlinearity), not relu".into(),
+        ),
+        (
+            vec![s(&lstm), "tanh,identity".into(), s(&seven_steps)],
+            "23 columns, expected T × 3 inputs (T steps of the recurrent layer's 3, T one of [10, 20, 50, 100]) then 1 target".into(),
+        ),
+    ]);
     for (args, want) in cases {
         let o = gradscope(&[
             "inspect",
@@ -414,7 +467,8 @@ fn the_firmwares_emitted_models_are_current() {
             loss,
             p,
             "tests/data/inspect/mlp.safetensors",
-        );
+        )
+        .unwrap();
         assert!(
             committed == fresh,
             "{} is stale: regenerate it with the command in firmware/models/README.md",
@@ -426,7 +480,7 @@ fn the_firmwares_emitted_models_are_current() {
 #[test]
 fn emitted_constants_are_the_formats_storage_bits() {
     let (model, samples, loss, _) = load("mlp");
-    let src = inspect::emit_rust(&model, &samples, loss, Precision::I16F16, "m");
+    let src = inspect::emit_rust(&model, &samples, loss, Precision::I16F16, "m").unwrap();
     // Q16.16: round-to-nearest of w·2¹⁶, checked independently of the core's conversion.
     let w = model.layers[0].weight[0][0];
     let first = format!("[{}, ", (w * 65536.0).round_ties_even() as i32);
@@ -434,10 +488,142 @@ fn emitted_constants_are_the_formats_storage_bits() {
         src.contains(&format!("const L1_WEIGHT: [[i32; 5]; 12] = [\n    {first}")),
         "{src}"
     );
-    let src = inspect::emit_rust(&model, &samples, loss, Precision::F32, "m");
+    let src = inspect::emit_rust(&model, &samples, loss, Precision::F32, "m").unwrap();
     assert!(src.contains(&format!("[{}, ", (w as f32).to_bits())));
     assert!(src.contains("pub type Net = (gradscope_core::Dense<S, 5, 12>, (gradscope_core::Dense<S, 12, 7>, gradscope_core::Dense<S, 7, 3>));"));
     assert!(src.contains(
         "pub const LOSS: gradscope_core::Loss = gradscope_core::Loss::SoftmaxCrossEntropy;"
     ));
+}
+
+#[test]
+fn recurrent_padding_changes_no_bit() {
+    // Cells of 8 inputs and 8 hidden units (a compiled width), run at 8 and at 16: padded hidden units stay
+    // exactly zero in every cell (tanh(0) = 0, and the gated cells' c and h start and stay at 0).
+    let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+    let mut next = move || {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        (seed >> 11) as f64 / (1u64 << 53) as f64 - 0.5
+    };
+    let samples: Vec<(Vec<f64>, Vec<f64>)> = (0..3)
+        .map(|_| {
+            (
+                (0..80).map(|_| next()).collect(),
+                (0..3).map(|_| next()).collect(),
+            )
+        })
+        .collect();
+    for (cell, gates, act) in [
+        (inspect::CellKind::Rnn, 1, Act::Tanh),
+        (inspect::CellKind::Lstm, 4, Act::Tanh),
+        (inspect::CellKind::Gru, 3, Act::Tanh),
+    ] {
+        let mut m = |r: usize, c: usize| (0..r).map(|_| (0..c).map(|_| next()).collect()).collect();
+        let weight_ih = m(8 * gates, 8);
+        let weight_hh = m(8 * gates, 8);
+        let head_w = m(3, 8);
+        let model = Model {
+            recurrent: Some(inspect::Recurrent {
+                name: "rnn".into(),
+                cell,
+                act,
+                inputs: 8,
+                hidden: 8,
+                weight_ih,
+                weight_hh,
+                bias_ih: (0..8 * gates).map(|_| next()).collect(),
+                bias_hh: (0..8 * gates).map(|_| next()).collect(),
+                has_bias: true,
+            }),
+            layers: vec![inspect::Linear {
+                name: "head".into(),
+                weight: head_w,
+                bias: (0..3).map(|_| next()).collect(),
+                has_bias: true,
+                act: Act::Identity,
+            }],
+        };
+        for p in [
+            Precision::F64,
+            Precision::F32,
+            Precision::F16,
+            Precision::I16F16,
+            Precision::I1F15,
+        ] {
+            if !inspect::supports(cell, p) {
+                continue;
+            }
+            let run = |w| {
+                let pass = Pass {
+                    width: Some(w),
+                    ..Pass::new(gradscope_core::Loss::Mse, p)
+                };
+                inspect::trace(&model, &samples, &pass).unwrap()
+            };
+            let (native, padded) = (run(8), run(16));
+            assert!(native.grads[0].iter().any(|&g| g != 0.0));
+            assert_eq!(padded.grad_bits, native.grad_bits, "{cell:?} {p}");
+            assert_eq!(padded.loss.to_bits(), native.loss.to_bits(), "{cell:?} {p}");
+            assert_eq!(padded.outputs, native.outputs, "{cell:?} {p}");
+            assert_eq!(padded.backward, native.backward, "{cell:?} {p}");
+        }
+    }
+}
+
+#[test]
+fn gated_models_run_in_the_float_formats_and_say_which_they_skip() {
+    let lstm = |precisions: &str, extra: &[&str]| {
+        let mut args = vec![
+            "inspect",
+            "--model",
+            data("lstm.safetensors")
+                .to_str()
+                .unwrap()
+                .to_string()
+                .leak(),
+            "--activations",
+            "tanh,identity",
+            "--data",
+            data("lstm.csv").to_str().unwrap().to_string().leak(),
+            "--precisions",
+            precisions,
+        ];
+        args.extend(extra);
+        gradscope(&args)
+    };
+    let o = lstm("f64,f32,i16f16,f16", &["--format", "json"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let j: Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(j["shape"], "3-lstm10-2");
+    assert_eq!(j["steps"], 20);
+    assert_eq!(j["skipped"], serde_json::json!(["i16f16"]));
+    let ran: Vec<&str> = j["precisions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["precision"].as_str().unwrap())
+        .collect();
+    assert_eq!(ran, ["f64", "f32", "f16"]);
+    let o = lstm("i16f16,i1f15", &[]);
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("the core runs lstm cells in f64, f32, f16 and bf16 only"),
+        "{err}"
+    );
+    let out = std::env::temp_dir().join(format!("gradscope-emit-{}.rs", std::process::id()));
+    let o = lstm(
+        "f32",
+        &[
+            "--emit-rust",
+            out.to_str().unwrap().to_string().leak(),
+            "--precision",
+            "f32",
+        ],
+    );
+    assert!(!o.status.success());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("recurrent models are not supported yet"));
+    assert!(!out.exists());
 }
