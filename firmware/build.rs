@@ -44,6 +44,11 @@ fn main() {
     let out = PathBuf::from(env::var_os("OUT_DIR").expect("cargo sets OUT_DIR"));
     fs::copy(layout, out.join("memory.x")).expect("copy memory layout");
     digits(&out);
+    // The micro:bit's 16 KiB of RAM: binaries leave out what does not fit (the `byom` LSTM).
+    println!("cargo::rustc-check-cfg=cfg(small_ram)");
+    if target.starts_with("thumbv6m") {
+        println!("cargo::rustc-cfg=small_ram");
+    }
     println!("cargo::rerun-if-changed={DIGITS}");
     println!("cargo::rustc-link-search={}", out.display());
     println!("cargo::rerun-if-changed={layout}");

@@ -4,12 +4,14 @@
 
 /// The number format.
 pub type S = f32;
-/// The network: the model's dense layers in nested pairs, input first.
+/// The network at the model's own sizes, input first, in nested pairs.
 pub type Net = (gradscope_core::Dense<S, 5, 12>, (gradscope_core::Dense<S, 12, 7>, gradscope_core::Dense<S, 7, 3>));
 /// The format's name.
 pub const FORMAT: &str = "f32";
 /// Inputs per sample.
 pub const INPUTS: usize = 5;
+/// Time steps per sample (1: not a sequence model).
+pub const STEPS: usize = 1;
 /// Outputs per sample.
 pub const OUTPUTS: usize = 3;
 /// Samples in the batch.
@@ -96,19 +98,19 @@ const T: [[u32; 3]; 16] = [
 fn dense<const I: usize, const O: usize>(
     weight: &[[u32; I]; O],
     bias: &[u32; O],
-    act: &str,
-) -> Result<gradscope_core::Dense<S, I, O>, gradscope_core::ActError> {
-    let mut l = gradscope_core::Dense::new(gradscope_core::Act::from_name(act)?);
+    act: gradscope_core::Act,
+) -> gradscope_core::Dense<S, I, O> {
+    let mut l = gradscope_core::Dense::new(act);
     l.weight = weight.map(|row| row.map(f32::from_bits));
     l.bias = bias.map(f32::from_bits);
-    Ok(l)
+    l
 }
 
-/// The network with the model's weights (an error only if this core does not know an activation).
+/// The network with the model's weights (an error only if this core rejects an activation's parameter).
 pub fn net() -> Result<Net, gradscope_core::ActError> {
-    let l1 = dense(&L1_WEIGHT, &L1_BIAS, "tanh")?;
-    let l2 = dense(&L2_WEIGHT, &L2_BIAS, "sigmoid")?;
-    let l3 = dense(&L3_WEIGHT, &L3_BIAS, "identity")?;
+    let l1 = dense(&L1_WEIGHT, &L1_BIAS, gradscope_core::Act::Tanh);
+    let l2 = dense(&L2_WEIGHT, &L2_BIAS, gradscope_core::Act::Sigmoid);
+    let l3 = dense(&L3_WEIGHT, &L3_BIAS, gradscope_core::Act::Identity);
     Ok((l1, (l2, l3)))
 }
 

@@ -316,8 +316,10 @@ where
 
 /// Steps of the `byom` firmware's training (see [`train_batch`]).
 pub const BYOM_EPOCHS: usize = 60;
-/// Its learning rate.
+/// Its learning rate for the dense models.
 pub const BYOM_LR: f64 = 2.0;
+/// Its learning rate for the recurrent model (an LSTM over 20 steps: smaller steps keep it stable).
+pub const BYOM_LR_RECURRENT: f64 = 0.1;
 
 /// Full-batch SGD (no momentum, nearest rounding) of any network on `count` samples from `sample`, for
 /// `epochs` steps at learning rate `lr`: what the firmware's `byom` binary runs on a model emitted by
@@ -326,7 +328,7 @@ pub const BYOM_LR: f64 = 2.0;
 /// (`u64::MAX` for a learning rate SGD refuses).
 // Own stack frame, as `init_digest`.
 #[inline(never)]
-pub fn train_batch<S, N, F, const IN: usize, const OUT: usize>(
+pub fn train_batch<S, N, F, const OUT: usize>(
     net: &mut N,
     count: usize,
     sample: F,
@@ -337,8 +339,8 @@ pub fn train_batch<S, N, F, const IN: usize, const OUT: usize>(
 ) -> u64
 where
     S: Scalar,
-    N: Layer<S, Input = [S; IN], Output = [S; OUT]>,
-    F: Fn(usize) -> Option<([S; IN], [S; OUT])>,
+    N: Layer<S, Output = [S; OUT]>,
+    F: Fn(usize) -> Option<(N::Input, [S; OUT])>,
 {
     let Ok(sgd) = Sgd::new(lr, 0.0) else {
         return u64::MAX;

@@ -356,7 +356,11 @@ impl Model {
         let mut rec: BTreeMap<String, Values> = BTreeMap::new();
         let mut rec_prefix: Option<String> = None;
         let mut groups: BTreeMap<String, (Option<Values>, Option<Values>)> = BTreeMap::new();
-        for (name, view) in st.iter() {
+        // By name, so that which bad tensor an error names does not depend on a hash map's order.
+        let mut tensors = st.tensors();
+        tensors.sort_by(|a, b| a.0.cmp(&b.0));
+        for (name, view) in &tensors {
+            let name = name.as_str();
             let (prefix, last) = name.rsplit_once('.').unwrap_or(("", name));
             if last.contains("_l") && (last.starts_with("weight_") || last.starts_with("bias_")) {
                 if !RECURRENT_TENSORS.contains(&last) {
@@ -369,7 +373,7 @@ impl Model {
                 if rec_prefix.get_or_insert_with(|| prefix.to_string()) != prefix {
                     bail!("{source}: tensor {name}: only one recurrent layer is supported");
                 }
-                rec.insert(last.to_string(), read_values(name, &view)?);
+                rec.insert(last.to_string(), read_values(name, view)?);
                 continue;
             }
             if last != "weight" && last != "bias" {
@@ -379,7 +383,7 @@ impl Model {
                      weight_hh_l0, bias_ih_l0, bias_hh_l0)"
                 );
             }
-            let v = read_values(name, &view)?;
+            let v = read_values(name, view)?;
             let entry = groups.entry(prefix.to_string()).or_default();
             if last == "weight" {
                 entry.0 = Some(v);
@@ -1794,6 +1798,27 @@ fn rust_format(p: Precision) -> RustFormat {
     }
 }
 
+/// `act` as a Rust expression: a variant, or a checked constructor with the parameter's exact bits (a
+/// `?` for its `ActError`). Not `Act::from_name`: parsing a float from text would link core's decimal
+/// parser, whose panic paths a `panic-never` firmware build rejects.
+fn act_expr(act: Act) -> String {
+    match act {
+        Act::LeakyRelu(p) => format!(
+            "gradscope_core::Act::leaky_relu(f32::from_bits({}))?",
+            p.value().to_bits()
+        ),
+        Act::Elu(p) => format!(
+            "gradscope_core::Act::elu(f32::from_bits({}))?",
+            p.value().to_bits()
+        ),
+        Act::Softplus(p) => format!(
+            "gradscope_core::Act::softplus(f32::from_bits({}))?",
+            p.value().to_bits()
+        ),
+        other => format!("gradscope_core::Act::{other:?}"),
+    }
+}
+
 /// Values in `precision` (nearest rounding) as Rust literals of its storage type, and how many saturated or
 /// became non-finite on the way.
 fn literals(precision: Precision, values: &[f64]) -> (Vec<String>, usize) {
@@ -1839,29 +1864,25 @@ pub fn emit_rust(
     precision: Precision,
     source: &str,
 ) -> Result<String> {
-    if model.recurrent.is_some() {
+    if let Some(r) = &model.recurrent
+        && !supports(r.cell, precision)
+    {
         bail!(
-            "--emit-rust writes nn.Sequential models of nn.Linear layers; recurrent models are not supported yet"
+            "--emit-rust --precision {precision}: the core runs {:?} cells in f64, f32, f16 and bf16 only",
+            r.cell
         );
     }
     let f = rust_format(precision);
-    let mut shape = vec![model.inputs().to_string()];
-    shape.extend(model.layers.iter().map(|l| l.outputs().to_string()));
-    let acts: Vec<String> = model.layers.iter().map(|l| l.act.to_string()).collect();
     let mut saturated = 0;
+    let mut lits = |v: &[f64]| {
+        let (l, bad) = literals(precision, v);
+        saturated += bad;
+        l
+    };
     let mut body = String::new();
     for (k, l) in model.layers.iter().enumerate() {
-        let rows: Vec<Vec<String>> = l
-            .weight
-            .iter()
-            .map(|r| {
-                let (lits, bad) = literals(precision, r);
-                saturated += bad;
-                lits
-            })
-            .collect();
-        let (bias, bad) = literals(precision, &l.bias);
-        saturated += bad;
+        let rows: Vec<Vec<String>> = l.weight.iter().map(|r| lits(r)).collect();
+        let bias = lits(&l.bias);
         body += &format!(
             "/// Layer {n} (`{name}`): weights (out × in).\nconst L{n}_WEIGHT: [[{raw}; {i}]; {o}] = {w};\n\
              /// Layer {n}: biases{nb}.\nconst L{n}_BIAS: [{raw}; {o}] = [{b}];\n",
@@ -1879,60 +1900,202 @@ pub fn emit_rust(
             b = bias.join(", "),
         );
     }
-    let (xs, ts): (Vec<Vec<String>>, Vec<Vec<String>>) = samples
+    let steps = match &model.recurrent {
+        Some(r) => samples
+            .first()
+            .map_or(0, |(x, _)| x.len() / r.inputs.max(1)),
+        None => 1,
+    };
+    let (xs, ts): (Vec<String>, Vec<Vec<String>>) = samples
         .iter()
         .map(|(x, t)| {
-            let (xl, bx) = literals(precision, x);
-            let (tl, bt) = literals(precision, t);
-            saturated += bx + bt;
-            (xl, tl)
+            let x = match &model.recurrent {
+                Some(r) => {
+                    let steps: Vec<Vec<String>> =
+                        x.chunks(r.inputs.max(1)).map(&mut lits).collect();
+                    matrix_lit(&steps, "    ")
+                }
+                None => format!("[{}]", lits(x).join(", ")),
+            };
+            (x, lits(t))
         })
         .unzip();
     let dense = |l: &Linear| format!("gradscope_core::Dense<S, {}, {}>", l.inputs(), l.outputs());
-    // (A, (B, C)): the core composes layers in pairs.
-    let mut net_type = dense(&model.layers[model.layers.len() - 1]);
-    let mut net_value = format!("l{}", model.layers.len());
+    // (A, (B, C)): the core composes layers in pairs; a recurrent layer's last state feeds the head.
+    let (mut net_type, mut net_value) = match model.layers.last() {
+        Some(l) => (dense(l), format!("l{}", model.layers.len())),
+        None => (String::new(), String::new()),
+    };
     for (k, l) in model.layers.iter().enumerate().rev().skip(1) {
         net_type = format!("({}, {net_type})", dense(l));
         net_value = format!("(l{}, {net_value})", k + 1);
     }
-    let builds: String = model
+    let mut builds: String = model
         .layers
         .iter()
         .enumerate()
         .map(|(k, l)| {
             format!(
-                "    let l{n} = dense(&L{n}_WEIGHT, &L{n}_BIAS, {act:?})?;\n",
+                "    let l{n} = dense(&L{n}_WEIGHT, &L{n}_BIAS, {act});\n",
                 n = k + 1,
-                act = l.act.to_string()
+                act = act_expr(l.act)
             )
         })
         .collect();
+    let mut cell_fn = String::new();
+    let input_type;
+    let x_type;
+    let x_decode;
+    if let Some(r) = &model.recurrent {
+        let (i, h) = (r.inputs, r.hidden);
+        let g = r.cell.gates();
+        let blocks = |m: &[Vec<f64>],
+                      lits: &mut dyn FnMut(&[f64]) -> Vec<String>|
+         -> Vec<Vec<Vec<String>>> {
+            m.chunks(h)
+                .map(|b| b.iter().map(|row| lits(row)).collect())
+                .collect()
+        };
+        let wih = blocks(&r.weight_ih, &mut lits);
+        let whh = blocks(&r.weight_hh, &mut lits);
+        let sum: Vec<f64> = r
+            .bias_ih
+            .iter()
+            .zip(&r.bias_hh)
+            .map(|(a, b)| a + b)
+            .collect();
+        let nested = |bl: &[Vec<Vec<String>>]| {
+            let inner: Vec<String> = bl.iter().map(|b| matrix_lit(b, "    ")).collect();
+            format!("[\n    {},\n]", inner.join(",\n    "))
+        };
+        let rows_of =
+            |v: &[String]| -> Vec<Vec<String>> { v.chunks(h).map(<[String]>::to_vec).collect() };
+        let (ty, ctor, consts, assign) = match r.cell {
+            CellKind::Rnn => (
+                format!("gradscope_core::Rnn<S, {i}, {h}, {steps}>"),
+                format!("gradscope_core::Rnn::new({})", act_expr(r.act)),
+                format!(
+                    "/// `{n}.weight_ih_l0` (hidden × in).\nconst RNN_WEIGHT_IH: [[{raw}; {i}]; {h}] = {wi};\n\
+                     /// `{n}.weight_hh_l0` (hidden × hidden).\nconst RNN_WEIGHT_HH: [[{raw}; {h}]; {h}] = {wh};\n\
+                     /// `bias_ih_l0 + bias_hh_l0`, rounded once.\nconst RNN_BIAS: [{raw}; {h}] = [{b}];\n",
+                    n = r.name,
+                    raw = f.raw,
+                    wi = matrix_lit(&wih[0], ""),
+                    wh = matrix_lit(&whh[0], ""),
+                    b = lits(&sum).join(", ")
+                ),
+                format!(
+                    "    c.weight_ih = RNN_WEIGHT_IH.map(|row| row.map({d}));\n    \
+                     c.weight_hh = RNN_WEIGHT_HH.map(|row| row.map({d}));\n    c.bias = RNN_BIAS.map({d});\n",
+                    d = f.decode
+                ),
+            ),
+            CellKind::Lstm => (
+                format!("gradscope_core::Lstm<S, {i}, {h}, {steps}>"),
+                "gradscope_core::Lstm::new()".to_string(),
+                format!(
+                    "/// `{n}.weight_ih_l0` per gate (i, f, g, o): hidden × in.\nconst RNN_WEIGHT_IH: [[[{raw}; {i}]; {h}]; {g}] = {wi};\n\
+                     /// `{n}.weight_hh_l0` per gate: hidden × hidden.\nconst RNN_WEIGHT_HH: [[[{raw}; {h}]; {h}]; {g}] = {wh};\n\
+                     /// `bias_ih_l0 + bias_hh_l0` per gate, rounded once.\nconst RNN_BIAS: [[{raw}; {h}]; {g}] = {b};\n",
+                    n = r.name,
+                    raw = f.raw,
+                    wi = nested(&wih),
+                    wh = nested(&whh),
+                    b = matrix_lit(&rows_of(&lits(&sum)), "")
+                ),
+                format!(
+                    "    c.weight_ih = RNN_WEIGHT_IH.map(|gate| gate.map(|row| row.map({d})));\n    \
+                     c.weight_hh = RNN_WEIGHT_HH.map(|gate| gate.map(|row| row.map({d})));\n    \
+                     c.bias = RNN_BIAS.map(|gate| gate.map({d}));\n",
+                    d = f.decode
+                ),
+            ),
+            CellKind::Gru => (
+                format!("gradscope_core::Gru<S, {i}, {h}, {steps}>"),
+                "gradscope_core::Gru::new()".to_string(),
+                format!(
+                    "/// `{n}.weight_ih_l0` per gate (r, z, n): hidden × in.\nconst RNN_WEIGHT_IH: [[[{raw}; {i}]; {h}]; {g}] = {wi};\n\
+                     /// `{n}.weight_hh_l0` per gate: hidden × hidden.\nconst RNN_WEIGHT_HH: [[[{raw}; {h}]; {h}]; {g}] = {wh};\n\
+                     /// `bias_ih_l0` per gate.\nconst RNN_BIAS_IH: [[{raw}; {h}]; {g}] = {bi};\n\
+                     /// `bias_hh_l0` per gate.\nconst RNN_BIAS_HH: [[{raw}; {h}]; {g}] = {bh};\n",
+                    n = r.name,
+                    raw = f.raw,
+                    wi = nested(&wih),
+                    wh = nested(&whh),
+                    bi = matrix_lit(&rows_of(&lits(&r.bias_ih)), ""),
+                    bh = matrix_lit(&rows_of(&lits(&r.bias_hh)), "")
+                ),
+                format!(
+                    "    c.weight_ih = RNN_WEIGHT_IH.map(|gate| gate.map(|row| row.map({d})));\n    \
+                     c.weight_hh = RNN_WEIGHT_HH.map(|gate| gate.map(|row| row.map({d})));\n    \
+                     c.bias_ih = RNN_BIAS_IH.map(|gate| gate.map({d}));\n    \
+                     c.bias_hh = RNN_BIAS_HH.map(|gate| gate.map({d}));\n",
+                    d = f.decode
+                ),
+            ),
+        };
+        body = consts + &body;
+        let seq = format!("({ty}, gradscope_core::LastStep<{h}, {steps}>)");
+        net_type = if net_type.is_empty() {
+            seq
+        } else {
+            format!("({seq}, {net_type})")
+        };
+        net_value = if net_value.is_empty() {
+            "(rnn, gradscope_core::LastStep::new())".to_string()
+        } else {
+            format!("((rnn, gradscope_core::LastStep::new()), {net_value})")
+        };
+        builds = "    let rnn = cell()?;\n".to_string() + &builds;
+        cell_fn = format!(
+            "/// The recurrent layer with the model's weights.\n\
+             fn cell() -> Result<{ty}, gradscope_core::ActError> {{\n    let mut c = {ctor};\n{assign}    Ok(c)\n}}\n\n"
+        );
+        input_type = "[[S; INPUTS]; STEPS]".to_string();
+        x_type = format!("[[[{}; {i}]; {steps}]; {}]", f.raw, samples.len());
+        x_decode = format!("X.get(k)?.map(|step| step.map({}))", f.decode);
+    } else {
+        input_type = "[S; INPUTS]".to_string();
+        x_type = format!("[[{}; {}]; {}]", f.raw, model.inputs(), samples.len());
+        x_decode = format!("X.get(k)?.map({})", f.decode);
+    }
+    let acts: Vec<String> = model.infos().iter().map(|l| l.activation.clone()).collect();
+    let dense_fn = if model.layers.is_empty() {
+        String::new()
+    } else {
+        format!(
+            "fn dense<const I: usize, const O: usize>(\n    weight: &[[{raw}; I]; O],\n    bias: &[{raw}; O],\n    \
+             act: gradscope_core::Act,\n) -> gradscope_core::Dense<S, I, O> {{\n    \
+             let mut l = gradscope_core::Dense::new(act);\n    \
+             l.weight = weight.map(|row| row.map({decode}));\n    l.bias = bias.map({decode});\n    l\n}}\n\n",
+            raw = f.raw,
+            decode = f.decode
+        )
+    };
+    let x = format!("[\n    {},\n]", xs.join(",\n    "));
     Ok(format!(
         "// Generated by `gradscope inspect --emit-rust --precision {p}` from {source}: do not edit.\n\
          // Model {shape} ({acts}), loss {loss}, {n} samples, in {p} (nearest rounding){sat}.\n\
          // Use: `mod model {{ include!(\"this-file.rs\"); }}`, then `model::net()` and `model::sample(k)`.\n\n\
          /// The number format.\npub type S = {scalar};\n\
-         /// The network: the model's dense layers in nested pairs, input first.\npub type Net = {net_type};\n\
+         /// The network at the model's own sizes, input first, in nested pairs.\npub type Net = {net_type};\n\
          /// The format's name.\npub const FORMAT: &str = \"{p}\";\n\
-         /// Inputs per sample.\npub const INPUTS: usize = {inputs};\n\
+         /// Inputs per sample{per_step}.\npub const INPUTS: usize = {inputs};\n\
+         /// Time steps per sample (1: not a sequence model).\npub const STEPS: usize = {steps};\n\
          /// Outputs per sample.\npub const OUTPUTS: usize = {outputs};\n\
          /// Samples in the batch.\npub const SAMPLES: usize = {n};\n\
          /// The loss the model was inspected with.\npub const LOSS: gradscope_core::Loss = gradscope_core::Loss::{loss_variant:?};\n\n\
          {body}\
-         /// The batch's inputs.\nconst X: [[{raw}; {inputs}]; {n}] = {x};\n\
+         /// The batch's inputs.\nconst X: {x_type} = {x};\n\
          /// The batch's targets (one-hot for cross-entropy).\nconst T: [[{raw}; {outputs}]; {n}] = {t};\n\n\
-         fn dense<const I: usize, const O: usize>(\n    weight: &[[{raw}; I]; O],\n    bias: &[{raw}; O],\n    \
-         act: &str,\n) -> Result<gradscope_core::Dense<S, I, O>, gradscope_core::ActError> {{\n    \
-         let mut l = gradscope_core::Dense::new(gradscope_core::Act::from_name(act)?);\n    \
-         l.weight = weight.map(|row| row.map({decode}));\n    l.bias = bias.map({decode});\n    Ok(l)\n}}\n\n\
-         /// The network with the model's weights (an error only if this core does not know an activation).\n\
+         {dense_fn}{cell_fn}\
+         /// The network with the model's weights (an error only if this core rejects an activation's parameter).\n\
          pub fn net() -> Result<Net, gradscope_core::ActError> {{\n{builds}    Ok({net_value})\n}}\n\n\
          /// Sample `k` of the batch as (input, target), `None` past the end.\n\
-         pub fn sample(k: usize) -> Option<([S; INPUTS], [S; OUTPUTS])> {{\n    \
-         Some((X.get(k)?.map({decode}), T.get(k)?.map({decode})))\n}}\n",
+         pub fn sample(k: usize) -> Option<({input_type}, [S; OUTPUTS])> {{\n    \
+         Some(({x_decode}, T.get(k)?.map({decode})))\n}}\n",
         p = precision,
-        shape = shape.join("-"),
+        shape = model.shape(),
         acts = acts.join(", "),
         loss = loss.name(),
         loss_variant = loss,
@@ -1942,12 +2105,16 @@ pub fn emit_rust(
         } else {
             String::new()
         },
+        per_step = if model.recurrent.is_some() {
+            " per step"
+        } else {
+            ""
+        },
         scalar = f.scalar,
         raw = f.raw,
         decode = f.decode,
         inputs = model.inputs(),
         outputs = model.outputs(),
-        x = matrix_lit(&xs, ""),
         t = matrix_lit(&ts, ""),
     ))
 }

@@ -14,39 +14,42 @@ fn on_path(cmd: &str) -> bool {
 }
 
 // The models the `byom` binary trains, emitted by `gradscope inspect --emit-rust` (see firmware/models/).
+#[allow(dead_code)]
 mod mlp_f32 {
     include!("../../../firmware/models/mlp_f32.rs");
 }
+#[allow(dead_code)]
 mod mlp_i16f16 {
     include!("../../../firmware/models/mlp_i16f16.rs");
 }
+#[allow(dead_code)]
+mod lstm_f32 {
+    include!("../../../firmware/models/lstm_f32.rs");
+}
 
-/// The `byom` binary's digest lines, computed on the host from the same files.
-fn byom_lines() -> Vec<String> {
-    use gradscope_core::parity::{BYOM_EPOCHS, BYOM_LR, train_batch};
-    let mut lines = Vec::new();
-    let mut net = mlp_f32::net().expect("the core knows the model's activations");
-    let d = train_batch(
-        &mut net,
-        mlp_f32::SAMPLES,
-        mlp_f32::sample,
-        mlp_f32::LOSS,
-        BYOM_EPOCHS,
-        BYOM_LR,
-        &mut |_, _| {},
-    );
-    lines.push(format!("digest byom/mlp/{} {d:x}", mlp_f32::FORMAT));
-    let mut net = mlp_i16f16::net().expect("the core knows the model's activations");
-    let d = train_batch(
-        &mut net,
-        mlp_i16f16::SAMPLES,
-        mlp_i16f16::sample,
-        mlp_i16f16::LOSS,
-        BYOM_EPOCHS,
-        BYOM_LR,
-        &mut |_, _| {},
-    );
-    lines.push(format!("digest byom/mlp/{} {d:x}", mlp_i16f16::FORMAT));
+/// The `byom` binary's digest lines, computed on the host from the same files; the LSTM's only with
+/// `lstm` (the micro:bit build leaves it out: it needs more stack than the board's RAM).
+fn byom_lines(lstm: bool) -> Vec<String> {
+    use gradscope_core::parity::{BYOM_EPOCHS, BYOM_LR, BYOM_LR_RECURRENT, train_batch};
+    macro_rules! line {
+        ($m:ident, $lr:expr) => {{
+            let mut net = $m::net().expect("the core knows the model's activations");
+            let d = train_batch(
+                &mut net,
+                $m::SAMPLES,
+                $m::sample,
+                $m::LOSS,
+                BYOM_EPOCHS,
+                $lr,
+                &mut |_, _| {},
+            );
+            format!("digest byom/{} {d:x}", stringify!($m))
+        }};
+    }
+    let mut lines = vec![line!(mlp_f32, BYOM_LR), line!(mlp_i16f16, BYOM_LR)];
+    if lstm {
+        lines.push(line!(lstm_f32, BYOM_LR_RECURRENT));
+    }
     lines
 }
 
@@ -89,9 +92,10 @@ fn firmware_digests_equal_the_hosts_on_m4f_and_m0() {
     // Initializers, backpropagation, and the training workloads (XOR and digits, every epoch's loss included),
     // in f32, I16F16 (two roundings), I1F15 (the `demo` binary), f16 and bf16 (the `half` binary).
     assert_eq!(host.len(), 121, "{} lines", host.len());
-    // A user's model emitted by `inspect --emit-rust` and trained (the `byom` binary): 2 lines.
-    let host = [host, byom_lines()].concat();
-    for args in [&["run", "--release"][..], &["run-m0"][..]] {
+    // Users' models emitted by `inspect --emit-rust` and trained (the `byom` binary): 3 lines on the M4F, 2
+    // on the M0.
+    for (args, lstm) in [(&["run", "--release"][..], true), (&["run-m0"][..], false)] {
+        let host = [host.clone(), byom_lines(lstm)].concat();
         let mut target = firmware_digests(&[args, &["--bin", "demo"]].concat());
         target.extend(firmware_digests(&[args, &["--bin", "half"]].concat()));
         target.extend(firmware_digests(&[args, &["--bin", "byom"]].concat()));

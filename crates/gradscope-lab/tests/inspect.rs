@@ -364,7 +364,7 @@ fn bad_files_and_data_are_one_line_errors_with_no_output() {
     cases.extend([
         (
             vec![s(&two_layers), "tanh".into(), s(&csv)],
-            "tensor lstm.weight_ih_l1: only single-layer, unidirectional recurrent layers are supported".into(),
+            "tensor lstm.weight_hh_l1: only single-layer, unidirectional recurrent layers are supported".into(),
         ),
         (
             vec![s(&reverse), "tanh".into(), s(&csv)],
@@ -494,6 +494,19 @@ fn emitted_constants_are_the_formats_storage_bits() {
     assert!(src.contains(
         "pub const LOSS: gradscope_core::Loss = gradscope_core::Loss::SoftmaxCrossEntropy;"
     ));
+    assert!(src.contains("dense(&L1_WEIGHT, &L1_BIAS, gradscope_core::Act::Tanh);"));
+    // A parameter goes through the checked constructor with its exact bits (no text parsing on the MCU).
+    let mut leaky = model.clone();
+    leaky.layers[1].act = Act::from_name("leaky_relu:0.2").unwrap();
+    let src = inspect::emit_rust(&leaky, &samples, loss, Precision::F32, "m").unwrap();
+    assert!(
+        src.contains(&format!(
+            "dense(&L2_WEIGHT, &L2_BIAS, gradscope_core::Act::leaky_relu(f32::from_bits({}))?);",
+            0.2f32.to_bits()
+        )),
+        "{src}"
+    );
+    assert!(!src.contains("from_name"));
 }
 
 #[test]
@@ -620,10 +633,14 @@ fn gated_models_run_in_the_float_formats_and_say_which_they_skip() {
             "--emit-rust",
             out.to_str().unwrap().to_string().leak(),
             "--precision",
-            "f32",
+            "i16f16",
         ],
     );
     assert!(!o.status.success());
-    assert!(String::from_utf8_lossy(&o.stderr).contains("recurrent models are not supported yet"));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("--emit-rust --precision i16f16: the core runs Lstm cells in f64, f32, f16 and bf16 only"),
+        "{err}"
+    );
     assert!(!out.exists());
 }
