@@ -931,6 +931,28 @@ fn gather_bias<S: Scalar, const W: usize>(src: &[[S; W]], h: usize) -> Vec<S> {
         .collect()
 }
 
+/// A cell's real parameters as stored and its real gradients in PyTorch's layout, from its gate blocks:
+/// `weights` and `grads` are (input, recurrent); `biases` as the core stores them; `grad_biases` are
+/// PyTorch's (ih, hh), the core's one bias gradient twice where it keeps one bias.
+fn export_cell<S: Scalar, const W: usize>(
+    r: &Recurrent,
+    weights: [&[[[S; W]; W]]; 2],
+    grads: [&[[[S; W]; W]]; 2],
+    biases: &[&[[S; W]]],
+    grad_biases: [&[[S; W]]; 2],
+) -> (Vec<S>, Vec<S>) {
+    let (h, i) = (r.hidden, r.inputs);
+    let mut p = gather_gates(weights[0], h, i);
+    p.extend(gather_gates(weights[1], h, h));
+    let mut g = gather_gates(grads[0], h, i);
+    g.extend(gather_gates(grads[1], h, h));
+    if r.has_bias {
+        p.extend(biases.iter().flat_map(|b| gather_bias(b, h)));
+        g.extend(grad_biases.iter().flat_map(|b| gather_bias(b, h)));
+    }
+    (p, g)
+}
+
 impl<S: Scalar, const W: usize, const T: usize> RecurrentCell<S, W, T>
     for gradscope_core::Rnn<S, W, W, T>
 where
@@ -960,22 +982,14 @@ where
         c
     }
     fn export(&self, r: &Recurrent) -> (Vec<S>, Vec<S>) {
-        let (h, i) = (r.hidden, r.inputs);
-        let mut p = gather_gates(std::slice::from_ref(&self.weight_ih), h, i);
-        p.extend(gather_gates(std::slice::from_ref(&self.weight_hh), h, h));
-        let mut g = gather_gates(std::slice::from_ref(&self.grad_weight_ih), h, i);
-        g.extend(gather_gates(
-            std::slice::from_ref(&self.grad_weight_hh),
-            h,
-            h,
-        ));
-        if r.has_bias {
-            p.extend(gather_bias(std::slice::from_ref(&self.bias), h));
-            // ∂L/∂bias_ih = ∂L/∂bias_hh = the core's one bias gradient.
-            let gb = gather_bias(std::slice::from_ref(&self.grad_bias), h);
-            g.extend(gb.iter().chain(&gb).copied());
-        }
-        (p, g)
+        use std::slice::from_ref as one;
+        export_cell(
+            r,
+            [one(&self.weight_ih), one(&self.weight_hh)],
+            [one(&self.grad_weight_ih), one(&self.grad_weight_hh)],
+            &[one(&self.bias)],
+            [one(&self.grad_bias), one(&self.grad_bias)],
+        )
     }
 }
 
@@ -990,17 +1004,13 @@ impl<S: gradscope_core::Float, const W: usize, const T: usize> RecurrentCell<S, 
         c
     }
     fn export(&self, r: &Recurrent) -> (Vec<S>, Vec<S>) {
-        let (h, i) = (r.hidden, r.inputs);
-        let mut p = gather_gates(&self.weight_ih, h, i);
-        p.extend(gather_gates(&self.weight_hh, h, h));
-        let mut g = gather_gates(&self.grad_weight_ih, h, i);
-        g.extend(gather_gates(&self.grad_weight_hh, h, h));
-        if r.has_bias {
-            p.extend(gather_bias(&self.bias, h));
-            let gb = gather_bias(&self.grad_bias, h);
-            g.extend(gb.iter().chain(&gb).copied());
-        }
-        (p, g)
+        export_cell(
+            r,
+            [&self.weight_ih, &self.weight_hh],
+            [&self.grad_weight_ih, &self.grad_weight_hh],
+            &[&self.bias],
+            [&self.grad_bias, &self.grad_bias],
+        )
     }
 }
 
@@ -1016,18 +1026,13 @@ impl<S: gradscope_core::Float, const W: usize, const T: usize> RecurrentCell<S, 
         c
     }
     fn export(&self, r: &Recurrent) -> (Vec<S>, Vec<S>) {
-        let (h, i) = (r.hidden, r.inputs);
-        let mut p = gather_gates(&self.weight_ih, h, i);
-        p.extend(gather_gates(&self.weight_hh, h, h));
-        let mut g = gather_gates(&self.grad_weight_ih, h, i);
-        g.extend(gather_gates(&self.grad_weight_hh, h, h));
-        if r.has_bias {
-            p.extend(gather_bias(&self.bias_ih, h));
-            p.extend(gather_bias(&self.bias_hh, h));
-            g.extend(gather_bias(&self.grad_bias_ih, h));
-            g.extend(gather_bias(&self.grad_bias_hh, h));
-        }
-        (p, g)
+        export_cell(
+            r,
+            [&self.weight_ih, &self.weight_hh],
+            [&self.grad_weight_ih, &self.grad_weight_hh],
+            &[&self.bias_ih, &self.bias_hh],
+            [&self.grad_bias_ih, &self.grad_bias_hh],
+        )
     }
 }
 
