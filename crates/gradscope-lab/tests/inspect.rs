@@ -644,3 +644,48 @@ fn gated_models_run_in_the_float_formats_and_say_which_they_skip() {
     );
     assert!(!out.exists());
 }
+
+/// A training state's bytes are the core's layer types at the model's own dimensions: per layer, weights,
+/// gradients and caches fill `size_of` of the layer, less a dense layer's activation tag and alignment
+/// padding; the reported totals are their sums.
+#[test]
+fn state_bytes_are_the_layer_types_sizes() {
+    use gradscope_core::{Dense, I16F16, Lstm};
+    use inspect::InspectConfig;
+    use std::mem::{align_of, size_of};
+    fn fills<L>(values_bytes: usize, tag: usize) {
+        let padded = (values_bytes + tag).div_ceil(align_of::<L>()) * align_of::<L>();
+        assert_eq!(padded, size_of::<L>(), "{}", std::any::type_name::<L>());
+    }
+    let act = size_of::<Act>();
+    let layer_bytes = |model: &Model, steps: usize, value: usize| -> Vec<usize> {
+        model
+            .infos_for(steps)
+            .iter()
+            .map(|l| (2 * l.params + l.caches) * value)
+            .collect()
+    };
+    let (mlp, samples, _, _) = load("mlp");
+    let b = layer_bytes(&mlp, 1, 4);
+    fills::<Dense<f32, 5, 12>>(b[0], act);
+    fills::<Dense<f32, 12, 7>>(b[1], act);
+    fills::<Dense<f32, 7, 3>>(b[2], act);
+    let b = layer_bytes(&mlp, 1, 4);
+    fills::<Dense<I16F16, 5, 12>>(b[0], act);
+    fills::<Dense<I16F16, 12, 7>>(b[1], act);
+    fills::<Dense<I16F16, 7, 3>>(b[2], act);
+    let cfg = InspectConfig {
+        precisions: vec![Precision::I16F16],
+        rounding: Rounding::Nearest,
+        loss: gradscope_core::Loss::SoftmaxCrossEntropy,
+        seed: 1,
+    };
+    let r = inspect::run(&mlp, "mlp", &samples, &cfg).unwrap();
+    let m = &r.precisions[0].memory;
+    assert_eq!(m.weights + m.gradients + m.caches, b.iter().sum::<usize>());
+    assert_eq!((m.momentum, m.adam), (m.weights, 2 * m.weights));
+    let (lstm, _, _, _) = load("lstm");
+    let b = layer_bytes(&lstm, 20, 4);
+    fills::<Lstm<f32, 3, 10, 20>>(b[0], 0);
+    fills::<Dense<f32, 10, 2>>(b[1], act);
+}
