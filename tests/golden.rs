@@ -1,6 +1,7 @@
 //! The core's formulas against PyTorch: activations and their derivatives, the three losses, a dense stack,
 //! the Elman RNN (tanh and ReLU), LSTM and GRU in PyTorch's gate order, BatchNorm1d in training and evaluation
-//! mode with its running statistics, a residual block, and the rounding of f16 and bf16 (conversion from f32
+//! mode with its running statistics, a residual block, convolution and pooling (`Conv2d` with padding, stride and
+//! a residual connection, `Conv1d`, max, average and global average pooling, flattening), and the rounding of f16 and bf16 (conversion from f32
 //! and +, −, ×, bit for bit). The references are `tests/data/golden.json`,
 //! written by `tests/data/make_golden.py` with PyTorch's autograd in float64 (code we did not write).
 //!
@@ -9,8 +10,9 @@
 
 use gradscope_core::loss::loss_grad_f64;
 use gradscope_core::{
-    Act, Activate, BatchNorm, Dense, Gru, Layer, Loss, Lstm, NearestEven, Objective, Residual, Rnn,
-    Scalar, bf16, f16,
+    Act, Activate, AvgPool2d, BatchNorm, Conv1d, Conv2d, Dense, Flatten, GlobalAvgPool, Gru, Layer,
+    Loss, Lstm, MaxPool2d, NearestEven, Objective, ParamTensor, Residual, Rnn, Scalar, Tensor,
+    bf16, f16,
 };
 use serde_json::Value;
 
@@ -599,6 +601,118 @@ fn a_residual_block_matches_pytorch() {
     let g = golden();
     residual_matches::<f64>(&g);
     residual_matches::<f32>(&g);
+}
+
+// ------------------------------------------------------------------------------------------------ convolution
+
+/// PyTorch's `cnn2d` (see make_golden.py): conv (same) tanh, residual conv (same), max pool, conv (stride 2,
+/// padding 1) relu, average pool, flatten, linear.
+type Cnn2d<S> = (
+    Conv2d<S, 2, 6, 6, 3, 3, 6, 6, 1, 1>,
+    (
+        Residual<Conv2d<S, 3, 6, 6, 3, 3, 6, 6, 1, 1>>,
+        (
+            MaxPool2d<S, 3, 6, 6, 2, 3, 3>,
+            (
+                Conv2d<S, 3, 3, 3, 4, 3, 2, 2, 2, 1>,
+                (
+                    AvgPool2d<S, 4, 2, 2, 2, 1, 1>,
+                    (Flatten<[[[S; 1]; 1]; 4], 4>, Dense<S, 4, 2>),
+                ),
+            ),
+        ),
+    ),
+);
+
+fn cnn2d<S: Scalar>() -> Cnn2d<S>
+where
+    Act: Activate<S>,
+{
+    (
+        Conv2d::new(Act::Tanh),
+        (
+            Residual(Conv2d::new(Act::Identity)),
+            (
+                MaxPool2d::new(),
+                (
+                    Conv2d::new(Act::Relu),
+                    (
+                        AvgPool2d::new(),
+                        (Flatten::new(), Dense::new(Act::Identity)),
+                    ),
+                ),
+            ),
+        ),
+    )
+}
+
+/// Set `net`'s parameters from PyTorch's `params` (its `parameters()` order is the visitor's), run one sample
+/// and MSE, and compare the output, the loss and every gradient.
+fn conv_case_matches<S, N, const O: usize>(name: &str, c: &Value, mut net: N)
+where
+    S: Scalar,
+    N: Layer<S, Output = [S; O]>,
+    N::Input: Tensor<Elem = S>,
+{
+    let params = &c["params"];
+    let mut k = 0;
+    net.visit(0, &mut |t: ParamTensor<'_, S>| {
+        fill(t.value, &nums(&params[k]));
+        k += 1;
+    });
+    assert_eq!(
+        k,
+        params.as_array().expect("a list").len(),
+        "{name}: tensors"
+    );
+    let mut x = N::Input::zeros();
+    fill(x.flat_mut(), &nums(&c["x"]));
+    let t: [S; O] = array(&nums(&c["t"]));
+    let y = net.forward(&x, 0, &mut NearestEven, &mut ());
+    let (loss, dy) = mse(&y, &t, 1.0);
+    let dx = net.backward(&dy, 0, &mut NearestEven, &mut ());
+    let rel = rel_tol::<S>();
+    let what = |w: &str| format!("{} {name} {w}", S::NAME);
+    assert_close(&what("output"), &f64s(&y), &nums(&c["y"]), rel);
+    assert_close(&what("loss"), &[loss], &[num(&c["loss"])], rel);
+    assert_close(&what("grad_x"), &f64s(dx.flat()), &nums(&c["grad_x"]), rel);
+    let mut k = 0;
+    net.visit(0, &mut |t: ParamTensor<'_, S>| {
+        let label = format!("grad of tensor {k} ({})", t.name);
+        assert_close(&what(&label), &f64s(t.grad), &nums(&c["grads"][k]), rel);
+        k += 1;
+    });
+}
+
+fn conv_matches<S: Scalar>(g: &Value)
+where
+    Act: Activate<S>,
+{
+    let c = &g["conv"];
+    conv_case_matches("cnn2d", &c["cnn2d"], cnn2d::<S>());
+    let cnn1d: (
+        Conv1d<S, 2, 9, 3, 3, 5, 2, 1>,
+        (Flatten<[[S; 5]; 3], 15>, Dense<S, 15, 2>),
+    ) = (
+        Conv1d::new(Act::Sigmoid),
+        (Flatten::new(), Dense::new(Act::Identity)),
+    );
+    conv_case_matches("cnn1d", &c["cnn1d"], cnn1d);
+    let gap: (
+        Conv2d<S, 1, 5, 5, 2, 3, 3, 3>,
+        (GlobalAvgPool<S, 2, 3, 3>, Dense<S, 2, 1>),
+    ) = (
+        Conv2d::new(Act::Tanh),
+        (GlobalAvgPool::new(), Dense::new(Act::Identity)),
+    );
+    conv_case_matches("gap", &c["gap"], gap);
+}
+
+#[test]
+fn convolution_and_pooling_match_pytorch() {
+    let g = golden();
+    conv_matches::<f64>(&g);
+    conv_matches::<f32>(&g);
 }
 
 /// The comparison itself can fail: a perturbed reference is caught.

@@ -208,6 +208,61 @@ def residual():
     }
 
 
+# ------------------------------------------------------------------------------------------------ convolution
+
+def conv_layer(cls, c, f, k, stride=1, padding=0, scale=0.5):
+    conv = cls(c, f, k, stride=stride, padding=padding)
+    with torch.no_grad():
+        conv.weight.copy_(rand(*conv.weight.shape, scale=scale))
+        conv.bias.copy_(rand(f, scale=0.3))
+    return conv
+
+
+def conv_case(x, layers, head, out):
+    """Run `layers` (each (module, activation or None, residual?)) and a linear head on one sample, MSE against a
+    random target; every parameter, output and gradient in PyTorch's layouts."""
+    x = x.requires_grad_(True)
+    t = rand(out)
+    h = x.unsqueeze(0)
+    params = []
+    for module, act, residual in layers:
+        z = module(h)
+        z = act(z) if act is not None else z
+        h = h + z if residual else z
+        params += list(module.parameters())
+    y = head(h.flatten(1))[0]
+    loss = ((y - t) ** 2).mean()
+    gs = torch.autograd.grad(loss, params + list(head.parameters()) + [x])
+    return {
+        "params": [flat(p) for p in params + list(head.parameters())],
+        "x": flat(x), "t": t.tolist(), "y": y.tolist(), "loss": loss.item(),
+        "grads": [flat(g) for g in gs[:-1]], "grad_x": flat(gs[-1]),
+    }
+
+
+def conv():
+    """Three small convolutional networks, one sample each, MSE:
+    - cnn2d: x (2, 6, 6) -> Conv2d(2, 3, 3, padding 1) tanh -> residual Conv2d(3, 3, 3, padding 1) -> MaxPool2d(2)
+      -> Conv2d(3, 4, 3, stride 2, padding 1) relu -> AvgPool2d(2) -> Linear(4, 2);
+    - cnn1d: x (2, 9) -> Conv1d(2, 3, 3, stride 2, padding 1) sigmoid -> Linear(15, 2);
+    - gap: x (1, 5, 5) -> Conv2d(1, 2, 3) tanh -> global average pooling -> Linear(2, 1)."""
+    nn = torch.nn
+    cnn2d = conv_case(rand(2, 6, 6), [
+        (conv_layer(nn.Conv2d, 2, 3, 3, padding=1), torch.tanh, False),
+        (conv_layer(nn.Conv2d, 3, 3, 3, padding=1), None, True),
+        (nn.MaxPool2d(2), None, False),
+        (conv_layer(nn.Conv2d, 3, 4, 3, stride=2, padding=1), F.relu, False),
+        (nn.AvgPool2d(2), None, False),
+    ], linear(4, 2), 2)
+    cnn1d = conv_case(rand(2, 9), [(conv_layer(nn.Conv1d, 2, 3, 3, stride=2, padding=1), torch.sigmoid, False)],
+                      linear(15, 2), 2)
+    gap = conv_case(rand(1, 5, 5), [
+        (conv_layer(nn.Conv2d, 1, 2, 3), torch.tanh, False),
+        (nn.AdaptiveAvgPool2d(1), None, False),
+    ], linear(2, 1), 1)
+    return {"cnn2d": cnn2d, "cnn1d": cnn1d, "gap": gap}
+
+
 # ------------------------------------------------------------------------------------------------ f16 and bf16
 
 def half_values():
@@ -267,6 +322,8 @@ def main():
         "batchnorm": batchnorm(),
         "residual": residual(),
         "half": half(),
+        # Last, so that adding it left every section above unchanged (one seeded generator).
+        "conv": conv(),
     }
     path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "golden.json")
     tmp = path + ".tmp"

@@ -39,9 +39,9 @@ pub use flags::Flags;
 pub use float16::{Format16, Native, bf16, f16};
 pub use init::{FanMode, Init, InitError, Nonlinearity, calculate_gain, init_matrix, init_slice};
 pub use layer::{
-    ActLayer, BatchNorm, Batched, Dense, DenseStack, EventLog, GradStats, Gru, LastStep, Layer,
-    LayerScales, LayerStats, LoggedEvent, Lstm, NonFinite, Phase, Pooled, Probes, Residual, Rnn,
-    Stack, StepNorms,
+    ActLayer, AvgPool2d, BatchNorm, Batched, Conv1d, Conv2d, Dense, DenseStack, EventLog, Flatten,
+    GlobalAvgPool, GradStats, Gru, LastStep, Layer, LayerScales, LayerStats, LoggedEvent, Lstm,
+    MaxPool2d, NonFinite, Phase, Pooled, Probes, Residual, Rnn, Stack, StepNorms, Tensor,
 };
 pub use loss::{Loss, Objective};
 pub use net::{ParamTensor, Params, param_count};

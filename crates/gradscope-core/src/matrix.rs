@@ -76,7 +76,11 @@ fn exact_dot<S: Scalar>(a: &[S], b: &[S]) -> S::Acc {
 /// Narrow `acc` and report its events: every value's to an active probe; to a watching one, fixed point's
 /// (a narrowing's flags are its own), while floats are checked afterwards by [`watch`].
 #[inline(always)]
-fn put<S: Scalar, R: Rounding + ?Sized, P: Probe + ?Sized>(acc: S::Acc, r: &mut R, p: &mut P) -> S {
+pub(crate) fn put<S: Scalar, R: Rounding + ?Sized, P: Probe + ?Sized>(
+    acc: S::Acc,
+    r: &mut R,
+    p: &mut P,
+) -> S {
     let (v, f) = S::narrow(acc, r);
     if P::ACTIVE || (P::WATCH && !S::IS_FLOAT) {
         p.record(f);

@@ -19,6 +19,7 @@
 //! arithmetic can overflow.
 
 mod batch;
+mod conv;
 mod dense;
 mod gated;
 mod last;
@@ -28,6 +29,7 @@ mod scaled;
 mod stack;
 
 pub use batch::{ActLayer, BATCHNORM_EPS, BATCHNORM_MOMENTUM, BatchNorm, Batched};
+pub use conv::{AvgPool2d, Conv1d, Conv2d, Flatten, GlobalAvgPool, MaxPool2d, Tensor};
 pub use dense::Dense;
 pub use gated::{Gru, Lstm};
 pub use last::LastStep;

@@ -1,14 +1,15 @@
 //! Residual blocks: `y = x + F(x)` (He et al. 2016). The identity path carries the gradient past `F`
 //! unchanged: `∂L/∂x = ∂L/∂y + F′ᵀ ∂L/∂y`.
 
-use super::{At, Layer, Phase, Probes};
+use super::{At, Layer, Phase, Probes, Tensor};
 use crate::matrix::add_assign;
 use crate::net::{ParamTensor, Params};
 use crate::probe::Probe;
 use crate::round::Rounding;
 use crate::scalar::Scalar;
 
-/// `y = x + inner(x)` for an inner layer that maps `[S; N]` to `[S; N]`. The sum saturates (fixed point)
+/// `y = x + inner(x)` for an inner layer that maps a [`Tensor`] (a vector `[S; N]`, a CHW image) to one of
+/// the same shape. The sum saturates (fixed point)
 /// and reports its events under the block's first layer index.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Residual<L>(pub L);
@@ -23,25 +24,22 @@ impl<S: Scalar, L: Params<S>> Params<S> for Residual<L> {
     }
 }
 
-fn add_all<S: Scalar, const N: usize, P: Probe + ?Sized>(
-    a: &[S; N],
-    b: &[S; N],
-    p: &mut P,
-) -> [S; N] {
+fn add_all<X: Tensor, P: Probe + ?Sized>(a: &X, b: &X, p: &mut P) -> X {
     let mut out = *a;
-    add_assign(&mut out, b, p);
+    add_assign(out.flat_mut(), b.flat(), p);
     out
 }
 
-impl<S, L, const N: usize> Layer<S> for Residual<L>
+impl<S, L, X> Layer<S> for Residual<L>
 where
     S: Scalar,
-    L: Layer<S, Input = [S; N], Output = [S; N]>,
+    X: Tensor<Elem = S>,
+    L: Layer<S, Input = X, Output = X>,
 {
-    type Input = [S; N];
-    type Output = [S; N];
+    type Input = X;
+    type Output = X;
 
-    fn forward<R, P>(&mut self, x: &[S; N], at: usize, r: &mut R, p: &mut P) -> [S; N]
+    fn forward<R, P>(&mut self, x: &X, at: usize, r: &mut R, p: &mut P) -> X
     where
         R: Rounding + ?Sized,
         P: Probes + ?Sized,
@@ -50,7 +48,7 @@ where
         add_all(x, &fx, &mut At::new(p, at, Phase::Forward))
     }
 
-    fn backward<R, P>(&mut self, dy: &[S; N], at: usize, r: &mut R, p: &mut P) -> [S; N]
+    fn backward<R, P>(&mut self, dy: &X, at: usize, r: &mut R, p: &mut P) -> X
     where
         R: Rounding + ?Sized,
         P: Probes + ?Sized,

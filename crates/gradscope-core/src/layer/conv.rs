@@ -1,0 +1,1396 @@
+//! Convolution, pooling and flattening on CHW tensors (PyTorch's layout, one sample, no batch axis).
+//!
+//! A 2-D signal of `C` channels is `[[[S; W]; H]; C]` (`x[channel][row][column]`), a 1-D one `[[S; L]; C]`;
+//! a convolution's weight is PyTorch's `(out, in, kh, kw)`: `[[[[S; K]; K]; C]; F]` (1-D: `[[[S; K]; C]; F]`).
+//!
+//! Sizes are type parameters. Stable Rust cannot compute an output size in a type, so the output size is its
+//! own parameter and the constructor checks it at compile time: `OH = ⌊(H + 2·PAD − K) / STRIDE⌋ + 1`
+//! (`PAD = 0` is PyTorch's `valid`; `PAD = K / 2` with odd `K` and stride 1 is `same`), and a wrong size does
+//! not compile. The kernels take the sizes as values, so one copy of each serves every shape of a scalar type.
+//!
+//! Every output is one exact wide sum rounded once, as in [`crate::matrix`]; padding contributes nothing (its
+//! products are exact zeros, skipped). Float sums run sequentially in the loop order written on each layer.
+
+use core::marker::PhantomData;
+
+use rand_core::Rng;
+
+use super::{At, Layer, Phase, Probes, activate, activate_back};
+use crate::activation::{Act, Activate};
+use crate::init::{Init, InitError, init_slice};
+use crate::matrix::put;
+use crate::net::{ParamTensor, Params};
+use crate::probe::Probe;
+use crate::round::Rounding;
+use crate::scalar::{Coef, Scalar};
+
+/// A fixed-size array of scalars of any rank (a vector, a CHW image, a channel-major sequence), seen flat in
+/// row-major order: what shape-agnostic layers ([`Flatten`], [`super::Residual`]) work on.
+pub trait Tensor: Copy {
+    /// The scalar type.
+    type Elem: Scalar;
+    /// Number of scalars.
+    const LEN: usize;
+    /// All zeros.
+    fn zeros() -> Self;
+    /// The scalars in row-major order.
+    fn flat(&self) -> &[Self::Elem];
+    /// The scalars in row-major order, mutable.
+    fn flat_mut(&mut self) -> &mut [Self::Elem];
+}
+
+impl<S: Scalar, const N: usize> Tensor for [S; N] {
+    type Elem = S;
+    const LEN: usize = N;
+    fn zeros() -> Self {
+        [S::ZERO; N]
+    }
+    fn flat(&self) -> &[S] {
+        self
+    }
+    fn flat_mut(&mut self) -> &mut [S] {
+        self
+    }
+}
+
+impl<S: Scalar, const N: usize, const M: usize> Tensor for [[S; N]; M] {
+    type Elem = S;
+    const LEN: usize = N * M;
+    fn zeros() -> Self {
+        [[S::ZERO; N]; M]
+    }
+    fn flat(&self) -> &[S] {
+        self.as_flattened()
+    }
+    fn flat_mut(&mut self) -> &mut [S] {
+        self.as_flattened_mut()
+    }
+}
+
+impl<S: Scalar, const N: usize, const M: usize, const L: usize> Tensor for [[[S; N]; M]; L] {
+    type Elem = S;
+    const LEN: usize = N * M * L;
+    fn zeros() -> Self {
+        [[[S::ZERO; N]; M]; L]
+    }
+    fn flat(&self) -> &[S] {
+        self.as_flattened().as_flattened()
+    }
+    fn flat_mut(&mut self) -> &mut [S] {
+        self.as_flattened_mut().as_flattened_mut()
+    }
+}
+
+/// The geometry of a sliding-window operation, as values: `c` input channels of `h × w`, `f` output channels
+/// of `oh × ow`, a `kh × kw` window moved by `stride` over the input padded by `pad_h`, `pad_w` zeros.
+#[derive(Copy, Clone, Debug)]
+struct Geom {
+    c: usize,
+    h: usize,
+    w: usize,
+    f: usize,
+    oh: usize,
+    ow: usize,
+    kh: usize,
+    kw: usize,
+    stride: usize,
+    pad_h: usize,
+    pad_w: usize,
+}
+
+/// The input index that output position `o` reads at window offset `k`, or `None` in the padding.
+#[inline(always)]
+fn src(o: usize, k: usize, stride: usize, pad: usize, n: usize) -> Option<usize> {
+    (o * stride + k).checked_sub(pad).filter(|&i| i < n)
+}
+
+/// The output position that reads input index `i` at window offset `k`, if one does.
+#[inline(always)]
+fn dst(i: usize, k: usize, stride: usize, pad: usize, n_out: usize) -> Option<usize> {
+    let t = (i + pad).checked_sub(k)?;
+    let o = t.checked_div(stride)?;
+    (t.checked_rem(stride) == Some(0) && o < n_out).then_some(o)
+}
+
+impl Geom {
+    /// `z[f][oy][ox] = Σ_{c, ky, kx} w[f][c][ky][kx] · x[c][iy][ix] + b[f]`: the sum in that loop order
+    /// (floats), then the bias, rounded once.
+    fn forward<S: Scalar, R, P>(&self, x: &[S], w: &[S], b: &[S], z: &mut [S], r: &mut R, p: &mut P)
+    where
+        R: Rounding + ?Sized,
+        P: Probe + ?Sized,
+    {
+        let g = *self;
+        let mut out = z.iter_mut();
+        for f in 0..g.f {
+            let bias = b.get(f).copied().unwrap_or(S::ZERO);
+            for oy in 0..g.oh {
+                for ox in 0..g.ow {
+                    let mut acc = S::acc_zero();
+                    for c in 0..g.c {
+                        for ky in 0..g.kh {
+                            let Some(iy) = src(oy, ky, g.stride, g.pad_h, g.h) else {
+                                continue;
+                            };
+                            let wr = ((f * g.c + c) * g.kh + ky) * g.kw;
+                            let xr = (c * g.h + iy) * g.w;
+                            for kx in 0..g.kw {
+                                let Some(ix) = src(ox, kx, g.stride, g.pad_w, g.w) else {
+                                    continue;
+                                };
+                                if let (Some(&wv), Some(&xv)) = (w.get(wr + kx), x.get(xr + ix)) {
+                                    acc = S::mac(acc, wv, xv);
+                                }
+                            }
+                        }
+                    }
+                    if let Some(o) = out.next() {
+                        *o = put(S::acc_add(acc, bias), r, p);
+                    }
+                }
+            }
+        }
+    }
+
+    /// `dx[c][iy][ix] = Σ_{f, ky, kx} w[f][c][ky][kx] · dz[f][oy][ox]` over the outputs that read `x[c][iy][ix]`,
+    /// in that loop order, rounded once.
+    fn backward_input<S: Scalar, R, P>(&self, w: &[S], dz: &[S], dx: &mut [S], r: &mut R, p: &mut P)
+    where
+        R: Rounding + ?Sized,
+        P: Probe + ?Sized,
+    {
+        let g = *self;
+        let mut out = dx.iter_mut();
+        for c in 0..g.c {
+            for iy in 0..g.h {
+                for ix in 0..g.w {
+                    let mut acc = S::acc_zero();
+                    for f in 0..g.f {
+                        for ky in 0..g.kh {
+                            let Some(oy) = dst(iy, ky, g.stride, g.pad_h, g.oh) else {
+                                continue;
+                            };
+                            let wr = ((f * g.c + c) * g.kh + ky) * g.kw;
+                            let dr = (f * g.oh + oy) * g.ow;
+                            for kx in 0..g.kw {
+                                let Some(ox) = dst(ix, kx, g.stride, g.pad_w, g.ow) else {
+                                    continue;
+                                };
+                                if let (Some(&wv), Some(&dv)) = (w.get(wr + kx), dz.get(dr + ox)) {
+                                    acc = S::mac(acc, wv, dv);
+                                }
+                            }
+                        }
+                    }
+                    if let Some(o) = out.next() {
+                        *o = put(acc, r, p);
+                    }
+                }
+            }
+        }
+    }
+
+    /// `gw[f][c][ky][kx] += Σ_{oy, ox} dz[f][oy][ox] · x[c][iy][ix]` and `gb[f] += Σ dz[f]`: each element's
+    /// old value and its terms in one sum (from the old value, positions row by row), rounded once.
+    #[allow(clippy::too_many_arguments)]
+    fn backward_params<S: Scalar, R, P>(
+        &self,
+        x: &[S],
+        dz: &[S],
+        gw: &mut [S],
+        gb: &mut [S],
+        r: &mut R,
+        p: &mut P,
+    ) where
+        R: Rounding + ?Sized,
+        P: Probe + ?Sized,
+    {
+        let g = *self;
+        let mut slots = gw.iter_mut();
+        for f in 0..g.f {
+            for c in 0..g.c {
+                for ky in 0..g.kh {
+                    for kx in 0..g.kw {
+                        let Some(gv) = slots.next() else {
+                            return;
+                        };
+                        let mut acc = S::acc_add(S::acc_zero(), *gv);
+                        for oy in 0..g.oh {
+                            let Some(iy) = src(oy, ky, g.stride, g.pad_h, g.h) else {
+                                continue;
+                            };
+                            let dr = (f * g.oh + oy) * g.ow;
+                            let xr = (c * g.h + iy) * g.w;
+                            for ox in 0..g.ow {
+                                let Some(ix) = src(ox, kx, g.stride, g.pad_w, g.w) else {
+                                    continue;
+                                };
+                                if let (Some(&dv), Some(&xv)) = (dz.get(dr + ox), x.get(xr + ix)) {
+                                    acc = S::mac(acc, dv, xv);
+                                }
+                            }
+                        }
+                        *gv = put(acc, r, p);
+                    }
+                }
+            }
+        }
+        let plane = g.oh * g.ow;
+        for (f, gv) in gb.iter_mut().enumerate() {
+            let terms = dz.iter().skip(f * plane).take(plane);
+            let acc = terms.fold(S::acc_add(S::acc_zero(), *gv), |a, &d| S::acc_add(a, d));
+            *gv = put(acc, r, p);
+        }
+    }
+
+    /// Max pooling over non-overlapping windows (stride = window, `c = f`): each output is its window's
+    /// largest value, the first in row-major order on ties, NaN if the window holds one (PyTorch's rule);
+    /// `arg` gets each maximum's flat input index.
+    fn max_pool<S: Scalar>(&self, x: &[S], y: &mut [S], arg: &mut [u32]) {
+        let g = *self;
+        let mut out = y.iter_mut().zip(arg.iter_mut());
+        for c in 0..g.c {
+            for oy in 0..g.oh {
+                for ox in 0..g.ow {
+                    let mut best: Option<(S, usize)> = None;
+                    for ky in 0..g.kh {
+                        for kx in 0..g.kw {
+                            let (iy, ix) = (oy * g.stride + ky, ox * g.stride + kx);
+                            let k = (c * g.h + iy) * g.w + ix;
+                            let Some(&v) = x.get(k).filter(|_| iy < g.h && ix < g.w) else {
+                                continue;
+                            };
+                            #[allow(clippy::eq_op)]
+                            let nan = v != v;
+                            if best.is_none_or(|(m, _)| v > m || nan) {
+                                best = Some((v, k));
+                            }
+                        }
+                    }
+                    if let (Some((yv, av)), Some((m, k))) = (out.next(), best) {
+                        *yv = m;
+                        *av = k as u32;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Average pooling over non-overlapping windows: the window's exact sum (floats: in row-major order),
+    /// rounded, times `1/(kh·kw)` rounded once (fixed point: the sum is exact unless it saturates, so the
+    /// product is the only rounding).
+    fn avg_pool<S: Scalar, R, P>(&self, x: &[S], y: &mut [S], r: &mut R, p: &mut P)
+    where
+        R: Rounding + ?Sized,
+        P: Probe + ?Sized,
+    {
+        let g = *self;
+        let k = mean_coef(g.kh * g.kw);
+        let mut out = y.iter_mut();
+        for c in 0..g.c {
+            for oy in 0..g.oh {
+                for ox in 0..g.ow {
+                    let mut acc = S::acc_zero();
+                    for ky in 0..g.kh {
+                        for kx in 0..g.kw {
+                            let (iy, ix) = (oy * g.stride + ky, ox * g.stride + kx);
+                            if iy < g.h
+                                && ix < g.w
+                                && let Some(&v) = x.get((c * g.h + iy) * g.w + ix)
+                            {
+                                acc = S::acc_add(acc, v);
+                            }
+                        }
+                    }
+                    let (sum, f1) = S::narrow(acc, r);
+                    let (v, f2) = sum.scale_by(&k, r);
+                    p.note(f1 | f2);
+                    if let Some(o) = out.next() {
+                        *o = v;
+                    }
+                }
+            }
+        }
+    }
+
+    /// The gradient of [`Geom::avg_pool`]: every input of a window gets `dy · 1/(kh·kw)`, rounded once;
+    /// inputs no window covers get zero.
+    fn avg_pool_back<S: Scalar, R, P>(&self, dy: &[S], dx: &mut [S], r: &mut R, p: &mut P)
+    where
+        R: Rounding + ?Sized,
+        P: Probe + ?Sized,
+    {
+        let g = *self;
+        let k = mean_coef(g.kh * g.kw);
+        let mut out = dx.iter_mut();
+        for c in 0..g.c {
+            for iy in 0..g.h {
+                for ix in 0..g.w {
+                    let (oy, ox) = (iy / g.stride.max(1), ix / g.stride.max(1));
+                    let d = if oy < g.oh && ox < g.ow {
+                        let dv = dy.get((c * g.oh + oy) * g.ow + ox).copied();
+                        let (v, f) = dv.unwrap_or(S::ZERO).scale_by(&k, r);
+                        p.note(f);
+                        v
+                    } else {
+                        S::ZERO
+                    };
+                    if let Some(o) = out.next() {
+                        *o = d;
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// `1/n`, the factor of an average over `n` values.
+fn mean_coef(n: usize) -> Coef {
+    Coef::new(1.0 / n.max(1) as f64)
+}
+
+/// Route each pooled gradient to the input its maximum came from (the windows do not overlap, so no input
+/// receives two); exact, no events.
+fn max_pool_back<S: Scalar>(arg: &[u32], dy: &[S], dx: &mut [S]) {
+    dx.fill(S::ZERO);
+    for (&k, &d) in arg.iter().zip(dy) {
+        if let Some(v) = dx.get_mut(k as usize) {
+            *v = d;
+        }
+    }
+}
+
+/// A weight tensor whose units are the filters (fan-in `unit` values each).
+fn filters<'a, S: Scalar>(
+    at: usize,
+    value: &'a mut [S],
+    grad: &'a mut [S],
+    unit: usize,
+) -> ParamTensor<'a, S> {
+    ParamTensor {
+        value,
+        grad,
+        unit,
+        layer: at,
+        matrix: true,
+        name: "weight",
+    }
+}
+
+/// A 2-D convolution of `C` channels of `H × W` into `F` channels of `OH × OW`, with square `K × K` kernels,
+/// stride `STRIDE` and `PAD` zeros on every side, then the activation `act`: `y = act(z)`,
+/// `z[f][oy][ox] = Σ_{c, ky, kx} w[f][c][ky][kx] · x[c][oy·STRIDE + ky − PAD][ox·STRIDE + kx − PAD] + b[f]`.
+///
+/// One exact wide sum per output, rounded once (floats: in the loop order `c`, `ky`, `kx`, then the bias).
+/// Backward: `dz = dy ⊙ act′(z)` (one rounding), `∂w[f][c][ky][kx] += Σ_{oy, ox} dz · x` and
+/// `∂b[f] += Σ_{oy, ox} dz` (each from its old value in one sum, rounded once), `dx = Σ_{f, ky, kx} w · dz`
+/// (one rounding). `OH` and `OW` must equal `⌊(H + 2·PAD − K) / STRIDE⌋ + 1` and `2·PAD ≤ K`, or
+/// [`Conv2d::new`] does not compile.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Conv2d<
+    S,
+    const C: usize,
+    const H: usize,
+    const W: usize,
+    const F: usize,
+    const K: usize,
+    const OH: usize,
+    const OW: usize,
+    const STRIDE: usize = 1,
+    const PAD: usize = 0,
+> {
+    /// Weights, PyTorch's `(out, in, kh, kw)`.
+    pub weight: [[[[S; K]; K]; C]; F],
+    /// Biases, one per output channel.
+    pub bias: [S; F],
+    /// Accumulated ∂L/∂weight.
+    pub grad_weight: [[[[S; K]; K]; C]; F],
+    /// Accumulated ∂L/∂bias.
+    pub grad_bias: [S; F],
+    /// The activation.
+    pub act: Act,
+    x: [[[S; W]; H]; C],
+    z: [[[S; OW]; OH]; F],
+    y: [[[S; OW]; OH]; F],
+}
+
+/// Whether a window of `k` moved by `stride` over `n` values padded by `pad` on each side has `out` positions.
+const fn window_fits(n: usize, k: usize, stride: usize, pad: usize, out: usize) -> bool {
+    k >= 1
+        && stride >= 1
+        && 2 * pad <= k
+        && n + 2 * pad >= k
+        && out == (n + 2 * pad - k) / stride + 1
+}
+
+impl<
+    S: Scalar,
+    const C: usize,
+    const H: usize,
+    const W: usize,
+    const F: usize,
+    const K: usize,
+    const OH: usize,
+    const OW: usize,
+    const STRIDE: usize,
+    const PAD: usize,
+> Conv2d<S, C, H, W, F, K, OH, OW, STRIDE, PAD>
+{
+    const SHAPE_OK: () = assert!(
+        window_fits(H, K, STRIDE, PAD, OH) && window_fits(W, K, STRIDE, PAD, OW),
+        "Conv2d: OH and OW must be (H + 2*PAD - K) / STRIDE + 1 (rounded down), with 2*PAD <= K"
+    );
+
+    const GEOM: Geom = Geom {
+        c: C,
+        h: H,
+        w: W,
+        f: F,
+        oh: OH,
+        ow: OW,
+        kh: K,
+        kw: K,
+        stride: STRIDE,
+        pad_h: PAD,
+        pad_w: PAD,
+    };
+
+    /// A layer with zero weights and biases. Does not compile if the sizes do not fit (see the type).
+    pub fn new(act: Act) -> Self {
+        let () = Self::SHAPE_OK;
+        Conv2d {
+            weight: [[[[S::ZERO; K]; K]; C]; F],
+            bias: [S::ZERO; F],
+            grad_weight: [[[[S::ZERO; K]; K]; C]; F],
+            grad_bias: [S::ZERO; F],
+            act,
+            x: Tensor::zeros(),
+            z: Tensor::zeros(),
+            y: Tensor::zeros(),
+        }
+    }
+
+    /// Initialize weights with `weight` and biases with `bias`, in place, with PyTorch's fans for a
+    /// convolution: fan-in `C·K·K`, fan-out `F·K·K`. Orthogonal and identity initialization need a matrix and
+    /// are refused.
+    pub fn init(
+        &mut self,
+        weight: &Init,
+        bias: &Init,
+        rng: &mut (impl Rng + ?Sized),
+        r: &mut (impl Rounding + ?Sized),
+        p: &mut (impl Probe + ?Sized),
+    ) -> Result<(), InitError> {
+        let (fan_in, fan_out) = (C * K * K, F * K * K);
+        init_slice(
+            self.weight
+                .as_flattened_mut()
+                .as_flattened_mut()
+                .as_flattened_mut(),
+            weight,
+            fan_in,
+            fan_out,
+            rng,
+            r,
+            p,
+        )?;
+        init_slice(&mut self.bias, bias, fan_in, fan_out, rng, r, p)
+    }
+
+    /// The pre-activations of the last forward pass.
+    pub fn pre_activation(&self) -> &[[[S; OW]; OH]; F] {
+        &self.z
+    }
+}
+
+impl<
+    S: Scalar,
+    const C: usize,
+    const H: usize,
+    const W: usize,
+    const F: usize,
+    const K: usize,
+    const OH: usize,
+    const OW: usize,
+    const STRIDE: usize,
+    const PAD: usize,
+> Params<S> for Conv2d<S, C, H, W, F, K, OH, OW, STRIDE, PAD>
+{
+    fn depth(&self) -> usize {
+        1
+    }
+
+    fn visit(&mut self, at: usize, f: &mut dyn FnMut(ParamTensor<'_, S>)) {
+        let (w, g) = (
+            self.weight.as_flattened_mut().as_flattened_mut(),
+            self.grad_weight.as_flattened_mut().as_flattened_mut(),
+        );
+        f(filters(
+            at,
+            w.as_flattened_mut(),
+            g.as_flattened_mut(),
+            C * K * K,
+        ));
+        f(ParamTensor::vector(at, &mut self.bias, &mut self.grad_bias).named("bias"));
+    }
+}
+
+impl<
+    S: Scalar,
+    const C: usize,
+    const H: usize,
+    const W: usize,
+    const F: usize,
+    const K: usize,
+    const OH: usize,
+    const OW: usize,
+    const STRIDE: usize,
+    const PAD: usize,
+> Layer<S> for Conv2d<S, C, H, W, F, K, OH, OW, STRIDE, PAD>
+where
+    Act: Activate<S>,
+{
+    type Input = [[[S; W]; H]; C];
+    type Output = [[[S; OW]; OH]; F];
+
+    fn forward<R, P>(&mut self, x: &Self::Input, at: usize, r: &mut R, p: &mut P) -> Self::Output
+    where
+        R: Rounding + ?Sized,
+        P: Probes + ?Sized,
+    {
+        self.x = *x;
+        conv_forward(
+            &Self::GEOM,
+            (&self.act, x.flat()),
+            (
+                self.weight.as_flattened().as_flattened().as_flattened(),
+                &self.bias,
+            ),
+            (self.z.flat_mut(), self.y.flat_mut()),
+            at,
+            r,
+            p,
+        );
+        self.y
+    }
+
+    fn backward<R, P>(&mut self, dy: &Self::Output, at: usize, r: &mut R, p: &mut P) -> Self::Input
+    where
+        R: Rounding + ?Sized,
+        P: Probes + ?Sized,
+    {
+        let mut dz: Self::Output = Tensor::zeros();
+        let mut dx: Self::Input = Tensor::zeros();
+        let w = self.weight.as_flattened().as_flattened().as_flattened();
+        let gw = self
+            .grad_weight
+            .as_flattened_mut()
+            .as_flattened_mut()
+            .as_flattened_mut();
+        conv_backward(
+            &Self::GEOM,
+            (&self.act, self.x.flat(), self.z.flat(), self.y.flat()),
+            (w, gw, &mut self.grad_bias),
+            (dy.flat(), dz.flat_mut(), dx.flat_mut()),
+            at,
+            r,
+            p,
+        );
+        dx
+    }
+
+    fn zero_grad(&mut self) {
+        self.grad_weight = [[[[S::ZERO; K]; K]; C]; F];
+        self.grad_bias = [S::ZERO; F];
+    }
+}
+
+/// The forward pass of a convolution layer on flat slices: `z` then `y = act(z)`, events under `at`.
+fn conv_forward<S: Scalar, R, P>(
+    g: &Geom,
+    (act, x): (&Act, &[S]),
+    (w, b): (&[S], &[S]),
+    (z, y): (&mut [S], &mut [S]),
+    at: usize,
+    r: &mut R,
+    p: &mut P,
+) where
+    Act: Activate<S>,
+    R: Rounding + ?Sized,
+    P: Probes + ?Sized,
+{
+    let mut fp = At::new(&mut *p, at, Phase::Forward);
+    g.forward(x, w, b, z, r, &mut fp);
+    activate(act, z, y, r, &mut fp);
+    p.signal(at, Phase::Forward, y);
+}
+
+/// The backward pass of a convolution layer on flat slices: `dz`, the parameter gradients, then `dx`.
+#[allow(clippy::type_complexity)]
+fn conv_backward<S: Scalar, R, P>(
+    g: &Geom,
+    (act, x, z, y): (&Act, &[S], &[S], &[S]),
+    (w, gw, gb): (&[S], &mut [S], &mut [S]),
+    (dy, dz, dx): (&[S], &mut [S], &mut [S]),
+    at: usize,
+    r: &mut R,
+    p: &mut P,
+) where
+    Act: Activate<S>,
+    R: Rounding + ?Sized,
+    P: Probes + ?Sized,
+{
+    activate_back(
+        act,
+        (z, y),
+        dy,
+        dz,
+        r,
+        &mut At::new(&mut *p, at, Phase::Backward),
+    );
+    g.backward_params(x, dz, gw, gb, r, &mut At::new(&mut *p, at, Phase::Grad));
+    g.backward_input(w, dz, dx, r, &mut At::new(&mut *p, at, Phase::Backward));
+    p.signal(at, Phase::Backward, dx);
+}
+
+/// A 1-D convolution of `C` channels of length `L` into `F` channels of length `OL`, kernel `K`, stride
+/// `STRIDE`, `PAD` zeros at each end, then `act`: PyTorch's `Conv1d`, computed as [`Conv2d`] computes a single
+/// row (same sums, same order, same rounding). `OL = ⌊(L + 2·PAD − K) / STRIDE⌋ + 1` and `2·PAD ≤ K`, or
+/// [`Conv1d::new`] does not compile.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Conv1d<
+    S,
+    const C: usize,
+    const L: usize,
+    const F: usize,
+    const K: usize,
+    const OL: usize,
+    const STRIDE: usize = 1,
+    const PAD: usize = 0,
+> {
+    /// Weights, PyTorch's `(out, in, k)`.
+    pub weight: [[[S; K]; C]; F],
+    /// Biases, one per output channel.
+    pub bias: [S; F],
+    /// Accumulated ∂L/∂weight.
+    pub grad_weight: [[[S; K]; C]; F],
+    /// Accumulated ∂L/∂bias.
+    pub grad_bias: [S; F],
+    /// The activation.
+    pub act: Act,
+    x: [[S; L]; C],
+    z: [[S; OL]; F],
+    y: [[S; OL]; F],
+}
+
+impl<
+    S: Scalar,
+    const C: usize,
+    const L: usize,
+    const F: usize,
+    const K: usize,
+    const OL: usize,
+    const STRIDE: usize,
+    const PAD: usize,
+> Conv1d<S, C, L, F, K, OL, STRIDE, PAD>
+{
+    const SHAPE_OK: () = assert!(
+        window_fits(L, K, STRIDE, PAD, OL),
+        "Conv1d: OL must be (L + 2*PAD - K) / STRIDE + 1 (rounded down), with 2*PAD <= K"
+    );
+
+    const GEOM: Geom = Geom {
+        c: C,
+        h: 1,
+        w: L,
+        f: F,
+        oh: 1,
+        ow: OL,
+        kh: 1,
+        kw: K,
+        stride: STRIDE,
+        pad_h: 0,
+        pad_w: PAD,
+    };
+
+    /// A layer with zero weights and biases. Does not compile if the sizes do not fit (see the type).
+    pub fn new(act: Act) -> Self {
+        let () = Self::SHAPE_OK;
+        Conv1d {
+            weight: [[[S::ZERO; K]; C]; F],
+            bias: [S::ZERO; F],
+            grad_weight: [[[S::ZERO; K]; C]; F],
+            grad_bias: [S::ZERO; F],
+            act,
+            x: Tensor::zeros(),
+            z: Tensor::zeros(),
+            y: Tensor::zeros(),
+        }
+    }
+
+    /// Initialize in place with PyTorch's fans for a convolution: fan-in `C·K`, fan-out `F·K`. Orthogonal and
+    /// identity initialization need a matrix and are refused.
+    pub fn init(
+        &mut self,
+        weight: &Init,
+        bias: &Init,
+        rng: &mut (impl Rng + ?Sized),
+        r: &mut (impl Rounding + ?Sized),
+        p: &mut (impl Probe + ?Sized),
+    ) -> Result<(), InitError> {
+        let (fan_in, fan_out) = (C * K, F * K);
+        init_slice(
+            self.weight.as_flattened_mut().as_flattened_mut(),
+            weight,
+            fan_in,
+            fan_out,
+            rng,
+            r,
+            p,
+        )?;
+        init_slice(&mut self.bias, bias, fan_in, fan_out, rng, r, p)
+    }
+
+    /// The pre-activations of the last forward pass.
+    pub fn pre_activation(&self) -> &[[S; OL]; F] {
+        &self.z
+    }
+}
+
+impl<
+    S: Scalar,
+    const C: usize,
+    const L: usize,
+    const F: usize,
+    const K: usize,
+    const OL: usize,
+    const STRIDE: usize,
+    const PAD: usize,
+> Params<S> for Conv1d<S, C, L, F, K, OL, STRIDE, PAD>
+{
+    fn depth(&self) -> usize {
+        1
+    }
+
+    fn visit(&mut self, at: usize, f: &mut dyn FnMut(ParamTensor<'_, S>)) {
+        let (w, g) = (
+            self.weight.as_flattened_mut(),
+            self.grad_weight.as_flattened_mut(),
+        );
+        f(filters(
+            at,
+            w.as_flattened_mut(),
+            g.as_flattened_mut(),
+            C * K,
+        ));
+        f(ParamTensor::vector(at, &mut self.bias, &mut self.grad_bias).named("bias"));
+    }
+}
+
+impl<
+    S: Scalar,
+    const C: usize,
+    const L: usize,
+    const F: usize,
+    const K: usize,
+    const OL: usize,
+    const STRIDE: usize,
+    const PAD: usize,
+> Layer<S> for Conv1d<S, C, L, F, K, OL, STRIDE, PAD>
+where
+    Act: Activate<S>,
+{
+    type Input = [[S; L]; C];
+    type Output = [[S; OL]; F];
+
+    fn forward<R, P>(&mut self, x: &Self::Input, at: usize, r: &mut R, p: &mut P) -> Self::Output
+    where
+        R: Rounding + ?Sized,
+        P: Probes + ?Sized,
+    {
+        self.x = *x;
+        conv_forward(
+            &Self::GEOM,
+            (&self.act, x.flat()),
+            (self.weight.as_flattened().as_flattened(), &self.bias),
+            (self.z.flat_mut(), self.y.flat_mut()),
+            at,
+            r,
+            p,
+        );
+        self.y
+    }
+
+    fn backward<R, P>(&mut self, dy: &Self::Output, at: usize, r: &mut R, p: &mut P) -> Self::Input
+    where
+        R: Rounding + ?Sized,
+        P: Probes + ?Sized,
+    {
+        let mut dz: Self::Output = Tensor::zeros();
+        let mut dx: Self::Input = Tensor::zeros();
+        let w = self.weight.as_flattened().as_flattened();
+        let gw = self.grad_weight.as_flattened_mut().as_flattened_mut();
+        conv_backward(
+            &Self::GEOM,
+            (&self.act, self.x.flat(), self.z.flat(), self.y.flat()),
+            (w, gw, &mut self.grad_bias),
+            (dy.flat(), dz.flat_mut(), dx.flat_mut()),
+            at,
+            r,
+            p,
+        );
+        dx
+    }
+
+    fn zero_grad(&mut self) {
+        self.grad_weight = [[[S::ZERO; K]; C]; F];
+        self.grad_bias = [S::ZERO; F];
+    }
+}
+
+/// Max pooling of `C` channels of `H × W` over non-overlapping `K × K` windows (PyTorch's `MaxPool2d(K)`:
+/// stride `K`, no padding; rows and columns past the last whole window are dropped). Each output is its
+/// window's largest value (the first in row-major order on ties; NaN if the window holds one). Backward sends
+/// each gradient to the input its maximum came from: exact, no events. `OH = ⌊H / K⌋`, `OW = ⌊W / K⌋`, or
+/// [`MaxPool2d::new`] does not compile. No parameters; one layer index (its signals are reported there).
+#[derive(Clone, Debug, PartialEq)]
+pub struct MaxPool2d<
+    S,
+    const C: usize,
+    const H: usize,
+    const W: usize,
+    const K: usize,
+    const OH: usize,
+    const OW: usize,
+> {
+    arg: [[[u32; OW]; OH]; C],
+    _s: PhantomData<S>,
+}
+
+/// Average pooling of `C` channels of `H × W` over non-overlapping `K × K` windows (PyTorch's `AvgPool2d(K)`).
+/// Each output is its window's exact sum times `1/K²`, rounded once (floats: the sum in row-major order, then
+/// the product); backward gives every input of a window `dy · 1/K²`, rounded once. `OH = ⌊H / K⌋`,
+/// `OW = ⌊W / K⌋`, or [`AvgPool2d::new`] does not compile. No parameters; one layer index.
+#[derive(Clone, Debug, PartialEq)]
+pub struct AvgPool2d<
+    S,
+    const C: usize,
+    const H: usize,
+    const W: usize,
+    const K: usize,
+    const OH: usize,
+    const OW: usize,
+>(PhantomData<S>);
+
+/// Global average pooling: each of `C` channels of `H × W` to its mean, `[S; C]` (PyTorch's
+/// `AdaptiveAvgPool2d(1)` then flatten), computed as [`AvgPool2d`] with one `H × W` window. No parameters;
+/// one layer index.
+#[derive(Clone, Debug, PartialEq)]
+pub struct GlobalAvgPool<S, const C: usize, const H: usize, const W: usize>(PhantomData<S>);
+
+macro_rules! pool_geom {
+    ($c:expr, $h:expr, $w:expr, $kh:expr, $kw:expr, $oh:expr, $ow:expr) => {
+        Geom {
+            c: $c,
+            h: $h,
+            w: $w,
+            f: $c,
+            oh: $oh,
+            ow: $ow,
+            kh: $kh,
+            kw: $kw,
+            stride: $kh,
+            pad_h: 0,
+            pad_w: 0,
+        }
+    };
+}
+
+/// Whether `K × K` windows tile `H × W` into `OH × OW` (the remainder dropped).
+const fn pool_fits(h: usize, w: usize, k: usize, oh: usize, ow: usize) -> bool {
+    k >= 1 && oh == h / k && ow == w / k && oh >= 1 && ow >= 1
+}
+
+impl<
+    S: Scalar,
+    const C: usize,
+    const H: usize,
+    const W: usize,
+    const K: usize,
+    const OH: usize,
+    const OW: usize,
+> MaxPool2d<S, C, H, W, K, OH, OW>
+{
+    const SHAPE_OK: () = assert!(
+        pool_fits(H, W, K, OH, OW),
+        "MaxPool2d: OH must be H / K and OW must be W / K (rounded down, at least 1)"
+    );
+    const GEOM: Geom = pool_geom!(C, H, W, K, K, OH, OW);
+
+    /// The layer. Does not compile if the sizes do not fit.
+    pub fn new() -> Self {
+        let () = Self::SHAPE_OK;
+        MaxPool2d {
+            arg: [[[0; OW]; OH]; C],
+            _s: PhantomData,
+        }
+    }
+}
+
+impl<
+    S: Scalar,
+    const C: usize,
+    const H: usize,
+    const W: usize,
+    const K: usize,
+    const OH: usize,
+    const OW: usize,
+> Default for MaxPool2d<S, C, H, W, K, OH, OW>
+{
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl<
+    S: Scalar,
+    const C: usize,
+    const H: usize,
+    const W: usize,
+    const K: usize,
+    const OH: usize,
+    const OW: usize,
+> AvgPool2d<S, C, H, W, K, OH, OW>
+{
+    const SHAPE_OK: () = assert!(
+        pool_fits(H, W, K, OH, OW),
+        "AvgPool2d: OH must be H / K and OW must be W / K (rounded down, at least 1)"
+    );
+    const GEOM: Geom = pool_geom!(C, H, W, K, K, OH, OW);
+
+    /// The layer. Does not compile if the sizes do not fit.
+    pub fn new() -> Self {
+        let () = Self::SHAPE_OK;
+        AvgPool2d(PhantomData)
+    }
+}
+
+impl<
+    S: Scalar,
+    const C: usize,
+    const H: usize,
+    const W: usize,
+    const K: usize,
+    const OH: usize,
+    const OW: usize,
+> Default for AvgPool2d<S, C, H, W, K, OH, OW>
+{
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl<S: Scalar, const C: usize, const H: usize, const W: usize> GlobalAvgPool<S, C, H, W> {
+    const SHAPE_OK: () = assert!(
+        H >= 1 && W >= 1,
+        "GlobalAvgPool: H and W must be at least 1"
+    );
+    const GEOM: Geom = pool_geom!(C, H, W, H, W, 1, 1);
+
+    /// The layer.
+    pub fn new() -> Self {
+        let () = Self::SHAPE_OK;
+        GlobalAvgPool(PhantomData)
+    }
+}
+
+impl<S: Scalar, const C: usize, const H: usize, const W: usize> Default
+    for GlobalAvgPool<S, C, H, W>
+{
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+macro_rules! no_params {
+    ($ty:ty, $depth:expr, [$($g:tt)*]) => {
+        impl<S: Scalar, $($g)*> Params<S> for $ty {
+            fn depth(&self) -> usize {
+                $depth
+            }
+            fn visit(&mut self, _at: usize, _f: &mut dyn FnMut(ParamTensor<'_, S>)) {}
+        }
+    };
+}
+
+no_params!(MaxPool2d<S, C, H, W, K, OH, OW>, 1, [const C: usize, const H: usize, const W: usize, const K: usize, const OH: usize, const OW: usize]);
+no_params!(AvgPool2d<S, C, H, W, K, OH, OW>, 1, [const C: usize, const H: usize, const W: usize, const K: usize, const OH: usize, const OW: usize]);
+no_params!(GlobalAvgPool<S, C, H, W>, 1, [const C: usize, const H: usize, const W: usize]);
+
+impl<
+    S: Scalar,
+    const C: usize,
+    const H: usize,
+    const W: usize,
+    const K: usize,
+    const OH: usize,
+    const OW: usize,
+> Layer<S> for MaxPool2d<S, C, H, W, K, OH, OW>
+{
+    type Input = [[[S; W]; H]; C];
+    type Output = [[[S; OW]; OH]; C];
+
+    fn forward<R, P>(&mut self, x: &Self::Input, at: usize, _r: &mut R, p: &mut P) -> Self::Output
+    where
+        R: Rounding + ?Sized,
+        P: Probes + ?Sized,
+    {
+        let mut y: Self::Output = Tensor::zeros();
+        Self::GEOM.max_pool(
+            x.flat(),
+            y.flat_mut(),
+            self.arg.as_flattened_mut().as_flattened_mut(),
+        );
+        p.signal(at, Phase::Forward, y.flat());
+        y
+    }
+
+    fn backward<R, P>(&mut self, dy: &Self::Output, at: usize, _r: &mut R, p: &mut P) -> Self::Input
+    where
+        R: Rounding + ?Sized,
+        P: Probes + ?Sized,
+    {
+        let mut dx: Self::Input = Tensor::zeros();
+        max_pool_back(
+            self.arg.as_flattened().as_flattened(),
+            dy.flat(),
+            dx.flat_mut(),
+        );
+        p.signal(at, Phase::Backward, dx.flat());
+        dx
+    }
+
+    fn zero_grad(&mut self) {}
+}
+
+/// The forward and backward passes of average pooling on flat slices, events and signals under `at`.
+fn avg_forward<S: Scalar, R, P>(g: &Geom, x: &[S], y: &mut [S], at: usize, r: &mut R, p: &mut P)
+where
+    R: Rounding + ?Sized,
+    P: Probes + ?Sized,
+{
+    g.avg_pool(x, y, r, &mut At::new(&mut *p, at, Phase::Forward));
+    p.signal(at, Phase::Forward, y);
+}
+
+fn avg_backward<S: Scalar, R, P>(g: &Geom, dy: &[S], dx: &mut [S], at: usize, r: &mut R, p: &mut P)
+where
+    R: Rounding + ?Sized,
+    P: Probes + ?Sized,
+{
+    g.avg_pool_back(dy, dx, r, &mut At::new(&mut *p, at, Phase::Backward));
+    p.signal(at, Phase::Backward, dx);
+}
+
+impl<
+    S: Scalar,
+    const C: usize,
+    const H: usize,
+    const W: usize,
+    const K: usize,
+    const OH: usize,
+    const OW: usize,
+> Layer<S> for AvgPool2d<S, C, H, W, K, OH, OW>
+{
+    type Input = [[[S; W]; H]; C];
+    type Output = [[[S; OW]; OH]; C];
+
+    fn forward<R, P>(&mut self, x: &Self::Input, at: usize, r: &mut R, p: &mut P) -> Self::Output
+    where
+        R: Rounding + ?Sized,
+        P: Probes + ?Sized,
+    {
+        let mut y: Self::Output = Tensor::zeros();
+        avg_forward(&Self::GEOM, x.flat(), y.flat_mut(), at, r, p);
+        y
+    }
+
+    fn backward<R, P>(&mut self, dy: &Self::Output, at: usize, r: &mut R, p: &mut P) -> Self::Input
+    where
+        R: Rounding + ?Sized,
+        P: Probes + ?Sized,
+    {
+        let mut dx: Self::Input = Tensor::zeros();
+        avg_backward(&Self::GEOM, dy.flat(), dx.flat_mut(), at, r, p);
+        dx
+    }
+
+    fn zero_grad(&mut self) {}
+}
+
+impl<S: Scalar, const C: usize, const H: usize, const W: usize> Layer<S>
+    for GlobalAvgPool<S, C, H, W>
+{
+    type Input = [[[S; W]; H]; C];
+    type Output = [S; C];
+
+    fn forward<R, P>(&mut self, x: &Self::Input, at: usize, r: &mut R, p: &mut P) -> [S; C]
+    where
+        R: Rounding + ?Sized,
+        P: Probes + ?Sized,
+    {
+        let mut y = [S::ZERO; C];
+        avg_forward(&Self::GEOM, x.flat(), &mut y, at, r, p);
+        y
+    }
+
+    fn backward<R, P>(&mut self, dy: &[S; C], at: usize, r: &mut R, p: &mut P) -> Self::Input
+    where
+        R: Rounding + ?Sized,
+        P: Probes + ?Sized,
+    {
+        let mut dx: Self::Input = Tensor::zeros();
+        avg_backward(&Self::GEOM, dy, dx.flat_mut(), at, r, p);
+        dx
+    }
+
+    fn zero_grad(&mut self) {}
+}
+
+/// Any [`Tensor`] `X` (a CHW image, a channel-major sequence) as a vector `[S; N]` in row-major order, so a
+/// [`super::Dense`] head composes after convolutions; backward reshapes the gradient back. `N` must be
+/// `X::LEN`, or [`Flatten::new`] does not compile. Exact, no events, no layer index (depth 0).
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub struct Flatten<X, const N: usize>(PhantomData<fn() -> X>);
+
+impl<X: Tensor, const N: usize> Flatten<X, N> {
+    const SHAPE_OK: () = assert!(
+        X::LEN == N,
+        "Flatten: N must be the number of values in the input"
+    );
+
+    /// The layer. Does not compile if `N` is not the input's size.
+    pub fn new() -> Self {
+        let () = Self::SHAPE_OK;
+        Flatten(PhantomData)
+    }
+}
+
+impl<X: Tensor, const N: usize> Default for Flatten<X, N> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl<S: Scalar, X: Tensor<Elem = S>, const N: usize> Params<S> for Flatten<X, N> {
+    fn depth(&self) -> usize {
+        0
+    }
+    fn visit(&mut self, _at: usize, _f: &mut dyn FnMut(ParamTensor<'_, S>)) {}
+}
+
+impl<S: Scalar, X: Tensor<Elem = S>, const N: usize> Layer<S> for Flatten<X, N> {
+    type Input = X;
+    type Output = [S; N];
+
+    fn forward<R, P>(&mut self, x: &X, _at: usize, _r: &mut R, _p: &mut P) -> [S; N]
+    where
+        R: Rounding + ?Sized,
+        P: Probes + ?Sized,
+    {
+        let mut y = [S::ZERO; N];
+        for (o, &v) in y.iter_mut().zip(x.flat()) {
+            *o = v;
+        }
+        y
+    }
+
+    fn backward<R, P>(&mut self, dy: &[S; N], _at: usize, _r: &mut R, _p: &mut P) -> X
+    where
+        R: Rounding + ?Sized,
+        P: Probes + ?Sized,
+    {
+        let mut dx = X::zeros();
+        for (o, &v) in dx.flat_mut().iter_mut().zip(dy) {
+            *o = v;
+        }
+        dx
+    }
+
+    fn zero_grad(&mut self) {}
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fixed::I16F16;
+    use crate::probe::EventCounts;
+    use crate::round::NearestEven;
+
+    #[test]
+    fn a_hand_computed_convolution_and_its_gradients() {
+        let mut conv = Conv2d::<f64, 1, 3, 3, 1, 2, 2, 2>::new(Act::Identity);
+        conv.weight = [[[[1.0, 2.0], [3.0, 4.0]]]];
+        conv.bias = [0.5];
+        let x = [[[1.0, 2.0, 3.0], [4.0, 5.0, 6.0], [7.0, 8.0, 9.0]]];
+        let y = conv.forward(&x, 0, &mut NearestEven, &mut ());
+        assert_eq!(y, [[[37.5, 47.5], [67.5, 77.5]]]);
+        let dx = conv.backward(&[[[1.0; 2]; 2]], 0, &mut NearestEven, &mut ());
+        assert_eq!(conv.grad_weight, [[[[12.0, 16.0], [24.0, 28.0]]]]);
+        assert_eq!(conv.grad_bias, [4.0]);
+        assert_eq!(dx, [[[1.0, 3.0, 2.0], [4.0, 10.0, 6.0], [3.0, 7.0, 4.0]]]);
+        // Gradients accumulate until zero_grad.
+        conv.backward(&[[[1.0; 2]; 2]], 0, &mut NearestEven, &mut ());
+        assert_eq!(conv.grad_bias, [8.0]);
+        conv.zero_grad();
+        assert_eq!(conv.grad_bias, [0.0]);
+    }
+
+    #[test]
+    #[allow(clippy::needless_range_loop)]
+    fn padding_and_stride_pick_the_right_inputs() {
+        // A 3x3 kernel with a single 1 at (ky, kx) copies x[2·oy + ky − 1][2·ox + kx − 1], or 0 in the padding.
+        for (ky, kx) in [(0, 0), (1, 1), (2, 0), (0, 2)] {
+            let mut conv = Conv2d::<f64, 1, 5, 5, 1, 3, 3, 3, 2, 1>::new(Act::Identity);
+            conv.weight[0][0][ky][kx] = 1.0;
+            let mut x = [[[0.0; 5]; 5]];
+            for (i, row) in x[0].iter_mut().enumerate() {
+                for (j, v) in row.iter_mut().enumerate() {
+                    *v = (10 * i + j + 1) as f64;
+                }
+            }
+            let y = conv.forward(&x, 0, &mut NearestEven, &mut ());
+            for oy in 0..3 {
+                for ox in 0..3 {
+                    let (iy, ix) = ((2 * oy + ky) as isize - 1, (2 * ox + kx) as isize - 1);
+                    let want = if (0..5).contains(&iy) && (0..5).contains(&ix) {
+                        x[0][iy as usize][ix as usize]
+                    } else {
+                        0.0
+                    };
+                    assert_eq!(y[0][oy][ox], want, "offset ({ky}, {kx}) at ({oy}, {ox})");
+                }
+            }
+            // Backward sends each output's gradient to the input it copied.
+            let dx = conv.backward(&y, 0, &mut NearestEven, &mut ());
+            let copied: f64 = y.flat().iter().map(|v| v * v).sum();
+            let back: f64 = dx.flat().iter().zip(x.flat()).map(|(d, x)| d * x).sum();
+            assert_eq!(back, copied);
+        }
+        let mut c1 = Conv1d::<f64, 2, 5, 1, 3, 5, 1, 1>::new(Act::Identity);
+        c1.weight = [[[0.0, 1.0, 0.0], [0.0, 0.0, 2.0]]];
+        let y = c1.forward(
+            &[[1.0, 2.0, 3.0, 4.0, 5.0], [10.0, 20.0, 30.0, 40.0, 50.0]],
+            0,
+            &mut NearestEven,
+            &mut (),
+        );
+        assert_eq!(y, [[41.0, 62.0, 83.0, 104.0, 5.0]]);
+    }
+
+    #[test]
+    fn fixed_point_convolution_rounds_each_output_once() {
+        // Products of 2^-9 and 3·2^-9 are far below one LSB each; only their exact sum survives rounding.
+        let q = |v: f64| I16F16::from_f64(v, &mut NearestEven).0;
+        let mut conv = Conv2d::<I16F16, 2, 3, 3, 1, 3, 1, 1>::new(Act::Identity);
+        conv.weight = [[[[q(1.0 / 512.0); 3]; 3]; 2]];
+        let x = [[[q(3.0 / 512.0); 3]; 3]; 2];
+        let mut events = EventCounts::default();
+        let y = conv.forward(
+            &x,
+            0,
+            &mut NearestEven,
+            &mut super::super::Pooled(&mut events),
+        );
+        let exact: f64 = 18.0 * 3.0 / (512.0 * 512.0);
+        let lsb = 1.0 / 65536.0;
+        assert_eq!(y[0][0][0].to_f64(), (exact / lsb).round_ties_even() * lsb);
+        assert_eq!(events.values, 2, "one value and its activation");
+    }
+
+    #[test]
+    fn max_pool_takes_the_first_maximum_and_propagates_nan() {
+        let mut pool = MaxPool2d::<f32, 1, 5, 4, 2, 2, 2>::new();
+        let x = [[
+            [1.0, 3.0, 0.0, 0.0],
+            [3.0, 2.0, f32::NAN, 5.0],
+            [0.0; 4],
+            [-1.0, -2.0, 7.0, 7.0],
+            [9.0; 4],
+        ]];
+        let y = pool.forward(&x, 0, &mut NearestEven, &mut ());
+        assert_eq!(y[0][0][0], 3.0);
+        assert!(y[0][0][1].is_nan());
+        assert_eq!((y[0][1][0], y[0][1][1]), (0.0, 7.0));
+        let dx = pool.backward(&[[[1.0, 2.0], [3.0, 4.0]]], 0, &mut NearestEven, &mut ());
+        let mut want = [[[0.0f32; 4]; 5]];
+        want[0][0][1] = 1.0; // the first 3, not the one below it
+        want[0][1][2] = 2.0; // the NaN
+        want[0][2][0] = 3.0; // the first 0 of four
+        want[0][3][2] = 4.0; // the first 7
+        assert_eq!(dx, want, "the last row is in no window");
+    }
+
+    #[test]
+    fn average_pooling_is_the_exact_mean_rounded_once() {
+        let q = |v: f64| I16F16::from_f64(v, &mut NearestEven).0;
+        let lsb = 1.0 / 65536.0;
+        // Nine values whose sum is 10 LSB: the mean 10/9 LSB rounds to 1 LSB, once.
+        let mut x = [[[q(0.0); 3]; 3]; 1];
+        x[0][0][0] = q(2.0 * lsb);
+        x[0][2][2] = q(8.0 * lsb);
+        let mut g = GlobalAvgPool::<I16F16, 1, 3, 3>::new();
+        assert_eq!(g.forward(&x, 0, &mut NearestEven, &mut ())[0].to_f64(), lsb);
+        let mut a = AvgPool2d::<f64, 1, 4, 5, 2, 2, 2>::new();
+        let xf = [[
+            [1.0, 2.0, 3.0, 4.0, 99.0],
+            [5.0, 6.0, 7.0, 8.0, 99.0],
+            [0.0, 0.0, 1.0, 1.0, 99.0],
+            [0.0, 4.0, 1.0, 1.0, 99.0],
+        ]];
+        assert_eq!(
+            a.forward(&xf, 0, &mut NearestEven, &mut ()),
+            [[[3.5, 5.5], [1.0, 1.0]]]
+        );
+        let dx = a.backward(&[[[4.0, 8.0], [-4.0, 0.0]]], 0, &mut NearestEven, &mut ());
+        assert_eq!(dx[0][0], [1.0, 1.0, 2.0, 2.0, 0.0]);
+        assert_eq!(dx[0][3], [-1.0, -1.0, 0.0, 0.0, 0.0]);
+    }
+
+    #[test]
+    fn flatten_is_row_major_and_exact_both_ways() {
+        let mut fl = Flatten::<[[[f32; 2]; 2]; 2], 8>::new();
+        let x = [[[1.0, 2.0], [3.0, 4.0]], [[5.0, 6.0], [7.0, 8.0]]];
+        let y = fl.forward(&x, 0, &mut NearestEven, &mut ());
+        assert_eq!(y, [1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0]);
+        assert_eq!(fl.backward(&y, 0, &mut NearestEven, &mut ()), x);
+        assert_eq!(Params::<f32>::depth(&fl), 0);
+    }
+
+    #[test]
+    fn a_cnn_composes_by_tuples_and_counts_its_parameters() {
+        type Head = (Flatten<[[[f32; 4]; 4]; 4], 64>, crate::Dense<f32, 64, 10>);
+        type Cnn = (
+            Conv2d<f32, 1, 8, 8, 4, 3, 8, 8, 1, 1>,
+            (MaxPool2d<f32, 4, 8, 8, 2, 4, 4>, Head),
+        );
+        let mut net: Cnn = (
+            Conv2d::new(Act::Relu),
+            (
+                MaxPool2d::new(),
+                (Flatten::new(), crate::Dense::new(Act::Identity)),
+            ),
+        );
+        assert_eq!(crate::param_count(&mut net), 4 * 9 + 4 + 64 * 10 + 10);
+        assert_eq!(net.depth(), 3);
+        let y = net.forward(&[[[0.5; 8]; 8]], 0, &mut NearestEven, &mut ());
+        assert_eq!(y, [0.0; 10]);
+        let mut units = [0usize; 2];
+        net.visit(0, &mut |t| {
+            if t.name == "weight" && units[0] == 0 {
+                units = [t.unit, t.value.len()];
+            }
+        });
+        assert_eq!(units, [9, 36]);
+    }
+}
