@@ -624,6 +624,12 @@ type Cnn2d<S> = (
     ),
 );
 
+/// PyTorch's `cnn1d`: conv (stride 2, padding 1) sigmoid, flatten, linear.
+type Cnn1d<S> = (
+    Conv1d<S, 2, 9, 3, 3, 5, 2, 1>,
+    (Flatten<[[S; 5]; 3], 15>, Dense<S, 15, 2>),
+);
+
 fn cnn2d<S: Scalar>() -> Cnn2d<S>
 where
     Act: Activate<S>,
@@ -690,10 +696,7 @@ where
 {
     let c = &g["conv"];
     conv_case_matches("cnn2d", &c["cnn2d"], cnn2d::<S>());
-    let cnn1d: (
-        Conv1d<S, 2, 9, 3, 3, 5, 2, 1>,
-        (Flatten<[[S; 5]; 3], 15>, Dense<S, 15, 2>),
-    ) = (
+    let cnn1d: Cnn1d<S> = (
         Conv1d::new(Act::Sigmoid),
         (Flatten::new(), Dense::new(Act::Identity)),
     );

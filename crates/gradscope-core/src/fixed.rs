@@ -361,6 +361,18 @@ macro_rules! fixed_family {
                 Self::round_wide(v, F, r)
             }
 
+            fn narrow_mean<R: Rounding + ?Sized>(acc: WideAcc, n: u32, r: &mut R) -> (Self, Flags) {
+                // The sum is at 2F fraction bits: the mean in raw units is value / (n·2^F), < 2^63 as a divisor.
+                let den = (n.max(1) as i128) << F;
+                let (q, rem) = (acc.value.div_euclid(den), acc.value.rem_euclid(den));
+                let q = i64::try_from(q).unwrap_or(if q < 0 { i64::MIN } else { i64::MAX });
+                let (v, f) = Self::saturate(r.round_frac(q, rem as u64, den as u64));
+                let f = f
+                    | Flags::when(rem != 0, Flags::INEXACT)
+                    | Flags::when(acc.value != 0 && v.0 == 0, Flags::UNDERFLOW);
+                (v, f)
+            }
+
             type Lane = i64;
             const LANE_ZERO: i64 = 0;
             #[inline(always)]

@@ -160,6 +160,16 @@ pub trait Scalar: Copy + Default + PartialEq + PartialOrd + Debug + Send + Sync 
     /// Round the accumulated value to `Self`, reporting every event seen since [`Scalar::acc_zero`].
     fn narrow<R: Rounding + ?Sized>(acc: Self::Acc, r: &mut R) -> (Self, Flags);
 
+    /// The mean `acc / n` of a sum of `n` values accumulated with [`Scalar::acc_add`], rounded with `r`.
+    /// Fixed point overrides it with the exact quotient rounded once, so a mean is in range whenever its
+    /// value is, however large the sum. The default (the floats) rounds the sum, then multiplies by `1/n`:
+    /// two roundings, and a sum beyond the format's range overflows even where the mean would not.
+    #[inline]
+    fn narrow_mean<R: Rounding + ?Sized>(acc: Self::Acc, n: u32, r: &mut R) -> (Self, Flags) {
+        let (sum, f1) = Self::narrow(acc, r);
+        let (v, f2) = sum.scale_by(&Coef::new(1.0 / n.max(1) as f64), r);
+        (v, f1 | f2)
+    }
     /// `self + rhs`, saturating (fixed) or IEEE (float).
     fn add(self, rhs: Self) -> (Self, Flags);
     /// `self − rhs`, saturating (fixed) or IEEE (float).

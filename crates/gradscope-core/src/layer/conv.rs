@@ -276,16 +276,15 @@ impl Geom {
         }
     }
 
-    /// Average pooling over non-overlapping windows: the window's exact sum (floats: in row-major order),
-    /// rounded, times `1/(kh·kw)` rounded once (fixed point: the sum is exact unless it saturates, so the
-    /// product is the only rounding).
+    /// Average pooling over non-overlapping windows: the window's sum (floats: in row-major order) divided by
+    /// `kh·kw` with [`Scalar::narrow_mean`] (fixed point: the exact quotient rounded once).
     fn avg_pool<S: Scalar, R, P>(&self, x: &[S], y: &mut [S], r: &mut R, p: &mut P)
     where
         R: Rounding + ?Sized,
         P: Probe + ?Sized,
     {
         let g = *self;
-        let k = mean_coef(g.kh * g.kw);
+        let n = (g.kh * g.kw) as u32;
         let mut out = y.iter_mut();
         for c in 0..g.c {
             for oy in 0..g.oh {
@@ -302,9 +301,8 @@ impl Geom {
                             }
                         }
                     }
-                    let (sum, f1) = S::narrow(acc, r);
-                    let (v, f2) = sum.scale_by(&k, r);
-                    p.note(f1 | f2);
+                    let (v, f) = S::narrow_mean(acc, n, r);
+                    p.note(f);
                     if let Some(o) = out.next() {
                         *o = v;
                     }
@@ -868,8 +866,9 @@ pub struct MaxPool2d<
 }
 
 /// Average pooling of `C` channels of `H × W` over non-overlapping `K × K` windows (PyTorch's `AvgPool2d(K)`).
-/// Each output is its window's exact sum times `1/K²`, rounded once (floats: the sum in row-major order, then
-/// the product); backward gives every input of a window `dy · 1/K²`, rounded once. `OH = ⌊H / K⌋`,
+/// Each output is its window's mean by [`Scalar::narrow_mean`]: in fixed point the exact sum divided by `K²`
+/// and rounded once (so a mean is in range whenever its value is); floats round the sum (in row-major order),
+/// then multiply by `1/K²`. Backward gives every input of a window `dy · 1/K²`, rounded once. `OH = ⌊H / K⌋`,
 /// `OW = ⌊W / K⌋`, or [`AvgPool2d::new`] does not compile. No parameters; one layer index.
 #[derive(Clone, Debug, PartialEq)]
 pub struct AvgPool2d<
