@@ -15,7 +15,7 @@ const B: usize = 5;
 type Net = (
     (Batched<f64, Dense<f64, 3, 4>, B>, BatchNorm<f64, 4, B>),
     (
-        Batched<f64, ActLayer<f64, 4>, B>,
+        Batched<f64, ActLayer<[f64; 4]>, B>,
         Batched<f64, Dense<f64, 4, 2>, B>,
     ),
 );
@@ -123,7 +123,7 @@ type Block = (
         Batched<f64, Dense<f64, W, W>, BATCH>,
         BatchNorm<f64, W, BATCH>,
     ),
-    Batched<f64, ActLayer<f64, W>, BATCH>,
+    Batched<f64, ActLayer<[f64; W]>, BATCH>,
 );
 
 /// RMS of the gradient reaching the input, relative to the output gradient's, for 10 tanh layers with

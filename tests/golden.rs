@@ -1,7 +1,8 @@
 //! The core's formulas against PyTorch: activations and their derivatives, the three losses, a dense stack,
 //! the Elman RNN (tanh and ReLU), LSTM and GRU in PyTorch's gate order, BatchNorm1d in training and evaluation
 //! mode with its running statistics, a residual block, convolution and pooling (`Conv2d` with padding, stride and
-//! a residual connection, `Conv1d`, max, average and global average pooling, flattening), and the rounding of f16 and bf16 (conversion from f32
+//! a residual connection, `Conv1d`, max, average and global average pooling, flattening, BatchNorm2d in training
+//! and evaluation mode), and the rounding of f16 and bf16 (conversion from f32
 //! and +, −, ×, bit for bit). The references are `tests/data/golden.json`,
 //! written by `tests/data/make_golden.py` with PyTorch's autograd in float64 (code we did not write).
 //!
@@ -10,9 +11,9 @@
 
 use gradscope_core::loss::loss_grad_f64;
 use gradscope_core::{
-    Act, Activate, AvgPool2d, BatchNorm, Conv1d, Conv2d, Dense, Flatten, GlobalAvgPool, Gru, Layer,
-    Loss, Lstm, MaxPool2d, NearestEven, Objective, ParamTensor, Residual, Rnn, Scalar, Tensor,
-    bf16, f16,
+    Act, Activate, AvgPool2d, BatchNorm, BatchNorm2d, Conv1d, Conv2d, Dense, Flatten,
+    GlobalAvgPool, Gru, Layer, Loss, Lstm, MaxPool2d, NearestEven, Objective, ParamTensor,
+    Residual, Rnn, Scalar, Tensor, bf16, f16,
 };
 use serde_json::Value;
 
@@ -709,6 +710,96 @@ where
         (GlobalAvgPool::new(), Dense::new(Act::Identity)),
     );
     conv_case_matches("gap", &c["gap"], gap);
+}
+
+/// BatchNorm2d: a training step (outputs, loss, every gradient), the running statistics after four batches,
+/// and evaluation-mode outputs.
+fn batchnorm2d_matches<S: Scalar + gradscope_core::Float>(g: &Value) {
+    const C: usize = 2;
+    const B: usize = 3;
+    type X<S> = [[[[S; 3]; 3]; C]; B];
+    let c = &g["conv"]["bn2d"];
+    let mut bn = BatchNorm2d::<S, C, 3, 3, B>::new();
+    fill(&mut bn.gamma, &nums(&c["gamma"]));
+    fill(&mut bn.beta, &nums(&c["beta"]));
+    let batch = |v: &Value| -> X<S> {
+        let mut x = [[[[S::ZERO; 3]; 3]; C]; B];
+        fill(
+            x.as_flattened_mut().as_flattened_mut().as_flattened_mut(),
+            &nums(v),
+        );
+        x
+    };
+    let flat = |x: &X<S>| f64s(x.as_flattened().as_flattened().as_flattened());
+    let batches = c["batches"].as_array().expect("batches");
+    let y = bn.forward(&batch(&batches[0]), 0, &mut NearestEven, &mut ());
+    let (y64, t) = (flat(&y), nums(&c["t"]));
+    let n = y64.len() as f64;
+    let loss = y64
+        .iter()
+        .zip(&t)
+        .map(|(a, b)| (a - b) * (a - b))
+        .sum::<f64>()
+        / n;
+    let mut dy = [[[[S::ZERO; 3]; 3]; C]; B];
+    for ((d, a), b) in dy
+        .as_flattened_mut()
+        .as_flattened_mut()
+        .as_flattened_mut()
+        .iter_mut()
+        .zip(&y64)
+        .zip(&t)
+    {
+        *d = to_s(2.0 * (a - b) / n);
+    }
+    let dx = bn.backward(&dy, 0, &mut NearestEven, &mut ());
+    let rel = rel_tol::<S>();
+    let what = |w: &str| format!("{} batchnorm2d {w}", S::NAME);
+    assert_close(&what("training output"), &y64, &nums(&c["y"]), rel);
+    assert_close(&what("loss"), &[loss], &[num(&c["loss"])], rel);
+    assert_close(
+        &what("grad_gamma"),
+        &f64s(&bn.grad_gamma),
+        &nums(&c["grad_gamma"]),
+        rel,
+    );
+    assert_close(
+        &what("grad_beta"),
+        &f64s(&bn.grad_beta),
+        &nums(&c["grad_beta"]),
+        rel,
+    );
+    assert_close(&what("grad_x"), &flat(&dx), &nums(&c["grad_x"]), rel);
+    for b in &batches[1..] {
+        bn.forward(&batch(b), 0, &mut NearestEven, &mut ());
+    }
+    assert_close(
+        &what("running_mean"),
+        &f64s(&bn.running_mean),
+        &nums(&c["running_mean"]),
+        rel,
+    );
+    assert_close(
+        &what("running_var"),
+        &f64s(&bn.running_var),
+        &nums(&c["running_var"]),
+        rel,
+    );
+    bn.training = false;
+    let y = bn.forward(&batch(&c["x_eval"]), 0, &mut NearestEven, &mut ());
+    assert_close(
+        &what("evaluation output"),
+        &flat(&y),
+        &nums(&c["y_eval"]),
+        rel,
+    );
+}
+
+#[test]
+fn batchnorm2d_matches_pytorch_in_training_and_evaluation() {
+    let g = golden();
+    batchnorm2d_matches::<f64>(&g);
+    batchnorm2d_matches::<f32>(&g);
 }
 
 #[test]

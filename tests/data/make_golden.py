@@ -245,7 +245,8 @@ def conv():
     - cnn2d: x (2, 6, 6) -> Conv2d(2, 3, 3, padding 1) tanh -> residual Conv2d(3, 3, 3, padding 1) -> MaxPool2d(2)
       -> Conv2d(3, 4, 3, stride 2, padding 1) relu -> AvgPool2d(2) -> Linear(4, 2);
     - cnn1d: x (2, 9) -> Conv1d(2, 3, 3, stride 2, padding 1) sigmoid -> Linear(15, 2);
-    - gap: x (1, 5, 5) -> Conv2d(1, 2, 3) tanh -> global average pooling -> Linear(2, 1)."""
+    - gap: x (1, 5, 5) -> Conv2d(1, 2, 3) tanh -> global average pooling -> Linear(2, 1);
+    and BatchNorm2d (bn2d)."""
     nn = torch.nn
     cnn2d = conv_case(rand(2, 6, 6), [
         (conv_layer(nn.Conv2d, 2, 3, 3, padding=1), torch.tanh, False),
@@ -260,7 +261,39 @@ def conv():
         (conv_layer(nn.Conv2d, 1, 2, 3), torch.tanh, False),
         (nn.AdaptiveAvgPool2d(1), None, False),
     ], linear(2, 1), 1)
-    return {"cnn2d": cnn2d, "cnn1d": cnn1d, "gap": gap}
+    return {"cnn2d": cnn2d, "cnn1d": cnn1d, "gap": gap, "bn2d": batchnorm2d()}
+
+
+def batchnorm2d():
+    """BatchNorm2d(2) on batches of 3 samples of 2 x 3 x 3: one training step's outputs and gradients (MSE
+    over every value), the running statistics after four training batches, and evaluation-mode outputs."""
+    c, b = 2, 3
+    bn = torch.nn.BatchNorm2d(c)
+    with torch.no_grad():
+        bn.weight.copy_(1 + rand(c, scale=0.5))
+        bn.bias.copy_(rand(c, scale=0.5))
+    gamma, beta = flat(bn.weight), flat(bn.bias)
+    batches = [rand(b, c, 3, 3, scale=2.0) + 0.7 for _ in range(4)]
+    t = rand(b, c, 3, 3)
+    x = batches[0].clone().requires_grad_(True)
+    bn.train()
+    y = bn(x)
+    loss = ((y - t) ** 2).mean()
+    gs = torch.autograd.grad(loss, [bn.weight, bn.bias, x])
+    for xb in batches[1:]:
+        with torch.no_grad():
+            bn(xb)
+    bn.eval()
+    x_eval = rand(b, c, 3, 3, scale=2.0)
+    with torch.no_grad():
+        y_eval = bn(x_eval)
+    return {
+        "gamma": gamma, "beta": beta, "batches": [flat(xb) for xb in batches], "t": flat(t),
+        "y": flat(y), "loss": loss.item(),
+        "grad_gamma": flat(gs[0]), "grad_beta": flat(gs[1]), "grad_x": flat(gs[2]),
+        "running_mean": flat(bn.running_mean), "running_var": flat(bn.running_var),
+        "x_eval": flat(x_eval), "y_eval": flat(y_eval),
+    }
 
 
 # ------------------------------------------------------------------------------------------------ f16 and bf16

@@ -39,9 +39,10 @@ pub use flags::Flags;
 pub use float16::{Format16, Native, bf16, f16};
 pub use init::{FanMode, Init, InitError, Nonlinearity, calculate_gain, init_matrix, init_slice};
 pub use layer::{
-    ActLayer, AvgPool2d, BatchNorm, Batched, Conv1d, Conv2d, Dense, DenseStack, EventLog, Flatten,
-    GlobalAvgPool, GradStats, Gru, LastStep, Layer, LayerScales, LayerStats, LoggedEvent, Lstm,
-    MaxPool2d, NonFinite, Phase, Pooled, Probes, Residual, Rnn, Stack, StepNorms, Tensor,
+    ActLayer, AvgPool2d, BatchNorm, BatchNorm2d, Batched, Conv1d, Conv2d, Dense, DenseStack,
+    EventLog, Flatten, GlobalAvgPool, GradStats, Gru, LastStep, Layer, LayerScales, LayerStats,
+    LoggedEvent, Lstm, MaxPool2d, NonFinite, Phase, Pooled, Probes, Residual, Rnn, Stack,
+    StepNorms, Tensor,
 };
 pub use loss::{Loss, Objective};
 pub use net::{ParamTensor, Params, param_count};

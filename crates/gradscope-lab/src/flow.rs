@@ -140,7 +140,7 @@ where
         "batchnorm" => {
             type Block<S> = (
                 (Batched<S, Dense<S, W, W>, B>, BatchNorm<S, W, B>),
-                Batched<S, ActLayer<S, W>, B>,
+                Batched<S, ActLayer<[S; W]>, B>,
             );
             let mut it = layers.into_iter();
             let mut net: Box<Stack<Block<S>, MAX_DEPTH>> = Box::new(Stack::from_fn(depth, |_| {

@@ -1,7 +1,8 @@
 //! Batches: batch normalization over a const-size batch, the adapter that runs any per-sample layer on a batch,
 //! and a parameterless activation layer (so `Dense → BatchNorm → activation` composes by tuples).
 //!
-//! [`BatchNorm`] follows PyTorch's `BatchNorm1d`: in training mode it normalizes each feature with the batch
+//! [`BatchNorm`] follows PyTorch's `BatchNorm1d` (and [`BatchNorm2d`] its `BatchNorm2d`, per channel over the
+//! batch and every position): in training mode it normalizes each feature with the batch
 //! mean and (biased) variance, `y = γ·(x − μ)/√(σ² + ε) + β`, and updates the running statistics with momentum
 //! 0.1 (the running variance from the unbiased batch variance); in evaluation mode it uses the running
 //! statistics. Float-only.
@@ -11,7 +12,7 @@
 
 use core::marker::PhantomData;
 
-use super::{At, Layer, Phase, Probes, activate, activate_back};
+use super::{At, Layer, Phase, Probes, Tensor, activate, activate_back};
 use crate::activation::{Act, Activate};
 use crate::net::{ParamTensor, Params};
 use crate::round::Rounding;
@@ -87,26 +88,102 @@ impl<S: Float, const N: usize, const B: usize> Layer<S> for BatchNorm<S, N, B> {
         R: Rounding + ?Sized,
         P: Probes + ?Sized,
     {
+        let mut y = [[S::c(0.0); N]; B];
+        let mut st = self.state();
+        st.forward(x.as_flattened(), y.as_flattened_mut(), at, p);
+        y
+    }
+
+    fn backward<R, P>(&mut self, dy: &[[S; N]; B], at: usize, _r: &mut R, p: &mut P) -> [[S; N]; B]
+    where
+        R: Rounding + ?Sized,
+        P: Probes + ?Sized,
+    {
+        let mut dx = [[S::c(0.0); N]; B];
+        self.state()
+            .backward(dy.as_flattened(), dx.as_flattened_mut(), at, p);
+        dx
+    }
+
+    fn zero_grad(&mut self) {
+        let zero = S::c(0.0);
+        self.grad_gamma = [zero; N];
+        self.grad_beta = [zero; N];
+    }
+}
+
+impl<S: Float, const N: usize, const B: usize> BatchNorm<S, N, B> {
+    fn state(&mut self) -> Norm<'_, S> {
+        Norm {
+            channels: N,
+            positions: 1,
+            gamma: &self.gamma,
+            beta: &self.beta,
+            grad_gamma: &mut self.grad_gamma,
+            grad_beta: &mut self.grad_beta,
+            running_mean: &mut self.running_mean,
+            running_var: &mut self.running_var,
+            training: self.training,
+            xhat: self.xhat.as_flattened_mut(),
+            inv_std: &mut self.inv_std,
+        }
+    }
+}
+
+/// Batch normalization's state seen flat: a batch of samples, each `channels` × `positions` values
+/// (`positions` = 1 for features, `H·W` for a CHW image); one set of statistics per channel, over the batch and
+/// the positions.
+struct Norm<'a, S> {
+    channels: usize,
+    positions: usize,
+    gamma: &'a [S],
+    beta: &'a [S],
+    grad_gamma: &'a mut [S],
+    grad_beta: &'a mut [S],
+    running_mean: &'a mut [S],
+    running_var: &'a mut [S],
+    training: bool,
+    xhat: &'a mut [S],
+    inv_std: &'a mut [S],
+}
+
+impl<S: Float> Norm<'_, S> {
+    /// The flat indices of channel `j`'s values, sample by sample, position by position (the order of every
+    /// sum below).
+    fn indices(&self, j: usize) -> impl Iterator<Item = usize> + use<S> {
+        let (pos, stride) = (self.positions, self.channels * self.positions);
+        let samples = self.xhat.len().checked_div(stride).unwrap_or(0);
+        (0..samples).flat_map(move |k| (0..pos).map(move |q| k * stride + j * pos + q))
+    }
+
+    fn count(&self) -> usize {
+        self.xhat.len().checked_div(self.channels).unwrap_or(0)
+    }
+
+    fn forward<P: Probes + ?Sized>(&mut self, x: &[S], y: &mut [S], at: usize, p: &mut P) {
         let (zero, one) = (S::c(0.0), S::c(1.0));
-        let bn = S::c(B.max(1) as f64);
+        let m = self.count();
+        let mf = S::c(m.max(1) as f64);
         let eps = S::c(BATCHNORM_EPS);
-        let m = S::c(BATCHNORM_MOMENTUM);
-        let mut y = [[zero; N]; B];
-        for j in 0..N {
-            let col = |k: usize| x.get(k).and_then(|r| r.get(j)).copied().unwrap_or(zero);
+        let mom = S::c(BATCHNORM_MOMENTUM);
+        for j in 0..self.channels {
+            let at_ = |k: usize| x.get(k).copied().unwrap_or(zero);
             let (mean, inv_std) = if self.training {
-                let mean = (0..B).fold(zero, |a, k| a + col(k)) / bn;
-                let var = (0..B).fold(zero, |a, k| a + (col(k) - mean) * (col(k) - mean)) / bn;
-                let unbiased = if B > 1 {
-                    var * bn / S::c((B - 1) as f64)
+                let mean = self.indices(j).fold(zero, |a, k| a + at_(k)) / mf;
+                let var = self
+                    .indices(j)
+                    .fold(zero, |a, k| a + (at_(k) - mean) * (at_(k) - mean))
+                    / mf;
+                let unbiased = if m > 1 {
+                    var * mf / S::c((m - 1) as f64)
                 } else {
                     var
                 };
                 if let (Some(rm), Some(rv)) =
                     (self.running_mean.get_mut(j), self.running_var.get_mut(j))
                 {
-                    *rm = (one - m) * *rm + m * mean;
-                    *rv = (one - m) * *rv + m * unbiased;
+                    *rm = (one - mom) * *rm + mom * mean;
+                    *rv = (one - mom) * *rv + mom * unbiased;
                 }
                 (mean, one / S::c(libm::sqrt((var + eps).to_f64())))
             } else {
@@ -121,67 +198,170 @@ impl<S: Float, const N: usize, const B: usize> Layer<S> for BatchNorm<S, N, B> {
                 self.gamma.get(j).copied().unwrap_or(one),
                 self.beta.get(j).copied().unwrap_or(zero),
             );
-            for k in 0..B {
-                let xh = (col(k) - mean) * inv_std;
-                if let Some(v) = self.xhat.get_mut(k).and_then(|r| r.get_mut(j)) {
+            for k in self.indices(j) {
+                let xh = (at_(k) - mean) * inv_std;
+                if let Some(v) = self.xhat.get_mut(k) {
                     *v = xh;
                 }
-                if let Some(v) = y.get_mut(k).and_then(|r| r.get_mut(j)) {
+                if let Some(v) = y.get_mut(k) {
                     *v = g * xh + b;
                     p.record(at, Phase::Forward, float_value_flags(*v));
                 }
             }
         }
-        p.signal(at, Phase::Forward, y.as_flattened());
-        y
+        p.signal(at, Phase::Forward, y);
     }
 
-    fn backward<R, P>(&mut self, dy: &[[S; N]; B], at: usize, _r: &mut R, p: &mut P) -> [[S; N]; B]
-    where
-        R: Rounding + ?Sized,
-        P: Probes + ?Sized,
-    {
+    fn backward<P: Probes + ?Sized>(&mut self, dy: &[S], dx: &mut [S], at: usize, p: &mut P) {
         let zero = S::c(0.0);
-        let bn = S::c(B.max(1) as f64);
-        let mut dx = [[zero; N]; B];
-        for j in 0..N {
-            let d = |k: usize| dy.get(k).and_then(|r| r.get(j)).copied().unwrap_or(zero);
-            let xh = |k: usize| {
-                self.xhat
-                    .get(k)
-                    .and_then(|r| r.get(j))
-                    .copied()
-                    .unwrap_or(zero)
-            };
+        let mf = S::c(self.count().max(1) as f64);
+        for j in 0..self.channels {
+            let d = |k: usize| dy.get(k).copied().unwrap_or(zero);
+            let xh = |k: usize| self.xhat.get(k).copied().unwrap_or(zero);
             let g = self.gamma.get(j).copied().unwrap_or(zero);
             let inv_std = self.inv_std.get(j).copied().unwrap_or(zero);
-            let sum_d = (0..B).fold(zero, |a, k| a + d(k));
-            let sum_dx = (0..B).fold(zero, |a, k| a + d(k) * xh(k));
+            let sum_d = self.indices(j).fold(zero, |a, k| a + d(k));
+            let sum_dx = self.indices(j).fold(zero, |a, k| a + d(k) * xh(k));
             if let (Some(gg), Some(gb)) = (self.grad_gamma.get_mut(j), self.grad_beta.get_mut(j)) {
                 *gg = *gg + sum_dx;
                 *gb = *gb + sum_d;
             }
-            for k in 0..B {
+            for k in self.indices(j) {
                 // Training: the batch statistics depend on x too (Ioffe & Szegedy 2015, eq. in §3).
                 let v = if self.training {
-                    g * inv_std * (d(k) - sum_d / bn - xh(k) * sum_dx / bn)
+                    g * inv_std * (d(k) - sum_d / mf - xh(k) * sum_dx / mf)
                 } else {
                     g * inv_std * d(k)
                 };
-                if let Some(o) = dx.get_mut(k).and_then(|r| r.get_mut(j)) {
+                if let Some(o) = dx.get_mut(k) {
                     *o = v;
                     p.record(at, Phase::Backward, float_value_flags(v));
                 }
             }
         }
-        p.signal(at, Phase::Backward, dx.as_flattened());
+        p.signal(at, Phase::Backward, dx);
+    }
+}
+
+/// Batch normalization of `C` channels of `H × W` over a const-size batch of `B` samples: PyTorch's
+/// `BatchNorm2d`, each channel normalized with the mean and (biased) variance over the batch and every
+/// position, the running statistics from the unbiased variance over the same `B·H·W` values. The same code as
+/// [`BatchNorm`] (which is this with one position per channel). Float-only.
+#[derive(Clone, Debug, PartialEq)]
+pub struct BatchNorm2d<S, const C: usize, const H: usize, const W: usize, const B: usize> {
+    /// Scale γ per channel (initially 1).
+    pub gamma: [S; C],
+    /// Shift β per channel (initially 0).
+    pub beta: [S; C],
+    /// Accumulated ∂L/∂γ.
+    pub grad_gamma: [S; C],
+    /// Accumulated ∂L/∂β.
+    pub grad_beta: [S; C],
+    /// Running mean (initially 0).
+    pub running_mean: [S; C],
+    /// Running variance (initially 1).
+    pub running_var: [S; C],
+    /// Training mode (batch statistics) or evaluation mode (running statistics).
+    pub training: bool,
+    xhat: [[[[S; W]; H]; C]; B],
+    inv_std: [S; C],
+}
+
+impl<S: Float, const C: usize, const H: usize, const W: usize, const B: usize>
+    BatchNorm2d<S, C, H, W, B>
+{
+    /// γ = 1, β = 0, running mean 0, running variance 1, training mode.
+    pub fn new() -> Self {
+        let (zero, one) = (S::c(0.0), S::c(1.0));
+        BatchNorm2d {
+            gamma: [one; C],
+            beta: [zero; C],
+            grad_gamma: [zero; C],
+            grad_beta: [zero; C],
+            running_mean: [zero; C],
+            running_var: [one; C],
+            training: true,
+            xhat: [[[[zero; W]; H]; C]; B],
+            inv_std: [one; C],
+        }
+    }
+
+    fn state(&mut self) -> Norm<'_, S> {
+        Norm {
+            channels: C,
+            positions: H * W,
+            gamma: &self.gamma,
+            beta: &self.beta,
+            grad_gamma: &mut self.grad_gamma,
+            grad_beta: &mut self.grad_beta,
+            running_mean: &mut self.running_mean,
+            running_var: &mut self.running_var,
+            training: self.training,
+            xhat: self
+                .xhat
+                .as_flattened_mut()
+                .as_flattened_mut()
+                .as_flattened_mut(),
+            inv_std: &mut self.inv_std,
+        }
+    }
+}
+
+impl<S: Float, const C: usize, const H: usize, const W: usize, const B: usize> Default
+    for BatchNorm2d<S, C, H, W, B>
+{
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl<S: Float, const C: usize, const H: usize, const W: usize, const B: usize> Params<S>
+    for BatchNorm2d<S, C, H, W, B>
+{
+    fn depth(&self) -> usize {
+        1
+    }
+
+    fn visit(&mut self, at: usize, f: &mut dyn FnMut(ParamTensor<'_, S>)) {
+        f(ParamTensor::vector(at, &mut self.gamma, &mut self.grad_gamma).named("weight"));
+        f(ParamTensor::vector(at, &mut self.beta, &mut self.grad_beta).named("bias"));
+    }
+}
+
+impl<S: Float, const C: usize, const H: usize, const W: usize, const B: usize> Layer<S>
+    for BatchNorm2d<S, C, H, W, B>
+{
+    type Input = [[[[S; W]; H]; C]; B];
+    type Output = [[[[S; W]; H]; C]; B];
+
+    fn forward<R, P>(&mut self, x: &Self::Input, at: usize, _r: &mut R, p: &mut P) -> Self::Output
+    where
+        R: Rounding + ?Sized,
+        P: Probes + ?Sized,
+    {
+        let mut y = [[[[S::c(0.0); W]; H]; C]; B];
+        let x = x.as_flattened().as_flattened().as_flattened();
+        let yf = y.as_flattened_mut().as_flattened_mut().as_flattened_mut();
+        self.state().forward(x, yf, at, p);
+        y
+    }
+
+    fn backward<R, P>(&mut self, dy: &Self::Output, at: usize, _r: &mut R, p: &mut P) -> Self::Input
+    where
+        R: Rounding + ?Sized,
+        P: Probes + ?Sized,
+    {
+        let mut dx = [[[[S::c(0.0); W]; H]; C]; B];
+        let dy = dy.as_flattened().as_flattened().as_flattened();
+        let dxf = dx.as_flattened_mut().as_flattened_mut().as_flattened_mut();
+        self.state().backward(dy, dxf, at, p);
         dx
     }
 
     fn zero_grad(&mut self) {
         let zero = S::c(0.0);
-        self.grad_gamma = [zero; N];
-        self.grad_beta = [zero; N];
+        self.grad_gamma = [zero; C];
+        self.grad_beta = [zero; C];
     }
 }
 
@@ -268,27 +448,27 @@ impl<S: Scalar, L: Layer<S>, const B: usize> Layer<S> for Batched<S, L, B> {
     }
 }
 
-/// An activation as a layer of `N` values without parameters.
+/// An activation as a layer without parameters, on any [`Tensor`] shape (`[S; N]`, a CHW image).
 #[derive(Clone, Debug, PartialEq)]
-pub struct ActLayer<S, const N: usize> {
+pub struct ActLayer<X> {
     /// The activation.
     pub act: Act,
-    x: [S; N],
-    y: [S; N],
+    x: X,
+    y: X,
 }
 
-impl<S: Scalar, const N: usize> ActLayer<S, N> {
+impl<X: Tensor> ActLayer<X> {
     /// The layer applying `act` elementwise.
     pub fn new(act: Act) -> Self {
         ActLayer {
             act,
-            x: [S::ZERO; N],
-            y: [S::ZERO; N],
+            x: X::zeros(),
+            y: X::zeros(),
         }
     }
 }
 
-impl<S: Scalar, const N: usize> Params<S> for ActLayer<S, N> {
+impl<S: Scalar, X: Tensor<Elem = S>> Params<S> for ActLayer<X> {
     fn depth(&self) -> usize {
         1
     }
@@ -296,14 +476,14 @@ impl<S: Scalar, const N: usize> Params<S> for ActLayer<S, N> {
     fn visit(&mut self, _at: usize, _f: &mut dyn FnMut(ParamTensor<'_, S>)) {}
 }
 
-impl<S: Scalar, const N: usize> Layer<S> for ActLayer<S, N>
+impl<S: Scalar, X: Tensor<Elem = S>> Layer<S> for ActLayer<X>
 where
     Act: Activate<S>,
 {
-    type Input = [S; N];
-    type Output = [S; N];
+    type Input = X;
+    type Output = X;
 
-    fn forward<R, P>(&mut self, x: &[S; N], at: usize, r: &mut R, p: &mut P) -> [S; N]
+    fn forward<R, P>(&mut self, x: &X, at: usize, r: &mut R, p: &mut P) -> X
     where
         R: Rounding + ?Sized,
         P: Probes + ?Sized,
@@ -311,24 +491,31 @@ where
         self.x = *x;
         activate(
             &self.act,
-            x,
-            &mut self.y,
+            x.flat(),
+            self.y.flat_mut(),
             r,
             &mut At::new(&mut *p, at, Phase::Forward),
         );
-        p.signal(at, Phase::Forward, &self.y);
+        p.signal(at, Phase::Forward, self.y.flat());
         self.y
     }
 
-    fn backward<R, P>(&mut self, dy: &[S; N], at: usize, r: &mut R, p: &mut P) -> [S; N]
+    fn backward<R, P>(&mut self, dy: &X, at: usize, r: &mut R, p: &mut P) -> X
     where
         R: Rounding + ?Sized,
         P: Probes + ?Sized,
     {
-        let mut dx = [S::ZERO; N];
+        let mut dx = X::zeros();
         let mut bp = At::new(&mut *p, at, Phase::Backward);
-        activate_back(&self.act, (&self.x, &self.y), dy, &mut dx, r, &mut bp);
-        p.signal(at, Phase::Backward, &dx);
+        activate_back(
+            &self.act,
+            (self.x.flat(), self.y.flat()),
+            dy.flat(),
+            dx.flat_mut(),
+            r,
+            &mut bp,
+        );
+        p.signal(at, Phase::Backward, dx.flat());
         dx
     }
 

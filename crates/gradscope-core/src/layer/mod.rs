@@ -28,7 +28,7 @@ mod rnn;
 mod scaled;
 mod stack;
 
-pub use batch::{ActLayer, BATCHNORM_EPS, BATCHNORM_MOMENTUM, BatchNorm, Batched};
+pub use batch::{ActLayer, BATCHNORM_EPS, BATCHNORM_MOMENTUM, BatchNorm, BatchNorm2d, Batched};
 pub use conv::{AvgPool2d, Conv1d, Conv2d, Flatten, GlobalAvgPool, MaxPool2d, Tensor};
 pub use dense::Dense;
 pub use gated::{Gru, Lstm};
