@@ -3,6 +3,7 @@
 #![deny(missing_docs)]
 
 pub mod accuracy;
+pub mod cnn;
 pub mod data;
 pub mod depth;
 pub mod dump;

@@ -57,6 +57,18 @@ enum Command {
         #[command(flatten)]
         output: Output,
     },
+    /// Deep convolutional networks on the 8x8 digits: per-convolution gradient norms at initialization, the
+    /// underflow horizon per format, and held-out accuracy after training, for a plain sigmoid or tanh stack
+    /// and three cures (ReLU with He init, residual connections, batch normalization).
+    Cnn {
+        #[command(flatten)]
+        cfg: gradscope_lab::cnn::CnnConfig,
+        /// Digits data file instead of the bundled one: CSV rows of 64 pixels (0..16) and a label (0..9).
+        #[arg(long, value_name = "FILE.csv")]
+        data: Option<PathBuf>,
+        #[command(flatten)]
+        output: Output,
+    },
     /// Train a small network and print the loss and accuracy per epoch with underflow and saturation rates;
     /// a divergence is reported with the step, layer and pass where it began.
     Train {
@@ -406,6 +418,17 @@ fn run(cli: Cli) -> Result<String> {
             let r = rnn::run(&cfg)?;
             write_dump(dump.as_deref(), &r.dump)?;
             emit(&rnn::outcome(&r)?, &output, dir.as_ref())?
+        }
+        Command::Cnn { cfg, data, output } => {
+            let dir = prepare(&output.out, None)?;
+            gradscope_lab::cnn::validate(&cfg)?;
+            let data = gradscope_lab::data::load(Task::Digits, cfg.seed, data.as_deref())?;
+            let runs = gradscope_lab::cnn::run(&cfg, &data)?;
+            emit(
+                &gradscope_lab::cnn::outcome(&cfg, &runs)?,
+                &output,
+                dir.as_ref(),
+            )?
         }
         Command::Train {
             train: args,

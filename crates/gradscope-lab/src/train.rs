@@ -596,6 +596,22 @@ where
     }
 }
 
+/// Train any network `net` with `cfg`'s optimizer, loop and divergence rules on `data`, each sample's input
+/// converted by `input` (the CNN experiment's entry into this loop).
+pub fn train_net<S, N, const O: usize>(
+    cfg: &TrainConfig,
+    data: &Dataset,
+    net: &mut N,
+    input: impl Fn(&[f64]) -> N::Input,
+) -> Result<TrainResult>
+where
+    S: Scalar,
+    N: Layer<S, Output = [S; O]>,
+{
+    validate(cfg)?;
+    with_optimizer(cfg, data, net, input, &mut |_, _| {})
+}
+
 /// Called after each epoch with the epochs completed and the network.
 type Observer<'a, N> = &'a mut dyn FnMut(usize, &mut N);
 
