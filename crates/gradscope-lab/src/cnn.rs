@@ -115,7 +115,7 @@ pub struct CnnConfig {
     #[arg(long, default_value_t = 4)]
     pub epochs: usize,
     /// Learning rate of SGD with momentum 0.9.
-    #[arg(long, default_value_t = 0.01)]
+    #[arg(long, default_value_t = 0.02)]
     pub lr: f64,
     /// Seed of the data split, weights and shuffling.
     #[arg(long, default_value_t = 1)]
@@ -130,7 +130,7 @@ impl Default for CnnConfig {
             depth: 8,
             precisions: vec![Precision::F32, Precision::I16F16, Precision::I1F15],
             epochs: 4,
-            lr: 0.01,
+            lr: 0.02,
             seed: 1,
         }
     }

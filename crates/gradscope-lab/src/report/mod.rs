@@ -22,6 +22,7 @@ use crate::train::{self, TrainConfig, TrainResult};
 mod adding;
 mod architecture;
 mod clipping;
+mod cnn;
 mod digits;
 mod effects;
 mod events;
@@ -147,7 +148,7 @@ pub struct SectionDef {
 }
 
 /// Every section, in report order.
-pub const SECTIONS: [SectionDef; 15] = [
+pub const SECTIONS: [SectionDef; 16] = [
     SectionDef {
         id: "formats",
         build: formats::build,
@@ -203,6 +204,10 @@ pub const SECTIONS: [SectionDef; 15] = [
     SectionDef {
         id: "digits",
         build: digits::build,
+    },
+    SectionDef {
+        id: "cnn",
+        build: cnn::build,
     },
     SectionDef {
         id: "effects",
