@@ -195,8 +195,19 @@ fn horizon_measured_and_predicted_agree() {
 
 #[test]
 fn every_subcommand_runs_on_small_inputs() {
-    let runs: [&[&str]; 13] = [
+    let runs: [&[&str]; 14] = [
         &["formats", "--samples", "100"],
+        &[
+            "cnn",
+            "--depth",
+            "3",
+            "--epochs",
+            "1",
+            "--precisions",
+            "f32,i1f15",
+            "--archs",
+            "relu,batchnorm",
+        ],
         &["activations"],
         &["firmware-digests"],
         &["horizon", "--depth", "4", "--width", "8", "--batch", "1"],
@@ -570,6 +581,17 @@ fn bad_input_is_a_one_line_error_and_a_nonzero_exit() {
             vec!["depth", "--depth", "0"],
             "depth 0 is not supported: choose 1 to 64",
         ),
+        (
+            vec!["cnn", "--depth", "17"],
+            "--depth 17 is not supported: choose 2 to 16",
+        ),
+        (
+            vec!["cnn", "--activation", "relu"],
+            "--activation must be sigmoid or tanh",
+        ),
+        (vec!["cnn", "--archs", "dense"], "invalid value 'dense'"),
+        (vec!["cnn", "--lr", "0"], "--lr must be a positive number"),
+        (vec!["cnn", "--data", nan], "NaN"),
         (vec!["depth", "--depth", "65"], "choose 1 to 64"),
         (vec!["depth", "--batch", "0"], "batch 0 is not supported"),
         (
