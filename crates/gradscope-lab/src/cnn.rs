@@ -34,6 +34,7 @@ use rand_xoshiro::Xoshiro128PlusPlus;
 use serde::Serialize;
 
 use crate::data::Dataset;
+use crate::dump::{Dump, DumpLayer, Tensor as DumpTensor};
 use crate::options::{Precision, Rounding, Task, parse_act};
 use crate::output::{Frame, Outcome};
 use crate::plot::Plot;
@@ -662,6 +663,128 @@ where
     }
     set_training(net, true);
     correct as f64 / test.len().max(1) as f64
+}
+
+/// The profile pass of the first stack in the first format (see [`CnnConfig`]) as a `gradscope-dump/1`:
+/// the [`BATCH`] images (`[1, 8, 8]` each), their one-hot targets, the batch-mean cross-entropy, and per
+/// layer its parameters and gradients: `conv2d` (weight `[out, in, 3, 3]`, PyTorch's order; `stride` 1,
+/// `padding` 1, `residual` true when an identity connection adds the input), `maxpool2d` (`kernel` 2),
+/// `flatten`, then the `dense` head. Batch normalization is not part of the schema.
+pub fn dump(cfg: &CnnConfig, data: &Dataset) -> Result<Dump> {
+    validate(cfg)?;
+    let (Some(&arch), Some(&precision)) = (cfg.archs.first(), cfg.precisions.first()) else {
+        bail!("give at least one stack and one precision");
+    };
+    if arch == Arch::Batchnorm {
+        bail!(
+            "--dump covers the plain, relu and residual stacks: list one of them first in --archs"
+        );
+    }
+    with_scalar!(precision, S => dump_typed::<S>(cfg, data, arch, precision))
+}
+
+fn conv_layer<S: Scalar, const I: usize>(
+    c: &mut Conv2d<S, I, 8, 8, C, 3, 8, 8, 1, 1>,
+    residual: bool,
+) -> DumpLayer {
+    let act = c.act.name();
+    let mut l = DumpLayer::from_params(
+        "conv2d",
+        vec![
+            ("activation", act.to_string()),
+            ("stride", "1".into()),
+            ("padding", "1".into()),
+            ("residual", residual.to_string()),
+        ],
+        c,
+    );
+    for t in &mut l.tensors {
+        if t.name.ends_with("weight") {
+            t.shape = vec![C, I, 3, 3];
+        }
+    }
+    l
+}
+
+fn head_layers<S: Scalar>(h: &mut Head<S>, layers: &mut Vec<DumpLayer>) {
+    layers.push(DumpLayer {
+        kind: "maxpool2d",
+        attributes: vec![("kernel", "2".into())],
+        tensors: Vec::new(),
+    });
+    layers.push(DumpLayer {
+        kind: "flatten",
+        attributes: Vec::new(),
+        tensors: Vec::new(),
+    });
+    let d = &mut h.1.1;
+    let act = d.act.name();
+    layers.push(DumpLayer::from_params(
+        "dense",
+        vec![("activation", act.to_string())],
+        d,
+    ));
+}
+
+fn dump_typed<S: Scalar>(
+    cfg: &CnnConfig,
+    data: &Dataset,
+    arch: Arch,
+    precision: Precision,
+) -> Result<Dump>
+where
+    Act: Activate<S>,
+{
+    let samples: Vec<(Image<S, 1>, [S; 10])> = data
+        .train
+        .iter()
+        .take(BATCH)
+        .map(|(x, t)| (image::<S>(x), target::<S>(t)))
+        .collect();
+    let ce = Objective::new(Loss::SoftmaxCrossEntropy);
+    let mut layers = Vec::new();
+    let report = if arch == Arch::Residual {
+        let mut net = residual_net::<S>(cfg)?;
+        let rep = backprop(&mut *net, &samples[..], &ce, 1.0, &mut NearestEven, &mut ());
+        layers.push(conv_layer(&mut net.0, false));
+        for l in net.1.0.active_mut() {
+            layers.push(conv_layer(&mut l.0, true));
+        }
+        head_layers(&mut net.1.1, &mut layers);
+        rep
+    } else {
+        let mut net = plain_net::<S>(cfg, arch)?;
+        let rep = backprop(&mut *net, &samples[..], &ce, 1.0, &mut NearestEven, &mut ());
+        layers.push(conv_layer(&mut net.0, false));
+        for l in net.1.0.active_mut() {
+            layers.push(conv_layer(l, false));
+        }
+        head_layers(&mut net.1.1, &mut layers);
+        rep
+    };
+    let real = |v: &[S]| -> Vec<f64> { v.iter().map(|x| x.to_f64()).collect() };
+    Ok(Dump {
+        precision: precision.to_string(),
+        rounding: Rounding::Nearest.to_string(),
+        loss: Loss::SoftmaxCrossEntropy.name().into(),
+        loss_value: report.loss,
+        loss_scale: None,
+        input: samples
+            .iter()
+            .map(|(x, _)| {
+                DumpTensor::shaped(
+                    "input",
+                    vec![1, 8, 8],
+                    real(x.as_flattened().as_flattened()),
+                )
+            })
+            .collect(),
+        target: samples
+            .iter()
+            .map(|(_, t)| DumpTensor::vector("target", t))
+            .collect(),
+        layers,
+    })
 }
 
 /// The results as tables (a summary per stack and format, then every convolution's profile), a plot of the

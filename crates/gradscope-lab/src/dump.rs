@@ -6,7 +6,9 @@
 //!  "input": [[...], ...], "target": [[...], ...], "layers": [...]}
 //! ```
 //!
-//! A tensor of shape `[rows, cols]` is written as a list of rows, a vector as a flat list.
+//! A tensor of shape `[rows, cols]` is written as a list of rows, a vector as a flat list, and a tensor of
+//! higher rank as lists nested the same way (a convolution's weight `[out, in, kh, kw]`, PyTorch's order; an
+//! image input `[channels, height, width]`).
 
 use gradscope_core::{Params, Scalar};
 use serde_json::{Map, Value, json};
@@ -41,11 +43,32 @@ impl Tensor {
         }
     }
 
-    fn json(&self) -> Value {
-        match self.shape.as_slice() {
-            [_, cols] if *cols > 0 => self.values.chunks(*cols).map(|r| json!(r)).collect(),
-            _ => json!(self.values),
+    /// Values of any shape (e.g. a convolution's `[out, in, kh, kw]`); `values.len()` must be the shape's
+    /// product.
+    pub fn shaped(name: &str, shape: Vec<usize>, values: Vec<f64>) -> Tensor {
+        Tensor {
+            name: name.into(),
+            shape,
+            values,
         }
+    }
+
+    fn json(&self) -> Value {
+        nest(&self.shape, &self.values)
+    }
+}
+
+/// `values` as nested lists by `shape` (row-major); a vector (or an empty shape) as a flat list.
+fn nest(shape: &[usize], values: &[f64]) -> Value {
+    match shape {
+        [_, inner @ ..] if !inner.is_empty() => {
+            let size: usize = inner.iter().product();
+            if size == 0 {
+                return json!(values);
+            }
+            values.chunks(size).map(|c| nest(inner, c)).collect()
+        }
+        _ => json!(values),
     }
 }
 
@@ -190,5 +213,10 @@ mod tests {
             Some(vec![3, 2])
         );
         assert_eq!(l.gradients()[6..], [0.0, 0.0, 0.5]);
+        let t = Tensor::shaped("w", vec![2, 1, 2, 2], (0..8).map(f64::from).collect());
+        assert_eq!(
+            t.json(),
+            json!([[[[0.0, 1.0], [2.0, 3.0]]], [[[4.0, 5.0], [6.0, 7.0]]]])
+        );
     }
 }

@@ -66,6 +66,10 @@ enum Command {
         /// Digits data file instead of the bundled one: CSV rows of 64 pixels (0..16) and a label (0..9).
         #[arg(long, value_name = "FILE.csv")]
         data: Option<PathBuf>,
+        /// Write the first stack's profile pass in the first format (weights, images, gradients; conv weights
+        /// in PyTorch's (out, in, kh, kw) order) as JSON (schema gradscope-dump/1).
+        #[arg(long, value_name = "FILE.json")]
+        dump: Option<PathBuf>,
         #[command(flatten)]
         output: Output,
     },
@@ -419,11 +423,23 @@ fn run(cli: Cli) -> Result<String> {
             write_dump(dump.as_deref(), &r.dump)?;
             emit(&rnn::outcome(&r)?, &output, dir.as_ref())?
         }
-        Command::Cnn { cfg, data, output } => {
-            let dir = prepare(&output.out, None)?;
+        Command::Cnn {
+            cfg,
+            data,
+            dump,
+            output,
+        } => {
+            let dir = prepare(&output.out, dump.as_deref().map(|d| ("--dump", d)))?;
             gradscope_lab::cnn::validate(&cfg)?;
             let data = gradscope_lab::data::load(Task::Digits, cfg.seed, data.as_deref())?;
+            let dumped = match dump {
+                Some(_) => Some(gradscope_lab::cnn::dump(&cfg, &data)?),
+                None => None,
+            };
             let runs = gradscope_lab::cnn::run(&cfg, &data)?;
+            if let Some(d) = &dumped {
+                write_dump(dump.as_deref(), d)?;
+            }
             emit(
                 &gradscope_lab::cnn::outcome(&cfg, &runs)?,
                 &output,
