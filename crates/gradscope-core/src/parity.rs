@@ -11,7 +11,7 @@ use crate::activation::{Act, Activate};
 use crate::fixed::{I1F15, I16F16};
 use crate::float16::{bf16, f16};
 use crate::init::{FanMode, Init, Nonlinearity, init_matrix, init_slice};
-use crate::layer::{Dense, DenseStack, Layer};
+use crate::layer::{Conv2d, Dense, DenseStack, Flatten, Layer, MaxPool2d};
 use crate::loss::{Loss, Objective};
 use crate::net::Params;
 use crate::optim::Sgd;
@@ -446,8 +446,126 @@ where
     d.finish()
 }
 
+/// The parity CNN: a 3×3 `same` convolution of [`CNN_CHANNELS`] channels (ReLU, He-normal), 2×2 max pooling,
+/// flattening and a linear layer to the 10 classes.
+pub type DigitsCnn<S> = (
+    Conv2d<S, 1, 8, 8, CNN_CHANNELS, 3, 8, 8, 1, 1>,
+    (
+        MaxPool2d<S, CNN_CHANNELS, 8, 8, 2, 4, 4>,
+        (
+            Flatten<[[[S; 4]; 4]; CNN_CHANNELS], { 16 * CNN_CHANNELS }>,
+            Dense<S, { 16 * CNN_CHANNELS }, 10>,
+        ),
+    ),
+);
+/// Channels of the parity CNN's convolution.
+pub const CNN_CHANNELS: usize = 2;
+const CNN_LR: f64 = 0.1;
+
+/// An image `[1][8][8]` from a digit's pixels.
+fn image<S: Scalar>(p: &[u8; 64]) -> [[[S; 8]; 8]; 1] {
+    let flat = pixels::<S>(p);
+    let mut img = [[[S::ZERO; 8]; 8]; 1];
+    for (d, v) in img
+        .as_flattened_mut()
+        .as_flattened_mut()
+        .iter_mut()
+        .zip(flat)
+    {
+        *d = v;
+    }
+    img
+}
+
+/// Train [`DigitsCnn`] on the digits subset for [`DIGITS_EPOCHS`] epochs (SGD, batches of 10, softmax
+/// cross-entropy); `on_epoch` sees each epoch's mean loss and held-out accuracy. Returns the digest of every
+/// epoch's loss and the final parameters and gradients. The network (about 4.4 KiB in a 32-bit format, most of
+/// it the convolution's caches and the linear layer's weights and gradients) lives in this function's frame,
+/// which exists only while it runs.
+// Own stack frame, as `digits_run`.
+#[inline(never)]
+pub fn cnn_run<'a, S: Scalar, R: Rounding>(
+    train: &'a [DigitSample],
+    test: &'a [DigitSample],
+    r: &mut R,
+    on_epoch: &mut dyn FnMut(usize, f64, f64),
+) -> u64
+where
+    Act: Activate<S>,
+{
+    let mut net = digits_cnn::<S>();
+    let net = &mut net;
+    let he = Init::KaimingNormal {
+        slope: 0.0,
+        mode: FanMode::FanIn,
+        nonlinearity: Nonlinearity::Relu,
+    };
+    let mut rng = Xoshiro128PlusPlus::seed_from_u64(SEED ^ 0xc22);
+    let mut d = Digest::default();
+    let zeros = &Init::Zeros;
+    let xavier = Init::XavierNormal { gain: 1.0 };
+    if net
+        .0
+        .init(&he, zeros, &mut rng, &mut NearestEven, &mut ())
+        .and_then(|()| {
+            net.1
+                .1
+                .1
+                .init(&xavier, zeros, &mut rng, &mut NearestEven, &mut ())
+        })
+        .is_err()
+    {
+        d.write_u64(u64::MAX);
+    }
+    let Ok(sgd) = Sgd::new(CNN_LR, 0.0) else {
+        return u64::MAX;
+    };
+    let mut ctx = StepCtx::new(Loss::SoftmaxCrossEntropy, sgd, r);
+    let samples = |set: &'a [DigitSample]| FromFn {
+        count: set.len(),
+        sample: move |k: usize| {
+            set.get(k)
+                .map(|(p, label)| (image::<S>(p), one_hot::<S>(*label)))
+        },
+    };
+    for epoch in 1..=DIGITS_EPOCHS {
+        let mut loss = 0.0;
+        for batch in train.chunks(DIGITS_BATCH) {
+            let report = step(net, &samples(batch), &mut ctx, &mut ());
+            if report.verdict != Verdict::Updated {
+                d.write_u64(u64::MAX - 1);
+            }
+            loss += report.backprop.loss_sum;
+        }
+        let mean = loss / train.len().max(1) as f64;
+        let (_, right) = evaluate(
+            net,
+            &samples(test),
+            &Objective::new(Loss::SoftmaxCrossEntropy),
+            &mut NearestEven,
+            |y, t| argmax(y) == argmax(t),
+        );
+        d.write_u64(mean.to_bits());
+        on_epoch(epoch, mean, right as f64 / test.len().max(1) as f64);
+    }
+    digest_params(net, &mut d);
+    d.finish()
+}
+
+/// A fresh [`DigitsCnn`] with zero weights.
+pub fn digits_cnn<S: Scalar>() -> DigitsCnn<S> {
+    (
+        Conv2d::new(Act::Relu),
+        (
+            MaxPool2d::new(),
+            (Flatten::new(), Dense::new(Act::Identity)),
+        ),
+    )
+}
+
 /// The training workloads in `f32`, `I16F16` and `I1F15` (round-to-nearest): XOR, and digits when samples
-/// are given (the firmware keeps the first 200 of scikit-learn's digits in flash: 160 to train, 40 to test).
+/// are given (the firmware keeps the first 200 of scikit-learn's digits in flash: 160 to train, 40 to test),
+/// then the CNN ([`cnn_run`]) on the same digits in `f32` and `I16F16`.
 /// Calls `emit("train/<task>", "<format>", digest)`; `on_epoch(task, format, epoch, loss, accuracy)` sees
 /// every epoch (XOR's accuracy is NaN: it is not measured).
 pub fn train_digests(
@@ -478,6 +596,16 @@ pub fn train_digests(
         digits!(f32, "f32");
         digits!(I16F16, "I16F16");
         digits!(I1F15, "I1F15");
+        macro_rules! cnn {
+            ($s:ty, $name:expr) => {{
+                let d = cnn_run::<$s, _>(train, test, &mut NearestEven, &mut |e, l, a| {
+                    on_epoch("cnn", $name, e, l, a)
+                });
+                emit("train/cnn", $name, d);
+            }};
+        }
+        cnn!(f32, "f32");
+        cnn!(I16F16, "I16F16");
     }
 }
 

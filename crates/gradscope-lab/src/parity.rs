@@ -127,5 +127,9 @@ mod tests {
         assert_eq!(last("digits", "f32").4, 0.925);
         assert_eq!(last("digits", "I16F16").4, 0.925);
         assert_eq!(last("digits", "I1F15").4, 0.5);
+        // The CNN (3×3 convolution, max pool, linear) after 8 epochs on 160 digits: 37 of 40 held out right, in
+        // f32 and I16F16 alike.
+        assert_eq!(last("cnn", "f32").4, 0.925);
+        assert_eq!(last("cnn", "I16F16").4, 0.925);
     }
 }

@@ -149,6 +149,84 @@ where
     );
 }
 
+/// The parity CNN's costs (`gradscope_core::parity::DigitsCnn`, probes off): its convolution's forward pass
+/// (1×8×8 → 2×8×8, 3×3 `same`: 968 multiply-accumulates, the border's padded taps skipped) and one training
+/// step on one digit (zero, forward, cross-entropy, backward, SGD update).
+#[inline(never)]
+fn cnn_costs<S: Scalar>(cost: &mut Cost)
+where
+    Act: Activate<S>,
+{
+    let mut rng = Xoshiro128PlusPlus::seed_from_u64(11);
+    let mut net = gradscope_core::parity::digits_cnn::<S>();
+    let mut x = [[[S::ZERO; 8]; 8]; 1];
+    let he = Init::KaimingNormal {
+        slope: 0.0,
+        mode: gradscope_core::FanMode::FanIn,
+        nonlinearity: gradscope_core::Nonlinearity::Relu,
+    };
+    let u = Init::Uniform { a: 0.0, b: 1.0 };
+    let ok = net
+        .0
+        .init(&he, &Init::Zeros, &mut rng, &mut NearestEven, &mut ())
+        .is_ok()
+        && net
+            .1
+            .1
+            .1
+            .init(&u, &Init::Zeros, &mut rng, &mut NearestEven, &mut ())
+            .is_ok()
+        && init_slice(
+            x.as_flattened_mut().as_flattened_mut(),
+            &u,
+            1,
+            1,
+            &mut rng,
+            &mut NearestEven,
+            &mut (),
+        )
+        .is_ok();
+    let Ok(sgd) = Sgd::new(0.01, 0.0) else {
+        return;
+    };
+    if !ok {
+        defmt::println!("cost cnn {=str}: inputs rejected", S::NAME);
+        return;
+    }
+    let n = cost.measure(4, || {
+        core::hint::black_box(net.0.forward(
+            core::hint::black_box(&x),
+            0,
+            &mut NearestEven,
+            &mut (),
+        ));
+    });
+    defmt::println!(
+        "cost conv3x3_1x8x8-2 {=str} {=u64} {=str}",
+        S::NAME,
+        n,
+        COST_UNIT
+    );
+    let mut t = [S::ZERO; 10];
+    t[3] = S::from_f64(1.0, &mut NearestEven).0;
+    let mut ctx = StepCtx::new(Loss::SoftmaxCrossEntropy, sgd, NearestEven);
+    let sample = [(x, t)];
+    let n = cost.measure(4, || {
+        core::hint::black_box(step(
+            &mut net,
+            core::hint::black_box(&sample[..]),
+            &mut ctx,
+            &mut (),
+        ));
+    });
+    defmt::println!(
+        "cost train_step_cnn_digits {=str} {=u64} {=str}",
+        S::NAME,
+        n,
+        COST_UNIT
+    );
+}
+
 #[cortex_m_rt::entry]
 fn main() -> ! {
     stack::paint();
@@ -164,6 +242,8 @@ fn main() -> ! {
     costs::<I1F15>(&mut cost);
     costs::<f16>(&mut cost);
     costs::<bf16>(&mut cost);
+    cnn_costs::<f32>(&mut cost);
+    cnn_costs::<I16F16>(&mut cost);
     defmt::println!(
         "stack peak {=usize} of {=usize} bytes",
         stack::peak(),
