@@ -1,5 +1,10 @@
-//! Kernel throughput side by side with nalgebra, and the cost of observing numeric events.
+//! Kernel throughput side by side with nalgebra, the cost of observing numeric events, and convolution.
 //! Run: `cargo bench --bench kernels` (BENCHMARKS.md has one run's numbers).
+//!
+//! Groups `conv_<type>/4x8x8`: a 3×3 `same` convolution of 4 channels of 8×8 into 4 (the CNN experiment's
+//! body layer), the core's forward and backward passes (identity activation, probes off) beside
+//! `f32_reference`, a plain f32 direct convolution written here (zero-padded input, no rounding, no events);
+//! throughput in multiply-accumulates of the forward pass (4·4·9·64, padding included).
 //!
 //! Groups `matvec_<type>/N` and `matmul_<type>/N` for N ∈ {4, 8, 16, 32, 64}; throughput in scalar operations
 //! (2·N² for matvec, 2·N³ for matmul). In the f32 groups `nalgebra` is `SMatrix<f32, N, N>`; nalgebra has no
@@ -7,7 +12,7 @@
 //! rounding, no saturation, no flags): the cost of plain integer arithmetic, a lower bound, not the same result.
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use gradscope_core::{EventCounts, I1F15, I16F16, NearestEven, Scalar, matrix};
+use gradscope_core::{Conv2d, EventCounts, I1F15, I16F16, Layer, NearestEven, Scalar, matrix};
 use nalgebra::{SMatrix, SVector};
 use num_traits::Zero;
 use rand_core::{Rng, SeedableRng};
@@ -190,11 +195,96 @@ fn probe_cost(c: &mut Criterion) {
     probe_cost_for::<I1F15>(c);
 }
 
+/// A 3×3 `same` convolution of `C` channels of 8×8 into `C`, as a plain f32 loop over a zero-padded copy.
+fn conv_reference<const C: usize>(
+    w: &[[[[f32; 3]; 3]; C]; C],
+    b: &[f32; C],
+    x: &[[[f32; 8]; 8]; C],
+) -> [[[f32; 8]; 8]; C] {
+    let mut xp = [[[0.0f32; 10]; 10]; C];
+    for (p, c) in xp.iter_mut().zip(x) {
+        for (pr, r) in p.iter_mut().skip(1).zip(c) {
+            pr[1..9].copy_from_slice(r);
+        }
+    }
+    let mut y = [[[0.0f32; 8]; 8]; C];
+    for ((yf, wf), bf) in y.iter_mut().zip(w).zip(b) {
+        for (oy, row) in yf.iter_mut().enumerate() {
+            for (ox, out) in row.iter_mut().enumerate() {
+                let mut s = 0.0;
+                for (wc, pc) in wf.iter().zip(&xp) {
+                    for (ky, wr) in wc.iter().enumerate() {
+                        for (kx, wv) in wr.iter().enumerate() {
+                            s += wv * pc[oy + ky][ox + kx];
+                        }
+                    }
+                }
+                *out = s + bf;
+            }
+        }
+    }
+    y
+}
+
+fn conv_for<S: Scalar>(c: &mut Criterion)
+where
+    gradscope_core::Act: gradscope_core::Activate<S>,
+{
+    const C: usize = 4;
+    let mut conv = Conv2d::<S, C, 8, 8, C, 3, 8, 8, 1, 1>::new(gradscope_core::Act::Identity);
+    let wrows: [[S; 9 * C]; C] = fill(5);
+    for (f, row) in conv.weight.iter_mut().zip(&wrows) {
+        for (v, &r) in f.as_flattened_mut().as_flattened_mut().iter_mut().zip(row) {
+            *v = r;
+        }
+    }
+    let xrows: [[S; 64]; C] = fill(6);
+    let mut x = [[[S::ZERO; 8]; 8]; C];
+    for (ch, row) in x.iter_mut().zip(&xrows) {
+        for (v, &r) in ch.as_flattened_mut().iter_mut().zip(row) {
+            *v = r;
+        }
+    }
+    let dy = x;
+    let mut g = c.benchmark_group(format!("conv_{}/{C}x8x8", S::NAME.to_lowercase()));
+    g.throughput(Throughput::Elements((C * C * 9 * 64) as u64));
+    g.bench_function("forward", |b| {
+        b.iter(|| black_box(conv.forward(black_box(&x), 0, &mut NearestEven, &mut ())))
+    });
+    conv.forward(&x, 0, &mut NearestEven, &mut ());
+    g.bench_function("backward", |b| {
+        b.iter(|| black_box(conv.backward(black_box(&dy), 0, &mut NearestEven, &mut ())))
+    });
+    if S::NAME == "f32" {
+        let w = conv
+            .weight
+            .map(|f| f.map(|c| c.map(|r| r.map(|v| v.to_f64() as f32))));
+        let bias = [0.0f32; C];
+        let xf = x.map(|c| c.map(|r| r.map(|v| v.to_f64() as f32)));
+        g.bench_function("f32_reference", |b| {
+            b.iter(|| {
+                black_box(conv_reference(
+                    black_box(&w),
+                    black_box(&bias),
+                    black_box(&xf),
+                ))
+            })
+        });
+    }
+    g.finish();
+}
+
+fn conv(c: &mut Criterion) {
+    conv_for::<f32>(c);
+    conv_for::<I16F16>(c);
+    conv_for::<I1F15>(c);
+}
+
 fn config() -> Criterion {
     Criterion::default()
         .warm_up_time(Duration::from_millis(300))
         .measurement_time(Duration::from_secs(1))
 }
 
-criterion_group! { name = benches; config = config(); targets = kernels, probe_cost }
+criterion_group! { name = benches; config = config(); targets = kernels, probe_cost, conv }
 criterion_main!(benches);

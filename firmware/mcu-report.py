@@ -27,6 +27,10 @@ TARGETS = [
 ]
 BINARIES = ["demo", "half", "costs"]
 FORMATS = ["f32", "I16F16", "I8F24", "I1F15", "f16", "bf16"]
+# Multiply-accumulates per call of the kernels that are sums of products: a 16×16 matvec, and the parity CNN's
+# 3×3 `same` convolution of one 8×8 channel into two (22 valid taps per row and per column at the borders:
+# 2 · 22 · 22).
+MACS = {"matvec16x16": 16 * 16, "conv3x3_1x8x8-2": 2 * 22 * 22}
 RAM_START = 0x2000_0000
 SHF_ALLOC = 0x2
 
@@ -123,6 +127,18 @@ def cost_tables(data):
     for kernel, per_target in costs.items():
         cells = [str(per_target.get(t, {}).get(f, "-")) for t, *_ in TARGETS for f in FORMATS]
         lines.append(f"| {kernel} | " + " | ".join(cells) + " |")
+    macs = {k: n for k, n in MACS.items() if k in costs}
+    if macs:
+        lines += ["", "Instructions per multiply-accumulate (the cost divided by the kernel's MAC count: "
+                  + ", ".join(f"{k} {n}" for k, n in macs.items()) + "):", ""]
+        lines += [head, "|---" * (1 + len(TARGETS) * len(FORMATS)) + "|"]
+        for kernel, n in macs.items():
+            cells = []
+            for t, *_ in TARGETS:
+                for f in FORMATS:
+                    v = costs[kernel].get(t, {}).get(f)
+                    cells.append(f"{v / n:.1f}" if v else "-")
+            lines.append(f"| {kernel} | " + " | ".join(cells) + " |")
     lines += ["", "Ratios to f32 on the same core:", ""]
     lines += ["| kernel | " + " | ".join(f"{t.split(' ')[0]} {f}/f32" for t, *_ in TARGETS for f in FORMATS[1:]) + " |",
               "|---" * (1 + len(TARGETS) * (len(FORMATS) - 1)) + "|"]
