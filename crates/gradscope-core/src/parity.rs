@@ -410,8 +410,36 @@ where
         Dense::<S, 64, DIGITS_HIDDEN>::new(Act::Relu),
         Dense::<S, DIGITS_HIDDEN, 10>::new(Act::Identity),
     );
-    let mut d = init_two(&mut net, [&he, &xavier], SEED ^ 0xd16);
-    let Ok(sgd) = Sgd::new(DIGITS_LR, 0.0) else {
+    let d = init_two(&mut net, [&he, &xavier], SEED ^ 0xd16);
+    digits_train(
+        &mut net,
+        d,
+        DIGITS_LR,
+        (train, test),
+        pixels::<S>,
+        r,
+        on_epoch,
+    )
+}
+
+/// Train `net` on the digits subset for [`DIGITS_EPOCHS`] epochs (SGD at `lr`, batches of [`DIGITS_BATCH`],
+/// softmax cross-entropy), each digit's pixels made an input by `input`; `on_epoch` sees each epoch's mean loss
+/// and held-out accuracy. Continues digest `d` with every epoch's loss and the final parameters and gradients.
+fn digits_train<'a, S, N, R>(
+    net: &mut N,
+    mut d: Digest,
+    lr: f64,
+    (train, test): (&'a [DigitSample], &'a [DigitSample]),
+    input: fn(&[u8; 64]) -> N::Input,
+    r: &mut R,
+    on_epoch: &mut dyn FnMut(usize, f64, f64),
+) -> u64
+where
+    S: Scalar,
+    N: Layer<S, Output = [S; 10]>,
+    R: Rounding,
+{
+    let Ok(sgd) = Sgd::new(lr, 0.0) else {
         return u64::MAX;
     };
     let mut ctx = StepCtx::new(Loss::SoftmaxCrossEntropy, sgd, r);
@@ -419,13 +447,13 @@ where
         count: set.len(),
         sample: move |k: usize| {
             set.get(k)
-                .map(|(p, label)| (pixels::<S>(p), one_hot::<S>(*label)))
+                .map(|(p, label)| (input(p), one_hot::<S>(*label)))
         },
     };
     for epoch in 1..=DIGITS_EPOCHS {
         let mut loss = 0.0;
         for batch in train.chunks(DIGITS_BATCH) {
-            let report = step(&mut net, &samples(batch), &mut ctx, &mut ());
+            let report = step(net, &samples(batch), &mut ctx, &mut ());
             if report.verdict != Verdict::Updated {
                 d.write_u64(u64::MAX - 1);
             }
@@ -433,7 +461,7 @@ where
         }
         let mean = loss / train.len().max(1) as f64;
         let (_, right) = evaluate(
-            &mut net,
+            net,
             &samples(test),
             &Objective::new(Loss::SoftmaxCrossEntropy),
             &mut NearestEven,
@@ -442,7 +470,7 @@ where
         d.write_u64(mean.to_bits());
         on_epoch(epoch, mean, right as f64 / test.len().max(1) as f64);
     }
-    digest_params(&mut net, &mut d);
+    digest_params(net, &mut d);
     d.finish()
 }
 
@@ -517,39 +545,7 @@ where
     {
         d.write_u64(u64::MAX);
     }
-    let Ok(sgd) = Sgd::new(CNN_LR, 0.0) else {
-        return u64::MAX;
-    };
-    let mut ctx = StepCtx::new(Loss::SoftmaxCrossEntropy, sgd, r);
-    let samples = |set: &'a [DigitSample]| FromFn {
-        count: set.len(),
-        sample: move |k: usize| {
-            set.get(k)
-                .map(|(p, label)| (image::<S>(p), one_hot::<S>(*label)))
-        },
-    };
-    for epoch in 1..=DIGITS_EPOCHS {
-        let mut loss = 0.0;
-        for batch in train.chunks(DIGITS_BATCH) {
-            let report = step(net, &samples(batch), &mut ctx, &mut ());
-            if report.verdict != Verdict::Updated {
-                d.write_u64(u64::MAX - 1);
-            }
-            loss += report.backprop.loss_sum;
-        }
-        let mean = loss / train.len().max(1) as f64;
-        let (_, right) = evaluate(
-            net,
-            &samples(test),
-            &Objective::new(Loss::SoftmaxCrossEntropy),
-            &mut NearestEven,
-            |y, t| argmax(y) == argmax(t),
-        );
-        d.write_u64(mean.to_bits());
-        on_epoch(epoch, mean, right as f64 / test.len().max(1) as f64);
-    }
-    digest_params(net, &mut d);
-    d.finish()
+    digits_train(net, d, CNN_LR, (train, test), image::<S>, r, on_epoch)
 }
 
 /// A fresh [`DigitsCnn`] with zero weights.

@@ -410,6 +410,13 @@ fn target<S: Scalar>(t: &[f64]) -> [S; 10] {
     core::array::from_fn(|k| S::from_f64(t.get(k).copied().unwrap_or(0.0), &mut NearestEven).0)
 }
 
+/// Samples as images and one-hot targets in `S`.
+fn converted<S: Scalar>(set: &[(Vec<f64>, Vec<f64>)]) -> Vec<(Image<S, 1>, [S; 10])> {
+    set.iter()
+        .map(|(x, t)| (image::<S>(x), target::<S>(t)))
+        .collect()
+}
+
 /// Per convolution: (parameter-gradient norm, backward RMS per element, exactly-zero gradient share).
 type Profile = Vec<(f64, f64, f64)>;
 
@@ -446,12 +453,7 @@ fn profile<S: Scalar>(cfg: &CnnConfig, data: &Dataset, arch: Arch) -> Result<Pro
 where
     Act: Activate<S>,
 {
-    let samples: Vec<(Image<S, 1>, [S; 10])> = data
-        .train
-        .iter()
-        .take(BATCH)
-        .map(|(x, t)| (image::<S>(x), target::<S>(t)))
-        .collect();
+    let samples = converted::<S>(&data.train[..BATCH.min(data.train.len())]);
     let ce = Objective::new(Loss::SoftmaxCrossEntropy);
     let mut stats = vec![LayerStats::default(); 3 * MAX_DEPTH + 4];
     match arch {
@@ -528,12 +530,7 @@ where
     Act: Activate<S>,
 {
     let mut net = bn_net::<S>(cfg)?;
-    let samples: Vec<(Image<S, 1>, [S; 10])> = data
-        .train
-        .iter()
-        .take(BATCH)
-        .map(|(x, t)| (image::<S>(x), target::<S>(t)))
-        .collect();
+    let samples = converted::<S>(&data.train[..BATCH.min(data.train.len())]);
     let (x, t) = bn_batch(&samples);
     bn_pass(&mut net, &x, &t, stats);
     Ok(conv_profile(&mut *net, stats, cfg.depth, 3))
@@ -735,12 +732,7 @@ fn dump_typed<S: Scalar>(
 where
     Act: Activate<S>,
 {
-    let samples: Vec<(Image<S, 1>, [S; 10])> = data
-        .train
-        .iter()
-        .take(BATCH)
-        .map(|(x, t)| (image::<S>(x), target::<S>(t)))
-        .collect();
+    let samples = converted::<S>(&data.train[..BATCH.min(data.train.len())]);
     let ce = Objective::new(Loss::SoftmaxCrossEntropy);
     let mut layers = Vec::new();
     let report = if arch == Arch::Residual {
