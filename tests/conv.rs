@@ -5,7 +5,8 @@
 //! - the forward pass against a textbook convolution (the input copied into a zero-padded buffer, then a
 //!   sliding window), and the backward pass against its adjoint (each product scattered back);
 //! - fixed point (I16F16, I8F24, I1F15): every output and gradient equal to the exact `i128` sum rounded once
-//!   to nearest-even and saturated, with one `OVERFLOW` per saturated value.
+//!   to nearest-even and saturated, with one `OVERFLOW` per saturated value;
+//! - f16 and bf16 (sums in f32, one rounding per output) within one rounding of the f64 result.
 //!
 //! PyTorch's own results for three CNNs are in `tests/golden.rs`.
 
@@ -620,4 +621,81 @@ fn a_wrong_gradient_is_caught() {
     assert!(numeric.abs() > 1e-3, "a gradient large enough to test");
     assert!((dx[0][2] - numeric).abs() <= 1e-6 + 1e-4 * numeric.abs());
     assert!((2.0 * dx[0][2] - numeric).abs() > 1e-6 + 1e-4 * numeric.abs());
+}
+
+/// The 16-bit floats sum a convolution's products in f32 and round each output once: every output and
+/// gradient of f16 and bf16 is within one unit of the format's rounding (relative 2⁻¹¹ and 2⁻⁸) of the f64
+/// result on the same values, plus f32's sequential round-off (n·2⁻²⁴ of the sum of |products|).
+#[test]
+fn half_precision_convolution_rounds_the_f32_sum_once() {
+    fn each<H: gradscope_core::Scalar>(unit: f64)
+    where
+        Act: Activate<H>,
+    {
+        let mut rng = Xoshiro128PlusPlus::seed_from_u64(21);
+        let mut u = move || (rng.next_u64() >> 11) as f64 / (1u64 << 53) as f64 - 0.5;
+        let mut half = Conv2d::<H, 2, 5, 6, 3, 3, 3, 3, 2, 1>::new(Act::Identity);
+        let mut wide = Conv2d::<f64, 2, 5, 6, 3, 3, 3, 3, 2, 1>::new(Act::Identity);
+        for (h, w) in half
+            .weight
+            .flat_mut_all()
+            .iter_mut()
+            .zip(wide.weight.flat_mut_all())
+        {
+            *h = H::from_f64(u(), &mut NearestEven).0;
+            *w = h.to_f64();
+        }
+        let mut x = <[[[H; 6]; 5]; 2]>::zeros();
+        let mut xw = <[[[f64; 6]; 5]; 2]>::zeros();
+        for (h, w) in x.flat_mut().iter_mut().zip(xw.flat_mut()) {
+            *h = H::from_f64(u(), &mut NearestEven).0;
+            *w = h.to_f64();
+        }
+        let y = half.forward(&x, 0, &mut NearestEven, &mut ());
+        let yw = wide.forward(&xw, 0, &mut NearestEven, &mut ());
+        // Each output sums at most 2·3·3 = 18 products, each below 1/4 in magnitude.
+        let f32_sum = 18.0 * 0.25 * 18.0 * 2f64.powi(-24);
+        for (a, b) in y.flat().iter().zip(yw.flat()) {
+            let bound = unit * b.abs() + f32_sum;
+            assert!(
+                (a.to_f64() - b).abs() <= bound,
+                "{} forward: {} vs {b}",
+                H::NAME,
+                a.to_f64()
+            );
+        }
+        let mut dy = <[[[H; 3]; 3]; 3]>::zeros();
+        let mut dyw = <[[[f64; 3]; 3]; 3]>::zeros();
+        for (h, w) in dy.flat_mut().iter_mut().zip(dyw.flat_mut()) {
+            *h = H::from_f64(u(), &mut NearestEven).0;
+            *w = h.to_f64();
+        }
+        let dx = half.backward(&dy, 0, &mut NearestEven, &mut ());
+        let dxw = wide.backward(&dyw, 0, &mut NearestEven, &mut ());
+        let pairs = [
+            (
+                dx.flat().iter().map(|v| v.to_f64()).collect::<Vec<_>>(),
+                dxw.flat().to_vec(),
+            ),
+            (
+                half.grad_weight
+                    .flat_all()
+                    .iter()
+                    .map(|v| v.to_f64())
+                    .collect(),
+                wide.grad_weight.flat_all().to_vec(),
+            ),
+        ];
+        for (got, want) in pairs {
+            for (a, b) in got.iter().zip(&want) {
+                assert!(
+                    (a - b).abs() <= unit * b.abs() + f32_sum,
+                    "{} backward: {a} vs {b}",
+                    H::NAME
+                );
+            }
+        }
+    }
+    each::<gradscope_core::f16>(2f64.powi(-11));
+    each::<gradscope_core::bf16>(2f64.powi(-8));
 }
