@@ -1,4 +1,4 @@
-//! No heap allocation inside any benchmarked kernel or training step: a counting global allocator sees zero
+//! No heap allocation inside any benchmarked kernel or training step (dense stacks and a CNN): a counting global allocator sees zero
 //! allocations while they run (the bench targets in `benches/` use the same kernels).
 
 use gradscope_core::{
@@ -60,6 +60,19 @@ where
     ctx.scaler = Some(LossScaler::dynamic(256.0, 2).unwrap());
     for _ in 0..3 {
         acc += step(&mut *net, &data[..], &mut ctx, &mut ()).loss;
+    }
+    // A CNN's training steps: convolution, max pooling, flattening and a linear head (the firmware's).
+    let mut cnn = gradscope_core::parity::digits_cnn::<S>();
+    let mut t = [S::ZERO; 10];
+    t[2] = q(1.0);
+    let images = [([[[q(0.25); 8]; 8]; 1], t)];
+    let mut ctx = StepCtx::new(
+        Loss::SoftmaxCrossEntropy,
+        Sgd::new(0.01, 0.0).unwrap(),
+        NearestEven,
+    );
+    for _ in 0..2 {
+        acc += step(&mut cnn, &images[..], &mut ctx, &mut ()).loss;
     }
     let change = region.change();
     assert_eq!(
