@@ -11,7 +11,7 @@
 //! - `residual`: the plain stack with an identity connection around each convolution after the first,
 //!   `x + act(conv(x))` (He et al. 2016);
 //! - `batchnorm`: `act(BN(conv(x)))`, batch statistics over [`BATCH`] images (Ioffe & Szegedy 2015);
-//!   float-only, as batch normalization is in the core.
+//!   f32 and f64 only (the core's batch normalization needs a `Float`).
 //!
 //! The profile is one backward pass at initialization over the first [`BATCH`] training images: each
 //! convolution's parameter-gradient norm, and the RMS per element of the signal it sends back, in the format
@@ -19,7 +19,7 @@
 //! the number of convolutions from the output until that RMS drops below one LSB (for floats the smallest
 //! subnormal); "measured" applies the test to the format's own signal, "predicted" to the f64 signal. Training
 //! runs the lab's loop (`train`'s, SGD with momentum 0.9, batches of 16, the same seed) on the per-sample
-//! stacks; the batch-norm stack trains in the float formats with the same optimizer over whole batches.
+//! stacks; the batch-norm stack trains in f32 and f64 with the same optimizer over whole batches.
 
 use anyhow::{Result, anyhow, bail};
 use clap::{Args, ValueEnum};
@@ -70,7 +70,7 @@ pub enum Arch {
     Relu,
     /// The plain stack with identity connections.
     Residual,
-    /// The plain stack with batch normalization before each activation (float formats only).
+    /// The plain stack with batch normalization before each activation (f32 and f64 only).
     Batchnorm,
 }
 
