@@ -12,9 +12,9 @@
 
 use gradscope_core::fixed::Fixed;
 use gradscope_core::{
-    Act, Activate, AvgPool2d, Conv1d, Conv2d, Dense, EventCounts, Flatten, GlobalAvgPool, I1F15,
-    I8F24, I16F16, Layer, Loss, MaxPool2d, NearestEven, Objective, ParamTensor, Params, Pooled,
-    Residual, Tensor,
+    Act, Activate, AvgPool2d, Conv1d, Conv2d, Dense, EventCounts, Flags, Flatten, GlobalAvgPool,
+    I1F15, I8F24, I16F16, Layer, Loss, MaxPool2d, NearestEven, Objective, ParamTensor, Params,
+    Phase, Pooled, Probes, Residual, Scalar, Tensor,
 };
 use proptest::prelude::*;
 use rand_core::{Rng, SeedableRng};
@@ -181,32 +181,49 @@ fn check_rounded<Q: Fixed>(
     );
 }
 
-/// A Conv2d (stride 2, padding 1, identity) on random raw values of `bits` bits: the forward pass and every
-/// gradient against the oracle. Returns how many values saturated, so callers can show both regimes ran.
-fn fixed_conv2d_matches_the_oracle<Q: Fixed>(seed: u64, bits: u32) -> u32
+/// A Conv2d (identity) of the given shape on random raw values of `bits` bits: the forward pass and every
+/// gradient against the oracle, then a second backward pass whose weight and bias gradients add to the first
+/// ones (each sum starts from the rounded old value). Returns how many values saturated, so callers can show
+/// both regimes ran.
+#[allow(clippy::too_many_arguments)]
+fn fixed_conv2d_matches_the_oracle<
+    Q: Fixed,
+    const C: usize,
+    const H: usize,
+    const W: usize,
+    const F: usize,
+    const K: usize,
+    const OH: usize,
+    const OW: usize,
+    const STRIDE: usize,
+    const PAD: usize,
+>(
+    seed: u64,
+    bits: u32,
+) -> u32
 where
     Act: Activate<Q>,
 {
-    const G2: G = G {
-        c: 2,
-        h: 5,
-        w: 6,
-        f: 3,
-        kh: 3,
-        kw: 3,
-        stride: 2,
-        ph: 1,
-        pw: 1,
+    let g = G {
+        c: C,
+        h: H,
+        w: W,
+        f: F,
+        kh: K,
+        kw: K,
+        stride: STRIDE,
+        ph: PAD,
+        pw: PAD,
     };
     let mut rng = Xoshiro128PlusPlus::seed_from_u64(seed);
-    let mut conv = Conv2d::<Q, 2, 5, 6, 3, 3, 3, 3, 2, 1>::new(Act::Identity);
+    let mut conv = Conv2d::<Q, C, H, W, F, K, OH, OW, STRIDE, PAD>::new(Act::Identity);
     for v in conv.weight.flat_mut_all() {
         *v = random_raw(&mut rng, bits);
     }
     for v in conv.bias.iter_mut() {
         *v = random_raw(&mut rng, bits);
     }
-    let mut x = <[[[Q; 6]; 5]; 2]>::zeros();
+    let mut x = <[[[Q; W]; H]; C]>::zeros();
     for v in x.flat_mut() {
         *v = random_raw(&mut rng, bits);
     }
@@ -218,53 +235,65 @@ where
     );
     let mut events = EventCounts::default();
     let y = conv.forward(&x, 0, &mut NearestEven, &mut Pooled(&mut events));
-    let mut z = G2.forward(&xr, &wt);
+    let mut z = g.forward(&xr, &wt);
     for (k, v) in z.iter_mut().enumerate() {
-        *v += b[k / 9] << frac;
+        *v += b[k / (OH * OW)] << frac;
     }
     // The identity's events come with every output too; only the sums saturate.
     check_rounded("forward", y.flat(), &z, frac, &events);
-    let saturated = events.overflow;
+    let mut saturated = events.overflow;
 
-    let mut dy = <[[[Q; 3]; 3]; 3]>::zeros();
+    let mut dy = <[[[Q; OW]; OH]; F]>::zeros();
     for v in dy.flat_mut() {
         *v = random_raw(&mut rng, bits);
     }
-    let mut events = EventCounts::default();
-    let dx = conv.backward(&dy, 0, &mut NearestEven, &mut Pooled(&mut events));
     let dz = raws(dy.flat());
-    let (dx_exact, dw_exact) = G2.backward(&xr, &wt, &dz);
+    let (dx_exact, dw_exact) = g.backward(&xr, &wt, &dz);
     let db_exact: Vec<i128> = dz
-        .chunks(9)
+        .chunks(OH * OW)
         .map(|c| c.iter().sum::<i128>() << frac)
         .collect();
-    let mut parts = [EventCounts::default(); 3];
-    for (part, got, exact) in [
-        (0, dx.flat(), &dx_exact),
-        (1, conv.grad_weight.flat_all(), &dw_exact),
-        (2, &conv.grad_bias[..], &db_exact),
-    ] {
-        let (lo, hi) = (Q::MIN.raw(), Q::MAX.raw());
-        parts[part].overflow = exact
-            .iter()
-            .map(|&e| round_sat(e, frac, lo, hi).1 as u32)
-            .sum();
-        check_rounded(
-            ["dx", "grad weight", "grad bias"][part],
-            got,
-            exact,
-            frac,
-            &parts[part],
+    for pass in ["first", "second"] {
+        // The second pass starts each parameter gradient's sum from the first pass's rounded value.
+        let (gw0, gb0) = (raws(conv.grad_weight.flat_all()), raws(&conv.grad_bias));
+        let plus = |old: &[i128], exact: &[i128]| -> Vec<i128> {
+            old.iter()
+                .zip(exact)
+                .map(|(o, e)| (o << frac) + e)
+                .collect()
+        };
+        let (dw_want, db_want) = (plus(&gw0, &dw_exact), plus(&gb0, &db_exact));
+        let mut events = EventCounts::default();
+        let dx = conv.backward(&dy, 0, &mut NearestEven, &mut Pooled(&mut events));
+        let mut parts = [EventCounts::default(); 3];
+        for (part, got, exact) in [
+            (0, dx.flat(), &dx_exact),
+            (1, conv.grad_weight.flat_all(), &dw_want),
+            (2, &conv.grad_bias[..], &db_want),
+        ] {
+            let (lo, hi) = (Q::MIN.raw(), Q::MAX.raw());
+            parts[part].overflow = exact
+                .iter()
+                .map(|&e| round_sat(e, frac, lo, hi).1 as u32)
+                .sum();
+            check_rounded(
+                &format!("{pass} {}", ["dx", "grad weight", "grad bias"][part]),
+                got,
+                exact,
+                frac,
+                &parts[part],
+            );
+        }
+        let total: u32 = parts.iter().map(|p| p.overflow).sum();
+        assert_eq!(
+            events.overflow,
+            total,
+            "{} {pass} backward overflow events",
+            Q::NAME
         );
+        saturated += total;
     }
-    let total: u32 = parts.iter().map(|p| p.overflow).sum();
-    assert_eq!(
-        events.overflow,
-        total,
-        "{} backward overflow events",
-        Q::NAME
-    );
-    saturated + total
+    saturated
 }
 
 /// Flat access to a 4-D weight tensor (the [`Tensor`] trait stops at three dimensions).
@@ -296,8 +325,21 @@ fn fixed_point_convolution_is_the_exact_sum_rounded_once() {
         let total = Q::FRAC + if Q::NAME == "I1F15" { 0 } else { 31 - Q::FRAC };
         let (mut quiet, mut loud) = (0, 0);
         for seed in 0..40 {
-            quiet += fixed_conv2d_matches_the_oracle::<Q>(seed, Q::FRAC / 2);
-            loud += fixed_conv2d_matches_the_oracle::<Q>(seed, total);
+            // Stride 2 with padding; then rows wider than the kernels' blocks of 16 positions, at stride 2
+            // and stride 1.
+            quiet +=
+                fixed_conv2d_matches_the_oracle::<Q, 2, 5, 6, 3, 3, 3, 3, 2, 1>(seed, Q::FRAC / 2);
+            loud += fixed_conv2d_matches_the_oracle::<Q, 2, 5, 6, 3, 3, 3, 3, 2, 1>(seed, total);
+            quiet += fixed_conv2d_matches_the_oracle::<Q, 2, 4, 37, 2, 3, 2, 19, 2, 1>(
+                seed,
+                Q::FRAC / 2,
+            );
+            loud += fixed_conv2d_matches_the_oracle::<Q, 2, 4, 37, 2, 3, 2, 19, 2, 1>(seed, total);
+            quiet += fixed_conv2d_matches_the_oracle::<Q, 1, 3, 20, 2, 3, 3, 20, 1, 1>(
+                seed,
+                Q::FRAC / 2,
+            );
+            loud += fixed_conv2d_matches_the_oracle::<Q, 1, 3, 20, 2, 3, 3, 20, 1, 1>(seed, total);
         }
         assert_eq!(quiet, 0, "{}: small values never saturate", Q::NAME);
         assert!(
@@ -698,4 +740,157 @@ fn half_precision_convolution_rounds_the_f32_sum_once() {
     }
     each::<gradscope_core::f16>(2f64.powi(-11));
     each::<gradscope_core::bf16>(2f64.powi(-8));
+}
+
+// ------------------------------------------------------------------------------------------------ fast lanes
+
+/// Every event with its phase. `A`: an active sink (the kernels' exact path whenever an operand may have an
+/// event) or one that only watches (the fast lanes, then a check of each output).
+struct Log<const A: bool>(Vec<(Phase, Flags)>);
+
+impl<const A: bool> Probes for Log<A> {
+    const ACTIVE: bool = A;
+    const WATCH: bool = true;
+    fn record(&mut self, _layer: usize, phase: Phase, flags: Flags) {
+        self.0.push((phase, flags));
+    }
+}
+
+fn bits<S: Scalar>(v: &[S]) -> Vec<u64> {
+    v.iter().map(|x| x.to_f64().to_bits()).collect()
+}
+
+/// The convolution's three kernels run by an active sink (`a`) and by the off or watching sink (`b`) on the
+/// same layer, input and gradient, twice (the second backward pass adds to the first one's parameter
+/// gradients): every value equal bit for bit. Returns both sinks' events.
+#[allow(clippy::too_many_arguments)]
+fn both_paths<
+    S: Scalar,
+    B: Probes,
+    const C: usize,
+    const H: usize,
+    const W: usize,
+    const F: usize,
+    const K: usize,
+    const OH: usize,
+    const OW: usize,
+    const ST: usize,
+    const PAD: usize,
+>(
+    conv: &Conv2d<S, C, H, W, F, K, OH, OW, ST, PAD>,
+    x: &[[[S; W]; H]; C],
+    dy: &[[[S; OW]; OH]; F],
+    mut b_sink: B,
+) -> (Vec<(Phase, Flags)>, B)
+where
+    Act: Activate<S>,
+{
+    let (mut a, mut b) = (conv.clone(), conv.clone());
+    let mut a_sink = Log::<true>(vec![]);
+    let ya = a.forward(x, 0, &mut NearestEven, &mut a_sink);
+    let yb = b.forward(x, 0, &mut NearestEven, &mut b_sink);
+    assert_eq!(bits(ya.flat()), bits(yb.flat()), "{} forward", S::NAME);
+    for pass in ["first", "second"] {
+        let dxa = a.backward(dy, 0, &mut NearestEven, &mut a_sink);
+        let dxb = b.backward(dy, 0, &mut NearestEven, &mut b_sink);
+        assert_eq!(bits(dxa.flat()), bits(dxb.flat()), "{} {pass} dx", S::NAME);
+        assert_eq!(
+            bits(a.grad_weight.flat_all()),
+            bits(b.grad_weight.flat_all()),
+            "{} {pass} grad weight",
+            S::NAME
+        );
+        assert_eq!(
+            bits(&a.grad_bias),
+            bits(&b.grad_bias),
+            "{} {pass} grad bias",
+            S::NAME
+        );
+    }
+    (a_sink.0, b_sink)
+}
+
+fn wide_case<
+    S: Scalar,
+    const C: usize,
+    const H: usize,
+    const W: usize,
+    const F: usize,
+    const K: usize,
+    const OH: usize,
+    const OW: usize,
+    const ST: usize,
+    const PAD: usize,
+>(
+    seed: u64,
+) where
+    Act: Activate<S>,
+{
+    let mut rng = Xoshiro128PlusPlus::seed_from_u64(seed);
+    let mut u = move || {
+        let v = (rng.next_u64() >> 11) as f64 / (1u64 << 53) as f64 * 2.0 - 1.0;
+        S::from_f64(v, &mut NearestEven).0
+    };
+    let mut conv = Conv2d::<S, C, H, W, F, K, OH, OW, ST, PAD>::new(Act::Identity);
+    conv.weight.flat_mut_all().fill_with(&mut u);
+    conv.bias.fill_with(&mut u);
+    let mut x = <[[[S; W]; H]; C]>::zeros();
+    x.flat_mut().fill_with(&mut u);
+    let mut dy = <[[[S; OW]; OH]; F]>::zeros();
+    dy.flat_mut().fill_with(&mut u);
+
+    // √(smallest normal)/2 in each operand, where the first tap meets the input at (1, 1) and the gradient at
+    // position (1, 1): their products fall below the normal range. f16's products are f32 products, never
+    // that small, so there an infinity does it. No bound can then rule out an event, so the active sink takes
+    // the exact path while the off sink runs the fast lanes.
+    let mut force = S::from_f64(S::RESOLUTION.sqrt() / 2.0, &mut NearestEven).0;
+    if S::quiet(S::bound(&[force]), S::bound(&[force]), 1) {
+        force = S::from_f64(f64::INFINITY, &mut NearestEven).0;
+    }
+    conv.weight.flat_mut_all()[0] = force;
+    x.flat_mut()[W + 1] = force;
+    dy.flat_mut()[OW + 1] = force;
+    let wb = S::bound(conv.weight.flat_all());
+    assert!(!S::quiet(wb, S::bound(x.flat()), C * K * K), "{}", S::NAME);
+    assert!(!S::quiet(wb, S::bound(dy.flat()), F * K * K), "{}", S::NAME);
+    both_paths(&conv, &x, &dy, ());
+
+    // Sums beyond the format's range: the watching sink runs the fast lanes, then must report exactly the
+    // non-finite outputs, with the events of their exact sums.
+    let big = S::from_f64(S::MAX.to_f64() / 2.0, &mut NearestEven).0;
+    let one = S::from_f64(1.0, &mut NearestEven).0;
+    conv.weight.flat_mut_all().fill(one);
+    x.flat_mut().fill(big);
+    let (events, watched) = both_paths(&conv, &x, &dy, Log::<false>(vec![]));
+    let loud = Flags::NONFINITE.union(Flags::OVERFLOW);
+    let expected: Vec<_> = events
+        .into_iter()
+        .filter(|(_, f)| f.intersects(loud))
+        .collect();
+    assert!(!expected.is_empty(), "{}: some sums overflow", S::NAME);
+    assert_eq!(
+        watched.0,
+        expected,
+        "{}: the watching sink's events",
+        S::NAME
+    );
+}
+
+#[test]
+fn fast_lanes_equal_the_exact_path_bit_for_bit() {
+    fn each<S: Scalar>()
+    where
+        Act: Activate<S>,
+    {
+        for seed in 0..3 {
+            // Rows wider than a block of 16 positions, at stride 2 with padding and at stride 1 (`same`).
+            wide_case::<S, 2, 4, 37, 2, 3, 2, 19, 2, 1>(seed);
+            wide_case::<S, 1, 3, 20, 2, 3, 3, 20, 1, 1>(seed);
+            wide_case::<S, 2, 5, 6, 3, 3, 3, 3, 2, 1>(seed);
+        }
+    }
+    each::<f32>();
+    each::<f64>();
+    each::<gradscope_core::f16>();
+    each::<gradscope_core::bf16>();
 }

@@ -37,7 +37,7 @@ use crate::scalar::Scalar;
 /// The bound of `x` that decides between the fast and the exact path (and picks the fast path's shape), or
 /// [`Scalar::ANY`] when nothing reads it (unobserved floats).
 #[inline(always)]
-fn bound_if_needed<S: Scalar, P: Probe + ?Sized>(x: &[S], _n: usize) -> S::Bound {
+pub(crate) fn bound_if_needed<S: Scalar, P: Probe + ?Sized>(x: &[S], _n: usize) -> S::Bound {
     if S::IS_FLOAT && !P::ACTIVE {
         S::ANY
     } else {
@@ -48,7 +48,7 @@ fn bound_if_needed<S: Scalar, P: Probe + ?Sized>(x: &[S], _n: usize) -> S::Bound
 /// Whether a sum of `n` products of `a` (bounded by computing, if needed) and values bounded by `b` may take the
 /// fast lanes.
 #[inline(always)]
-fn fast<S: Scalar, P: Probe + ?Sized>(a: &[S], b: S::Bound, n: usize) -> bool {
+pub(crate) fn fast<S: Scalar, P: Probe + ?Sized>(a: &[S], b: S::Bound, n: usize) -> bool {
     (S::IS_FLOAT && !P::ACTIVE) || S::quiet(S::ANY, b, n) || S::quiet_with(a, b, n)
 }
 
@@ -91,7 +91,11 @@ pub(crate) fn put<S: Scalar, R: Rounding + ?Sized, P: Probe + ?Sized>(
 /// After a fast float kernel under a watching (not active) probe: one vectorized check of the outputs `y`, and
 /// for each one that is not finite, the events of its exact recomputation `exact(k)` (rare, out of line).
 #[inline(always)]
-fn watch<S: Scalar, P: Probe + ?Sized>(y: &[S], p: &mut P, mut exact: impl FnMut(usize) -> S::Acc) {
+pub(crate) fn watch<S: Scalar, P: Probe + ?Sized>(
+    y: &[S],
+    p: &mut P,
+    mut exact: impl FnMut(usize) -> S::Acc,
+) {
     if !(S::IS_FLOAT && P::WATCH && !P::ACTIVE) || y.iter().fold(true, |ok, v| ok & v.is_finite()) {
         return;
     }

@@ -9,7 +9,10 @@
 //! not compile. The kernels take the sizes as values, so one copy of each serves every shape of a scalar type.
 //!
 //! Every output is one exact wide sum rounded once, as in [`crate::matrix`]; padding contributes nothing (its
-//! products are exact zeros, skipped). Float sums run sequentially in the loop order written on each layer.
+//! products are exact zeros, skipped). Float sums run sequentially in the loop order written on each kernel.
+//! As in [`crate::matrix`], the kernels run fast lanes without per-product checks whenever a bound on the
+//! operands proves that no product or sum can have an event (or, for floats, nobody observes the events),
+//! and an exact path otherwise; both give the same values bit for bit.
 
 use core::marker::PhantomData;
 
@@ -18,7 +21,7 @@ use rand_core::Rng;
 use super::{At, Layer, Phase, Probes, activate, activate_back};
 use crate::activation::{Act, Activate};
 use crate::init::{Init, InitError, init_slice};
-use crate::matrix::put;
+use crate::matrix::{bound_if_needed, fast, put, watch};
 use crate::net::{ParamTensor, Params};
 use crate::probe::Probe;
 use crate::round::Rounding;
@@ -112,21 +115,92 @@ fn dst(i: usize, k: usize, stride: usize, pad: usize, n_out: usize) -> Option<us
     (t.checked_rem(stride) == Some(0) && o < n_out).then_some(o)
 }
 
+/// Output positions per block of the fast lanes: one accumulator each, on the stack (a block covers a row of
+/// up to 16 positions; wider rows take several).
+const ROW: usize = 16;
+
+/// The output positions `o < n_out` whose window offset `k` reads an input index in `a..b` (`o·stride + k −
+/// pad`), as a range (empty when none does).
+#[inline(always)]
+fn reading(
+    a: usize,
+    b: usize,
+    k: usize,
+    stride: usize,
+    pad: usize,
+    n_out: usize,
+) -> core::ops::Range<usize> {
+    let s = stride.max(1);
+    let lo = (a + pad).saturating_sub(k).div_ceil(s);
+    let hi = (b + pad).saturating_sub(k).div_ceil(s).min(n_out);
+    lo..hi.max(lo)
+}
+
+/// `lanes[j·ls] += wv · xs[j·ss]` for `j < n`, without event checks (the caller proved them absent).
+#[inline(always)]
+fn mac_strided<S: Scalar>(lanes: &mut [S::Lane], ls: usize, xs: &[S], ss: usize, n: usize, wv: S) {
+    if ls == 1 && ss == 1 {
+        // Equal lengths, so the loop vectorizes.
+        let n = n.min(lanes.len()).min(xs.len());
+        let (lanes, xs) = (
+            lanes.get_mut(..n).unwrap_or_default(),
+            xs.get(..n).unwrap_or_default(),
+        );
+        for (l, &v) in lanes.iter_mut().zip(xs) {
+            *l = S::lane_mac(*l, wv, v);
+        }
+    } else {
+        let pairs = lanes
+            .iter_mut()
+            .step_by(ls.max(1))
+            .zip(xs.iter().step_by(ss.max(1)));
+        for (l, &v) in pairs.take(n) {
+            *l = S::lane_mac(*l, wv, v);
+        }
+    }
+}
+
+/// Every output `k` of a kernel from its exact sum `exact(k)`, in order, with every product's events: the
+/// path for operands that may have events. Out of line, one copy per scalar type.
+#[cold]
+#[inline(never)]
+fn exact_outputs<S: Scalar, R, P>(
+    out: &mut [S],
+    r: &mut R,
+    p: &mut P,
+    exact: impl Fn(usize) -> S::Acc,
+) where
+    R: Rounding + ?Sized,
+    P: Probe + ?Sized,
+{
+    for (k, o) in out.iter_mut().enumerate() {
+        *o = put(exact(k), r, p);
+    }
+}
+
 impl Geom {
     /// `z[f][oy][ox] = Σ_{c, ky, kx} w[f][c][ky][kx] · x[c][iy][ix] + b[f]`: the sum in that loop order
     /// (floats), then the bias, rounded once.
+    ///
+    /// The fast lanes keep one accumulator per output position of a block of a row ([`ROW`]) and add each
+    /// weight's products to the whole block at once (a weight times a row of inputs, which vectorizes); every
+    /// output still receives its terms in the order above, so the values are the exact path's bit for bit.
     fn forward<S: Scalar, R, P>(&self, x: &[S], w: &[S], b: &[S], z: &mut [S], r: &mut R, p: &mut P)
     where
         R: Rounding + ?Sized,
         P: Probe + ?Sized,
     {
         let g = *self;
+        if !fast::<S, P>(w, bound_if_needed::<S, P>(x, 0), g.c * g.kh * g.kw) {
+            return exact_outputs(z, r, p, |k| g.z_exact(x, w, b, k));
+        }
         let mut out = z.iter_mut();
         for f in 0..g.f {
             let bias = b.get(f).copied().unwrap_or(S::ZERO);
             for oy in 0..g.oh {
-                for ox in 0..g.ow {
-                    let mut acc = S::acc_zero();
+                for ox0 in (0..g.ow).step_by(ROW) {
+                    let n = ROW.min(g.ow - ox0);
+                    let mut lanes = [S::LANE_ZERO; ROW];
                     for c in 0..g.c {
                         for ky in 0..g.kh {
                             let Some(iy) = src(oy, ky, g.stride, g.pad_h, g.h) else {
@@ -134,37 +208,73 @@ impl Geom {
                             };
                             let wr = ((f * g.c + c) * g.kh + ky) * g.kw;
                             let xr = (c * g.h + iy) * g.w;
-                            for kx in 0..g.kw {
-                                let Some(ix) = src(ox, kx, g.stride, g.pad_w, g.w) else {
+                            for (kx, &wv) in w.iter().skip(wr).take(g.kw).enumerate() {
+                                // The positions of this block whose tap kx falls inside the row.
+                                let o = reading(0, g.w, kx, g.stride, g.pad_w, g.ow);
+                                let (lo, hi) = (o.start.max(ox0), o.end.min(ox0 + n));
+                                let Some(i0) = (lo * g.stride + kx).checked_sub(g.pad_w) else {
                                     continue;
                                 };
-                                if let (Some(&wv), Some(&xv)) = (w.get(wr + kx), x.get(xr + ix)) {
-                                    acc = S::mac(acc, wv, xv);
-                                }
+                                let lanes =
+                                    lanes.get_mut(lo.wrapping_sub(ox0)..).unwrap_or_default();
+                                let xs = x.get(xr + i0..).unwrap_or_default();
+                                mac_strided::<S>(lanes, 1, xs, g.stride, hi.saturating_sub(lo), wv);
                             }
                         }
                     }
-                    if let Some(o) = out.next() {
-                        *o = put(S::acc_add(acc, bias), r, p);
+                    for &l in lanes.iter().take(n) {
+                        if let Some(o) = out.next() {
+                            *o = put(S::acc_add(S::lane_acc(l), bias), r, p);
+                        }
                     }
                 }
             }
         }
+        watch(z, p, |k| g.z_exact(x, w, b, k));
+    }
+
+    /// [`Geom::forward`]'s output `k` (flat), exactly, with every product's events.
+    fn z_exact<S: Scalar>(&self, x: &[S], w: &[S], b: &[S], k: usize) -> S::Acc {
+        let g = *self;
+        let (f, oy, ox) = g.unflat(k, g.oh, g.ow);
+        let mut acc = S::acc_zero();
+        for c in 0..g.c {
+            for ky in 0..g.kh {
+                let Some(iy) = src(oy, ky, g.stride, g.pad_h, g.h) else {
+                    continue;
+                };
+                let wr = ((f * g.c + c) * g.kh + ky) * g.kw;
+                let xr = (c * g.h + iy) * g.w;
+                for kx in 0..g.kw {
+                    let Some(ix) = src(ox, kx, g.stride, g.pad_w, g.w) else {
+                        continue;
+                    };
+                    if let (Some(&wv), Some(&xv)) = (w.get(wr + kx), x.get(xr + ix)) {
+                        acc = S::mac(acc, wv, xv);
+                    }
+                }
+            }
+        }
+        S::acc_add(acc, b.get(f).copied().unwrap_or(S::ZERO))
     }
 
     /// `dx[c][iy][ix] = Σ_{f, ky, kx} w[f][c][ky][kx] · dz[f][oy][ox]` over the outputs that read `x[c][iy][ix]`,
-    /// in that loop order, rounded once.
+    /// in that loop order, rounded once. The fast lanes hold a block of a row of `dx` (as [`Geom::forward`]).
     fn backward_input<S: Scalar, R, P>(&self, w: &[S], dz: &[S], dx: &mut [S], r: &mut R, p: &mut P)
     where
         R: Rounding + ?Sized,
         P: Probe + ?Sized,
     {
         let g = *self;
+        if !fast::<S, P>(w, bound_if_needed::<S, P>(dz, 0), g.f * g.kh * g.kw) {
+            return exact_outputs(dx, r, p, |k| g.dx_exact(w, dz, k));
+        }
         let mut out = dx.iter_mut();
         for c in 0..g.c {
             for iy in 0..g.h {
-                for ix in 0..g.w {
-                    let mut acc = S::acc_zero();
+                for ix0 in (0..g.w).step_by(ROW) {
+                    let n = ROW.min(g.w - ix0);
+                    let mut lanes = [S::LANE_ZERO; ROW];
                     for f in 0..g.f {
                         for ky in 0..g.kh {
                             let Some(oy) = dst(iy, ky, g.stride, g.pad_h, g.oh) else {
@@ -172,22 +282,54 @@ impl Geom {
                             };
                             let wr = ((f * g.c + c) * g.kh + ky) * g.kw;
                             let dr = (f * g.oh + oy) * g.ow;
-                            for kx in 0..g.kw {
-                                let Some(ox) = dst(ix, kx, g.stride, g.pad_w, g.ow) else {
+                            for (kx, &wv) in w.iter().skip(wr).take(g.kw).enumerate() {
+                                // The outputs whose tap kx reads this block; they land `stride` apart.
+                                let o = reading(ix0, ix0 + n, kx, g.stride, g.pad_w, g.ow);
+                                let Some(i0) = (o.start * g.stride + kx).checked_sub(g.pad_w)
+                                else {
                                     continue;
                                 };
-                                if let (Some(&wv), Some(&dv)) = (w.get(wr + kx), dz.get(dr + ox)) {
-                                    acc = S::mac(acc, wv, dv);
-                                }
+                                let lanes =
+                                    lanes.get_mut(i0.wrapping_sub(ix0)..).unwrap_or_default();
+                                let ds = dz.get(dr + o.start..).unwrap_or_default();
+                                mac_strided::<S>(lanes, g.stride, ds, 1, o.len(), wv);
                             }
                         }
                     }
-                    if let Some(o) = out.next() {
-                        *o = put(acc, r, p);
+                    for &l in lanes.iter().take(n) {
+                        if let Some(o) = out.next() {
+                            *o = put(S::lane_acc(l), r, p);
+                        }
                     }
                 }
             }
         }
+        watch(dx, p, |k| g.dx_exact(w, dz, k));
+    }
+
+    /// [`Geom::backward_input`]'s output `k` (flat), exactly, with every product's events.
+    fn dx_exact<S: Scalar>(&self, w: &[S], dz: &[S], k: usize) -> S::Acc {
+        let g = *self;
+        let (c, iy, ix) = g.unflat(k, g.h, g.w);
+        let mut acc = S::acc_zero();
+        for f in 0..g.f {
+            for ky in 0..g.kh {
+                let Some(oy) = dst(iy, ky, g.stride, g.pad_h, g.oh) else {
+                    continue;
+                };
+                let wr = ((f * g.c + c) * g.kh + ky) * g.kw;
+                let dr = (f * g.oh + oy) * g.ow;
+                for kx in 0..g.kw {
+                    let Some(ox) = dst(ix, kx, g.stride, g.pad_w, g.ow) else {
+                        continue;
+                    };
+                    if let (Some(&wv), Some(&dv)) = (w.get(wr + kx), dz.get(dr + ox)) {
+                        acc = S::mac(acc, wv, dv);
+                    }
+                }
+            }
+        }
+        acc
     }
 
     /// `gw[f][c][ky][kx] += Σ_{oy, ox} dz[f][oy][ox] · x[c][iy][ix]` and `gb[f] += Σ dz[f]`: each element's
@@ -206,41 +348,98 @@ impl Geom {
         P: Probe + ?Sized,
     {
         let g = *self;
-        let mut slots = gw.iter_mut();
-        for f in 0..g.f {
-            for c in 0..g.c {
-                for ky in 0..g.kh {
-                    for kx in 0..g.kw {
-                        let Some(gv) = slots.next() else {
-                            return;
-                        };
-                        let mut acc = S::acc_add(S::acc_zero(), *gv);
-                        for oy in 0..g.oh {
-                            let Some(iy) = src(oy, ky, g.stride, g.pad_h, g.h) else {
-                                continue;
-                            };
-                            let dr = (f * g.oh + oy) * g.ow;
-                            let xr = (c * g.h + iy) * g.w;
-                            for ox in 0..g.ow {
-                                let Some(ix) = src(ox, kx, g.stride, g.pad_w, g.w) else {
-                                    continue;
-                                };
-                                if let (Some(&dv), Some(&xv)) = (dz.get(dr + ox), x.get(xr + ix)) {
-                                    acc = S::mac(acc, dv, xv);
-                                }
-                            }
-                        }
-                        *gv = put(acc, r, p);
-                    }
+        // The old value counts as one more term; floats (which have a start) are checked exactly when observed.
+        let terms = g.oh * g.ow + 1;
+        let quiet = (S::IS_FLOAT && !P::ACTIVE)
+            || (!S::IS_FLOAT && {
+                let xb = bound_if_needed::<S, P>(x, terms);
+                S::quiet(S::ANY, xb, terms) || S::quiet_with(dz, xb, terms)
+            });
+        for (k, gv) in gw.iter_mut().enumerate() {
+            let old = *gv;
+            if !quiet {
+                *gv = put(g.gw_exact(x, dz, k, old), r, p);
+                continue;
+            }
+            let (f, c, ky, kx) = g.unflat_w(k);
+            let mut lane = S::lane_of(old);
+            for oy in 0..g.oh {
+                let Some(iy) = src(oy, ky, g.stride, g.pad_h, g.h) else {
+                    continue;
+                };
+                let o = reading(0, g.w, kx, g.stride, g.pad_w, g.ow);
+                let Some(i0) = (o.start * g.stride + kx).checked_sub(g.pad_w) else {
+                    continue;
+                };
+                let ds = dz
+                    .get((f * g.oh + oy) * g.ow + o.start..)
+                    .unwrap_or_default();
+                let xs = x.get((c * g.h + iy) * g.w + i0..).unwrap_or_default();
+                for (&dv, &xv) in ds
+                    .iter()
+                    .zip(xs.iter().step_by(g.stride.max(1)))
+                    .take(o.len())
+                {
+                    lane = S::lane_mac(lane, dv, xv);
                 }
             }
+            *gv = put(S::lane_acc(lane), r, p);
+            watch(core::slice::from_ref(gv), p, |_| g.gw_exact(x, dz, k, old));
         }
         let plane = g.oh * g.ow;
         for (f, gv) in gb.iter_mut().enumerate() {
             let terms = dz.iter().skip(f * plane).take(plane);
             let acc = terms.fold(S::acc_add(S::acc_zero(), *gv), |a, &d| S::acc_add(a, d));
             *gv = put(acc, r, p);
+            // A watching probe sees a non-finite float only through this check (`put` reports fixed point's).
+            watch(core::slice::from_ref(gv), p, |_| acc);
         }
+    }
+
+    /// [`Geom::backward_params`]' weight gradient `k` (flat) from its old value `old`, exactly, with every
+    /// product's events.
+    fn gw_exact<S: Scalar>(&self, x: &[S], dz: &[S], k: usize, old: S) -> S::Acc {
+        let g = *self;
+        let (f, c, ky, kx) = g.unflat_w(k);
+        let mut acc = S::acc_add(S::acc_zero(), old);
+        for oy in 0..g.oh {
+            let Some(iy) = src(oy, ky, g.stride, g.pad_h, g.h) else {
+                continue;
+            };
+            let dr = (f * g.oh + oy) * g.ow;
+            let xr = (c * g.h + iy) * g.w;
+            for ox in 0..g.ow {
+                let Some(ix) = src(ox, kx, g.stride, g.pad_w, g.w) else {
+                    continue;
+                };
+                if let (Some(&dv), Some(&xv)) = (dz.get(dr + ox), x.get(xr + ix)) {
+                    acc = S::mac(acc, dv, xv);
+                }
+            }
+        }
+        acc
+    }
+
+    /// Flat index `k` of a `[_; rows][cols]` plane stack as (plane, row, column).
+    fn unflat(&self, k: usize, rows: usize, cols: usize) -> (usize, usize, usize) {
+        let col = k.checked_rem(cols).unwrap_or(0);
+        let k = k.checked_div(cols).unwrap_or(0);
+        (
+            k.checked_div(rows).unwrap_or(0),
+            k.checked_rem(rows).unwrap_or(0),
+            col,
+        )
+    }
+
+    /// Flat index `k` of the weight `[f][c][ky][kx]` as its four indices.
+    fn unflat_w(&self, k: usize) -> (usize, usize, usize, usize) {
+        let (fc, ky, kx) = self.unflat(k, self.kh, self.kw);
+        (
+            fc.checked_div(self.c).unwrap_or(0),
+            fc.checked_rem(self.c).unwrap_or(0),
+            ky,
+            kx,
+        )
     }
 
     /// Max pooling over non-overlapping windows (stride = window, `c = f`): each output is its window's
