@@ -340,6 +340,10 @@ fn fixed_point_convolution_is_the_exact_sum_rounded_once() {
                 Q::FRAC / 2,
             );
             loud += fixed_conv2d_matches_the_oracle::<Q, 1, 3, 20, 2, 3, 3, 20, 1, 1>(seed, total);
+            quiet += fixed_conv2d_matches_the_oracle::<Q, 1, 6, 19, 2, 5, 6, 19, 1, 2>(seed, Q::FRAC / 2);
+            loud += fixed_conv2d_matches_the_oracle::<Q, 1, 6, 19, 2, 5, 6, 19, 1, 2>(seed, total);
+            quiet += fixed_conv2d_matches_the_oracle::<Q, 1, 5, 17, 2, 2, 2, 6, 3, 0>(seed, Q::FRAC / 2);
+            loud += fixed_conv2d_matches_the_oracle::<Q, 1, 5, 17, 2, 2, 2, 6, 3, 0>(seed, total);
         }
         assert_eq!(quiet, 0, "{}: small values never saturate", Q::NAME);
         assert!(
@@ -887,6 +891,11 @@ fn fast_lanes_equal_the_exact_path_bit_for_bit() {
             wide_case::<S, 2, 4, 37, 2, 3, 2, 19, 2, 1>(seed);
             wide_case::<S, 1, 3, 20, 2, 3, 3, 20, 1, 1>(seed);
             wide_case::<S, 2, 5, 6, 3, 3, 3, 3, 2, 1>(seed);
+            // `valid` (no padding), a 5-wide window with 2 of padding, stride 3, and a 1×1 window.
+            wide_case::<S, 2, 5, 18, 2, 3, 3, 16, 1, 0>(seed);
+            wide_case::<S, 1, 6, 19, 2, 5, 6, 19, 1, 2>(seed);
+            wide_case::<S, 1, 5, 17, 2, 2, 2, 6, 3, 0>(seed);
+            wide_case::<S, 2, 4, 17, 3, 1, 4, 17, 1, 0>(seed);
         }
     }
     each::<f32>();

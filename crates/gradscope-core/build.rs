@@ -1,6 +1,6 @@
 //! Generates the knot tables of the fixed-point activations from f64 reference formulas (libm), so that no
 //! table value is typed in. Each table samples a function on u ∈ [0, 24] at step 1/64 (1537 knots), stored in
-//! Q2.30 (`i32`), rounded to nearest.
+//! Q2.30 (`i32`), rounded to nearest, up to where the stored values stop changing (plus two knots).
 
 use std::fmt::Write as _;
 
@@ -73,23 +73,32 @@ fn main() {
     )
     .unwrap();
     writeln!(out, "pub(crate) const TABLE_FRAC: u32 = {FRAC};").unwrap();
-    writeln!(out, "/// Knots per table, covering u in [0, {RANGE}].").unwrap();
-    writeln!(out, "pub(crate) const KNOTS: usize = {KNOTS};").unwrap();
     for (name, what, f) in tables {
+        let knots: Vec<i32> = (0..KNOTS)
+            .map(|k| {
+                let u = k as f64 / (1u32 << STEP_LOG2) as f64;
+                let v = (f(u) * (1u64 << FRAC) as f64).round_ties_even();
+                assert!(
+                    v.abs() < i32::MAX as f64,
+                    "{name} overflows Q2.{FRAC} at {u}"
+                );
+                v as i32
+            })
+            .collect();
+        // Where the stored values stop changing (most of these functions are flat at 30 bits well before
+        // u = 24), keep two more knots and drop the rest: the lookup reads past a table's end as its last value,
+        // and with two equal knots at the end every interpolation equals the full table's (M0 flash).
+        let last = knots[KNOTS - 1];
+        let flat = knots.iter().rposition(|&v| v != last).map_or(0, |k| k + 1);
+        let len = (flat + 2).min(KNOTS);
         writeln!(
             out,
-            "/// {what} at u = k/2^{STEP_LOG2}, k = 0..{KNOTS}, in Q2.{FRAC}."
+            "/// {what} at u = k/2^{STEP_LOG2}, k = 0..{len}, in Q2.{FRAC}; {last} from k = {flat} to u = {RANGE}."
         )
         .unwrap();
-        write!(out, "pub(crate) static {name}: [i32; KNOTS] = [").unwrap();
-        for k in 0..KNOTS {
-            let u = k as f64 / (1u32 << STEP_LOG2) as f64;
-            let v = (f(u) * (1u64 << FRAC) as f64).round_ties_even();
-            assert!(
-                v.abs() < i32::MAX as f64,
-                "{name} overflows Q2.{FRAC} at {u}"
-            );
-            write!(out, "{},", v as i32).unwrap();
+        write!(out, "pub(crate) static {name}: [i32; {len}] = [").unwrap();
+        for v in &knots[..len] {
+            write!(out, "{v},").unwrap();
         }
         writeln!(out, "];").unwrap();
     }

@@ -16,7 +16,7 @@ use crate::round::Rounding;
 mod tables {
     include!(concat!(env!("OUT_DIR"), "/activation_tables.rs"));
 }
-use tables::{KNOTS, STEP_LOG2, TABLE_FRAC};
+use tables::{STEP_LOG2, TABLE_FRAC};
 
 const ONE30: i64 = 1 << TABLE_FRAC;
 use crate::scalar::COEF_FRAC;
@@ -45,7 +45,7 @@ fn rescale(v: i128, from: u32, to: u32) -> i64 {
 /// Quadratic (3-point Newton) interpolation of `table` at `u >= 0` given with `frac` fraction bits; result at
 /// 30 bits. Error ≤ 0.064·h³·max|f‴| with h = 1/64, plus the knots' rounding (2⁻³¹).
 #[inline]
-fn lookup(table: &[i32; KNOTS], u: i64, frac: u32) -> i64 {
+fn lookup(table: &[i32], u: i64, frac: u32) -> i64 {
     let u = u.max(0);
     let (idx, t, sh) = if frac >= STEP_LOG2 {
         let sh = frac - STEP_LOG2;
@@ -78,13 +78,13 @@ fn lookup(table: &[i32; KNOTS], u: i64, frac: u32) -> i64 {
 
 /// An odd-symmetric table (tanh) or a "1 − f(−u)" table (sigmoid, Φ, GELU gates): value at `x` (F bits).
 #[inline]
-fn odd(table: &[i32; KNOTS], x: i64, frac: u32) -> i64 {
+fn odd(table: &[i32], x: i64, frac: u32) -> i64 {
     let v = lookup(table, x.unsigned_abs().min(i64::MAX as u64) as i64, frac);
     if x < 0 { -v } else { v }
 }
 
 #[inline]
-fn complement(table: &[i32; KNOTS], x: i64, frac: u32) -> i64 {
+fn complement(table: &[i32], x: i64, frac: u32) -> i64 {
     let v = lookup(table, x.unsigned_abs().min(i64::MAX as u64) as i64, frac);
     if x < 0 { ONE30 - v } else { v }
 }
@@ -332,8 +332,36 @@ mod tests {
     }
 
     #[test]
+    fn tables_end_flat_and_read_flat_past_their_end() {
+        // The build keeps each table up to its last change plus two equal knots; `lookup` must then give the
+        // last value on the final interval and beyond, as the full table (flat there) did.
+        let all: [&[i32]; 8] = [
+            &tables::SIGMOID,
+            &tables::TANH,
+            &tables::EXPM1_NEG,
+            &tables::SOFTPLUS_NEG,
+            &tables::PHI,
+            &tables::GELU_ERF_D,
+            &tables::GELU_TANH_G,
+            &tables::GELU_TANH_D,
+        ];
+        for t in all {
+            let n = t.len();
+            assert!(n >= 2 && t[n - 1] == t[n - 2], "{n} knots");
+            let last = t[n - 1] as i64;
+            let frac = 16;
+            let from = ((n as i64 - 2) << frac) >> STEP_LOG2;
+            for u in (from..(25i64 << frac)).step_by(997) {
+                assert_eq!(lookup(t, u, frac), last, "u = {u} of a table of {n}");
+            }
+        }
+        // The tails are real savings: Φ is flat at 30 bits from u ≈ 6.
+        assert!(tables::PHI.len() < 500);
+    }
+
+    #[test]
     fn tables_match_their_formulas_at_the_knots() {
-        let at = |t: &[i32; KNOTS], k: usize| t[k] as f64 / ONE30 as f64;
+        let at = |t: &[i32], k: usize| t[k] as f64 / ONE30 as f64;
         assert!((at(&tables::SIGMOID, 64) - 1.0 / (1.0 + (-1.0f64).exp())).abs() < 1e-9);
         assert!((at(&tables::TANH, 32) - 0.5f64.tanh()).abs() < 1e-9);
         assert!((at(&tables::EXPM1_NEG, 128) - ((-2.0f64).exp() - 1.0)).abs() < 1e-9);
