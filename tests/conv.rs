@@ -340,9 +340,13 @@ fn fixed_point_convolution_is_the_exact_sum_rounded_once() {
                 Q::FRAC / 2,
             );
             loud += fixed_conv2d_matches_the_oracle::<Q, 1, 3, 20, 2, 3, 3, 20, 1, 1>(seed, total);
-            quiet += fixed_conv2d_matches_the_oracle::<Q, 1, 6, 19, 2, 5, 6, 19, 1, 2>(seed, Q::FRAC / 2);
+            quiet += fixed_conv2d_matches_the_oracle::<Q, 1, 6, 19, 2, 5, 6, 19, 1, 2>(
+                seed,
+                Q::FRAC / 2,
+            );
             loud += fixed_conv2d_matches_the_oracle::<Q, 1, 6, 19, 2, 5, 6, 19, 1, 2>(seed, total);
-            quiet += fixed_conv2d_matches_the_oracle::<Q, 1, 5, 17, 2, 2, 2, 6, 3, 0>(seed, Q::FRAC / 2);
+            quiet +=
+                fixed_conv2d_matches_the_oracle::<Q, 1, 5, 17, 2, 2, 2, 6, 3, 0>(seed, Q::FRAC / 2);
             loud += fixed_conv2d_matches_the_oracle::<Q, 1, 5, 17, 2, 2, 2, 6, 3, 0>(seed, total);
         }
         assert_eq!(quiet, 0, "{}: small values never saturate", Q::NAME);

@@ -119,45 +119,12 @@ fn dst(i: usize, k: usize, stride: usize, pad: usize, n_out: usize) -> Option<us
 /// up to 16 positions; wider rows take several).
 const ROW: usize = 16;
 
-/// The output positions `o < n_out` whose window offset `k` reads an input index in `a..b` (`o·stride + k −
-/// pad`), as a range (empty when none does).
+/// The `K` values of `v` from `at`, if they are all there. A window row that lies inside its input row (an
+/// interior position) gets them and runs its `K` products unrolled, without checks; a border position (`at`
+/// wrapped below zero, or too close to the end) gets `None` and checks each offset.
 #[inline(always)]
-fn reading(
-    a: usize,
-    b: usize,
-    k: usize,
-    stride: usize,
-    pad: usize,
-    n_out: usize,
-) -> core::ops::Range<usize> {
-    let s = stride.max(1);
-    let lo = (a + pad).saturating_sub(k).div_ceil(s);
-    let hi = (b + pad).saturating_sub(k).div_ceil(s).min(n_out);
-    lo..hi.max(lo)
-}
-
-/// `lanes[j·ls] += wv · xs[j·ss]` for `j < n`, without event checks (the caller proved them absent).
-#[inline(always)]
-fn mac_strided<S: Scalar>(lanes: &mut [S::Lane], ls: usize, xs: &[S], ss: usize, n: usize, wv: S) {
-    if ls == 1 && ss == 1 {
-        // Equal lengths, so the loop vectorizes.
-        let n = n.min(lanes.len()).min(xs.len());
-        let (lanes, xs) = (
-            lanes.get_mut(..n).unwrap_or_default(),
-            xs.get(..n).unwrap_or_default(),
-        );
-        for (l, &v) in lanes.iter_mut().zip(xs) {
-            *l = S::lane_mac(*l, wv, v);
-        }
-    } else {
-        let pairs = lanes
-            .iter_mut()
-            .step_by(ls.max(1))
-            .zip(xs.iter().step_by(ss.max(1)));
-        for (l, &v) in pairs.take(n) {
-            *l = S::lane_mac(*l, wv, v);
-        }
-    }
+fn window<S: Copy, const K: usize>(v: &[S], at: usize) -> Option<&[S; K]> {
+    v.get(at..)?.first_chunk::<K>()
 }
 
 /// Every output `k` of a kernel from its exact sum `exact(k)`, in order, with every product's events: the
@@ -180,18 +147,26 @@ fn exact_outputs<S: Scalar, R, P>(
 
 impl Geom {
     /// `z[f][oy][ox] = Σ_{c, ky, kx} w[f][c][ky][kx] · x[c][iy][ix] + b[f]`: the sum in that loop order
-    /// (floats), then the bias, rounded once.
+    /// (floats), then the bias, rounded once. `K` is the window's width (`kw`).
     ///
-    /// The fast lanes keep one accumulator per output position of a block of a row ([`ROW`]) and add each
-    /// weight's products to the whole block at once (a weight times a row of inputs, which vectorizes); every
-    /// output still receives its terms in the order above, so the values are the exact path's bit for bit.
-    fn forward<S: Scalar, R, P>(&self, x: &[S], w: &[S], b: &[S], z: &mut [S], r: &mut R, p: &mut P)
-    where
+    /// The fast lanes keep one accumulator per output position of a block of a row ([`ROW`]); for each
+    /// window row `(c, ky)`, every interior position adds its `K` products (unrolled, no checks) and the border
+    /// positions check each offset. Every output receives its terms in the order above, so the values are the
+    /// exact path's bit for bit.
+    fn forward<S: Scalar, R, P, const K: usize>(
+        &self,
+        x: &[S],
+        w: &[S],
+        b: &[S],
+        z: &mut [S],
+        r: &mut R,
+        p: &mut P,
+    ) where
         R: Rounding + ?Sized,
         P: Probe + ?Sized,
     {
         let g = *self;
-        if !fast::<S, P>(w, bound_if_needed::<S, P>(x, 0), g.c * g.kh * g.kw) {
+        if !fast::<S, P>(w, bound_if_needed::<S, P>(x, 0), g.c * g.kh * K) {
             return exact_outputs(z, r, p, |k| g.z_exact(x, w, b, k));
         }
         let mut out = z.iter_mut();
@@ -201,27 +176,7 @@ impl Geom {
                 for ox0 in (0..g.ow).step_by(ROW) {
                     let n = ROW.min(g.ow - ox0);
                     let mut lanes = [S::LANE_ZERO; ROW];
-                    for c in 0..g.c {
-                        for ky in 0..g.kh {
-                            let Some(iy) = src(oy, ky, g.stride, g.pad_h, g.h) else {
-                                continue;
-                            };
-                            let wr = ((f * g.c + c) * g.kh + ky) * g.kw;
-                            let xr = (c * g.h + iy) * g.w;
-                            for (kx, &wv) in w.iter().skip(wr).take(g.kw).enumerate() {
-                                // The positions of this block whose tap kx falls inside the row.
-                                let o = reading(0, g.w, kx, g.stride, g.pad_w, g.ow);
-                                let (lo, hi) = (o.start.max(ox0), o.end.min(ox0 + n));
-                                let Some(i0) = (lo * g.stride + kx).checked_sub(g.pad_w) else {
-                                    continue;
-                                };
-                                let lanes =
-                                    lanes.get_mut(lo.wrapping_sub(ox0)..).unwrap_or_default();
-                                let xs = x.get(xr + i0..).unwrap_or_default();
-                                mac_strided::<S>(lanes, 1, xs, g.stride, hi.saturating_sub(lo), wv);
-                            }
-                        }
-                    }
+                    g.z_lanes::<S, K>(x, w, (f, oy, ox0), lanes.get_mut(..n).unwrap_or_default());
                     for &l in lanes.iter().take(n) {
                         if let Some(o) = out.next() {
                             *o = put(S::acc_add(S::lane_acc(l), bias), r, p);
@@ -259,14 +214,22 @@ impl Geom {
     }
 
     /// `dx[c][iy][ix] = Σ_{f, ky, kx} w[f][c][ky][kx] · dz[f][oy][ox]` over the outputs that read `x[c][iy][ix]`,
-    /// in that loop order, rounded once. The fast lanes hold a block of a row of `dx` (as [`Geom::forward`]).
-    fn backward_input<S: Scalar, R, P>(&self, w: &[S], dz: &[S], dx: &mut [S], r: &mut R, p: &mut P)
-    where
+    /// in that loop order, rounded once. The fast lanes hold a block of a row of `dx` (as [`Geom::forward`]);
+    /// at stride 1 an interior input is read by all `K` offsets of each window row, from `K` consecutive
+    /// outputs (unrolled, no checks).
+    fn backward_input<S: Scalar, R, P, const K: usize>(
+        &self,
+        w: &[S],
+        dz: &[S],
+        dx: &mut [S],
+        r: &mut R,
+        p: &mut P,
+    ) where
         R: Rounding + ?Sized,
         P: Probe + ?Sized,
     {
         let g = *self;
-        if !fast::<S, P>(w, bound_if_needed::<S, P>(dz, 0), g.f * g.kh * g.kw) {
+        if !fast::<S, P>(w, bound_if_needed::<S, P>(dz, 0), g.f * g.kh * K) {
             return exact_outputs(dx, r, p, |k| g.dx_exact(w, dz, k));
         }
         let mut out = dx.iter_mut();
@@ -275,27 +238,7 @@ impl Geom {
                 for ix0 in (0..g.w).step_by(ROW) {
                     let n = ROW.min(g.w - ix0);
                     let mut lanes = [S::LANE_ZERO; ROW];
-                    for f in 0..g.f {
-                        for ky in 0..g.kh {
-                            let Some(oy) = dst(iy, ky, g.stride, g.pad_h, g.oh) else {
-                                continue;
-                            };
-                            let wr = ((f * g.c + c) * g.kh + ky) * g.kw;
-                            let dr = (f * g.oh + oy) * g.ow;
-                            for (kx, &wv) in w.iter().skip(wr).take(g.kw).enumerate() {
-                                // The outputs whose tap kx reads this block; they land `stride` apart.
-                                let o = reading(ix0, ix0 + n, kx, g.stride, g.pad_w, g.ow);
-                                let Some(i0) = (o.start * g.stride + kx).checked_sub(g.pad_w)
-                                else {
-                                    continue;
-                                };
-                                let lanes =
-                                    lanes.get_mut(i0.wrapping_sub(ix0)..).unwrap_or_default();
-                                let ds = dz.get(dr + o.start..).unwrap_or_default();
-                                mac_strided::<S>(lanes, g.stride, ds, 1, o.len(), wv);
-                            }
-                        }
-                    }
+                    g.dx_lanes::<S, K>(w, dz, (c, iy, ix0), lanes.get_mut(..n).unwrap_or_default());
                     for &l in lanes.iter().take(n) {
                         if let Some(o) = out.next() {
                             *o = put(S::lane_acc(l), r, p);
@@ -333,9 +276,10 @@ impl Geom {
     }
 
     /// `gw[f][c][ky][kx] += Σ_{oy, ox} dz[f][oy][ox] · x[c][iy][ix]` and `gb[f] += Σ dz[f]`: each element's
-    /// old value and its terms in one sum (from the old value, positions row by row), rounded once.
+    /// old value and its terms in one sum (from the old value, positions row by row), rounded once. The fast
+    /// lanes hold the `K` gradients of a window row, and every interior position adds to all of them at once.
     #[allow(clippy::too_many_arguments)]
-    fn backward_params<S: Scalar, R, P>(
+    fn backward_params<S: Scalar, R, P, const K: usize>(
         &self,
         x: &[S],
         dz: &[S],
@@ -355,36 +299,26 @@ impl Geom {
                 let xb = bound_if_needed::<S, P>(x, terms);
                 S::quiet(S::ANY, xb, terms) || S::quiet_with(dz, xb, terms)
             });
-        for (k, gv) in gw.iter_mut().enumerate() {
-            let old = *gv;
+        let (rows, _) = gw.as_chunks_mut::<K>();
+        for (row, gr) in rows.iter_mut().enumerate() {
+            let old = *gr;
+            let (fc, ky) = (row / g.kh.max(1), row % g.kh.max(1));
+            let (f, c) = (fc / g.c.max(1), fc % g.c.max(1));
             if !quiet {
-                *gv = put(g.gw_exact(x, dz, k, old), r, p);
+                for (kx, (gv, &o)) in gr.iter_mut().zip(&old).enumerate() {
+                    *gv = put(g.gw_exact(x, dz, row * K + kx, o), r, p);
+                }
                 continue;
             }
-            let (f, c, ky, kx) = g.unflat_w(k);
-            let mut lane = S::lane_of(old);
-            for oy in 0..g.oh {
-                let Some(iy) = src(oy, ky, g.stride, g.pad_h, g.h) else {
-                    continue;
-                };
-                let o = reading(0, g.w, kx, g.stride, g.pad_w, g.ow);
-                let Some(i0) = (o.start * g.stride + kx).checked_sub(g.pad_w) else {
-                    continue;
-                };
-                let ds = dz
-                    .get((f * g.oh + oy) * g.ow + o.start..)
-                    .unwrap_or_default();
-                let xs = x.get((c * g.h + iy) * g.w + i0..).unwrap_or_default();
-                for (&dv, &xv) in ds
-                    .iter()
-                    .zip(xs.iter().step_by(g.stride.max(1)))
-                    .take(o.len())
-                {
-                    lane = S::lane_mac(lane, dv, xv);
-                }
+            let mut lanes = old.map(S::lane_of);
+            g.gw_lanes::<S, K>(x, dz, (f, c, ky), &mut lanes);
+            for (gv, l) in gr.iter_mut().zip(lanes) {
+                *gv = put(S::lane_acc(l), r, p);
             }
-            *gv = put(S::lane_acc(lane), r, p);
-            watch(core::slice::from_ref(gv), p, |_| g.gw_exact(x, dz, k, old));
+            watch(gr, p, |kx| {
+                let o = old.get(kx).copied().unwrap_or(S::ZERO);
+                g.gw_exact(x, dz, row * K + kx, o)
+            });
         }
         let plane = g.oh * g.ow;
         for (f, gv) in gb.iter_mut().enumerate() {
@@ -418,6 +352,138 @@ impl Geom {
             }
         }
         acc
+    }
+
+    /// [`Geom::forward`]'s fast lanes for the outputs `(f, oy, ox0 + j)` of one block: every product, in the
+    /// sum's order, without checks. Inlined: with the layer's sizes as constants the loops unroll (a third
+    /// of the instructions on the Cortex-M4F).
+    #[inline(always)]
+    fn z_lanes<S: Scalar, const K: usize>(
+        &self,
+        x: &[S],
+        w: &[S],
+        (f, oy, ox0): (usize, usize, usize),
+        lanes: &mut [S::Lane],
+    ) {
+        let g = *self;
+        for c in 0..g.c {
+            for ky in 0..g.kh {
+                let Some(iy) = src(oy, ky, g.stride, g.pad_h, g.h) else {
+                    continue;
+                };
+                let (Some(wr), Some(xr)) = (
+                    window::<S, K>(w, ((f * g.c + c) * g.kh + ky) * K),
+                    x.get((c * g.h + iy) * g.w..).and_then(|v| v.get(..g.w)),
+                ) else {
+                    continue;
+                };
+                for (ox, l) in (ox0..).zip(lanes.iter_mut()) {
+                    let at = (ox * g.stride).wrapping_sub(g.pad_w);
+                    match window::<S, K>(xr, at) {
+                        Some(xs) => {
+                            for (&wv, &xv) in wr.iter().zip(xs) {
+                                *l = S::lane_mac(*l, wv, xv);
+                            }
+                        }
+                        None => {
+                            for (kx, &wv) in wr.iter().enumerate() {
+                                let ix = src(ox, kx, g.stride, g.pad_w, g.w);
+                                if let Some(&xv) = ix.and_then(|i| xr.get(i)) {
+                                    *l = S::lane_mac(*l, wv, xv);
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// [`Geom::backward_input`]'s fast lanes for the inputs `(c, iy, ix0 + j)` of one block (as
+    /// [`Geom::z_lanes`]).
+    #[inline(always)]
+    fn dx_lanes<S: Scalar, const K: usize>(
+        &self,
+        w: &[S],
+        dz: &[S],
+        (c, iy, ix0): (usize, usize, usize),
+        lanes: &mut [S::Lane],
+    ) {
+        let g = *self;
+        for f in 0..g.f {
+            for ky in 0..g.kh {
+                let Some(oy) = dst(iy, ky, g.stride, g.pad_h, g.oh) else {
+                    continue;
+                };
+                let (Some(wr), Some(dr)) = (
+                    window::<S, K>(w, ((f * g.c + c) * g.kh + ky) * K),
+                    dz.get((f * g.oh + oy) * g.ow..).and_then(|v| v.get(..g.ow)),
+                ) else {
+                    continue;
+                };
+                for (ix, l) in (ix0..).zip(lanes.iter_mut()) {
+                    let at = (ix + g.pad_w).wrapping_sub(K - 1);
+                    // At stride 1, offset kx meets output `ix + pad − kx`: K consecutive outputs.
+                    match window::<S, K>(dr, at).filter(|_| g.stride == 1) {
+                        Some(ds) => {
+                            for (&wv, &dv) in wr.iter().zip(ds.iter().rev()) {
+                                *l = S::lane_mac(*l, wv, dv);
+                            }
+                        }
+                        None => {
+                            for (kx, &wv) in wr.iter().enumerate() {
+                                let ox = dst(ix, kx, g.stride, g.pad_w, g.ow);
+                                if let Some(&dv) = ox.and_then(|o| dr.get(o)) {
+                                    *l = S::lane_mac(*l, wv, dv);
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// [`Geom::backward_params`]' fast lanes for the `K` weight gradients of window row `(f, c, ky)`: every
+    /// position's products, in order, added to the lanes (which hold the old values).
+    #[inline(always)]
+    fn gw_lanes<S: Scalar, const K: usize>(
+        &self,
+        x: &[S],
+        dz: &[S],
+        (f, c, ky): (usize, usize, usize),
+        lanes: &mut [S::Lane; K],
+    ) {
+        let g = *self;
+        for oy in 0..g.oh {
+            let Some(iy) = src(oy, ky, g.stride, g.pad_h, g.h) else {
+                continue;
+            };
+            let (Some(dr), Some(xr)) = (
+                dz.get((f * g.oh + oy) * g.ow..).and_then(|v| v.get(..g.ow)),
+                x.get((c * g.h + iy) * g.w..).and_then(|v| v.get(..g.w)),
+            ) else {
+                continue;
+            };
+            for (ox, &dv) in dr.iter().enumerate() {
+                let at = (ox * g.stride).wrapping_sub(g.pad_w);
+                match window::<S, K>(xr, at) {
+                    Some(xs) => {
+                        for (l, &xv) in lanes.iter_mut().zip(xs) {
+                            *l = S::lane_mac(*l, dv, xv);
+                        }
+                    }
+                    None => {
+                        for (kx, l) in lanes.iter_mut().enumerate() {
+                            let ix = src(ox, kx, g.stride, g.pad_w, g.w);
+                            if let Some(&xv) = ix.and_then(|i| xr.get(i)) {
+                                *l = S::lane_mac(*l, dv, xv);
+                            }
+                        }
+                    }
+                }
+            }
+        }
     }
 
     /// Flat index `k` of a `[_; rows][cols]` plane stack as (plane, row, column).
@@ -756,7 +822,7 @@ where
         P: Probes + ?Sized,
     {
         self.x = *x;
-        conv_forward(
+        conv_forward::<S, R, P, K>(
             &Self::GEOM,
             (&self.act, x.flat()),
             (
@@ -784,7 +850,7 @@ where
             .as_flattened_mut()
             .as_flattened_mut()
             .as_flattened_mut();
-        conv_backward(
+        conv_backward::<S, R, P, K>(
             &Self::GEOM,
             (&self.act, self.x.flat(), self.z.flat(), self.y.flat()),
             (w, gw, &mut self.grad_bias),
@@ -802,8 +868,9 @@ where
     }
 }
 
-/// The forward pass of a convolution layer on flat slices: `z` then `y = act(z)`, events under `at`.
-fn conv_forward<S: Scalar, R, P>(
+/// The forward pass of a convolution layer on flat slices (window width `K`): `z` then `y = act(z)`, events
+/// under `at`.
+fn conv_forward<S: Scalar, R, P, const K: usize>(
     g: &Geom,
     (act, x): (&Act, &[S]),
     (w, b): (&[S], &[S]),
@@ -817,14 +884,15 @@ fn conv_forward<S: Scalar, R, P>(
     P: Probes + ?Sized,
 {
     let mut fp = At::new(&mut *p, at, Phase::Forward);
-    g.forward(x, w, b, z, r, &mut fp);
+    g.forward::<S, _, _, K>(x, w, b, z, r, &mut fp);
     activate(act, z, y, r, &mut fp);
     p.signal(at, Phase::Forward, y);
 }
 
-/// The backward pass of a convolution layer on flat slices: `dz`, the parameter gradients, then `dx`.
+/// The backward pass of a convolution layer on flat slices (window width `K`): `dz`, the parameter gradients,
+/// then `dx`.
 #[allow(clippy::type_complexity)]
-fn conv_backward<S: Scalar, R, P>(
+fn conv_backward<S: Scalar, R, P, const K: usize>(
     g: &Geom,
     (act, x, z, y): (&Act, &[S], &[S], &[S]),
     (w, gw, gb): (&[S], &mut [S], &mut [S]),
@@ -845,8 +913,8 @@ fn conv_backward<S: Scalar, R, P>(
         r,
         &mut At::new(&mut *p, at, Phase::Backward),
     );
-    g.backward_params(x, dz, gw, gb, r, &mut At::new(&mut *p, at, Phase::Grad));
-    g.backward_input(w, dz, dx, r, &mut At::new(&mut *p, at, Phase::Backward));
+    g.backward_params::<S, _, _, K>(x, dz, gw, gb, r, &mut At::new(&mut *p, at, Phase::Grad));
+    g.backward_input::<S, _, _, K>(w, dz, dx, r, &mut At::new(&mut *p, at, Phase::Backward));
     p.signal(at, Phase::Backward, dx);
 }
 
@@ -1006,7 +1074,7 @@ where
         P: Probes + ?Sized,
     {
         self.x = *x;
-        conv_forward(
+        conv_forward::<S, R, P, K>(
             &Self::GEOM,
             (&self.act, x.flat()),
             (self.weight.as_flattened().as_flattened(), &self.bias),
@@ -1027,7 +1095,7 @@ where
         let mut dx: Self::Input = Tensor::zeros();
         let w = self.weight.as_flattened().as_flattened();
         let gw = self.grad_weight.as_flattened_mut().as_flattened_mut();
-        conv_backward(
+        conv_backward::<S, R, P, K>(
             &Self::GEOM,
             (&self.act, self.x.flat(), self.z.flat(), self.y.flat()),
             (w, gw, &mut self.grad_bias),
