@@ -371,3 +371,120 @@ proptest! {
         }
     }
 }
+
+/// `Native<F>`'s operations against the format's own (each one delegates, and the format's are checked
+/// against the oracle above): values bit for bit and flags, for two operands and a coefficient.
+fn native_delegates<F>(a: F, b: F, c: f64) -> Result<(), TestCaseError>
+where
+    F: gradscope_core::Format16 + Scalar,
+    Native<F>: Scalar,
+    gradscope_core::Act: gradscope_core::Activate<F> + gradscope_core::Activate<Native<F>>,
+{
+    use gradscope_core::{Act, Activate};
+    let (na, nb) = (Native(a), Native(b));
+    let pair = |(v, f): (Native<F>, Flags)| (v.raw_bits(), f);
+    let wide = |(v, f): (F, Flags)| (v.raw_bits(), f);
+    let r = &mut NearestEven;
+    let coef = Coef::new(c);
+    prop_assert_eq!(pair(na.add(nb)), wide(a.add(b)));
+    prop_assert_eq!(pair(na.sub(nb)), wide(a.sub(b)));
+    prop_assert_eq!(pair(na.neg()), wide(a.neg()));
+    prop_assert_eq!(pair(na.mul(nb, r)), wide(a.mul(b, r)));
+    prop_assert_eq!(pair(na.scale_by(&coef, r)), wide(a.scale_by(&coef, r)));
+    prop_assert_eq!(pair(Native::<F>::from_f64(c, r)), wide(F::from_f64(c, r)));
+    prop_assert_eq!(na.to_f64().to_bits(), a.to_f64().to_bits());
+    let (x32, f32_flags) = na.to_f32();
+    let (w32, w32_flags) = a.to_f32();
+    prop_assert_eq!((x32.to_bits(), f32_flags), (w32.to_bits(), w32_flags));
+    prop_assert_eq!(na.is_zero(), a.is_zero());
+    prop_assert_eq!(na.is_finite(), a.to_f64().is_finite());
+    prop_assert_eq!(na.raw_bits(), a.raw_bits());
+    // Sums of squares: the same scaled accumulator, merged, totalled, rooted and read as f64.
+    let sa = Native::<F>::sq_add(Native::<F>::sq_add(Native::<F>::sq_zero(), na), nb);
+    let wa = F::sq_add(F::sq_add(F::sq_zero(), a), b);
+    let (sm, wm) = (Native::<F>::sq_merge(sa, sa), F::sq_merge(wa, wa));
+    prop_assert_eq!(pair(Native::<F>::sq_total(sm, r)), wide(F::sq_total(wm, r)));
+    prop_assert_eq!(pair(Native::<F>::sq_sqrt(sm)), wide(F::sq_sqrt(wm)));
+    prop_assert_eq!(
+        Native::<F>::sq_to_f64(sm).to_bits(),
+        F::sq_to_f64(wm).to_bits()
+    );
+    for act in Act::all() {
+        let y = act.f(a, r);
+        prop_assert_eq!(pair(act.f(na, r)), wide(y));
+        prop_assert_eq!(pair(act.df(na, Native(y.0), r)), wide(act.df(a, y.0, r)));
+        prop_assert_eq!(
+            pair(act.backward(na, Native(y.0), nb, r)),
+            wide(act.backward(a, y.0, b, r))
+        );
+    }
+    Ok(())
+}
+
+/// The events of `acc + a·b` summed in f16 (`Native<f16>`), by the oracle: the product rounded to f16 (exact
+/// in f64 first), its underflow, subnormal and overflow, then the sum's overflow.
+fn native_mac_oracle(acc: f64, a: f64, b: f64) -> (f64, Flags) {
+    let (p, fp) = F16.round(a * b, Mode::Nearest, false, a.is_finite() && b.is_finite());
+    let (s, fs) = sum(F16, acc, p);
+    let events = Flags::UNDERFLOW | Flags::SUBNORMAL | Flags::OVERFLOW;
+    (s, (fp & events) | (fs & Flags::OVERFLOW))
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(oracle_cases(20_000)))]
+
+    #[test]
+    fn native_operations_are_the_formats_own(
+        a in f16s(),
+        b in f16s(),
+        (c, d) in bf16_pair(),
+        k in prop_oneof![-1e4f64..1e4, (-60i32..60).prop_map(pow2)],
+    ) {
+        native_delegates::<f16>(a, b, k)?;
+        native_delegates::<bf16>(bf16::from_bits(c), bf16::from_bits(d), k)?;
+    }
+
+    #[test]
+    fn native_accumulation_rounds_every_step_with_its_events(
+        a in f16s(), b in f16s(), c in f16s(), d in f16s(), e in f16s(),
+    ) {
+        type N = Native<f16>;
+        let v = |x: f16| x.to_f64();
+        // acc = e, then + a·b, then + c·d; merged with itself; narrowed.
+        let start = N::acc_add(N::acc_zero(), Native(e));
+        let (s0, f0) = sum(F16, 0.0, v(e));
+        let keep = Flags::OVERFLOW | Flags::UNDERFLOW | Flags::SUBNORMAL | Flags::NONFINITE;
+        let m1 = N::mac(start, Native(a), Native(b));
+        let (s1, f1) = native_mac_oracle(s0, v(a), v(b));
+        let m2 = N::mac(m1, Native(c), Native(d));
+        let (s2, f2) = native_mac_oracle(s1, v(c), v(d));
+        let merged = N::acc_merge(m2, m2);
+        let (s3, f3) = sum(F16, s2, s2);
+        let (out, flags) = N::narrow(merged, &mut NearestEven);
+        let mut want = (f0 & keep) | f1 | f2 | (f3 & Flags::OVERFLOW);
+        if !s3.is_finite() {
+            want |= Flags::NONFINITE;
+        }
+        if s3 != 0.0 && s3.abs() < pow2(-14) {
+            want |= Flags::SUBNORMAL;
+        }
+        prop_assert!(same(out.to_f64(), s3), "{} vs {s3}", out.to_f64());
+        prop_assert_eq!(flags, want);
+        // The fast lanes give the same value without events.
+        let lane = N::lane_mac(N::lane_mac(N::lane_of(Native(e)), Native(a), Native(b)), Native(c), Native(d));
+        let fast = N::narrow(N::acc_merge(N::lane_acc(lane), N::lane_acc(lane)), &mut NearestEven).0;
+        prop_assert!(same(fast.to_f64(), s3));
+    }
+}
+
+#[test]
+fn native_narrowing_reports_a_subnormal_sum_of_normal_terms() {
+    type N = Native<f16>;
+    let h = |x: f64| <f16 as Scalar>::from_f64(x, &mut NearestEven).0;
+    // 2^-13 + 2^-20 minus the exact product 2^-7 · 2^-6: every term is normal, the sum 2^-20 is not.
+    let acc = N::acc_add(N::acc_zero(), Native(h(pow2(-13) + pow2(-20))));
+    let acc = N::mac(acc, Native(h(-pow2(-7))), Native(h(pow2(-6))));
+    let (v, f) = N::narrow(acc, &mut NearestEven);
+    assert_eq!(v.to_f64(), pow2(-20));
+    assert_eq!(f, Flags::SUBNORMAL);
+}
