@@ -488,3 +488,148 @@ fn native_narrowing_reports_a_subnormal_sum_of_normal_terms() {
     assert_eq!(v.to_f64(), pow2(-20));
     assert_eq!(f, Flags::SUBNORMAL);
 }
+
+/// A 16-bit activation result against its `f32` computation rounded once by the oracle, with the contract's
+/// events: no `INEXACT` (the formulas are not exact in any format), `NONFINITE` for a non-finite result or
+/// input, `OVERFLOW` for a non-finite result of finite inputs, `SUBNORMAL`, and `UNDERFLOW` where the result
+/// is zero but the `f32` value was not (or had underflowed itself).
+fn activation_check(
+    (v, f): (f16, Flags),
+    (v32, f32_flags): (f32, Flags),
+    inputs_finite: bool,
+) -> Result<(), TestCaseError> {
+    let want = if v32.is_finite() {
+        F16.round(v32 as f64, Mode::Nearest, false, true).0
+    } else {
+        v32 as f64
+    };
+    let got = v.to_f64();
+    prop_assert!(same(got, want), "{got:e} vs {want:e} ({v32:e})");
+    let mut w = Flags::NONE;
+    if !want.is_finite() || !inputs_finite {
+        w |= Flags::NONFINITE;
+    }
+    if !want.is_finite() && inputs_finite {
+        w |= Flags::OVERFLOW;
+    }
+    if want != 0.0 && want.abs() < pow2(-14) {
+        w |= Flags::SUBNORMAL;
+    }
+    if want == 0.0 && inputs_finite && (v32 != 0.0 || f32_flags.contains(Flags::UNDERFLOW)) {
+        w |= Flags::UNDERFLOW;
+    }
+    prop_assert_eq!(f, w, "{:e} from {:e}", got, v32);
+    Ok(())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(oracle_cases(20_000)))]
+
+    #[test]
+    fn f16_activations_round_their_f32_values_once(xb in any::<u16>(), dy in f16s()) {
+        use gradscope_core::{Act, Activate};
+        let x = f16::from_bits(xb);
+        let (x32, dy32) = (x.to_f64() as f32, dy.to_f64() as f32);
+        let fin = x32.is_finite();
+        let r = &mut NearestEven;
+        for act in Act::all() {
+            let y = act.f(x, r);
+            activation_check(y, act.f(x32, r), fin)?;
+            let y32 = y.0.to_f64() as f32;
+            activation_check(act.df(x, y.0, r), act.df(x32, y32, r), fin)?;
+            activation_check(act.backward(x, y.0, dy, r), act.backward(x32, y32, dy32, r), fin)?;
+        }
+    }
+}
+
+#[test]
+fn conversions_and_scaling_at_ties_zeros_and_non_finite_coefficients() {
+    let r = &mut NearestEven;
+    for (name, grid, digits) in [("f16", F16, 11), ("bf16", BF16, 8)] {
+        let conv = |x: f64| -> (f64, Flags) {
+            if name == "f16" {
+                let (v, f) = <f16 as Scalar>::from_f64(x, &mut NearestEven);
+                (v.to_f64(), f)
+            } else {
+                let (v, f) = <bf16 as Scalar>::from_f64(x, &mut NearestEven);
+                (v.to_f64(), f)
+            }
+        };
+        // Exact ties between neighbours, in the normal and the subnormal range: to even.
+        let q = pow2(1 - digits);
+        for k in 0..64 {
+            for x in [
+                1.0 + (2 * k + 1) as f64 * q / 2.0,
+                (2 * k + 1) as f64 * pow2(grid.emin - digits),
+            ] {
+                for x in [x, -x] {
+                    let (v, f) = conv(x);
+                    let (want, wf) = grid.round(x, Mode::Nearest, true, true);
+                    assert!(
+                        same(v, want) && f == wf,
+                        "{name} {x:e}: {v:e} {f:?} vs {want:e} {wf:?}"
+                    );
+                }
+            }
+        }
+    }
+    // Scaling: ties (c = 1.5 on values with an odd last bit, c = 0.75), signed zeros, ∞·0, and coefficients
+    // that are not finite.
+    for bits in 0..=u16::MAX {
+        let x = f16::from_bits(bits);
+        let xv = x.to_f64();
+        for c in [1.5, 0.75, -1.5, 0.0, -0.0] {
+            let (v, f) = x.scale_by(&Coef::new(c), r);
+            let want = F16.round(xv * c, Mode::Nearest, false, xv.is_finite());
+            assert!(
+                same(v.to_f64(), want.0) && f == want.1,
+                "{xv:e}·{c}: {:e} {f:?} vs {want:?}",
+                v.to_f64()
+            );
+        }
+        for c in [f64::INFINITY, f64::NEG_INFINITY, f64::NAN] {
+            let (v, f) = x.scale_by(&Coef::new(c), r);
+            let want = xv as f32 * c as f32;
+            assert!(same(
+                v.to_f64(),
+                F16.round(want as f64, Mode::Nearest, false, false).0
+            ));
+            assert!(f.contains(Flags::NONFINITE), "{xv:e}·{c}: {f:?}");
+        }
+    }
+}
+
+#[test]
+fn sums_of_squares_round_once_with_their_events() {
+    use gradscope_core::matrix::{l2_norm, sum_sq};
+    let h = |x: f64| <f16 as Scalar>::from_f64(x, &mut NearestEven).0;
+    // 300² + 200² = 130000 is beyond f16 (the norm, 360.6, is not); 2⁻¹⁰·2⁻¹⁰ + 2⁻¹¹·2⁻¹¹ is subnormal.
+    for (x, sq, events) in [
+        (
+            vec![h(300.0), h(200.0)],
+            130000.0,
+            Flags::OVERFLOW | Flags::NONFINITE | Flags::INEXACT,
+        ),
+        (
+            vec![h(pow2(-10)), h(pow2(-11))],
+            pow2(-20) + pow2(-22),
+            Flags::SUBNORMAL,
+        ),
+        (vec![h(1.5), h(2.0)], 6.25, Flags::NONE),
+    ] {
+        let mut f = Flags::NONE;
+        let v = sum_sq(&x, &mut NearestEven, &mut f);
+        let (want, wf) = F16.round(sq, Mode::Nearest, false, true);
+        assert!(same(v.to_f64(), want), "{x:?}: {} vs {want}", v.to_f64());
+        assert_eq!(f, wf, "{x:?}");
+        assert_eq!(f, events, "{x:?}");
+        let mut f = Flags::NONE;
+        let n = l2_norm(&x, &mut f);
+        let want = F16.round(sq.sqrt(), Mode::Nearest, false, true).0;
+        assert!(
+            (n.to_f64() - want).abs() <= want * pow2(-11),
+            "{x:?}: ‖x‖ {} vs {want}",
+            n.to_f64()
+        );
+    }
+}

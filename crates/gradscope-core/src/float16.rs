@@ -283,7 +283,8 @@ fn scale16<F: Format16>(x: F, c: &Coef) -> (F, Flags) {
         (frac | (1 << p), field - bias - p)
     };
     let (m, e) = c.mantissa31();
-    let negative = (x.bits() & SIGN != 0) != (m < 0);
+    // The coefficient's sign, that of −0 included (IEEE: x·(−0) is a zero of the opposite sign, as in f32).
+    let negative = (x.bits() & SIGN != 0) != c.value().is_sign_negative();
     // The exact product P · 2^E, P below 2^42.
     let big = sx as u64 * m.unsigned_abs() as u64;
     let exp = ex - e;
