@@ -5,7 +5,9 @@
 //! judge: `tests/golden.rs` holds it to PyTorch's float64 values within 10⁻¹² for every activation.
 
 use gradscope_core::activation::Activate;
-use gradscope_core::{Act, Fixed, Floor, I1F15, I8F24, I16F16, NearestEven, Rounding};
+use gradscope_core::{
+    Act, FastAct, Fixed, Flags, Floor, I1F15, I8F24, I16F16, NearestEven, Rounding, bf16, f16,
+};
 
 /// f(x) and f′(x) from the core's f64 path.
 fn reference(act: &Act, x: f64) -> (f64, f64) {
@@ -43,7 +45,7 @@ fn every_derivative_matches_f64_central_differences() {
             let tol = 1e-6 + 1e-4 * analytic.abs();
             assert!(
                 (numeric - analytic).abs() <= tol,
-                "{act} at {x}: analytic {analytic}, numeric {numeric}"
+                "{act:?} at {x}: analytic {analytic}, numeric {numeric}"
             );
         }
     }
@@ -60,7 +62,7 @@ fn float_derivatives_from_the_output_agree_with_the_input_form() {
             let want = reference(&act, x as f64).1;
             assert!(
                 (d as f64 - want).abs() <= 1e-6 * want.abs().max(1.0),
-                "{act} at {x}: {d} vs {want}"
+                "{act:?} at {x}: {d} vs {want}"
             );
         }
     }
@@ -226,7 +228,7 @@ fn exact_zeros_follow_the_definitions() {
             assert_eq!(
                 (act.is_exact_zero(x), act.is_exact_zero_derivative(x)),
                 exact_zeros(act, x),
-                "{act} at {x}"
+                "{act:?} at {x}"
             );
         }
     }
@@ -279,4 +281,91 @@ fn parameters_and_names_read_back() {
             Act::NAMES.join(", ")
         )
     );
+}
+
+/// What a probe that is not active keeps of an activation's events ([`gradscope_core::Probe::note`]).
+const KEPT: Flags = Flags::NONFINITE.union(Flags::OVERFLOW);
+
+/// The watching paths (`f_watched`, `backward_watched`) give the full path's value bit for bit (any NaN for a
+/// NaN: Rust leaves a NaN's sign and payload unspecified), and every
+/// event a watching probe keeps: the full flags wherever those include a kept event, and no kept event
+/// elsewhere. Inputs include NaN, ±∞, ±0, subnormals, values that overflow and gradients that do.
+fn watched_paths_keep_what_a_watching_probe_sees<S, A>(act: &A, bits: impl Fn(S) -> u64)
+where
+    S: gradscope_core::Scalar,
+    A: Activate<S> + std::fmt::Debug,
+{
+    let bits = |v: S| {
+        if v.to_f64().is_nan() {
+            u64::MAX
+        } else {
+            bits(v)
+        }
+    };
+    let specials = [
+        f64::NAN,
+        f64::INFINITY,
+        f64::NEG_INFINITY,
+        0.0,
+        -0.0,
+        1e-40,
+        -1e-310,
+        3e38,
+        -3e38,
+        1e300,
+        -1e300,
+        89.0,
+        710.0,
+        -710.0,
+    ];
+    let xs = (-40..=40).map(|k| k as f64 * 0.37).chain(specials);
+    let dys = [1.0, -0.5, 1e-30, 3e38, 1e300, 0.0, f64::INFINITY, f64::NAN];
+    let r = &mut NearestEven;
+    for x in xs {
+        let x = S::from_f64(x, r).0;
+        let full = act.f(x, r);
+        let watched = act.f_watched(x, r);
+        assert_eq!(bits(full.0), bits(watched.0), "{act:?} f({x:?}) value");
+        if full.1.intersects(KEPT) {
+            assert_eq!(full.1, watched.1, "{act:?} f({x:?}) flags");
+        } else {
+            assert!(
+                !watched.1.intersects(KEPT),
+                "{act:?} f({x:?}) flags {:?}",
+                watched.1
+            );
+        }
+        for dy in dys {
+            let dy = S::from_f64(dy, r).0;
+            let full = act.backward(x, full.0, dy, r);
+            let watched = act.backward_watched(x, act.f(x, r).0, dy, r);
+            assert_eq!(
+                bits(full.0),
+                bits(watched.0),
+                "{act:?} backward({x:?}, {dy:?}) value"
+            );
+            if full.1.intersects(KEPT) {
+                assert_eq!(full.1, watched.1, "{act:?} backward({x:?}, {dy:?}) flags");
+            } else {
+                assert!(
+                    !watched.1.intersects(KEPT),
+                    "{act:?} backward({x:?}, {dy:?})"
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn watched_paths_equal_the_full_paths_where_a_watching_probe_looks() {
+    for act in &all_with_parameters() {
+        watched_paths_keep_what_a_watching_probe_sees::<f32, _>(act, |v| v.to_bits() as u64);
+        watched_paths_keep_what_a_watching_probe_sees::<f64, _>(act, f64::to_bits);
+        watched_paths_keep_what_a_watching_probe_sees::<f32, _>(&FastAct(*act), |v| {
+            v.to_bits() as u64
+        });
+        watched_paths_keep_what_a_watching_probe_sees::<f16, _>(act, |v| v.to_bits() as u64);
+        watched_paths_keep_what_a_watching_probe_sees::<bf16, _>(act, |v| v.to_bits() as u64);
+        watched_paths_keep_what_a_watching_probe_sees::<I16F16, _>(act, |v| v.raw() as u64);
+    }
 }

@@ -538,7 +538,11 @@ where
 {
     for (yv, &xv) in y.iter_mut().zip(x) {
         let (v, f) = yv.add(xv);
-        p.note(f);
+        // A finite float sum carries none of the events a watching probe keeps, so its flags need not be
+        // computed unless the probe is active.
+        if P::ACTIVE || !S::IS_FLOAT || !v.is_finite() {
+            p.note(f);
+        }
         *yv = v;
     }
 }

@@ -529,6 +529,20 @@ pub trait Activate<S: Scalar> {
     /// `dy · f′(x)`, the backward pass through the activation. Fixed point rounds once (the derivative is
     /// kept at 30 fraction bits), so a ReLU passes gradients through exactly.
     fn backward<R: Rounding + ?Sized>(&self, x: S, y: S, dy: S, r: &mut R) -> (S, Flags);
+
+    /// [`Activate::f`] for a probe that is not active: the same value and rounding, with flags that may leave
+    /// out every event but the value's own (non-finite, overflow, saturation), the only ones such a probe
+    /// keeps ([`crate::Probe::note`]). Floats test a finite result for nothing more, which is most of an
+    /// activation's cost when the probes are off.
+    #[inline]
+    fn f_watched<R: Rounding + ?Sized>(&self, x: S, r: &mut R) -> (S, Flags) {
+        self.f(x, r)
+    }
+    /// [`Activate::backward`] for a probe that is not active, as [`Activate::f_watched`] is to `f`.
+    #[inline]
+    fn backward_watched<R: Rounding + ?Sized>(&self, x: S, y: S, dy: S, r: &mut R) -> (S, Flags) {
+        self.backward(x, y, dy, r)
+    }
 }
 
 /// [`Act`] with the `micromath` backend for `f32`: the fast approximations, chosen by type.
@@ -569,6 +583,32 @@ macro_rules! float_activate {
                 let (d, f) = self.df(x, y, r);
                 let (g, fg) = dy.mul(d, r);
                 (g, f | fg)
+            }
+            // A finite result carries none of the events a watching probe keeps: a non-finite input, f′ or
+            // product would have made it non-finite. Only a non-finite one takes the full path.
+            #[inline]
+            fn f_watched<R: Rounding + ?Sized>(&self, x: $t, r: &mut R) -> ($t, Flags) {
+                let y = self.as_act().eval::<$t, $m>(x);
+                if y.is_finite() {
+                    (y, Flags::NONE)
+                } else {
+                    self.f(x, r)
+                }
+            }
+            #[inline]
+            fn backward_watched<R: Rounding + ?Sized>(
+                &self,
+                x: $t,
+                y: $t,
+                dy: $t,
+                r: &mut R,
+            ) -> ($t, Flags) {
+                let g = dy * self.as_act().deriv::<$t, $m>(x, y);
+                if g.is_finite() {
+                    (g, Flags::NONE)
+                } else {
+                    self.backward(x, y, dy, r)
+                }
             }
         }
     };

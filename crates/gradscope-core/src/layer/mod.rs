@@ -540,15 +540,19 @@ impl GradStats {
 }
 
 /// `y = act(x)` elementwise, each value's events to `p`.
-pub(crate) fn activate<S: Scalar, A: Activate<S>>(
+pub(crate) fn activate<S: Scalar, A: Activate<S>, P: Probe + ?Sized>(
     act: &A,
     x: &[S],
     y: &mut [S],
     r: &mut (impl Rounding + ?Sized),
-    p: &mut (impl Probe + ?Sized),
+    p: &mut P,
 ) {
     for (yv, &xv) in y.iter_mut().zip(x) {
-        let (v, f) = act.f(xv, r);
+        let (v, f) = if P::ACTIVE {
+            act.f(xv, r)
+        } else {
+            act.f_watched(xv, r)
+        };
         p.note(f);
         *yv = v;
     }
@@ -556,16 +560,20 @@ pub(crate) fn activate<S: Scalar, A: Activate<S>>(
 
 /// `d = dy ⊙ act′(x)` elementwise, given `y = act(x)` (some derivatives read the output), each value's
 /// events to `p`.
-pub(crate) fn activate_back<S: Scalar, A: Activate<S>>(
+pub(crate) fn activate_back<S: Scalar, A: Activate<S>, P: Probe + ?Sized>(
     act: &A,
     (x, y): (&[S], &[S]),
     dy: &[S],
     d: &mut [S],
     r: &mut (impl Rounding + ?Sized),
-    p: &mut (impl Probe + ?Sized),
+    p: &mut P,
 ) {
     for (((dv, &xv), &yv), &g) in d.iter_mut().zip(x).zip(y).zip(dy) {
-        let (v, f) = act.backward(xv, yv, g, r);
+        let (v, f) = if P::ACTIVE {
+            act.backward(xv, yv, g, r)
+        } else {
+            act.backward_watched(xv, yv, g, r)
+        };
         p.note(f);
         *dv = v;
     }
