@@ -548,14 +548,43 @@ pub(crate) fn activate<S: Scalar, A: Activate<S>, P: Probe + ?Sized>(
     p: &mut P,
 ) {
     for (yv, &xv) in y.iter_mut().zip(x) {
-        let (v, f) = if P::ACTIVE {
-            act.f(xv, r)
-        } else {
-            act.f_watched(xv, r)
-        };
-        p.note(f);
-        *yv = v;
+        *yv = activate_one(act, xv, r, p);
     }
+}
+
+/// `act(x)`, its events to `p`: all of them to an active probe, a value's own to a watching one (floats then
+/// skip the event tests of a finite value, [`Activate::f_watched`]).
+#[inline(always)]
+pub(crate) fn activate_one<S: Scalar, A: Activate<S>, P: Probe + ?Sized>(
+    act: &A,
+    x: S,
+    r: &mut (impl Rounding + ?Sized),
+    p: &mut P,
+) -> S {
+    let (v, f) = if P::ACTIVE {
+        act.f(x, r)
+    } else {
+        act.f_watched(x, r)
+    };
+    p.note(f);
+    v
+}
+
+/// `dy · act′(x)` given `y = act(x)`, its events to `p` as in [`activate_one`].
+#[inline(always)]
+pub(crate) fn activate_back_one<S: Scalar, A: Activate<S>, P: Probe + ?Sized>(
+    act: &A,
+    (x, y, dy): (S, S, S),
+    r: &mut (impl Rounding + ?Sized),
+    p: &mut P,
+) -> S {
+    let (v, f) = if P::ACTIVE {
+        act.backward(x, y, dy, r)
+    } else {
+        act.backward_watched(x, y, dy, r)
+    };
+    p.note(f);
+    v
 }
 
 /// `d = dy ⊙ act′(x)` elementwise, given `y = act(x)` (some derivatives read the output), each value's
@@ -569,13 +598,7 @@ pub(crate) fn activate_back<S: Scalar, A: Activate<S>, P: Probe + ?Sized>(
     p: &mut P,
 ) {
     for (((dv, &xv), &yv), &g) in d.iter_mut().zip(x).zip(y).zip(dy) {
-        let (v, f) = if P::ACTIVE {
-            act.backward(xv, yv, g, r)
-        } else {
-            act.backward_watched(xv, yv, g, r)
-        };
-        p.note(f);
-        *dv = v;
+        *dv = activate_back_one(act, (xv, yv, g), r, p);
     }
 }
 

@@ -8,7 +8,7 @@
 //! state only passes zeros for the other steps. Backward walks the steps in reverse, accumulating every
 //! parameter gradient, and reports `∂L/∂h_t` of each step to [`Probes::step`].
 
-use super::{At, Layer, Phase, Probes};
+use super::{At, Layer, Phase, Probes, activate_back_one, activate_one};
 use crate::activation::{Act, Activate};
 use crate::matrix::{add_assign, affine_pair, matvec_t, outer_acc};
 use crate::net::{ParamTensor, Params};
@@ -108,9 +108,7 @@ where
                 &mut fp,
             );
             for (h, &z) in ht.iter_mut().zip(zt.iter()) {
-                let (v, f) = self.act.f(z, r);
-                fp.record(f);
-                *h = v;
+                *h = activate_one(&self.act, z, r, &mut fp);
             }
             prev = *ht;
         }
@@ -152,11 +150,9 @@ where
                     .zip(dz.iter_mut().zip(zt).zip(ht))
                 {
                     let (s, f) = a.add(b);
-                    bp.record(f);
+                    bp.note(f);
                     *d = s;
-                    let (v, f) = self.act.backward(z, h, s, r);
-                    bp.record(f);
-                    *dzv = v;
+                    *dzv = activate_back_one(&self.act, (z, h, s), r, &mut bp);
                 }
             }
             p.step(at, t, &dh);
