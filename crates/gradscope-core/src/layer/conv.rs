@@ -302,8 +302,7 @@ impl Geom {
         let (rows, _) = gw.as_chunks_mut::<K>();
         for (row, gr) in rows.iter_mut().enumerate() {
             let old = *gr;
-            let (fc, ky) = (row / g.kh.max(1), row % g.kh.max(1));
-            let (f, c) = (fc / g.c.max(1), fc % g.c.max(1));
+            let (f, c, ky, _) = g.unflat_w(row * K);
             if !quiet {
                 for (kx, (gv, &o)) in gr.iter_mut().zip(&old).enumerate() {
                     *gv = put(g.gw_exact(x, dz, row * K + kx, o), r, p);
