@@ -553,7 +553,7 @@ pub(crate) fn activate<S: Scalar, A: Activate<S>, P: Probe + ?Sized>(
 }
 
 /// `act(x)`, its events to `p`: all of them to an active probe, a value's own to a watching one (floats then
-/// skip the event tests of a finite value, [`Activate::f_watched`]).
+/// skip the event tests of a finite value, [`Activate::f_watched`]), none to a probe that is off.
 #[inline(always)]
 pub(crate) fn activate_one<S: Scalar, A: Activate<S>, P: Probe + ?Sized>(
     act: &A,
@@ -561,7 +561,9 @@ pub(crate) fn activate_one<S: Scalar, A: Activate<S>, P: Probe + ?Sized>(
     r: &mut (impl Rounding + ?Sized),
     p: &mut P,
 ) -> S {
-    let (v, f) = if P::ACTIVE {
+    // A probe that neither counts nor watches drops every flag, and the inlined full path then loses its
+    // event tests to dead-code elimination without the watched path's finiteness branch.
+    let (v, f) = if P::ACTIVE || !P::WATCH {
         act.f(x, r)
     } else {
         act.f_watched(x, r)
@@ -578,7 +580,7 @@ pub(crate) fn activate_back_one<S: Scalar, A: Activate<S>, P: Probe + ?Sized>(
     r: &mut (impl Rounding + ?Sized),
     p: &mut P,
 ) -> S {
-    let (v, f) = if P::ACTIVE {
+    let (v, f) = if P::ACTIVE || !P::WATCH {
         act.backward(x, y, dy, r)
     } else {
         act.backward_watched(x, y, dy, r)
