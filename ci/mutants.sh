@@ -16,6 +16,12 @@ cd "$(dirname "$0")/.."
 
 command -v cargo-mutants >/dev/null || cargo install cargo-mutants --locked
 
+# cargo-mutants builds each job in a copy of the tree under the temporary directory, and a killed run leaves
+# its copies (with their build directories) behind: keep them under target/, cleared here.
+export TMPDIR="$PWD/target/mutants-tmp"
+rm -rf "$TMPDIR"
+mkdir -p "$TMPDIR"
+
 modules=() shard=() iterate=()
 while [ $# -gt 0 ]; do
   case "$1" in
