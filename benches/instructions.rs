@@ -7,12 +7,15 @@
 //! - `matvec_32/*`, `matmul_32/*`: 32×32 kernels per format, nalgebra's f32 `SMatrix` beside ours, and the
 //!   counting probe (`EventCounts`) beside the probe off;
 //! - `step_16_32_32_16/*`: one SGD step of the 16-32-32-16 ReLU net of the `training` bench at batch 1 and 32,
-//!   per format, and the same step written with nalgebra.
+//!   per format, and the same step written with nalgebra;
+//! - `conv_4x8x8_forward/*`, `conv_4x8x8_backward/*`: the `kernels` bench's 3×3 `same` convolution of 4
+//!   channels of 8×8 into 4 per format, probe off (the backward pass after one forward pass in the setup).
 //!
 //! Setup (data, weights, contexts) is excluded from the counts.
 
 use gradscope_core::{
-    EventCounts, I1F15, I16F16, Loss, NearestEven, Scalar, Sgd, StepCtx, StepReport, matrix, step,
+    Conv2d, EventCounts, I1F15, I16F16, Layer, Loss, NearestEven, Scalar, Sgd, StepCtx, StepReport,
+    matrix, step,
 };
 use gungraun::{library_benchmark, library_benchmark_group, main};
 use nalgebra::{SMatrix, SVector};
@@ -238,9 +241,68 @@ fn step_16_32_32_16_nalgebra_b32(net: NaNet<32>) -> f32 {
     black_box(na_step(net))
 }
 
+const C: usize = 4;
+type Conv<S> = Box<Conv2d<S, C, 8, 8, C, 3, 8, 8, 1, 1>>;
+type Planes<S> = [[[S; 8]; 8]; C];
+
+/// The convolution with seeded weights and a seeded input (also used as the output gradient).
+fn conv_input<S: Scalar>() -> (Conv<S>, Planes<S>)
+where
+    gradscope_core::Act: gradscope_core::Activate<S>,
+{
+    let mut conv: Conv<S> = Box::new(Conv2d::new(gradscope_core::Act::Identity));
+    let wrows: [[S; 9 * C]; C] = fill(5);
+    for (f, row) in conv.weight.iter_mut().zip(&wrows) {
+        for (v, &r) in f.as_flattened_mut().as_flattened_mut().iter_mut().zip(row) {
+            *v = r;
+        }
+    }
+    let xrows: [[S; 64]; C] = fill(6);
+    let mut x = [[[S::ZERO; 8]; 8]; C];
+    for (ch, row) in x.iter_mut().zip(&xrows) {
+        for (v, &r) in ch.as_flattened_mut().iter_mut().zip(row) {
+            *v = r;
+        }
+    }
+    (conv, x)
+}
+
+/// [`conv_input`] after one forward pass, ready for `backward`.
+fn conv_forwarded<S: Scalar>() -> (Conv<S>, Planes<S>)
+where
+    gradscope_core::Act: gradscope_core::Activate<S>,
+{
+    let (mut conv, x) = conv_input::<S>();
+    conv.forward(&x, 0, &mut NearestEven, &mut ());
+    (conv, x)
+}
+
+#[library_benchmark]
+#[bench::f32(setup = conv_input::<f32>)]
+#[bench::i16f16(setup = conv_input::<I16F16>)]
+#[bench::i1f15(setup = conv_input::<I1F15>)]
+fn conv_4x8x8_forward<S: Scalar>((mut conv, x): (Conv<S>, Planes<S>)) -> Planes<S>
+where
+    gradscope_core::Act: gradscope_core::Activate<S>,
+{
+    black_box(conv.forward(black_box(&x), 0, &mut NearestEven, &mut ()))
+}
+
+#[library_benchmark]
+#[bench::f32(setup = conv_forwarded::<f32>)]
+#[bench::i16f16(setup = conv_forwarded::<I16F16>)]
+#[bench::i1f15(setup = conv_forwarded::<I1F15>)]
+fn conv_4x8x8_backward<S: Scalar>((mut conv, dy): (Conv<S>, Planes<S>)) -> Planes<S>
+where
+    gradscope_core::Act: gradscope_core::Activate<S>,
+{
+    black_box(conv.backward(black_box(&dy), 0, &mut NearestEven, &mut ()))
+}
+
 library_benchmark_group!(
     name = kernels;
-    benchmarks = matvec_32, matvec_32_counted, matvec_32_nalgebra, matmul_32, matmul_32_nalgebra
+    benchmarks = matvec_32, matvec_32_counted, matvec_32_nalgebra, matmul_32, matmul_32_nalgebra,
+        conv_4x8x8_forward, conv_4x8x8_backward
 );
 
 library_benchmark_group!(

@@ -177,6 +177,10 @@ def host_instruction_tables(c):
         nal = c.get((f"step_16_32_32_16_nalgebra_b{b}", f"f32_b{b}"))
         lines.append(f"| batch {b} | {f32} | {i16} | {i15} | {nal} | {r(i16, f32)} | {r(i15, f32)} | "
                      f"{r(nal, f32)} |")
+    lines += ["", "| 3×3 conv, 4×8×8 into 4 | f32 | I16F16 | I1F15 | I16F16 / f32 | I1F15 / f32 |", "|---" * 6 + "|"]
+    for label, bench in [("forward", "conv_4x8x8_forward"), ("backward", "conv_4x8x8_backward")]:
+        f32, i16, i15 = (c.get((bench, f)) for f in ("f32", "i16f16", "i1f15"))
+        lines.append(f"| {label} | {f32} | {i16} | {i15} | {r(i16, f32)} | {r(i15, f32)} |")
     return "\n".join(lines) + "\n"
 
 
