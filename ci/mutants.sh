@@ -92,9 +92,11 @@ for key in "${!groups[@]}"; do
   done
   started=$(date +%s)
   # cargo-mutants exits non-zero when a mutant survives: that is a result, not a failure of this script.
+  # The timeout covers the baseline's test phase too, which first compiles the suite's dependencies in the
+  # scratch copy (over 300 s on a busy machine).
   cargo mutants --package gradscope-core "${files[@]}" \
     --cargo-test-arg=--lib --cargo-test-arg=--package=gradscope-suite "${args[@]}" \
-    --profile mutants --timeout 300 --jobs 2 --output "$out" "${shard[@]}" "${iterate[@]}" || true
+    --profile mutants --timeout 600 --jobs 2 --output "$out" "${shard[@]}" "${iterate[@]}" || true
   minutes=$(( ($(date +%s) - started + 30) / 60 ))
   for m in "${mods[@]}"; do
     prefix=$(files_for "$m" | sed 's/\*\.rs$//')
