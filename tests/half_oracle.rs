@@ -572,6 +572,17 @@ fn conversions_and_scaling_at_ties_zeros_and_non_finite_coefficients() {
                 }
             }
         }
+        // The largest finite value converts exactly, with no event; an f64 just beyond it overflows.
+        let max = grid.max;
+        for x in [max, -max] {
+            assert_eq!(conv(x), (x, Flags::NONE), "{name} {x:e}");
+            let beyond = x + x.signum() * max * f64::EPSILON;
+            assert_eq!(
+                conv(beyond),
+                (x, Flags::OVERFLOW | Flags::INEXACT),
+                "{name} {beyond:e}"
+            );
+        }
     }
     // Scaling: ties (c = 1.5 on values with an odd last bit, c = 0.75), signed zeros, ∞·0, and coefficients
     // that are not finite.
