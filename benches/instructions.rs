@@ -14,8 +14,8 @@
 //! Setup (data, weights, contexts) is excluded from the counts.
 
 use gradscope_core::{
-    Conv2d, EventCounts, I1F15, I16F16, Layer, Loss, NearestEven, Scalar, Sgd, StepCtx, StepReport,
-    matrix, step,
+    EventCounts, I1F15, I16F16, Layer, Loss, NearestEven, Scalar, Sgd, StepCtx, StepReport, matrix,
+    step,
 };
 use gungraun::{library_benchmark, library_benchmark_group, main};
 use nalgebra::{SMatrix, SVector};
@@ -24,19 +24,9 @@ use rand_xoshiro::Xoshiro128PlusPlus;
 use std::hint::black_box;
 
 mod common;
-use common::{ReluNet, data, na, relu_net};
+use common::{Conv, Planes, ReluNet, conv_setup, data, fill, na, relu_net};
 
 const N: usize = 32;
-
-fn fill<S: Scalar, const I: usize, const O: usize>(seed: u64) -> [[S; I]; O] {
-    let mut rng = Xoshiro128PlusPlus::seed_from_u64(seed);
-    core::array::from_fn(|_| {
-        core::array::from_fn(|_| {
-            let u = rng.next_u32() as f64 / u32::MAX as f64;
-            S::from_f64(u - 0.5, &mut NearestEven).0
-        })
-    })
-}
 
 type Square<S> = Box<[[S; N]; N]>;
 
@@ -241,47 +231,21 @@ fn step_16_32_32_16_nalgebra_b32(net: NaNet<32>) -> f32 {
     black_box(na_step(net))
 }
 
-const C: usize = 4;
-type Conv<S> = Box<Conv2d<S, C, 8, 8, C, 3, 8, 8, 1, 1>>;
-type Planes<S> = [[[S; 8]; 8]; C];
-
-/// The convolution with seeded weights and a seeded input (also used as the output gradient).
-fn conv_input<S: Scalar>() -> (Conv<S>, Planes<S>)
+/// [`conv_setup`] after one forward pass, ready for `backward`.
+fn conv_forwarded<S: Scalar>() -> (Box<Conv<S>>, Planes<S>)
 where
     gradscope_core::Act: gradscope_core::Activate<S>,
 {
-    let mut conv: Conv<S> = Box::new(Conv2d::new(gradscope_core::Act::Identity));
-    let wrows: [[S; 9 * C]; C] = fill(5);
-    for (f, row) in conv.weight.iter_mut().zip(&wrows) {
-        for (v, &r) in f.as_flattened_mut().as_flattened_mut().iter_mut().zip(row) {
-            *v = r;
-        }
-    }
-    let xrows: [[S; 64]; C] = fill(6);
-    let mut x = [[[S::ZERO; 8]; 8]; C];
-    for (ch, row) in x.iter_mut().zip(&xrows) {
-        for (v, &r) in ch.as_flattened_mut().iter_mut().zip(row) {
-            *v = r;
-        }
-    }
-    (conv, x)
-}
-
-/// [`conv_input`] after one forward pass, ready for `backward`.
-fn conv_forwarded<S: Scalar>() -> (Conv<S>, Planes<S>)
-where
-    gradscope_core::Act: gradscope_core::Activate<S>,
-{
-    let (mut conv, x) = conv_input::<S>();
+    let (mut conv, x) = conv_setup::<S>();
     conv.forward(&x, 0, &mut NearestEven, &mut ());
     (conv, x)
 }
 
 #[library_benchmark]
-#[bench::f32(setup = conv_input::<f32>)]
-#[bench::i16f16(setup = conv_input::<I16F16>)]
-#[bench::i1f15(setup = conv_input::<I1F15>)]
-fn conv_4x8x8_forward<S: Scalar>((mut conv, x): (Conv<S>, Planes<S>)) -> Planes<S>
+#[bench::f32(setup = conv_setup::<f32>)]
+#[bench::i16f16(setup = conv_setup::<I16F16>)]
+#[bench::i1f15(setup = conv_setup::<I1F15>)]
+fn conv_4x8x8_forward<S: Scalar>((mut conv, x): (Box<Conv<S>>, Planes<S>)) -> Planes<S>
 where
     gradscope_core::Act: gradscope_core::Activate<S>,
 {
@@ -292,7 +256,7 @@ where
 #[bench::f32(setup = conv_forwarded::<f32>)]
 #[bench::i16f16(setup = conv_forwarded::<I16F16>)]
 #[bench::i1f15(setup = conv_forwarded::<I1F15>)]
-fn conv_4x8x8_backward<S: Scalar>((mut conv, dy): (Conv<S>, Planes<S>)) -> Planes<S>
+fn conv_4x8x8_backward<S: Scalar>((mut conv, dy): (Box<Conv<S>>, Planes<S>)) -> Planes<S>
 where
     gradscope_core::Act: gradscope_core::Activate<S>,
 {

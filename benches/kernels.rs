@@ -12,23 +12,14 @@
 //! rounding, no saturation, no flags): the cost of plain integer arithmetic, a lower bound, not the same result.
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use gradscope_core::{Conv2d, EventCounts, I1F15, I16F16, Layer, NearestEven, Scalar, matrix};
+use gradscope_core::{EventCounts, I1F15, I16F16, Layer, NearestEven, Scalar, matrix};
 use nalgebra::{SMatrix, SVector};
 use num_traits::Zero;
-use rand_core::{Rng, SeedableRng};
-use rand_xoshiro::Xoshiro128PlusPlus;
 use std::hint::black_box;
 use std::time::Duration;
 
-fn fill<S: Scalar, const I: usize, const O: usize>(seed: u64) -> [[S; I]; O] {
-    let mut rng = Xoshiro128PlusPlus::seed_from_u64(seed);
-    core::array::from_fn(|_| {
-        core::array::from_fn(|_| {
-            let u = rng.next_u32() as f64 / u32::MAX as f64;
-            S::from_f64(u - 0.5, &mut NearestEven).0
-        })
-    })
-}
+mod common;
+use common::{CONV_C, conv_setup, fill};
 
 /// The nalgebra operand for a gradscope scalar: the float itself, or the raw integer of a fixed-point value.
 trait Raw: Scalar {
@@ -230,21 +221,8 @@ fn conv_for<S: Scalar>(c: &mut Criterion)
 where
     gradscope_core::Act: gradscope_core::Activate<S>,
 {
-    const C: usize = 4;
-    let mut conv = Conv2d::<S, C, 8, 8, C, 3, 8, 8, 1, 1>::new(gradscope_core::Act::Identity);
-    let wrows: [[S; 9 * C]; C] = fill(5);
-    for (f, row) in conv.weight.iter_mut().zip(&wrows) {
-        for (v, &r) in f.as_flattened_mut().as_flattened_mut().iter_mut().zip(row) {
-            *v = r;
-        }
-    }
-    let xrows: [[S; 64]; C] = fill(6);
-    let mut x = [[[S::ZERO; 8]; 8]; C];
-    for (ch, row) in x.iter_mut().zip(&xrows) {
-        for (v, &r) in ch.as_flattened_mut().iter_mut().zip(row) {
-            *v = r;
-        }
-    }
+    const C: usize = CONV_C;
+    let (mut conv, x) = conv_setup::<S>();
     let dy = x;
     let mut g = c.benchmark_group(format!("conv_{}/{C}x8x8", S::NAME.to_lowercase()));
     g.throughput(Throughput::Elements((C * C * 9 * 64) as u64));

@@ -1,9 +1,50 @@
 //! Shared by the benches: seeded data, initialized layers, and the training step written with nalgebra.
 #![allow(dead_code)] // each bench uses part of it
 
-use gradscope_core::{Act, Activate, Dense, Init, NearestEven, Scalar, init_slice};
-use rand_core::SeedableRng;
+use gradscope_core::{Act, Activate, Conv2d, Dense, Init, NearestEven, Scalar, init_slice};
+use rand_core::{Rng, SeedableRng};
 use rand_xoshiro::Xoshiro128PlusPlus;
+
+/// A seeded `O × I` matrix of values in (−0.5, 0.5).
+pub fn fill<S: Scalar, const I: usize, const O: usize>(seed: u64) -> [[S; I]; O] {
+    let mut rng = Xoshiro128PlusPlus::seed_from_u64(seed);
+    core::array::from_fn(|_| {
+        core::array::from_fn(|_| {
+            let u = rng.next_u32() as f64 / u32::MAX as f64;
+            S::from_f64(u - 0.5, &mut NearestEven).0
+        })
+    })
+}
+
+/// Channels in and out of the benches' convolution.
+pub const CONV_C: usize = 4;
+/// The benches' convolution layer: 3×3 `same` over [`CONV_C`] channels of 8×8 into as many, identity
+/// activation.
+pub type Conv<S> = Conv2d<S, CONV_C, 8, 8, CONV_C, 3, 8, 8, 1, 1>;
+/// [`CONV_C`] planes of 8×8.
+pub type Planes<S> = [[[S; 8]; 8]; CONV_C];
+
+/// [`Conv`] with seeded weights (zero bias), and a seeded input.
+pub fn conv_setup<S: Scalar>() -> (Box<Conv<S>>, Planes<S>)
+where
+    Act: Activate<S>,
+{
+    let mut conv = Box::new(Conv::<S>::new(Act::Identity));
+    let wrows: [[S; 9 * CONV_C]; CONV_C] = fill(5);
+    for (f, row) in conv.weight.iter_mut().zip(&wrows) {
+        for (v, &r) in f.as_flattened_mut().as_flattened_mut().iter_mut().zip(row) {
+            *v = r;
+        }
+    }
+    let xrows: [[S; 64]; CONV_C] = fill(6);
+    let mut x = [[[S::ZERO; 8]; 8]; CONV_C];
+    for (ch, row) in x.iter_mut().zip(&xrows) {
+        for (v, &r) in ch.as_flattened_mut().iter_mut().zip(row) {
+            *v = r;
+        }
+    }
+    (conv, x)
+}
 
 /// Seeded inputs and targets in (−0.5, 0.5).
 pub fn data<S: Scalar, const I: usize, const O: usize>(n: usize) -> Vec<([S; I], [S; O])> {
