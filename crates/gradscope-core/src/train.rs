@@ -294,7 +294,7 @@ pub struct StepReport {
 }
 
 /// A probe wrapper that keeps what the step's decisions need whatever the caller observes: the union of the
-/// backward events, and the first non-finite value's location in computation order (the forward pass from the
+/// backward pass's overflow and non-finite events, and the first non-finite value's location in computation order (the forward pass from the
 /// input, then the backward pass from the output, as [`NonFinite::locate`]).
 struct Sticky<'a, P: ?Sized> {
     inner: &'a mut P,
@@ -346,7 +346,8 @@ impl<P: Probes + ?Sized> Probes for Sticky<'_, P> {
     #[inline]
     fn record(&mut self, layer: usize, phase: Phase, flags: Flags) {
         if phase != Phase::Forward {
-            self.backward |= flags;
+            // Only what the loss scaler reads: the other bits would keep every rounding's flags alive.
+            self.backward |= flags & (Flags::OVERFLOW | Flags::NONFINITE);
         }
         if flags.contains(Flags::NONFINITE) {
             match phase {
