@@ -38,6 +38,12 @@ fn main() {
     if std::env::var("TARGET").is_ok_and(|t| t.starts_with("thumbv7em")) {
         println!("cargo::rustc-cfg=gradscope_dsp");
     }
+    // ARMv6-M and ARMv8-M Baseline have no 32 × 32 → 64-bit multiply (src/activation/fixed.rs, `mul64`).
+    if std::env::var("TARGET")
+        .is_ok_and(|t| t.starts_with("thumbv6m") || t.starts_with("thumbv8m.base"))
+    {
+        println!("cargo::rustc-cfg=gradscope_no_long_mul");
+    }
     let tables: [Spec; 8] = [
         ("SIGMOID", "σ(u)", sigmoid),
         ("TANH", "tanh(u)", f64::tanh),

@@ -249,10 +249,14 @@ fn fast_dot<S: Copy, T: RawMul>(a: &[S], b: &[S], raw: impl Fn(S) -> T) -> i64 {
 /// within 2⁻⁶² relative).
 #[inline]
 pub(crate) fn reduce(v: i128, frac: u32) -> (i64, u32) {
-    let k = (128 - v.unsigned_abs().leading_zeros()).saturating_sub(62);
-    if k == 0 {
-        return (v as i64, frac);
+    // The common case, without a 128-bit leading-zero count (four library calls on a Cortex-M0).
+    if let Ok(n) = i64::try_from(v)
+        && n.unsigned_abs() < 1 << 62
+    {
+        return (n, frac);
     }
+    // k >= 1 here: |v| >= 2^62.
+    let k = (128 - v.unsigned_abs().leading_zeros()) - 62;
     if k > frac {
         // Beyond 2^62 in integer units: saturates every format.
         return (if v < 0 { -(1i64 << 62) } else { 1i64 << 62 }, 0);
@@ -262,7 +266,7 @@ pub(crate) fn reduce(v: i128, frac: u32) -> (i64, u32) {
 }
 
 macro_rules! fixed_family {
-    ($(#[$doc:meta])* $name:ident, $raw:ty, $bits:literal, $guard:literal, $names:expr) => {
+    ($(#[$doc:meta])* $name:ident, $raw:ty, $wide:ty, $bits:literal, $guard:literal, $names:expr) => {
         $(#[$doc])*
         #[derive(Copy, Clone, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
         #[repr(transparent)]
@@ -311,9 +315,42 @@ macro_rules! fixed_family {
                 (Self(c), Flags::when(c as i64 != v, Flags::OVERFLOW | Flags::INEXACT))
             }
 
+            /// [`Self::saturate`] in the narrowest type that holds a sum of two raw values (`i32` for 16-bit
+            /// raws: a Cortex-M0 compares 64-bit values in several instructions).
+            #[inline]
+            fn saturate_w(v: $wide) -> (Self, Flags) {
+                let c = if v > <$raw>::MAX as $wide {
+                    <$raw>::MAX
+                } else if v < <$raw>::MIN as $wide {
+                    <$raw>::MIN
+                } else {
+                    v as $raw
+                };
+                (Self(c), Flags::when(c as $wide != v, Flags::OVERFLOW | Flags::INEXACT))
+            }
+
+            /// [`Self::round_wide`] of a 32-bit value shifted by `s <= 31`, in 32-bit arithmetic.
+            #[inline]
+            fn round32<R: Rounding + ?Sized>(v: i32, s: u32, r: &mut R) -> (Self, Flags) {
+                let (out, f) = Self::saturate_w(r.shr32(v, s) as $wide);
+                let dropped = (v as u32) & ((1u32 << s) - 1) != 0;
+                let f = f
+                    | Flags::when(dropped, Flags::INEXACT)
+                    | Flags::when(v != 0 && out.0 == 0, Flags::UNDERFLOW);
+                (out, f)
+            }
+
             /// Round `v · 2^−s` (raw units) to the grid, saturate, flag.
             #[inline]
             fn round_wide<R: Rounding + ?Sized>(v: i64, s: u32, r: &mut R) -> (Self, Flags) {
+                // 16-bit formats: 32-bit rounding where the value fits 32 bits (a Cortex-M0 has no 64-bit
+                // shifts), the same result and the same random draws as the general path.
+                if $bits == 16
+                    && s <= 31
+                    && let Ok(v) = i32::try_from(v)
+                {
+                    return Self::round32(v, s, r);
+                }
                 let q = r.shr(v, s);
                 let (out, f) = Self::saturate(q);
                 let dropped = s > 0 && (v as u64) & ((1u64 << s.min(62)) - 1) != 0;
@@ -425,15 +462,15 @@ macro_rules! fixed_family {
             }
             #[inline]
             fn add(self, rhs: Self) -> (Self, Flags) {
-                Self::saturate(self.0 as i64 + rhs.0 as i64)
+                Self::saturate_w(self.0 as $wide + rhs.0 as $wide)
             }
             #[inline]
             fn sub(self, rhs: Self) -> (Self, Flags) {
-                Self::saturate(self.0 as i64 - rhs.0 as i64)
+                Self::saturate_w(self.0 as $wide - rhs.0 as $wide)
             }
             #[inline]
             fn neg(self) -> (Self, Flags) {
-                Self::saturate(-(self.0 as i64))
+                Self::saturate_w(-(self.0 as $wide))
             }
             #[inline]
             fn mul<R: Rounding + ?Sized>(self, rhs: Self, r: &mut R) -> (Self, Flags) {
@@ -469,17 +506,6 @@ macro_rules! fixed_family {
                 // Exact: |raw · m| < 2^(bits−1) · 2^(bits−1) fits the product type.
                 let p = <$raw as RawMul>::product_m(self.0, m);
                 match u32::try_from(e) {
-                    // 16-bit formats: the product is 32 bits, and so is the rounding (a Cortex-M0 has neither
-                    // 64-bit multiplies nor 64-bit shifts); the same result as the general path.
-                    Ok(e) if $bits == 16 && e <= 31 => {
-                        let p = p as i32;
-                        let (out, f) = Self::saturate(r.shr32(p, e) as i64);
-                        let dropped = (p as u32) & ((1u32 << e) - 1) != 0;
-                        let f = f
-                            | Flags::when(dropped, Flags::INEXACT)
-                            | Flags::when(p != 0 && out.0 == 0, Flags::UNDERFLOW);
-                        (out, f)
-                    }
                     // Rounding shifts at most 62 places: beyond, |p| < 2^62 makes the value below ½ LSB, and
                     // a sticky bit keeps its sign and that it is not zero, all any rounding mode needs.
                     Ok(e) if e > 62 => {
@@ -487,9 +513,51 @@ macro_rules! fixed_family {
                         let sticky = (p as u64 & ((1u64 << k) - 1) != 0) as i64;
                         <Self as Fixed>::from_wide((p >> k) | sticky, F + 62, r)
                     }
-                    Ok(e) => <Self as Fixed>::from_wide(p, F + e, r),
+                    Ok(e) => Self::round_wide(p, e, r),
                     // ĉ ≥ 2^(bits−1) in value: every non-zero product saturates.
                     Err(_) => Self::saturate(p.saturating_mul(1 << 40)),
+                }
+            }
+            #[inline]
+            fn sub_scaled<R: Rounding + ?Sized>(
+                w: &mut [Self],
+                g: &[Self],
+                c: &Coef,
+                r: &mut R,
+                mut record: impl FnMut(Flags),
+            ) {
+                let (m, e) = <$raw as RawMul>::mantissa(c);
+                // The common coefficients, prepared once: `scale_by`'s path for them, per value.
+                let e = match u32::try_from(e) {
+                    Ok(e) if c.is_finite() && e <= 62 => e,
+                    _ => {
+                        for (w, &g) in w.iter_mut().zip(g) {
+                            let (d, f1) = g.scale_by(c, r);
+                            let (v, f2) = w.sub(d);
+                            record(f1 | f2);
+                            *w = v;
+                        }
+                        return;
+                    }
+                };
+                let values = w.iter_mut().zip(g);
+                if $bits == 16 && e <= 31 {
+                    // 16-bit raws: the product fits 32 bits.
+                    for (w, &g) in values {
+                        let p = <$raw as RawMul>::product_m(g.0, m) as i32;
+                        let (d, f1) = Self::round32(p, e, r);
+                        let (v, f2) = w.sub(d);
+                        record(f1 | f2);
+                        *w = v;
+                    }
+                } else {
+                    for (w, &g) in values {
+                        let p = <$raw as RawMul>::product_m(g.0, m);
+                        let (d, f1) = Self::round_wide(p, e, r);
+                        let (v, f2) = w.sub(d);
+                        record(f1 | f2);
+                        *w = v;
+                    }
                 }
             }
             #[inline]
@@ -600,12 +668,12 @@ macro_rules! fixed_family {
 fixed_family!(
     /// Signed fixed point in an `i32` with `F` fraction bits (Q(31−F).F). See the [module docs](self) for
     /// accumulator width and guard bits.
-    Fx, i32, 32, 29, ["I32F0", "I31F1", "I30F2", "I29F3", "I28F4", "I27F5", "I26F6", "I25F7", "I24F8", "I23F9", "I22F10", "I21F11", "I20F12", "I19F13", "I18F14", "I17F15", "I16F16", "I15F17", "I14F18", "I13F19", "I12F20", "I11F21", "I10F22", "I9F23", "I8F24", "I7F25", "I6F26", "I5F27", "I4F28", "I3F29", "I2F30", "I1F31"]
+    Fx, i32, i64, 32, 29, ["I32F0", "I31F1", "I30F2", "I29F3", "I28F4", "I27F5", "I26F6", "I25F7", "I24F8", "I23F9", "I22F10", "I21F11", "I20F12", "I19F13", "I18F14", "I17F15", "I16F16", "I15F17", "I14F18", "I13F19", "I12F20", "I11F21", "I10F22", "I9F23", "I8F24", "I7F25", "I6F26", "I5F27", "I4F28", "I3F29", "I2F30", "I1F31"]
 );
 fixed_family!(
     /// Signed fixed point in an `i16` with `F` fraction bits (Q(15−F).F). See the [module docs](self) for
     /// accumulator width and guard bits.
-    Fx16, i16, 16, 45, ["I16F0", "I15F1", "I14F2", "I13F3", "I12F4", "I11F5", "I10F6", "I9F7", "I8F8", "I7F9", "I6F10", "I5F11", "I4F12", "I3F13", "I2F14", "I1F15"]
+    Fx16, i16, i32, 16, 45, ["I16F0", "I15F1", "I14F2", "I13F3", "I12F4", "I11F5", "I10F6", "I9F7", "I8F8", "I7F9", "I6F10", "I5F11", "I4F12", "I3F13", "I2F14", "I1F15"]
 );
 
 /// Q16.16: 16 integer bits (sign included), 16 fraction bits, in an `i32`.

@@ -285,9 +285,8 @@ impl<S: Scalar, M: AsMut<[S]>> Optimizer<S> for Sgd<M> {
             let decaying = self.decaying;
             // The branch outside the loops: a soft-float compare per value otherwise.
             params.visit(0, &mut |t| {
-                let values = t.value.iter_mut().zip(t.grad.iter());
                 if decaying {
-                    for (w, &g) in values {
+                    for (w, &g) in t.value.iter_mut().zip(t.grad.iter()) {
                         let (d, f1) = g.scale_by(&lr, r);
                         let (v, f2) = w.sub(d);
                         let (dw, f3) = w.scale_by(&decay, r);
@@ -296,12 +295,9 @@ impl<S: Scalar, M: AsMut<[S]>> Optimizer<S> for Sgd<M> {
                         *w = v;
                     }
                 } else {
-                    for (w, &g) in values {
-                        let (d, f1) = g.scale_by(&lr, r);
-                        let (v, f2) = w.sub(d);
-                        probes.record(t.layer, Phase::Update, f1 | f2);
-                        *w = v;
-                    }
+                    S::sub_scaled(t.value, t.grad, &lr, r, |f| {
+                        probes.record(t.layer, Phase::Update, f)
+                    });
                 }
             });
             return;

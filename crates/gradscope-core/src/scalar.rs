@@ -190,6 +190,24 @@ pub trait Scalar: Copy + Default + PartialEq + PartialOrd + Debug + Send + Sync 
     }
     /// `self · c` for a prepared coefficient: identical to [`Scalar::scale`] with `c`'s value.
     fn scale_by<R: Rounding + ?Sized>(self, c: &Coef, r: &mut R) -> (Self, Flags);
+    /// `w ← w − c·g` for each pair of `w` and `g` (the shorter decides), each value exactly as
+    /// [`Scalar::scale_by`] then [`Scalar::sub`] would give it; each value's events go to `record`. An SGD
+    /// update's inner loop: a format may hoist the coefficient's preparation out of it.
+    #[inline]
+    fn sub_scaled<R: Rounding + ?Sized>(
+        w: &mut [Self],
+        g: &[Self],
+        c: &Coef,
+        r: &mut R,
+        mut record: impl FnMut(Flags),
+    ) {
+        for (w, &g) in w.iter_mut().zip(g) {
+            let (d, f1) = g.scale_by(c, r);
+            let (v, f2) = w.sub(d);
+            record(f1 | f2);
+            *w = v;
+        }
+    }
     /// Convert from `f64`, rounding with `r` and saturating.
     fn from_f64<R: Rounding + ?Sized>(x: f64, r: &mut R) -> (Self, Flags);
     /// Convert from `f32`, rounding with `r` and saturating.

@@ -532,8 +532,9 @@ pub trait Activate<S: Scalar> {
 
     /// [`Activate::f`] for a probe that is not active: the same value and rounding, with flags that may leave
     /// out every event but the value's own (non-finite, overflow, saturation), the only ones such a probe
-    /// keeps ([`crate::Probe::note`]). Floats test a finite result for nothing more, which is most of an
-    /// activation's cost when the probes are off.
+    /// keeps ([`crate::Probe::note`]). Floats test a finite result for nothing more: computing every flag
+    /// was most of an activation's cost when only the training step watches (with no watching probe at all,
+    /// the full path runs and the compiler drops the flags).
     #[inline]
     fn f_watched<R: Rounding + ?Sized>(&self, x: S, r: &mut R) -> (S, Flags) {
         self.f(x, r)
