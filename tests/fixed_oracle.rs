@@ -521,3 +521,70 @@ fn a_start_value_counts_toward_the_fast_lanes_bound() {
     assert_eq!(y, [I16F16::MIN]);
     assert!(flags.contains(Flags::OVERFLOW), "{flags:?}");
 }
+
+/// `Scalar::sub_scaled` (the SGD update's loop, which a format may specialize) against `scale_by` then `sub`
+/// per value: the same values, flags and random draws for every format, rounding mode and kind of coefficient
+/// (the fixed-point fast paths' exponents up to 31 and 62, beyond, negative, zero and non-finite).
+#[test]
+fn sub_scaled_equals_scale_by_then_sub_per_value() {
+    use gradscope_core::{I1F15, I8F24, Rounding, bf16, f16};
+
+    fn check<S: Scalar, R: Rounding + Clone + PartialEq + std::fmt::Debug>(r: R) {
+        let xs = [
+            0.0, 1e-9, -3e-5, 0.3, -0.7, 0.999, -1.0, 2.5, -7.75, 100.0, -3e4, 1e9, -1e12,
+        ];
+        let vals: Vec<S> = xs
+            .iter()
+            .map(|&x| S::from_f64(x, &mut NearestEven).0)
+            .collect();
+        let coefs = [
+            0.01,
+            1.0,
+            -0.5,
+            3e-5,
+            2f64.powi(-31),
+            2f64.powi(-32),
+            2f64.powi(-62),
+            2f64.powi(-70),
+            1e-30,
+            3e5,
+            1e7,
+            -1e9,
+            0.0,
+            f64::NAN,
+            f64::INFINITY,
+        ];
+        for c in coefs {
+            let c = Coef::new(c);
+            let mut w: Vec<S> = vals.iter().rev().copied().collect();
+            let g = vals.clone();
+            let mut want = w.clone();
+            let (mut ra, mut rb) = (r.clone(), r.clone());
+            let mut want_flags = Vec::new();
+            for (w, &g) in want.iter_mut().zip(&g) {
+                let (d, f1) = g.scale_by(&c, &mut ra);
+                let (v, f2) = w.sub(d);
+                want_flags.push(f1 | f2);
+                *w = v;
+            }
+            let mut flags = Vec::new();
+            S::sub_scaled(&mut w, &g, &c, &mut rb, |f| flags.push(f));
+            let bits = |v: &[S]| v.iter().map(|x| x.to_f64().to_bits()).collect::<Vec<_>>();
+            assert_eq!(bits(&w), bits(&want), "{} c = {c:?}", S::NAME);
+            assert_eq!(flags, want_flags, "{} c = {c:?}", S::NAME);
+            assert_eq!(ra, rb, "{} c = {c:?}: the random draws differ", S::NAME);
+        }
+    }
+    fn all<S: Scalar>() {
+        check::<S, _>(NearestEven);
+        check::<S, _>(Floor);
+        check::<S, _>(Stochastic(Xoshiro128PlusPlus::seed_from_u64(3)));
+    }
+    all::<I1F15>();
+    all::<I16F16>();
+    all::<I8F24>();
+    all::<f32>();
+    all::<f64>();
+    all::<f16>();
+    all::<bf16>();
+}
