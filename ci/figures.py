@@ -69,19 +69,19 @@ MCU_WHY = {
                   "loaded as one word; what remains is every output's rounding to nearest-even and saturation from "
                   "the 64-bit sum, a fixed cost per output that 16 inputs do not amortize. I16F16 and I8F24 need a "
                   "32 × 32 → 64-bit `smlal` per product with two loads, plus the same narrowing.",
-    "m4f_step": "Fixed point still rounds every activation through a table with quadratic interpolation in "
-                "wide integers and scales every update by a coefficient with a rounding shift; the M4F's FPU does "
-                "each f32 operation in one instruction.",
+    "m4f_step": "Fixed point rounds every activation and its derivative through a table with quadratic "
+                "interpolation in integers, narrows every product and gradient with nearest-even and saturation, and "
+                "computes the loss in f64, which the M4F's single-precision FPU leaves to software; f32 does each of "
+                "these in one or a few FPU instructions.",
     "m4f_sgd": "f32: the update itself is about 5 instructions per parameter (two loads, one `vmls`, a store, "
                "unrolled at opt-level 3); the rest is the optimizer's contract: a pass that checks every gradient "
                "is finite before anything changes (about 4 per value), the per-tensor visits and the coefficient "
-               "cache. Fusing the check into the update would need a rollback on error. I1F15: each value also "
-               "takes a mantissa multiply, a rounding shift with the mode's tie rule and a saturating subtract "
-               "whose flags the tool exists to count.",
+               "cache. Fusing the check into the update would need a rollback on error. I1F15: each value takes a "
+               "multiply by the coefficient's mantissa (prepared once per tensor, `Scalar::sub_scaled`), a "
+               "rounding shift with the mode's tie rule, saturation, and a saturating subtract.",
     "m0_matvec": "The ARMv6-M core has no long multiply: each Q15 product is one 32-bit `muls`, but the exact "
                  "sum needs a 64-bit add with carry per product, plus loads and loop control.",
-    "m0_step": "The forward pass and the update are cheap in Q15; the activation derivative's table interpolation "
-               "still runs in 64-bit arithmetic, which the M0 emulates.",
+    "m0_step": "The loss is computed in f64, which the M0 emulates in software.",
 }
 
 

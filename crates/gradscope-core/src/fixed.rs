@@ -344,13 +344,19 @@ macro_rules! fixed_family {
             #[inline]
             fn round_wide<R: Rounding + ?Sized>(v: i64, s: u32, r: &mut R) -> (Self, Flags) {
                 // 16-bit formats: 32-bit rounding where the value fits 32 bits (a Cortex-M0 has no 64-bit
-                // shifts), the same result and the same random draws as the general path.
+                // shifts), the same result and the same random draws as `round64`.
                 if $bits == 16
                     && s <= 31
                     && let Ok(v) = i32::try_from(v)
                 {
                     return Self::round32(v, s, r);
                 }
+                Self::round64(v, s, r)
+            }
+
+            /// [`Self::round_wide`] in 64-bit arithmetic.
+            #[inline]
+            fn round64<R: Rounding + ?Sized>(v: i64, s: u32, r: &mut R) -> (Self, Flags) {
                 let q = r.shr(v, s);
                 let (out, f) = Self::saturate(q);
                 let dropped = s > 0 && (v as u64) & ((1u64 << s.min(62)) - 1) != 0;
@@ -801,6 +807,54 @@ mod tests {
         let (n, f) = I16F16::sq_sqrt(acc);
         assert!((n.to_f64() - 200.0 * 2f64.sqrt()).abs() <= I16F16::LSB / 2.0);
         assert!(!f.contains(Flags::OVERFLOW));
+    }
+
+    #[test]
+    fn round32_equals_round64_in_every_mode() {
+        use crate::round::{Rounding, Stochastic};
+        use rand_core::{Rng, SeedableRng};
+        use rand_xoshiro::Xoshiro128PlusPlus;
+
+        fn check<const F: u32, R: Rounding + Clone + PartialEq + core::fmt::Debug>(
+            r: R,
+            v: i32,
+            s: u32,
+        ) {
+            let (mut a, mut b) = (r.clone(), r);
+            let got = Fx16::<F>::round32(v, s, &mut a);
+            let want = Fx16::<F>::round64(v as i64, s, &mut b);
+            assert_eq!(got, want, "v = {v}, s = {s}, F = {F}");
+            assert_eq!(a, b, "v = {v}, s = {s}: the random draws differ");
+        }
+        let mut rng = Xoshiro128PlusPlus::seed_from_u64(5);
+        let edges = [
+            0,
+            1,
+            -1,
+            2,
+            -3,
+            i32::MAX,
+            i32::MIN,
+            1 << 30,
+            -(1 << 30),
+            1 << 15,
+            -(1 << 15),
+        ];
+        for k in 0..20_000u32 {
+            let v = edges
+                .get(k as usize % 40)
+                .copied()
+                .unwrap_or((rng.next_u32() as i32) >> (k % 31));
+            let s = k % 32;
+            check::<15, _>(NearestEven, v, s);
+            check::<15, _>(Floor, v, s);
+            check::<15, _>(
+                Stochastic(Xoshiro128PlusPlus::seed_from_u64(k as u64)),
+                v,
+                s,
+            );
+            check::<8, _>(NearestEven, v, s);
+        }
     }
 
     #[test]
