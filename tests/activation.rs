@@ -369,3 +369,24 @@ fn watched_paths_equal_the_full_paths_where_a_watching_probe_looks() {
         watched_paths_keep_what_a_watching_probe_sees::<I16F16, _>(act, |v| v.raw() as u64);
     }
 }
+
+/// PyTorch's `Softplus(beta, threshold=20)` "reverts to the linear function when input × β > threshold": x
+/// strictly above it, and log(1 + exp(βx))/β at it, which exceeds x by ln(1 + e⁻²⁰)/β ≈ 2·10⁻⁹/β.
+#[test]
+fn softplus_is_linear_strictly_above_the_threshold() {
+    for beta in [1.0f32, 2.0, 0.5] {
+        let act = Act::softplus(beta).unwrap();
+        let b = beta as f64;
+        let at = 20.0 / b;
+        let (y, _) = Activate::<f64>::f(&act, at, &mut NearestEven);
+        let want = (20.0 + (-20.0f64).exp().ln_1p()) / b;
+        assert!(
+            y > at && (y - want).abs() <= 1e-12 * want,
+            "β = {beta}: softplus({at}) = {y}, want {want}"
+        );
+        for x in [at * (1.0 + 1e-12), 21.0 / b, 30.0 / b] {
+            let (y, _) = Activate::<f64>::f(&act, x, &mut NearestEven);
+            assert_eq!(y, x, "β = {beta}: softplus({x}) must be x");
+        }
+    }
+}
