@@ -536,15 +536,7 @@ macro_rules! fixed_family {
                 // The common coefficients, prepared once: `scale_by`'s path for them, per value.
                 let e = match u32::try_from(e) {
                     Ok(e) if c.is_finite() && e <= 62 => e,
-                    _ => {
-                        for (w, &g) in w.iter_mut().zip(g) {
-                            let (d, f1) = g.scale_by(c, r);
-                            let (v, f2) = w.sub(d);
-                            record(f1 | f2);
-                            *w = v;
-                        }
-                        return;
-                    }
+                    _ => return crate::scalar::sub_scaled_each(w, g, c, r, record),
                 };
                 let values = w.iter_mut().zip(g);
                 if $bits == 16 && e <= 31 {

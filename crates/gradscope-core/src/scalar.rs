@@ -199,14 +199,9 @@ pub trait Scalar: Copy + Default + PartialEq + PartialOrd + Debug + Send + Sync 
         g: &[Self],
         c: &Coef,
         r: &mut R,
-        mut record: impl FnMut(Flags),
+        record: impl FnMut(Flags),
     ) {
-        for (w, &g) in w.iter_mut().zip(g) {
-            let (d, f1) = g.scale_by(c, r);
-            let (v, f2) = w.sub(d);
-            record(f1 | f2);
-            *w = v;
-        }
+        sub_scaled_each(w, g, c, r, record)
     }
     /// Convert from `f64`, rounding with `r` and saturating.
     fn from_f64<R: Rounding + ?Sized>(x: f64, r: &mut R) -> (Self, Flags);
@@ -335,6 +330,23 @@ pub struct Coef {
 
 /// Fraction bits of a coefficient's fixed-point form (every fixed-point coefficient in the crate uses it).
 pub(crate) const COEF_FRAC: u32 = 40;
+
+/// [`Scalar::sub_scaled`] value by value: [`Scalar::scale_by`], then [`Scalar::sub`].
+#[inline]
+pub(crate) fn sub_scaled_each<S: Scalar, R: Rounding + ?Sized>(
+    w: &mut [S],
+    g: &[S],
+    c: &Coef,
+    r: &mut R,
+    mut record: impl FnMut(Flags),
+) {
+    for (w, &g) in w.iter_mut().zip(g) {
+        let (d, f1) = g.scale_by(c, r);
+        let (v, f2) = w.sub(d);
+        record(f1 | f2);
+        *w = v;
+    }
+}
 
 /// `c = m · 2^−e` with `m` rounded to nearest-even at `bits` significant bits (`2^(bits−1) ≤ |m| < 2^bits`), or
 /// `(0, 0)` for zero and non-finite `c`.
