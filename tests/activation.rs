@@ -371,7 +371,8 @@ fn watched_paths_equal_the_full_paths_where_a_watching_probe_looks() {
 }
 
 /// PyTorch's `Softplus(beta, threshold=20)` "reverts to the linear function when input × β > threshold": x
-/// strictly above it, and log(1 + exp(βx))/β at it, which exceeds x by ln(1 + e⁻²⁰)/β ≈ 2·10⁻⁹/β.
+/// strictly above it, and log(1 + exp(βx))/β at it, which exceeds x by ln(1 + e⁻²⁰)/β ≈ 2·10⁻⁹/β. Its
+/// backward likewise passes the gradient through above it and multiplies by σ(βx) = 1 − 2·10⁻⁹ at it.
 #[test]
 fn softplus_is_linear_strictly_above_the_threshold() {
     for beta in [1.0f32, 2.0, 0.5] {
@@ -384,9 +385,17 @@ fn softplus_is_linear_strictly_above_the_threshold() {
             y > at && (y - want).abs() <= 1e-12 * want,
             "β = {beta}: softplus({at}) = {y}, want {want}"
         );
+        let (d, _) = Activate::<f64>::df(&act, at, y, &mut NearestEven);
+        let sigma = 1.0 / (1.0 + (-20.0f64).exp());
+        assert!(
+            d < 1.0 && (d - sigma).abs() <= 1e-15,
+            "β = {beta}: softplus′({at}) = {d}, want σ(20) = {sigma}"
+        );
         for x in [at * (1.0 + 1e-12), 21.0 / b, 30.0 / b] {
             let (y, _) = Activate::<f64>::f(&act, x, &mut NearestEven);
             assert_eq!(y, x, "β = {beta}: softplus({x}) must be x");
+            let (d, _) = Activate::<f64>::df(&act, x, y, &mut NearestEven);
+            assert_eq!(d, 1.0, "β = {beta}: softplus′({x}) must be 1");
         }
     }
 }
