@@ -294,8 +294,8 @@ pub struct StepReport {
 }
 
 /// A probe wrapper that keeps what the step's decisions need whatever the caller observes: the union of the
-/// backward pass's overflow and non-finite events, and the first non-finite value's location in computation order (the forward pass from the
-/// input, then the backward pass from the output, as [`NonFinite::locate`]).
+/// backward pass's overflow and non-finite events, and the first non-finite value's location in computation
+/// order (the forward pass from the input, then the backward pass from the output, as [`NonFinite::locate`]).
 struct Sticky<'a, P: ?Sized> {
     inner: &'a mut P,
     backward: Flags,
