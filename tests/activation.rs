@@ -399,3 +399,27 @@ fn softplus_is_linear_strictly_above_the_threshold() {
         }
     }
 }
+
+/// At x = 0 PyTorch's backward for ReLU, Leaky-ReLU, ELU and SELU takes the negative side (its kernels test
+/// `x > 0`): 0, the slope a, α·e⁰ = α and λα (λ and α as published by Klambauer et al. and used by
+/// `torch.nn.SELU`).
+#[test]
+fn kinked_activations_take_the_negative_side_derivative_at_zero() {
+    let (lambda, alpha) = (1.050_700_987_355_480_5, 1.673_263_242_354_377_3);
+    let cases = [
+        (Act::Relu, 0.0),
+        (Act::leaky_relu(0.25).unwrap(), 0.25),
+        (Act::leaky_relu(-0.5).unwrap(), -0.5),
+        (Act::elu(0.5).unwrap(), 0.5),
+        (Act::elu(2.0).unwrap(), 2.0),
+        (Act::Selu, lambda * alpha),
+    ];
+    for (act, want) in cases {
+        let (y, _) = Activate::<f64>::f(&act, 0.0, &mut NearestEven);
+        let (d, _) = Activate::<f64>::df(&act, 0.0, y, &mut NearestEven);
+        assert!(
+            (d - want).abs() <= 1e-15 * f64::max(1.0, want.abs()),
+            "{act:?}: f′(0) = {d}, want {want}"
+        );
+    }
+}
