@@ -423,3 +423,25 @@ fn kinked_activations_take_the_negative_side_derivative_at_zero() {
         );
     }
 }
+
+/// PyTorch's hardsigmoid and hardtanh backward pass nothing at their corners (x = ±3 and x = ±1: its kernels
+/// test `x > −3 && x < 3` and `x <= −1 || x >= 1`), and 1/6 and 1 just inside them.
+#[test]
+fn hard_activations_pass_no_gradient_at_their_corners() {
+    let cases = [
+        (Act::HardSigmoid, 3.0, 1.0 / 6.0),
+        (Act::HardTanh, 1.0, 1.0),
+    ];
+    for (act, corner, inside) in cases {
+        for side in [-1.0, 1.0] {
+            let x = side * corner;
+            let (y, _) = Activate::<f64>::f(&act, x, &mut NearestEven);
+            let (d, _) = Activate::<f64>::df(&act, x, y, &mut NearestEven);
+            assert_eq!(d, 0.0, "{act:?}: f′({x})");
+            let x = side * corner * (1.0 - 1e-12);
+            let (y, _) = Activate::<f64>::f(&act, x, &mut NearestEven);
+            let (d, _) = Activate::<f64>::df(&act, x, y, &mut NearestEven);
+            assert_eq!(d, inside, "{act:?}: f′({x})");
+        }
+    }
+}
