@@ -73,12 +73,12 @@ MCU_WHY = {
                 "interpolation in integers, narrows every product and gradient with nearest-even and saturation, and "
                 "computes the loss in f64, which the M4F's single-precision FPU leaves to software; f32 does each of "
                 "these in one or a few FPU instructions.",
-    "m4f_sgd": "f32: the update itself is about 5 instructions per parameter (two loads, one `vmls`, a store, "
-               "unrolled at opt-level 3); the rest is the optimizer's contract: a pass that checks every gradient "
-               "is finite before anything changes (about 4 per value), the per-tensor visits and the coefficient "
-               "cache. Fusing the check into the update would need a rollback on error. I1F15: each value takes a "
-               "multiply by the coefficient's mantissa (prepared once per tensor, `Scalar::sub_scaled`), a "
-               "rounding shift with the mode's tie rule, saturation, and a saturating subtract.",
+    "m4f_sgd": "f32 meets it: the update is a multiply and a subtract per value, and the check that every "
+               "gradient is finite before anything changes sums each tensor in four lanes, one add per value "
+               "(`Scalar::all_finite`). I1F15 misses: each value takes two halfword loads, a multiply by the "
+               "coefficient's mantissa (prepared once per tensor, `Scalar::sub_scaled`), a nearest-even rounding "
+               "shift (five instructions, no compare), `ssat`, `qsub16` and a store, each value rounded on its "
+               "own; ten per value would need two values per instruction through the rounding too.",
     "m0_matvec": "The ARMv6-M core has no long multiply: each Q15 product is one 32-bit `muls`, but the exact "
                  "sum needs a 64-bit add with carry per product, plus loads and loop control.",
     "m0_step": "The loss is computed in f64, which the M0 emulates in software.",

@@ -330,3 +330,66 @@ fn a_watching_probe_reports_non_finite_outputs_like_the_exact_path() {
     matrix::axpy(2.0, &x, &mut yw, &mut NearestEven, &mut fw);
     check_watch("axpy", (ya, fa.0), (yw, fw.0), 1);
 }
+
+/// Finite values only, large ones often enough that their sums overflow.
+fn finite_f32s() -> impl Strategy<Value = f32> {
+    prop_oneof![
+        3 => -1e3f32..1e3,
+        2 => (-1.0f32..1.0).prop_map(|u| u * 3.4e38),
+        1 => prop_oneof![Just(f32::MAX), Just(f32::MIN), Just(0.0f32), Just(-0.0), Just(1e-45)],
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 20_000, ..cfg() })]
+
+    /// `all_finite` gives each value's `is_finite` verdict on slices of every length (full lanes and a
+    /// remainder), with finite values whose sum overflows and with non-finite values at any position.
+    #[test]
+    fn all_finite_answers_as_each_value_would(
+        v in prop::collection::vec(finite_f32s(), 0..19),
+        bad in prop::collection::vec(
+            (0usize..19, prop_oneof![Just(f32::INFINITY), Just(f32::NEG_INFINITY), Just(f32::NAN)]),
+            0..3,
+        ),
+    ) {
+        let mut v = v;
+        for (at, x) in bad {
+            if let Some(slot) = v.get_mut(at) {
+                *slot = x;
+            }
+        }
+        let each = v.iter().all(|x| x.is_finite());
+        prop_assert_eq!(f32::all_finite(&v), each, "{:?}", v);
+        let wide: Vec<f64> = v.iter().map(|&x| x as f64 * 5e269).collect();
+        prop_assert_eq!(f64::all_finite(&wide), each, "{:?}", wide);
+    }
+}
+
+#[test]
+fn all_finite_at_its_edges() {
+    let m = f32::MAX;
+    // Finite lanes whose sum overflows: the exact test answers.
+    assert!(f32::all_finite(&[m, m, m, m, m]));
+    assert!(f64::all_finite(&[f64::MAX; 7]));
+    // Infinities of both signs in different lanes, whose lane sums cancel to NaN.
+    assert!(!f32::all_finite(&[
+        f32::INFINITY,
+        f32::NEG_INFINITY,
+        1.0,
+        1.0
+    ]));
+    // One non-finite value in each position, the remainder included.
+    for n in 1..10 {
+        for at in 0..n {
+            for bad in [f32::INFINITY, f32::NEG_INFINITY, f32::NAN] {
+                let mut v = vec![1.0f32; n];
+                v[at] = bad;
+                assert!(!f32::all_finite(&v), "{v:?}");
+                let w: Vec<f64> = v.iter().map(|&x| x as f64).collect();
+                assert!(!f64::all_finite(&w), "{w:?}");
+            }
+        }
+    }
+    assert!(f32::all_finite(&[]));
+}

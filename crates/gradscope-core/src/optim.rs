@@ -147,10 +147,9 @@ pub fn find_nonfinite<S: Scalar, P: Params<S> + ?Sized>(params: &mut P) -> Optio
     let mut k = 0usize;
     let mut found = None;
     params.visit(0, &mut |t| {
-        // A vectorized check first; the search only when it fails.
-        let all_finite = t.grad.iter().fold(true, |ok, g| ok & g.is_finite());
+        // The bulk check first; the search only when it fails.
         if found.is_none()
-            && !all_finite
+            && !S::all_finite(t.grad)
             && let Some(e) = t.grad.iter().position(|g| !g.is_finite())
         {
             found = Some(StepError::NonFiniteGradient {

@@ -120,8 +120,10 @@ impl Rounding for NearestEven {
         }
         let s = s.min(31);
         let (q, rem, half) = (x >> s, (x as u32) & ((1u32 << s) - 1), 1u32 << (s - 1));
-        // |q| ≤ 2^30 here, so q + 1 cannot overflow.
-        q + (rem > half || (rem == half && q & 1 == 1)) as i32
+        // Up when rem > half, or rem = half and q is odd: exactly when rem + (half − 1) + (q & 1) reaches 2^s,
+        // which the shift reads off without a compare (the sum is below 2^s + 2^(s−1) ≤ 3·2^30: no wrap). |q| ≤
+        // 2^30 here, so q + 1 cannot overflow.
+        q + ((rem + (half - 1) + (q & 1) as u32) >> s) as i32
     }
     #[inline]
     fn round_up(&mut self, below: f64, gap: f64, lo_is_even: bool) -> bool {

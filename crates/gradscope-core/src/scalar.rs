@@ -220,6 +220,12 @@ pub trait Scalar: Copy + Default + PartialEq + PartialOrd + Debug + Send + Sync 
     /// Whether the value is finite (always, for fixed point). Native: no conversion to `f64`, which a
     /// Cortex-M4F does in software.
     fn is_finite(self) -> bool;
+    /// Whether every value of `v` is finite (always, for fixed point): the same answer as testing each with
+    /// [`Scalar::is_finite`].
+    #[inline]
+    fn all_finite(v: &[Self]) -> bool {
+        !Self::IS_FLOAT || v.iter().all(|x| x.is_finite())
+    }
     /// The storage bit pattern, zero-extended (for digests that must agree across targets).
     fn raw_bits(self) -> u64;
 
@@ -652,6 +658,23 @@ macro_rules! float_scalar {
             fn is_finite(self) -> bool {
                 // On the bits: two integer instructions, where an FPU compare costs a flag transfer too.
                 self.to_bits() & !(1 << (<$bits>::BITS - 1)) < $t::INFINITY.to_bits()
+            }
+            #[inline]
+            fn all_finite(v: &[$t]) -> bool {
+                // One add per value: a sum in four lanes is finite unless a term is infinite or NaN (these never
+                // leave a sum) or finite terms overflow, and only a non-finite sum pays for the exact test.
+                let mut lanes = [0.0 as $t; 4];
+                let mut chunks = v.chunks_exact(4);
+                for c in &mut chunks {
+                    for (l, &x) in lanes.iter_mut().zip(c) {
+                        *l += x;
+                    }
+                }
+                for (l, &x) in lanes.iter_mut().zip(chunks.remainder()) {
+                    *l += x;
+                }
+                ((lanes[0] + lanes[1]) + (lanes[2] + lanes[3])).is_finite()
+                    || v.iter().all(|x| x.is_finite())
             }
             #[inline]
             fn is_zero(self) -> bool {
