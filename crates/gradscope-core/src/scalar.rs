@@ -661,20 +661,15 @@ macro_rules! float_scalar {
             }
             #[inline]
             fn all_finite(v: &[$t]) -> bool {
-                // One add per value: a sum in four lanes is finite unless a term is infinite or NaN (these never
-                // leave a sum) or finite terms overflow, and only a non-finite sum pays for the exact test.
-                let mut lanes = [0.0 as $t; 4];
-                let mut chunks = v.chunks_exact(4);
-                for c in &mut chunks {
-                    for (l, &x) in lanes.iter_mut().zip(c) {
-                        *l += x;
-                    }
+                // A magnitude's bits plus the lowest exponent bit carry into the sign bit exactly when the
+                // exponent is all ones (∞, NaN): three integer operations per value, no branch, and the ORs
+                // vectorize. (A float sum would take one add, but a library call each on a core without an FPU.)
+                let sign: $bits = 1 << (<$bits>::BITS - 1);
+                let mut acc: $bits = 0;
+                for x in v {
+                    acc |= (x.to_bits() & !sign).wrapping_add($t::MIN_POSITIVE.to_bits());
                 }
-                for (l, &x) in lanes.iter_mut().zip(chunks.remainder()) {
-                    *l += x;
-                }
-                ((lanes[0] + lanes[1]) + (lanes[2] + lanes[3])).is_finite()
-                    || v.iter().all(|x| x.is_finite())
+                acc & sign == 0
             }
             #[inline]
             fn is_zero(self) -> bool {
