@@ -380,6 +380,20 @@ mod tests {
     use crate::scalar::Scalar;
 
     #[test]
+    fn coefficients_are_the_published_constants_rounded_to_nearest() {
+        // SELU's λ and α as Klambauer et al. (2017) print them, not the crate's constants.
+        let parse = |s: &str| s.parse::<f64>().expect("a number");
+        let lambda = parse("1.0507009873554804934193349852946");
+        let alpha = parse("1.6732632423543772848170429916717");
+        let unit = (1u64 << COEF_FRAC) as f64;
+        // Each stored value is the nearest integer: the exact products are .075, .012 and .667 of a unit past an
+        // integer, far from a tie, so f64's error (about 10⁻³ unit) cannot change which integer is nearest.
+        assert!((LAMBDA_Q as f64 - lambda * unit).abs() < 0.5);
+        assert!((LAMBDA_ALPHA_Q as f64 - lambda * alpha * unit).abs() < 0.5);
+        assert!((SIXTH30 as f64 - ONE30 as f64 / 6.0).abs() < 0.5);
+    }
+
+    #[test]
     fn relu_backward_is_exact_and_sigmoid_saturates_to_underflow() {
         let dy = I1F15::from_bits(123);
         let x = I1F15::from_bits(5);
