@@ -6,12 +6,13 @@
 //!
 //! - `matvec_32/*`, `matmul_32/*`: 32×32 kernels per format, nalgebra's f32 `SMatrix` beside ours, and the
 //!   counting probe (`EventCounts`) beside the probe off;
-//! - `step_16_32_32_16/*`: one SGD step of the 16-32-32-16 ReLU net of the `training` bench at batch 1 and 32,
-//!   per format, and the same step written with nalgebra;
+//! - `step_16_32_32_16/*`, `step_4_8_8_1/*`: one SGD step of the 16-32-32-16 ReLU and 4-8-8-1 tanh nets of
+//!   the `training` bench at batch 1 and 32, per format, and the same step written with nalgebra;
 //! - `conv_4x8x8_forward/*`, `conv_4x8x8_backward/*`: the `kernels` bench's 3×3 `same` convolution of 4
 //!   channels of 8×8 into 4 per format, probe off (the backward pass after one forward pass in the setup).
 //!
-//! Setup (data, weights, contexts) is excluded from the counts.
+//! Setup (data, weights, contexts, and one warm-up step before a counted training step) is excluded from the
+//! counts.
 
 use gradscope_core::{
     EventCounts, I1F15, I16F16, Layer, Loss, NearestEven, Scalar, Sgd, StepCtx, StepReport, matrix,
@@ -24,7 +25,7 @@ use rand_xoshiro::Xoshiro128PlusPlus;
 use std::hint::black_box;
 
 mod common;
-use common::{Conv, Planes, ReluNet, conv_setup, data, fill, na, relu_net};
+use common::{Conv, Planes, ReluNet, TanhNet, conv_setup, data, fill, na, relu_net, tanh_net};
 
 const N: usize = 32;
 
@@ -148,38 +149,54 @@ fn matmul_32_nalgebra(ab: Box<(SMatrix<f32, N, N>, SMatrix<f32, N, N>)>) -> SMat
 }
 
 type Ctx = StepCtx<Sgd, NearestEven>;
-type StepInput<S> = (Box<ReluNet<S>>, Vec<([S; 16], [S; 16])>, Ctx);
+type StepInput<N, S, const I: usize, const O: usize> = (Box<N>, Vec<([S; I], [S; O])>, Ctx);
 
-fn step_input<S: Scalar>(batch: usize) -> StepInput<S>
-where
-    gradscope_core::Act: gradscope_core::Activate<S>,
-{
+fn step_input<
+    N: Layer<S, Input = [S; I], Output = [S; O]>,
+    S: Scalar,
+    const I: usize,
+    const O: usize,
+>(
+    net: fn(&mut Xoshiro128PlusPlus) -> Box<N>,
+    batch: usize,
+) -> StepInput<N, S, I, O> {
     let mut rng = Xoshiro128PlusPlus::seed_from_u64(4);
-    let net = relu_net::<S>(&mut rng);
-    let ctx = StepCtx::new(Loss::Mse, Sgd::new(1e-3, 0.0).expect("lr"), NearestEven);
-    (net, data::<S, 16, 16>(batch), ctx)
+    let mut ctx = StepCtx::new(Loss::Mse, Sgd::new(1e-3, 0.0).expect("lr"), NearestEven);
+    let (mut net, samples) = (net(&mut rng), data::<S, I, O>(batch));
+    // One step in the setup: the counted one is a steady-state step, without the optimizer's once-per-scale
+    // coefficient preparation and the divergence watch's first-loss bookkeeping.
+    step(&mut *net, samples.as_slice(), &mut ctx, &mut ());
+    (net, samples, ctx)
 }
 
-fn step_f32(batch: usize) -> StepInput<f32> {
-    step_input(batch)
+type Relu<S> = StepInput<ReluNet<S>, S, 16, 16>;
+type Tanh<S> = StepInput<TanhNet<S>, S, 4, 1>;
+
+fn relu_f32(batch: usize) -> Relu<f32> {
+    step_input(relu_net, batch)
 }
-fn step_i16f16(batch: usize) -> StepInput<I16F16> {
-    step_input(batch)
+fn relu_i16f16(batch: usize) -> Relu<I16F16> {
+    step_input(relu_net, batch)
 }
-fn step_i1f15(batch: usize) -> StepInput<I1F15> {
-    step_input(batch)
+fn relu_i1f15(batch: usize) -> Relu<I1F15> {
+    step_input(relu_net, batch)
+}
+fn tanh_f32(batch: usize) -> Tanh<f32> {
+    step_input(tanh_net, batch)
+}
+fn tanh_i16f16(batch: usize) -> Tanh<I16F16> {
+    step_input(tanh_net, batch)
+}
+fn tanh_i1f15(batch: usize) -> Tanh<I1F15> {
+    step_input(tanh_net, batch)
 }
 
-#[library_benchmark]
-#[bench::f32_b1(args = (1), setup = step_f32)]
-#[bench::f32_b32(args = (32), setup = step_f32)]
-#[bench::i16f16_b1(args = (1), setup = step_i16f16)]
-#[bench::i16f16_b32(args = (32), setup = step_i16f16)]
-#[bench::i1f15_b1(args = (1), setup = step_i1f15)]
-#[bench::i1f15_b32(args = (32), setup = step_i1f15)]
-fn step_16_32_32_16<S: Scalar>((mut net, samples, mut ctx): StepInput<S>) -> StepReport
+/// One step of `net` on its samples, probes off.
+fn one_step<S: Scalar, N, const I: usize, const O: usize>(
+    (mut net, samples, mut ctx): StepInput<N, S, I, O>,
+) -> StepReport
 where
-    gradscope_core::Act: gradscope_core::Activate<S>,
+    N: Layer<S, Input = [S; I], Output = [S; O]>,
 {
     black_box(step(
         &mut *net,
@@ -189,27 +206,59 @@ where
     ))
 }
 
-type NaNet<const B: usize> = (
-    Box<na::Dense<16, 32, B>>,
-    Box<na::Dense<32, 32, B>>,
-    Box<na::Dense<32, 16, B>>,
-    SMatrix<f32, 16, B>,
-    SMatrix<f32, 16, B>,
+#[library_benchmark]
+#[bench::f32_b1(args = (1), setup = relu_f32)]
+#[bench::f32_b32(args = (32), setup = relu_f32)]
+#[bench::i16f16_b1(args = (1), setup = relu_i16f16)]
+#[bench::i16f16_b32(args = (32), setup = relu_i16f16)]
+#[bench::i1f15_b1(args = (1), setup = relu_i1f15)]
+#[bench::i1f15_b32(args = (32), setup = relu_i1f15)]
+fn step_16_32_32_16<S: Scalar>(input: Relu<S>) -> StepReport
+where
+    gradscope_core::Act: gradscope_core::Activate<S>,
+{
+    one_step(input)
+}
+
+#[library_benchmark]
+#[bench::f32_b1(args = (1), setup = tanh_f32)]
+#[bench::f32_b32(args = (32), setup = tanh_f32)]
+#[bench::i16f16_b1(args = (1), setup = tanh_i16f16)]
+#[bench::i16f16_b32(args = (32), setup = tanh_i16f16)]
+#[bench::i1f15_b1(args = (1), setup = tanh_i1f15)]
+#[bench::i1f15_b32(args = (32), setup = tanh_i1f15)]
+fn step_4_8_8_1<S: Scalar>(input: Tanh<S>) -> StepReport
+where
+    gradscope_core::Act: gradscope_core::Activate<S>,
+{
+    one_step(input)
+}
+
+type NaNet<const I: usize, const H: usize, const O: usize, const B: usize> = (
+    Box<na::Dense<I, H, B>>,
+    Box<na::Dense<H, H, B>>,
+    Box<na::Dense<H, O, B>>,
+    SMatrix<f32, I, B>,
+    SMatrix<f32, O, B>,
 );
 
-fn na_step_input<const B: usize>() -> NaNet<B> {
+fn na_step_input<const I: usize, const H: usize, const O: usize, const B: usize>(
+    hidden: na::Act,
+) -> NaNet<I, H, O, B> {
     let mut rng = Xoshiro128PlusPlus::seed_from_u64(9);
     let mut u = move || rng.next_u32() as f32 / u32::MAX as f32 - 0.5;
     (
-        na::Dense::new(na::Act::Relu, 1),
-        na::Dense::new(na::Act::Relu, 2),
+        na::Dense::new(hidden, 1),
+        na::Dense::new(hidden, 2),
         na::Dense::new(na::Act::Identity, 3),
         SMatrix::from_fn(|_, _| u()),
         SMatrix::from_fn(|_, _| u()),
     )
 }
 
-fn na_step<const B: usize>((mut l1, mut l2, mut l3, x, t): NaNet<B>) -> f32 {
+fn na_step<const I: usize, const H: usize, const O: usize, const B: usize>(
+    (mut l1, mut l2, mut l3, x, t): NaNet<I, H, O, B>,
+) -> f32 {
     let y = l3.forward(&l2.forward(&l1.forward(black_box(&x))));
     let (loss, dy) = na::mse(&y, &t);
     l1.backward(&l2.backward(&l3.backward(&dy)));
@@ -220,14 +269,26 @@ fn na_step<const B: usize>((mut l1, mut l2, mut l3, x, t): NaNet<B>) -> f32 {
 }
 
 #[library_benchmark]
-#[bench::f32_b1(setup = na_step_input::<1>)]
-fn step_16_32_32_16_nalgebra_b1(net: NaNet<1>) -> f32 {
+#[bench::f32_b1(args = (na::Act::Relu), setup = na_step_input::<16, 32, 16, 1>)]
+fn step_16_32_32_16_nalgebra_b1(net: NaNet<16, 32, 16, 1>) -> f32 {
     black_box(na_step(net))
 }
 
 #[library_benchmark]
-#[bench::f32_b32(setup = na_step_input::<32>)]
-fn step_16_32_32_16_nalgebra_b32(net: NaNet<32>) -> f32 {
+#[bench::f32_b32(args = (na::Act::Relu), setup = na_step_input::<16, 32, 16, 32>)]
+fn step_16_32_32_16_nalgebra_b32(net: NaNet<16, 32, 16, 32>) -> f32 {
+    black_box(na_step(net))
+}
+
+#[library_benchmark]
+#[bench::f32_b1(args = (na::Act::Tanh), setup = na_step_input::<4, 8, 1, 1>)]
+fn step_4_8_8_1_nalgebra_b1(net: NaNet<4, 8, 1, 1>) -> f32 {
+    black_box(na_step(net))
+}
+
+#[library_benchmark]
+#[bench::f32_b32(args = (na::Act::Tanh), setup = na_step_input::<4, 8, 1, 32>)]
+fn step_4_8_8_1_nalgebra_b32(net: NaNet<4, 8, 1, 32>) -> f32 {
     black_box(na_step(net))
 }
 
@@ -271,7 +332,8 @@ library_benchmark_group!(
 
 library_benchmark_group!(
     name = steps;
-    benchmarks = step_16_32_32_16, step_16_32_32_16_nalgebra_b1, step_16_32_32_16_nalgebra_b32
+    benchmarks = step_16_32_32_16, step_16_32_32_16_nalgebra_b1, step_16_32_32_16_nalgebra_b32,
+        step_4_8_8_1, step_4_8_8_1_nalgebra_b1, step_4_8_8_1_nalgebra_b32
 );
 
 main!(library_benchmark_groups = kernels, steps);

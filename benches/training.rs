@@ -23,7 +23,7 @@ use rand_xoshiro::Xoshiro128PlusPlus;
 use std::hint::black_box;
 
 mod common;
-use common::{data, dense, na, relu_net};
+use common::{data, na, relu_net, tanh_net};
 use std::time::Duration;
 
 fn inputs<S: Scalar>() -> Vec<S> {
@@ -86,13 +86,7 @@ fn train_steps(c: &mut Criterion) {
         Act: Activate<S>,
     {
         let mut rng = Xoshiro128PlusPlus::seed_from_u64(4);
-        let small = Box::new((
-            (
-                dense::<S, 4, 8>(Act::Tanh, &mut rng),
-                dense::<S, 8, 8>(Act::Tanh, &mut rng),
-            ),
-            dense::<S, 8, 1>(Act::Identity, &mut rng),
-        ));
+        let small = tanh_net::<S>(&mut rng);
         bench::<S, _, 4, 1>(c, "4-8-8-1_tanh", name, small);
         let relu = relu_net::<S>(&mut rng);
         bench::<S, _, 16, 16>(c, "16-32-32-16_relu", name, relu);

@@ -79,6 +79,20 @@ where
     d
 }
 
+/// The 4-8-8-1 tanh net of the training benches.
+pub type TanhNet<S> = ((Dense<S, 4, 8>, Dense<S, 8, 8>), Dense<S, 8, 1>);
+
+/// That net, Xavier-initialized from `rng` (boxed, as [`relu_net`]).
+pub fn tanh_net<S: Scalar>(rng: &mut Xoshiro128PlusPlus) -> Box<TanhNet<S>>
+where
+    Act: Activate<S>,
+{
+    Box::new((
+        (dense(Act::Tanh, rng), dense(Act::Tanh, rng)),
+        dense(Act::Identity, rng),
+    ))
+}
+
 /// The 16-32-32-16 ReLU net of the training benches.
 pub type ReluNet<S> = ((Dense<S, 16, 32>, Dense<S, 32, 32>), Dense<S, 32, 16>);
 

@@ -88,16 +88,15 @@ pub(crate) fn put<S: Scalar, R: Rounding + ?Sized, P: Probe + ?Sized>(
     v
 }
 
-/// After a fast float kernel under a watching (not active) probe: one bulk check of the outputs `y`
-/// ([`Scalar::all_finite`]), and for each one that is not finite, the events of its exact recomputation
-/// `exact(k)` (rare, out of line).
+/// After a fast float kernel under a watching (not active) probe: one vectorized check of the outputs `y`, and
+/// for each one that is not finite, the events of its exact recomputation `exact(k)` (rare, out of line).
 #[inline(always)]
 pub(crate) fn watch<S: Scalar, P: Probe + ?Sized>(
     y: &[S],
     p: &mut P,
     mut exact: impl FnMut(usize) -> S::Acc,
 ) {
-    if !(S::IS_FLOAT && P::WATCH && !P::ACTIVE) || S::all_finite(y) {
+    if !(S::IS_FLOAT && P::WATCH && !P::ACTIVE) || y.iter().fold(true, |ok, v| ok & v.is_finite()) {
         return;
     }
     report_nonfinite(y, p, &mut exact);
