@@ -6,7 +6,7 @@
 
 use gradscope_core::activation::Activate;
 use gradscope_core::{
-    Act, FastAct, Fixed, Flags, Floor, I1F15, I8F24, I16F16, NearestEven, Rounding, bf16, f16,
+    Act, FastAct, Fixed, Flags, Floor, Fx16, I1F15, I8F24, I16F16, NearestEven, Rounding, bf16, f16,
 };
 
 /// f(x) and f′(x) from the core's f64 path.
@@ -68,6 +68,7 @@ fn float_derivatives_from_the_output_agree_with_the_input_form() {
     }
 }
 
+#[derive(Clone, Copy)]
 struct Bound {
     f: f64,
     df: f64,
@@ -444,4 +445,15 @@ fn hard_activations_pass_no_gradient_at_their_corners() {
             assert_eq!(d, inside, "{act:?}: f′({x})");
         }
     }
+}
+
+/// Coarse formats read the tables without interpolating: at 6 fraction bits each input is a knot (the tables'
+/// step is 1/64), and below that the input is rescaled onto the knots. Every input, within the same LSB bounds.
+#[test]
+fn coarse_formats_read_the_knots_within_stated_lsb_bounds() {
+    let xs = i16::MIN as i64..=i16::MAX as i64;
+    let (nearest, floor) = (Bound { f: 1.0, df: 2.0 }, Bound { f: 2.0, df: 3.0 });
+    check_format::<Fx16<6>>(xs.clone(), nearest, floor);
+    check_format::<Fx16<4>>(xs.clone(), nearest, floor);
+    check_format::<Fx16<0>>(xs, nearest, floor);
 }
