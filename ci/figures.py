@@ -74,7 +74,7 @@ MCU_WHY = {
                 "computes the loss in f64, which the M4F's single-precision FPU leaves to software; f32 does each of "
                 "these in one or a few FPU instructions.",
     "m4f_sgd": "f32 meets it: the update is a multiply and a subtract per value, and the check that every "
-               "gradient is finite before anything changes sums each tensor in four lanes, one add per value "
+               "gradient is finite before anything changes takes three integer operations per value, no branch "
                "(`Scalar::all_finite`). I1F15 misses: each value takes two halfword loads, a multiply by the "
                "coefficient's mantissa (prepared once per tensor, `Scalar::sub_scaled`), a nearest-even rounding "
                "shift (five instructions, no compare), `ssat`, `qsub16` and a store, each value rounded on its "
