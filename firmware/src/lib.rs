@@ -295,12 +295,9 @@ impl Cost {
         }
     }
 
-    /// Mean cost of one call of `f` over `reps` calls, less the cost of an empty measurement, after one call
-    /// outside the measurement: the steady state, so that work done once and cached (an optimizer's
-    /// coefficients) is not averaged into the per-call cost.
+    /// Mean cost of one call of `f` over `reps` calls, less the cost of an empty measurement.
     pub fn measure(&mut self, reps: u32, mut f: impl FnMut()) -> u64 {
         let reps = reps.max(1);
-        f();
         let t0 = self.now();
         let t1 = self.now();
         let overhead = Cost::elapsed(t0, t1);
