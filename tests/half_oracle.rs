@@ -685,3 +685,27 @@ fn two_sum_error_terms_sum_and_difference_vanish_together_on_half_operands() {
         }
     }
 }
+
+/// An infinity scaled by a positive coefficient too small for f32 (its f32 value rounds to zero) stays an
+/// infinity of its sign, as the exact product is; by zero it is NaN. (A proptest case found the first.)
+#[test]
+fn an_infinity_scaled_by_a_coefficient_below_f32s_range_keeps_its_sign() {
+    let tiny = Coef::new(7.006492321624085e-46);
+    let neg_tiny = Coef::new(-7.006492321624085e-46);
+    for inf in [f16::from_bits(0x7c00), f16::from_bits(0xfc00)] {
+        let x = inf.to_f64();
+        assert_eq!(inf.scale_by(&tiny, &mut NearestEven).0.to_f64(), x);
+        assert_eq!(inf.scale_by(&neg_tiny, &mut NearestEven).0.to_f64(), -x);
+        assert!(
+            inf.scale_by(&Coef::new(0.0), &mut NearestEven)
+                .0
+                .to_f64()
+                .is_nan()
+        );
+    }
+    for inf in [bf16::from_bits(0x7f80), bf16::from_bits(0xff80)] {
+        let x = inf.to_f64();
+        assert_eq!(inf.scale_by(&tiny, &mut NearestEven).0.to_f64(), x);
+        assert_eq!(inf.scale_by(&neg_tiny, &mut NearestEven).0.to_f64(), -x);
+    }
+}

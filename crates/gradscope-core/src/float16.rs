@@ -265,11 +265,15 @@ fn scale16<F: Format16>(x: F, c: &Coef) -> (F, Flags) {
         return (v, f | Flags::NONFINITE);
     }
     if !finite(x) {
-        // ∞·0 is NaN and ∞·(−c) is −∞: the sign and zero-ness of c survive its rounding to f32.
-        return (
-            F::narrow_nearest(x.widen() * c.value() as f32),
-            Flags::NONFINITE,
-        );
+        // ∞·0 is NaN and ∞·c an infinity of the product's sign, however small c is: c's f32 value can round to
+        // zero (c = 7·10⁻⁴⁶), so multiply by its sign, or by the zero itself.
+        let c = c.value();
+        let unit = if c == 0.0 {
+            c as f32
+        } else {
+            c.signum() as f32
+        };
+        return (F::narrow_nearest(x.widen() * unit), Flags::NONFINITE);
     }
     let p = F::DIGITS as i32 - 1; // stored fraction bits
     let bias = (1i32 << (14 - p)) - 1;
