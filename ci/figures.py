@@ -64,11 +64,13 @@ def status(ok):
 # Why a target is missed, from measurements made while trying (BENCHMARKS.md gives the details). Shown only
 # while the row is missed.
 MCU_WHY = {
-    "m4f_matvec": "f32 meets it (at opt-level 3 LLVM unrolls the four lanes into FPU registers). I1F15 takes two "
-                  "products per `smlald` (`src/dsp.rs`, the core's one `asm!` instruction) with each pair of operands "
-                  "loaded as one word; what remains is every output's rounding to nearest-even and saturation from "
-                  "the 64-bit sum, a fixed cost per output that 16 inputs do not amortize. I16F16 and I8F24 need a "
-                  "32 × 32 → 64-bit `smlal` per product with two loads, plus the same narrowing.",
+    "m4f_matvec": "f32 meets it: four rows share each load of x and keep their lanes in 16 FPU registers. I1F15 "
+                  "takes two products per `smlald` (`src/dsp.rs`, the core's one `asm!` instruction) with each pair "
+                  "of operands loaded as one word; what remains is every output's rounding to nearest-even and "
+                  "saturation from the 64-bit sum, a fixed cost per output that 16 inputs do not amortize. Sharing "
+                  "each load of x between two or four Q15 rows (the CMSIS scheme) measured no better: their 64-bit "
+                  "sums no longer fit the registers. I16F16 and I8F24 need a 32 × 32 → 64-bit `smlal` per product "
+                  "with two loads, plus the same narrowing.",
     "m4f_step": "Fixed point rounds every activation and its derivative through a table with quadratic "
                 "interpolation in integers, narrows every product and gradient with nearest-even and saturation, and "
                 "computes the loss in f64, which the M4F's single-precision FPU leaves to software; f32 does each of "

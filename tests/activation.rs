@@ -401,6 +401,29 @@ fn softplus_is_linear_strictly_above_the_threshold() {
     }
 }
 
+/// The same rule in fixed point (I8F24, LSB 2⁻²⁴): at β·x = 20 the value is x plus log1p(e⁻²⁰)/β ≈ 2·10⁻⁹/β,
+/// below half an LSB, so it rounds to x but is inexact, and the derivative σ(20) rounds to 1, inexact too;
+/// strictly above, both are exact: x and 1, with no event at all.
+#[test]
+fn fixed_point_softplus_is_exactly_linear_strictly_above_the_threshold() {
+    use gradscope_core::Scalar;
+    let q = |v: f64| I8F24::from_f64(v, &mut NearestEven).0;
+    let r = &mut NearestEven;
+    for beta in [1.0f32, 2.0, 0.5] {
+        let act = Act::softplus(beta).unwrap();
+        let at = 20.0 / beta as f64;
+        let (y, f) = act.f(q(at), r);
+        assert_eq!((y, f), (q(at), Flags::INEXACT), "β = {beta}: softplus({at})");
+        let (d, f) = act.df(q(at), y, r);
+        assert_eq!((d, f), (q(1.0), Flags::INEXACT), "β = {beta}: softplus′({at})");
+        let above = I8F24::from_bits(q(at).to_bits() + 1);
+        for x in [above, q(21.0 / beta as f64), q(30.0 / beta as f64)] {
+            assert_eq!(act.f(x, r), (x, Flags::NONE), "β = {beta}: softplus({x:?})");
+            assert_eq!(act.df(x, x, r), (q(1.0), Flags::NONE), "β = {beta}: softplus′({x:?})");
+        }
+    }
+}
+
 /// At x = 0 PyTorch's backward for ReLU, Leaky-ReLU, ELU and SELU takes the negative side (its kernels test
 /// `x > 0`): 0, the slope a, α·e⁰ = α and λα (λ and α as published by Klambauer et al. and used by
 /// `torch.nn.SELU`).

@@ -157,11 +157,22 @@ pub fn affine<S: Scalar, const I: usize, const O: usize, P: Probe + ?Sized>(
 }
 
 /// Rows per block in [`rows`]: on x86 eight rows' lanes fill eight SSE registers and hide the adder's latency;
-/// a Cortex-M has no SIMD registers to fill, and one row keeps its four lanes in registers.
+/// a Cortex-M has no SIMD registers to fill, and one row keeps its four lanes (or its 64-bit sum) in registers.
 const ROW_BLOCK: usize = if cfg!(any(target_arch = "x86", target_arch = "x86_64")) {
     8
 } else {
     1
+};
+
+/// [`ROW_BLOCK`] for float rows of 16 or more inputs: on a Cortex-M4F four rows' lanes take 16 of its 32
+/// single-precision registers and share each load of `x` (BENCHMARKS.md has the f32 and bf16 matvec counts;
+/// f16, which widens every value in software, takes a few percent more). Shorter rows stay one at a time: the
+/// block's setup outweighed the shared loads in the 4-8-8-1 step. Each row keeps its own lanes, so the sums are
+/// unchanged.
+const FLOAT_ROW_BLOCK: usize = if cfg!(all(gradscope_dsp, target_abi = "eabihf")) {
+    4
+} else {
+    ROW_BLOCK
 };
 
 /// `y[o] = dot(w[o], x) (+ extra(o))` for every row, rounded once.
@@ -179,8 +190,30 @@ fn rows<S: Scalar, const I: usize, const O: usize, P: Probe + ?Sized>(
     if !fast::<S, P>(w.as_flattened(), xb, I) {
         return exact_rows(w.as_flattened(), x, &extra, y, r, p);
     }
-    let (wb, wt) = w.as_chunks::<ROW_BLOCK>();
-    let (yb, yt) = y.as_chunks_mut::<ROW_BLOCK>();
+    if S::IS_FLOAT && I >= 16 {
+        blocks::<S, I, O, P, FLOAT_ROW_BLOCK>(w, x, xb, y, &extra, r, p);
+    } else {
+        blocks::<S, I, O, P, ROW_BLOCK>(w, x, xb, y, &extra, r, p);
+    }
+    watch(y, p, |o| {
+        let acc = w.get(o).map_or(S::acc_zero(), |row| S::dot_exact(row, x));
+        extra(o).map_or(acc, |b| S::acc_add(acc, b))
+    });
+}
+
+/// [`rows`]' fast loop, `B` rows per block.
+#[inline(always)]
+fn blocks<S: Scalar, const I: usize, const O: usize, P: Probe + ?Sized, const B: usize>(
+    w: &[[S; I]; O],
+    x: &[S; I],
+    xb: S::Bound,
+    y: &mut [S; O],
+    extra: impl Fn(usize) -> Option<S>,
+    r: &mut (impl Rounding + ?Sized),
+    p: &mut P,
+) {
+    let (wb, wt) = w.as_chunks::<B>();
+    let (yb, yt) = y.as_chunks_mut::<B>();
     let mut o = 0;
     let mut out = |yo: &mut S, acc: S::Acc| {
         let acc = extra(o).map_or(acc, |b| S::acc_add(acc, b));
@@ -196,10 +229,6 @@ fn rows<S: Scalar, const I: usize, const O: usize, P: Probe + ?Sized>(
     for (yo, row) in yt.iter_mut().zip(wt) {
         out(yo, S::dot_fast(row, x, xb));
     }
-    watch(y, p, |o| {
-        let acc = w.get(o).map_or(S::acc_zero(), |row| S::dot_exact(row, x));
-        extra(o).map_or(acc, |b| S::acc_add(acc, b))
-    });
 }
 
 /// [`rows`] when some row may have events: every row exact, with its events. On slices, so one copy serves
