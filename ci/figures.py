@@ -82,7 +82,12 @@ MCU_WHY = {
                "shift (five instructions, no compare), `ssat`, `qsub16` and a store, each value rounded on its "
                "own; ten per value would need two values per instruction through the rounding too.",
     "m0_matvec": "The ARMv6-M core has no long multiply: each Q15 product is one 32-bit `muls`, but the exact "
-                 "sum needs a 64-bit add with carry per product, plus loads and loop control.",
+                 "sum needs a 64-bit add with carry per product, plus loads and loop control: nine instructions "
+                 "per product in the loop (two `ldrsh`, `muls`, `asrs`, `adds`, `adcs`, and the index's add, "
+                 "compare and branch), then each output's rounding. ARMv6-M faults on unaligned word loads, so "
+                 "two 16-bit operands cannot share one load in safe code; summing each pair of products in 32 "
+                 "bits first (a negated pair sum always fits) measured more instructions, its loop needing more "
+                 "than the eight low registers.",
     "m0_step": "The loss is computed in f64, which the M0 emulates in software.",
 }
 
