@@ -413,13 +413,25 @@ fn fixed_point_softplus_is_exactly_linear_strictly_above_the_threshold() {
         let act = Act::softplus(beta).unwrap();
         let at = 20.0 / beta as f64;
         let (y, f) = act.f(q(at), r);
-        assert_eq!((y, f), (q(at), Flags::INEXACT), "β = {beta}: softplus({at})");
+        assert_eq!(
+            (y, f),
+            (q(at), Flags::INEXACT),
+            "β = {beta}: softplus({at})"
+        );
         let (d, f) = act.df(q(at), y, r);
-        assert_eq!((d, f), (q(1.0), Flags::INEXACT), "β = {beta}: softplus′({at})");
+        assert_eq!(
+            (d, f),
+            (q(1.0), Flags::INEXACT),
+            "β = {beta}: softplus′({at})"
+        );
         let above = I8F24::from_bits(q(at).to_bits() + 1);
         for x in [above, q(21.0 / beta as f64), q(30.0 / beta as f64)] {
             assert_eq!(act.f(x, r), (x, Flags::NONE), "β = {beta}: softplus({x:?})");
-            assert_eq!(act.df(x, x, r), (q(1.0), Flags::NONE), "β = {beta}: softplus′({x:?})");
+            assert_eq!(
+                act.df(x, x, r),
+                (q(1.0), Flags::NONE),
+                "β = {beta}: softplus′({x:?})"
+            );
         }
     }
 }

@@ -746,6 +746,58 @@ mod tests {
     use rand_core::SeedableRng;
 
     #[test]
+    fn phases_have_their_report_names() {
+        let names = [
+            Phase::Forward,
+            Phase::Backward,
+            Phase::Grad,
+            Phase::Clip,
+            Phase::Update,
+        ]
+        .map(Phase::name);
+        assert_eq!(names, ["forward", "backward", "gradient", "clip", "update"]);
+    }
+
+    #[test]
+    fn sinks_that_do_not_count_per_layer_never_report_saturation() {
+        // A `Some` here would make every training step under a saturation rule diverge.
+        let mut log = EventLog::<4>::new();
+        log.record(0, Phase::Forward, Flags::OVERFLOW);
+        for share in [0.0, 0.5, 1.0] {
+            assert_eq!(().saturated(share), None);
+            assert_eq!(StepNorms::<3>::new(0).saturated(share), None);
+            assert_eq!(log.saturated(share), None);
+        }
+    }
+
+    #[test]
+    fn non_finite_values_are_located_where_they_first_appeared() {
+        let mut stats = [LayerStats::default(); 3];
+        assert_eq!(NonFinite::locate(&stats), None, "no non-finite value");
+        // Only gradients: the backward order visits the last layer first.
+        stats[0].grad.nonfinite = 5;
+        stats[2].grad.nonfinite = 1;
+        let at = |layer, phase, overflow, count| {
+            Some(NonFinite {
+                layer,
+                phase,
+                overflow,
+                count,
+            })
+        };
+        assert_eq!(NonFinite::locate(&stats), at(2, Phase::Grad, false, 1));
+        // A backward signal of a layer comes before its parameter gradients.
+        stats[2].backward.nonfinite = 2;
+        stats[2].backward.overflow = 2;
+        assert_eq!(NonFinite::locate(&stats), at(2, Phase::Backward, true, 2));
+        // Any forward value comes before the whole backward pass, the first layer first.
+        stats[1].forward.nonfinite = 3;
+        assert_eq!(NonFinite::locate(&stats), at(1, Phase::Forward, false, 3));
+        stats[0].forward.overflow = 1;
+        assert_eq!(NonFinite::locate(&stats), at(1, Phase::Forward, false, 3));
+    }
+
+    #[test]
     fn the_event_log_merges_runs_keeps_the_first_entries_and_counts_the_rest() {
         let mut log = EventLog::<2>::new();
         log.record(0, Phase::Forward, Flags::NONE);
