@@ -798,6 +798,38 @@ mod tests {
     }
 
     #[test]
+    fn layer_stats_measure_each_layers_signals_per_pass_and_merge() {
+        let mut stats = [LayerStats::default(); 2];
+        stats.signal(1, Phase::Forward, &[3.0f32, 0.0]);
+        stats.signal(1, Phase::Forward, &[0.0f32, 4.0]);
+        stats.signal(1, Phase::Backward, &[1.0f32, 1.0]);
+        stats.signal(1, Phase::Backward, &[2.0f32, 2.0]);
+        stats.signal(0, Phase::Grad, &[0.0f32, 3.0, 4.0]);
+        stats.signal(0, Phase::Clip, &[100.0f32]);
+        stats.signal(7, Phase::Forward, &[100.0f32]);
+        stats.record(1, Phase::Forward, Flags::OVERFLOW);
+        stats.record(1, Phase::Forward, Flags::NONE);
+        stats.record(0, Phase::Update, Flags::UNDERFLOW);
+        stats.record(7, Phase::Forward, Flags::OVERFLOW);
+        let [a, b] = stats;
+        // RMS over passes of each pass's L2 norm: √((9 + 16)/2) and √((2 + 8)/2).
+        assert_eq!(b.forward_rms_norm(), libm::sqrt(12.5));
+        assert_eq!(b.backward_rms_norm(), libm::sqrt(5.0));
+        assert_eq!((a.forward_rms_norm(), a.backward_rms_norm()), (0.0, 0.0));
+        assert_eq!((a.grad_norm(), a.grad_zeros, a.grad_values), (5.0, 1, 3));
+        assert_eq!((b.forward.values, b.forward.overflow), (2, 1));
+        assert_eq!(*a.phase(Phase::Update), a.total());
+        assert_eq!((a.total().values, a.total().underflow), (1, 1));
+        let mut m = a;
+        m.merge(&b);
+        assert_eq!(m.total(), a.total().merged(&b.total()));
+        assert_eq!((m.forward_passes, m.backward_passes), (2, 2));
+        assert_eq!((m.forward_sq, m.backward_sq, m.grad_sq), (25.0, 10.0, 25.0));
+        assert_eq!((m.grad_zeros, m.grad_values), (1, 3));
+        assert_eq!(m.backward_rms_norm(), libm::sqrt(5.0));
+    }
+
+    #[test]
     fn the_event_log_merges_runs_keeps_the_first_entries_and_counts_the_rest() {
         let mut log = EventLog::<2>::new();
         log.record(0, Phase::Forward, Flags::NONE);
