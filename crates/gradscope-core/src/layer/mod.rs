@@ -830,6 +830,82 @@ mod tests {
     }
 
     #[test]
+    fn per_layer_stats_name_the_first_layer_beyond_a_saturated_share() {
+        let mut stats = [LayerStats::default(); 3];
+        for (layer, overflowed) in [(1, 2), (2, 6)] {
+            for k in 0..10 {
+                let f = if k < overflowed {
+                    Flags::OVERFLOW
+                } else {
+                    Flags::NONE
+                };
+                stats.record(layer, Phase::Forward, f);
+            }
+        }
+        // Backward overflow never counts, and layer 0 (no forward values) is skipped.
+        stats.record(0, Phase::Backward, Flags::OVERFLOW);
+        assert_eq!(stats.saturated(0.1), Some((1, 0.2)));
+        assert_eq!(stats.saturated(0.2), Some((2, 0.6)));
+        assert_eq!(stats.saturated(0.6), None, "strictly more than the share");
+        assert_eq!(
+            stats.saturated(-1.0),
+            Some((1, 0.2)),
+            "a layer without values never"
+        );
+        // Through the `&mut` forwarding impl, and cleared.
+        fn saturated_then_clear(mut sink: impl Probes) -> Option<(usize, f64)> {
+            let s = sink.saturated(0.5);
+            sink.clear();
+            s
+        }
+        assert_eq!(saturated_then_clear(&mut stats), Some((2, 0.6)));
+        assert_eq!(stats, [LayerStats::default(); 3]);
+    }
+
+    #[test]
+    fn step_norms_keep_one_layers_norm_and_zeros_per_time_step() {
+        // Through the `&mut` forwarding impl: other layers and steps beyond T are ignored.
+        fn steps(mut sink: impl Probes) {
+            sink.step(1, 0, &[3.0f32, 4.0, 0.0]);
+            sink.step(1, 1, &[0.0f32, 0.0, 2.0]);
+            sink.step(0, 1, &[9.0f32, 9.0, 9.0]);
+            sink.step(1, 2, &[9.0f32]);
+        }
+        let mut n = StepNorms::<2>::new(1);
+        steps(&mut n);
+        assert_eq!((n.norms, n.zeros), ([5.0, 2.0], [1, 2]));
+    }
+
+    #[test]
+    fn grad_stats_measure_a_layers_gradients() {
+        let mut layer = Dense::<f32, 2, 2>::new(Act::Identity);
+        assert_eq!(GradStats::of(&mut layer).zero_fraction(), 1.0);
+        layer.visit(0, &mut |t| {
+            let v = if t.grad.len() == 4 { 3.0 } else { f32::NAN };
+            if let Some(g) = t.grad.first_mut() {
+                *g = v;
+            }
+        });
+        let g = GradStats::of(&mut layer);
+        assert_eq!((g.zeros, g.count, g.nonfinite), (4, 6, 1));
+        assert!(g.norm.is_nan());
+        assert_eq!(g.zero_fraction(), 4.0 / 6.0);
+        assert_eq!(GradStats::default().zero_fraction(), 0.0);
+    }
+
+    #[test]
+    fn a_pooled_sink_counts_every_layer_and_phase_together() {
+        let mut counts = EventCounts::default();
+        let mut pooled = Pooled(&mut counts);
+        pooled.record(0, Phase::Forward, Flags::OVERFLOW);
+        pooled.record(9, Phase::Update, Flags::UNDERFLOW);
+        assert_eq!(
+            (counts.values, counts.overflow, counts.underflow),
+            (2, 1, 1)
+        );
+    }
+
+    #[test]
     fn the_event_log_merges_runs_keeps_the_first_entries_and_counts_the_rest() {
         let mut log = EventLog::<2>::new();
         log.record(0, Phase::Forward, Flags::NONE);
