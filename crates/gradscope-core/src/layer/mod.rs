@@ -805,6 +805,7 @@ mod tests {
         stats.signal(1, Phase::Backward, &[1.0f32, 1.0]);
         stats.signal(1, Phase::Backward, &[2.0f32, 2.0]);
         stats.signal(0, Phase::Grad, &[0.0f32, 3.0, 4.0]);
+        stats.signal(1, Phase::Grad, &[1.0f32, 0.0]);
         stats.signal(0, Phase::Clip, &[100.0f32]);
         stats.signal(7, Phase::Forward, &[100.0f32]);
         stats.record(1, Phase::Forward, Flags::OVERFLOW);
@@ -824,8 +825,8 @@ mod tests {
         m.merge(&b);
         assert_eq!(m.total(), a.total().merged(&b.total()));
         assert_eq!((m.forward_passes, m.backward_passes), (2, 2));
-        assert_eq!((m.forward_sq, m.backward_sq, m.grad_sq), (25.0, 10.0, 25.0));
-        assert_eq!((m.grad_zeros, m.grad_values), (1, 3));
+        assert_eq!((m.forward_sq, m.backward_sq, m.grad_sq), (25.0, 10.0, 26.0));
+        assert_eq!((m.grad_zeros, m.grad_values), (2, 5));
         assert_eq!(m.backward_rms_norm(), libm::sqrt(5.0));
     }
 
