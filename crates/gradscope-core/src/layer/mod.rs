@@ -832,17 +832,22 @@ mod tests {
 
     #[test]
     fn per_layer_stats_name_the_first_layer_beyond_a_saturated_share() {
-        let mut stats = [LayerStats::default(); 3];
-        for (layer, overflowed) in [(1, 2), (2, 6)] {
+        // Fed through the `&mut` forwarding impl.
+        fn forward_pass(mut sink: impl Probes, layer: usize, overflowed: usize) {
             for k in 0..10 {
                 let f = if k < overflowed {
                     Flags::OVERFLOW
                 } else {
                     Flags::NONE
                 };
-                stats.record(layer, Phase::Forward, f);
+                sink.record(layer, Phase::Forward, f);
             }
+            sink.signal(layer, Phase::Forward, &[1.0f32]);
         }
+        let mut stats = [LayerStats::default(); 3];
+        forward_pass(&mut stats, 1, 2);
+        forward_pass(&mut stats, 2, 6);
+        assert_eq!((stats[2].forward.overflow, stats[2].forward_passes), (6, 1));
         // Backward overflow never counts, and layer 0 (no forward values) is skipped.
         stats.record(0, Phase::Backward, Flags::OVERFLOW);
         assert_eq!(stats.saturated(0.1), Some((1, 0.2)));
