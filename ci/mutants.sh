@@ -43,7 +43,7 @@ tests_for() {
     optim) echo "optim" ;;
     float16) echo "half_oracle loss_scaling" ;;
     activation) echo "golden activation" ;;
-    layer) echo "golden backprop rnn gated batchnorm residual layer_scaling" ;;
+    layer) echo "golden backprop rnn gated batchnorm residual conv layer_scaling" ;;
     *) echo "unknown module $1" >&2; exit 2 ;;
   esac
 }
