@@ -181,9 +181,11 @@ pub trait Scalar: Copy + Default + PartialEq + PartialOrd + Debug + Send + Sync 
 
     /// `self · c` for a real coefficient `c` (a clipping or loss scale), rounded once with `r` (floats: IEEE
     /// nearest; fixed point: `c` is held to 2⁻⁴⁰). A non-finite `c` gives zero (fixed) or NaN/∞ (float),
-    /// flagged. Loops that scale many values by one `c` should prepare it once with [`Coef::new`] and call
-    /// [`Scalar::scale_by`]: the result is the same, without converting `c` per value (on an FPU-less core
-    /// that conversion costs more than the multiplication).
+    /// flagged. `f32` multiplies by `c` rounded to `f32` first, as PyTorch multiplies an `f32` tensor by a
+    /// Python float: a `c` beyond `f32`'s range scales by 0 or by `f32::MAX`, and only the product's own events
+    /// are flagged ([`Coef::as_f32`] gives the coefficient's). Loops that scale many values by one `c` should
+    /// prepare it once with [`Coef::new`] and call [`Scalar::scale_by`]: the result is the same, without
+    /// converting `c` per value (on an FPU-less core that conversion costs more than the multiplication).
     #[inline]
     fn scale<R: Rounding + ?Sized>(self, c: f64, r: &mut R) -> (Self, Flags) {
         self.scale_by(&Coef::new(c), r)
@@ -403,6 +405,13 @@ impl Coef {
     /// Whether the coefficient is finite.
     pub fn is_finite(&self) -> bool {
         self.value.is_finite()
+    }
+
+    /// The coefficient rounded to `f32` (nearest-even, saturating), as `f32` values are scaled by it, with the
+    /// events of that rounding: e.g. `UNDERFLOW` for a non-zero `c` that `f32` cannot hold, which scales every
+    /// value to zero.
+    pub fn as_f32(&self) -> (f32, Flags) {
+        (self.as_f32, self.f32_flags)
     }
 
     /// The fixed-point form: `(q, frac)` with `c ≈ q · 2^−frac`.
@@ -928,6 +937,24 @@ mod tests {
         }
         assert_eq!(Coef::new(0.75).mantissa15(), (24_576, 15));
         assert_eq!(Coef::new(0.75).mantissa31(), (1_610_612_736, 31));
+    }
+
+    #[test]
+    fn f32_scales_by_the_coefficient_as_f32_holds_it_and_as_f32_reports_its_rounding() {
+        let r = &mut NearestEven;
+        assert_eq!(Coef::new(0.75).as_f32(), (0.75, Flags::NONE));
+        assert_eq!(Coef::new(-0.1).as_f32(), f32::from_f64(-0.1, r));
+        // Below f32's least subnormal: a coefficient of 0, its underflow reported here, not per product.
+        let tiny = Coef::new(7e-46);
+        assert_eq!(tiny.as_f32(), (0.0, Flags::UNDERFLOW));
+        assert_eq!(1.0f32.scale_by(&tiny, r), (0.0, Flags::NONE));
+        // Beyond f32::MAX: a coefficient of f32::MAX.
+        let huge = Coef::new(1e300);
+        assert_eq!(huge.as_f32(), (f32::MAX, Flags::OVERFLOW));
+        assert_eq!(0.5f32.scale_by(&huge, r), (f32::MAX / 2.0, Flags::NONE));
+        // f64 holds both exactly.
+        assert_eq!(1.0f64.scale_by(&tiny, r).0, 7e-46);
+        assert_eq!(0.5f64.scale_by(&huge, r).0, 5e299);
     }
 
     #[test]
