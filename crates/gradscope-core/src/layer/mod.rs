@@ -869,6 +869,54 @@ mod tests {
     }
 
     #[test]
+    fn an_active_sink_counts_the_events_of_finite_activations_forward_and_backward() {
+        use crate::activation::Activate;
+        // σ(−100) ≈ 3.7·10⁻⁴⁴ is subnormal in f32, and so is σ′(−100)·1: events of finite values, which only
+        // the full activation path reports (the watched one tests finite values for nothing).
+        let r = &mut NearestEven;
+        let (y, f) = Act::Sigmoid.f(-100.0f32, r);
+        assert!(f.contains(Flags::SUBNORMAL));
+        assert!(
+            Act::Sigmoid
+                .backward(-100.0, y, 1.0, r)
+                .1
+                .contains(Flags::SUBNORMAL)
+        );
+        let mut layer = Dense::<f32, 2, 2>::new(Act::Sigmoid);
+        layer.weight = [[1.0, 0.0], [0.0, 1.0]];
+        let mut stats = [LayerStats::default(); 1];
+        layer.forward(&[-100.0, 0.5], 0, r, &mut stats);
+        // W x + b is exact: the one subnormal forward value is σ(−100).
+        assert_eq!(
+            (stats[0].forward.values, stats[0].forward.subnormal),
+            (4, 1)
+        );
+        layer.backward(&[1.0, 0.0], 0, r, &mut stats);
+        // dz = dy ⊙ σ′(z) (its first value subnormal), then dx = Wᵀ dz (its first value the same).
+        assert_eq!(
+            (stats[0].backward.values, stats[0].backward.subnormal),
+            (4, 2)
+        );
+    }
+
+    #[test]
+    fn zeroing_a_composed_network_zeroes_every_layers_gradients() {
+        // Through the `&mut` forwarding impl and the tuple's.
+        fn zero(mut net: impl Layer<f32>) {
+            net.zero_grad();
+        }
+        let mut net = (
+            Dense::<f32, 2, 2>::new(Act::Tanh),
+            Dense::<f32, 2, 1>::new(Act::Identity),
+        );
+        net.visit(0, &mut |t| t.grad.fill(1.0));
+        assert_eq!(GradStats::of(&mut net).zeros, 0);
+        zero(&mut net);
+        let g = GradStats::of(&mut net);
+        assert_eq!((g.zeros, g.count), (9, 9));
+    }
+
+    #[test]
     fn step_norms_keep_one_layers_norm_and_zeros_per_time_step() {
         // Through the `&mut` forwarding impl: other layers and steps beyond T are ignored.
         fn steps(mut sink: impl Probes) {
