@@ -521,3 +521,96 @@ where
 
     fn zero_grad(&mut self) {}
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::layer::{Dense, GradStats};
+    use crate::round::NearestEven;
+
+    /// Each parameter tensor a layer visits: its layer index, name, length, Σ value and Σ |gradient|.
+    fn tensors<S: Scalar>(
+        l: &mut impl Params<S>,
+        at: usize,
+    ) -> [(usize, &'static str, usize, f64, f64); 2] {
+        let mut out = [(usize::MAX, "", 0, 0.0, 0.0); 2];
+        let mut n = 0;
+        l.visit(at, &mut |t| {
+            let sum = |v: &[S]| v.iter().map(|x| x.to_f64()).sum::<f64>();
+            let abs = t.grad.iter().map(|x| libm::fabs(x.to_f64())).sum::<f64>();
+            if let Some(o) = out.get_mut(n) {
+                *o = (t.layer, t.name, t.value.len(), sum(t.value), abs);
+            }
+            n += 1;
+        });
+        assert_eq!(n, 2, "two tensors");
+        out
+    }
+
+    #[test]
+    fn batch_norms_expose_gamma_and_beta_with_their_gradients_and_zero_them() {
+        let r = &mut NearestEven;
+        let mut bn = BatchNorm::<f32, 3, 2>::new();
+        bn.forward(&[[1.0, 2.0, 3.0], [2.0, 0.0, 5.0]], 4, r, &mut ());
+        bn.backward(&[[1.0, 0.5, -1.0], [0.25, 2.0, 1.0]], 4, r, &mut ());
+        assert_eq!(bn.depth(), 1);
+        let t = tensors(&mut bn, 4);
+        assert_eq!(
+            (
+                t[0].0, t[0].1, t[0].2, t[0].3, t[1].0, t[1].1, t[1].2, t[1].3
+            ),
+            (4, "weight", 3, 3.0, 4, "bias", 3, 0.0)
+        );
+        // ∂β = Σ dy per feature: 1.25 + 2.5 + 0.
+        assert_eq!(t[1].4, 3.75);
+        assert!(t[0].4 > 0.0);
+        bn.zero_grad();
+        assert_eq!(GradStats::of(&mut bn).zeros, 6);
+
+        let mut bn2 = BatchNorm2d::<f32, 2, 1, 2, 1>::new();
+        let y = bn2.forward(&[[[[1.0, 3.0]], [[0.0, 4.0]]]], 1, r, &mut ());
+        // Per channel over the positions: mean 2, biased variances 1 and 4.
+        let (one, two) = (
+            1.0 / libm::sqrt(1.0 + BATCHNORM_EPS),
+            2.0 / libm::sqrt(4.0 + BATCHNORM_EPS),
+        );
+        for (v, want) in y
+            .as_flattened()
+            .as_flattened()
+            .as_flattened()
+            .iter()
+            .zip([-one, one, -two, two])
+        {
+            assert!(libm::fabs(*v as f64 - want) < 1e-6, "{v} vs {want}");
+        }
+        bn2.backward(&[[[[1.0, 2.0]], [[0.5, 0.0]]]], 1, r, &mut ());
+        assert_eq!(bn2.depth(), 1);
+        let t = tensors(&mut bn2, 1);
+        assert_eq!(
+            (t[0].1, t[0].2, t[1].1, t[1].2, t[1].4),
+            ("weight", 2, "bias", 2, 3.5)
+        );
+        bn2.zero_grad();
+        assert_eq!(GradStats::of(&mut bn2).zeros, 4);
+    }
+
+    #[test]
+    fn batch_statistics_take_two_passes_so_a_far_mean_costs_no_accuracy() {
+        // Values 10⁴ ± a few tenths: Σx²/m − μ² (or Σ(x+μ)(x−μ), the same in exact arithmetic) cancels
+        // about 2% of the variance away in f32; the two-pass Σ(x − μ)² keeps it.
+        let x = [10000.3f32, 9999.7, 10000.1, 9999.9];
+        let mut bn = BatchNorm::<f32, 1, 4>::new();
+        let y = bn.forward(&x.map(|v| [v]), 0, &mut NearestEven, &mut ());
+        let xs = x.map(f64::from);
+        let mean = xs.iter().sum::<f64>() / 4.0;
+        let var = xs.iter().map(|v| (v - mean) * (v - mean)).sum::<f64>() / 4.0;
+        for (yk, xk) in y.iter().zip(xs) {
+            let want = (xk - mean) / libm::sqrt(var + BATCHNORM_EPS);
+            assert!(
+                libm::fabs(yk[0] as f64 - want) < 1e-4,
+                "{} vs {want}",
+                yk[0]
+            );
+        }
+    }
+}
