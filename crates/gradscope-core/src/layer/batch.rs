@@ -4,8 +4,8 @@
 //! [`BatchNorm`] follows PyTorch's `BatchNorm1d` (and [`BatchNorm2d`] its `BatchNorm2d`, per channel over the
 //! batch and every position): in training mode it normalizes each feature with the batch
 //! mean and (biased) variance, `y = γ·(x − μ)/√(σ² + ε) + β`, and updates the running statistics with momentum
-//! 0.1 (the running variance from the unbiased batch variance); in evaluation mode it uses the running
-//! statistics. Float-only.
+//! 0.1 (the running variance from the unbiased batch variance, or from the biased one, 0, when a channel has a
+//! single value); in evaluation mode it uses the running statistics. Float-only.
 //!
 //! [`Batched`] keeps each sample's input and, in `backward`, runs that sample's forward pass again before its
 //! backward pass: per-sample layers cache one sample, and recomputing is cheaper than a cache per sample.
@@ -612,5 +612,13 @@ mod tests {
                 yk[0]
             );
         }
+    }
+
+    #[test]
+    fn a_batch_of_one_updates_the_running_variance_with_its_zero_variance() {
+        // The unbiased variance of one value would divide by m − 1 = 0; the biased one (0) is used instead.
+        let mut bn = BatchNorm::<f32, 1, 1>::new();
+        bn.forward(&[[5.0]], 0, &mut NearestEven, &mut ());
+        assert_eq!((bn.running_mean, bn.running_var), ([0.5], [0.9]));
     }
 }
