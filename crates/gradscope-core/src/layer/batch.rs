@@ -621,4 +621,57 @@ mod tests {
         bn.forward(&[[5.0]], 0, &mut NearestEven, &mut ());
         assert_eq!((bn.running_mean, bn.running_var), ([0.5], [0.9]));
     }
+
+    #[test]
+    fn batched_runs_each_sample_through_its_own_cache_and_forwards_the_parameters() {
+        let r = &mut NearestEven;
+        let mut net = (
+            Dense::<f32, 2, 2>::new(Act::Tanh),
+            Dense::<f32, 2, 1>::new(Act::Identity),
+        );
+        net.0.weight = [[0.5, -1.0], [2.0, 0.25]];
+        net.0.bias = [0.1, -0.2];
+        net.1.weight = [[1.5, -0.5]];
+        let x = [[1.0f32, 2.0], [-0.5, 0.25], [3.0, -1.0]];
+        let dy = [[1.0f32], [-2.0], [0.5]];
+        // Sample by sample, forward then backward: the reference.
+        let mut one = net.clone();
+        let dx_want = core::array::from_fn::<_, 3, _>(|k| {
+            one.forward(&x[k], 0, r, &mut ());
+            one.backward(&dy[k], 0, r, &mut ())
+        });
+        let mut b = Batched::<f32, _, 3>::new(net);
+        let y = b.forward(&x, 0, r, &mut ());
+        assert_eq!(y[1], b.layer.clone().forward(&x[1], 0, r, &mut ()));
+        let dx = b.backward(&dy, 0, r, &mut ());
+        assert_eq!(dx, dx_want);
+        assert_eq!(
+            (b.layer.0.grad_weight, b.layer.1.grad_weight),
+            (one.0.grad_weight, one.1.grad_weight)
+        );
+        assert_eq!(b.depth(), 2);
+        let mut names = [""; 4];
+        let mut n = 0;
+        b.visit(3, &mut |t| {
+            if let Some(s) = names.get_mut(n) {
+                *s = t.name;
+            }
+            assert_eq!(t.layer, 3 + n / 2);
+            n += 1;
+        });
+        assert_eq!(names, ["weight", "bias", "weight", "bias"]);
+        b.zero_grad();
+        let g = GradStats::of(&mut b);
+        assert_eq!((g.zeros, g.count), (9, 9));
+    }
+
+    #[test]
+    fn an_activation_layer_is_one_layer_without_parameters() {
+        let r = &mut NearestEven;
+        let mut a = ActLayer::<[f32; 2]>::new(Act::Relu);
+        assert_eq!(Params::<f32>::depth(&a), 1);
+        assert_eq!(GradStats::of::<f32, _>(&mut a).count, 0);
+        assert_eq!(a.forward(&[-1.0, 2.0], 0, r, &mut ()), [0.0, 2.0]);
+        assert_eq!(a.backward(&[5.0, 3.0], 0, r, &mut ()), [0.0, 3.0]);
+    }
 }
