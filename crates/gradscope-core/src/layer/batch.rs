@@ -674,4 +674,37 @@ mod tests {
         assert_eq!(a.forward(&[-1.0, 2.0], 0, r, &mut ()), [0.0, 2.0]);
         assert_eq!(a.backward(&[5.0, 3.0], 0, r, &mut ()), [0.0, 3.0]);
     }
+
+    #[test]
+    fn evaluation_mode_uses_the_running_statistics_forward_and_backward() {
+        let r = &mut NearestEven;
+        let mut bn = BatchNorm::<f64, 2, 2>::new();
+        (bn.running_mean, bn.running_var) = ([1.0, -1.0], [4.0, 0.25]);
+        (bn.gamma, bn.beta, bn.training) = ([2.0, 0.5], [0.1, 0.0], false);
+        let x = [[3.0, 0.0], [-2.0, -1.5]];
+        let dy = [[2.0, -3.0], [0.5, 4.0]];
+        let y = bn.forward(&x, 0, r, &mut ());
+        let dx = bn.backward(&dy, 0, r, &mut ());
+        let close = |a: f64, b: f64| libm::fabs(a - b) <= 1e-12 * libm::fabs(b);
+        for k in 0..2 {
+            for j in 0..2 {
+                let s = libm::sqrt(bn.running_var[j] + BATCHNORM_EPS);
+                let xhat = (x[k][j] - bn.running_mean[j]) / s;
+                assert!(
+                    close(y[k][j], bn.gamma[j] * xhat + bn.beta[j]),
+                    "y[{k}][{j}]"
+                );
+                assert!(close(dx[k][j], bn.gamma[j] * dy[k][j] / s), "dx[{k}][{j}]");
+            }
+        }
+        // The running statistics stay; the parameter gradients are Σ dy·x̂ and Σ dy.
+        assert_eq!(
+            (bn.running_mean, bn.running_var),
+            ([1.0, -1.0], [4.0, 0.25])
+        );
+        assert_eq!(bn.grad_beta, [2.5, 1.0]);
+        let s = [4.0f64, 0.25].map(|v| libm::sqrt(v + BATCHNORM_EPS));
+        assert!(close(bn.grad_gamma[0], (2.0 * 2.0 + 0.5 * -3.0) / s[0]));
+        assert!(close(bn.grad_gamma[1], (-3.0 * 1.0 + 4.0 * -0.5) / s[1]));
+    }
 }
