@@ -1575,13 +1575,13 @@ mod tests {
 
     #[test]
     fn a_fixed_point_sum_that_would_wrap_its_lanes_saturates_as_the_exact_sum_does() {
-        // 36 terms (4 channels × 3 × 3) of about 2.8·10¹⁷ each (raw, 32 fraction bits): 1.0·10¹⁹ wraps a 64-bit
-        // lane, so the quietness test must count all 36 (c·kh·kw) and take the exact path; the exact sum
-        // saturates.
-        let v = I16F16::from_f64(8087.0, &mut NearestEven).0;
-        let mut conv = Conv2d::<I16F16, 4, 3, 3, 1, 3, 1, 1>::new(Act::Identity);
-        conv.weight = [[[[v; 3]; 3]; 4]];
-        let x = [[[v; 3]; 3]; 4];
+        // 72 terms (8 channels × 3 × 3) of 1.34·10¹⁷ each (raw, 32 fraction bits): 9.6·10¹⁸ wraps a 64-bit
+        // lane. The quietness test must count all 72 (c·kh·kw; 33 or 27 terms would pass it) and take the
+        // exact path; the exact sum saturates.
+        let v = I16F16::from_f64(5585.0, &mut NearestEven).0;
+        let mut conv = Conv2d::<I16F16, 8, 3, 3, 1, 3, 1, 1>::new(Act::Identity);
+        conv.weight = [[[[v; 3]; 3]; 8]];
+        let x = [[[v; 3]; 3]; 8];
         let y = conv.forward(&x, 0, &mut NearestEven, &mut ());
         assert_eq!(y[0][0][0], I16F16::MAX);
         let mut events = EventCounts::default();
