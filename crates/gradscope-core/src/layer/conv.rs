@@ -1595,6 +1595,25 @@ mod tests {
     }
 
     #[test]
+    fn fixed_point_backward_sums_that_would_wrap_their_lanes_saturate_as_the_exact_sums_do() {
+        // dx: the centre of a 5×5 input meets all 9 taps of 8 filters, 72 terms of 1.34·10¹⁷ (raw) that wrap
+        // a 64-bit lane; f·kh·kw counts them, f·kh + kw or (f + kh)·kw would not.
+        let v = I16F16::from_f64(5585.0, &mut NearestEven).0;
+        let mut conv = Conv2d::<I16F16, 1, 5, 5, 8, 3, 3, 3>::new(Act::Identity);
+        conv.weight = [[[[v; 3]; 3]; 1]; 8];
+        conv.forward(&[[[v; 5]; 5]], 0, &mut NearestEven, &mut ());
+        let dx = conv.backward(&[[[v; 3]; 3]; 8], 0, &mut NearestEven, &mut ());
+        assert_eq!(dx[0][2][2], I16F16::MAX);
+        // ∂w: a 1×1 kernel over a 9×9 output sums 81 terms of 1.6·10¹⁷ (raw) into each weight's gradient:
+        // oh·ow counts them, oh + ow would not.
+        let v = I16F16::from_f64(6104.0, &mut NearestEven).0;
+        let mut conv = Conv2d::<I16F16, 1, 9, 9, 1, 1, 9, 9>::new(Act::Identity);
+        conv.forward(&[[[v; 9]; 9]], 0, &mut NearestEven, &mut ());
+        conv.backward(&[[[v; 9]; 9]], 0, &mut NearestEven, &mut ());
+        assert_eq!(conv.grad_weight[0][0][0][0], I16F16::MAX);
+    }
+
+    #[test]
     fn max_pool_takes_the_first_maximum_and_propagates_nan() {
         let mut pool = MaxPool2d::<f32, 1, 5, 4, 2, 2, 2>::new();
         let x = [[
