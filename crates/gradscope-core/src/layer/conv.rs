@@ -1614,6 +1614,19 @@ mod tests {
     }
 
     #[test]
+    fn a_weight_gradients_old_value_is_one_more_term_of_its_sum() {
+        // Two products of 2⁶² − 2³¹ (raw, 32 fraction bits) and the old value I16F16::MAX (2⁴⁷ at 32 fraction
+        // bits) pass 2⁶³: counted as 2 terms the sum is not quiet and takes the exact path, which saturates.
+        // Counted as 1 (oh·ow − 1) it would pass the quietness test and wrap its lane.
+        let x = I16F16::from_bits(i32::MIN + 1);
+        let mut conv = Conv2d::<I16F16, 1, 1, 2, 1, 1, 1, 2>::new(Act::Identity);
+        conv.forward(&[[[x; 2]]], 0, &mut NearestEven, &mut ());
+        conv.grad_weight = [[[[I16F16::MAX]]]];
+        conv.backward(&[[[I16F16::MIN; 2]]], 0, &mut NearestEven, &mut ());
+        assert_eq!(conv.grad_weight[0][0][0][0], I16F16::MAX);
+    }
+
+    #[test]
     fn max_pool_takes_the_first_maximum_and_propagates_nan() {
         let mut pool = MaxPool2d::<f32, 1, 5, 4, 2, 2, 2>::new();
         let x = [[
