@@ -1616,7 +1616,7 @@ mod tests {
     #[test]
     fn a_weight_gradients_old_value_is_one_more_term_of_its_sum() {
         // Two products of 2⁶² − 2³¹ (raw, 32 fraction bits) and the old value I16F16::MAX (2⁴⁷ at 32 fraction
-        // bits) pass 2⁶³: counted as 2 terms the sum is not quiet and takes the exact path, which saturates.
+        // bits) pass 2⁶³: counted as 3 terms (oh·ow + 1) the sum is not quiet and takes the exact path, which saturates.
         // Counted as 1 (oh·ow − 1) it would pass the quietness test and wrap its lane.
         let x = I16F16::from_bits(i32::MIN + 1);
         let mut conv = Conv2d::<I16F16, 1, 1, 2, 1, 1, 1, 2>::new(Act::Identity);
