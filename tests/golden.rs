@@ -12,7 +12,7 @@
 use gradscope_core::loss::loss_grad_f64;
 use gradscope_core::{
     Act, Activate, AvgPool2d, BatchNorm, BatchNorm2d, Conv1d, Conv2d, Dense, Flatten,
-    GlobalAvgPool, Gru, Layer, Loss, Lstm, MaxPool2d, NearestEven, Objective, ParamTensor,
+    GlobalAvgPool, Gru, Layer, Loss, Lstm, MaxPool2d, NearestEven, Objective, ParamTensor, Params,
     Residual, Rnn, Scalar, Tensor, bf16, f16,
 };
 use serde_json::Value;
@@ -210,6 +210,30 @@ fn mse<S: Scalar, const N: usize>(y: &[S; N], t: &[S; N], factor: f64) -> (f64, 
     (v * factor, dy)
 }
 
+/// Set a stack of dense layers' weights and biases from PyTorch's `weights[layer]` and `biases[layer]`.
+fn fill_dense<S: Scalar>(net: &mut impl Params<S>, c: &Value) {
+    let mut tensors = 0;
+    net.visit(0, &mut |t: ParamTensor<'_, S>| {
+        let key = if t.matrix { "weights" } else { "biases" };
+        fill(t.value, &nums(&c[key][t.layer]));
+        tensors += 1;
+    });
+    assert_eq!(tensors, 2 * c["weights"].as_array().expect("a list").len());
+}
+
+/// Compare a stack of dense layers' gradients with PyTorch's `grad_weights[layer]` and `grad_biases[layer]`.
+fn assert_dense_grads<S: Scalar>(what: &str, net: &mut impl Params<S>, c: &Value, rel: f64) {
+    net.visit(0, &mut |t: ParamTensor<'_, S>| {
+        let (key, label) = if t.matrix {
+            ("grad_weights", "w")
+        } else {
+            ("grad_biases", "b")
+        };
+        let label = format!("{what}grad {label}{}", t.layer);
+        assert_close(&label, &f64s(t.grad), &nums(&c[key][t.layer]), rel);
+    });
+}
+
 fn dense_matches<S: Scalar>(g: &Value)
 where
     Act: Activate<S>,
@@ -220,13 +244,7 @@ where
         (Dense::<S, 5, 7>::new(act(0)), Dense::<S, 7, 6>::new(act(1))),
         Dense::<S, 6, 3>::new(act(2)),
     );
-    let (w, b) = (&d["weights"], &d["biases"]);
-    fill(net.0.0.weight.as_flattened_mut(), &nums(&w[0]));
-    fill(net.0.1.weight.as_flattened_mut(), &nums(&w[1]));
-    fill(net.1.weight.as_flattened_mut(), &nums(&w[2]));
-    fill(&mut net.0.0.bias, &nums(&b[0]));
-    fill(&mut net.0.1.bias, &nums(&b[1]));
-    fill(&mut net.1.bias, &nums(&b[2]));
+    fill_dense(&mut net, d);
     let (xs, ts): ([[S; 5]; 4], [[S; 3]; 4]) = (rows(&d["x"]), rows(&d["t"]));
     let (mut loss, mut ys, mut dxs) = (0.0, Vec::new(), Vec::new());
     for (x, t) in xs.iter().zip(&ts) {
@@ -242,43 +260,7 @@ where
     assert_close(&name("output"), &ys, &nums(&d["y"]), rel);
     assert_close(&name("loss"), &[loss], &[num(&d["loss"])], rel);
     assert_close(&name("grad_x"), &dxs, &nums(&d["grad_x"]), rel);
-    let (gw, gb) = (&d["grad_weights"], &d["grad_biases"]);
-    assert_close(
-        &name("grad w0"),
-        &f64s(net.0.0.grad_weight.as_flattened()),
-        &nums(&gw[0]),
-        rel,
-    );
-    assert_close(
-        &name("grad w1"),
-        &f64s(net.0.1.grad_weight.as_flattened()),
-        &nums(&gw[1]),
-        rel,
-    );
-    assert_close(
-        &name("grad w2"),
-        &f64s(net.1.grad_weight.as_flattened()),
-        &nums(&gw[2]),
-        rel,
-    );
-    assert_close(
-        &name("grad b0"),
-        &f64s(&net.0.0.grad_bias),
-        &nums(&gb[0]),
-        rel,
-    );
-    assert_close(
-        &name("grad b1"),
-        &f64s(&net.0.1.grad_bias),
-        &nums(&gb[1]),
-        rel,
-    );
-    assert_close(
-        &name("grad b2"),
-        &f64s(&net.1.grad_bias),
-        &nums(&gb[2]),
-        rel,
-    );
+    assert_dense_grads(&name(""), &mut net, d, rel);
 }
 
 #[test]
@@ -557,10 +539,7 @@ where
         Dense::<S, 4, 6>::new(Act::Tanh),
         Dense::<S, 6, 4>::new(Act::Identity),
     ));
-    fill(block.0.0.weight.as_flattened_mut(), &nums(&c["weights"][0]));
-    fill(block.0.1.weight.as_flattened_mut(), &nums(&c["weights"][1]));
-    fill(&mut block.0.0.bias, &nums(&c["biases"][0]));
-    fill(&mut block.0.1.bias, &nums(&c["biases"][1]));
+    fill_dense(&mut block, c);
     let (x, t): ([S; 4], [S; 4]) = (array(&nums(&c["x"])), array(&nums(&c["t"])));
     let y = block.forward(&x, 0, &mut NearestEven, &mut ());
     let (loss, dy) = mse(&y, &t, 1.0);
@@ -570,31 +549,7 @@ where
     assert_close(&what("output"), &f64s(&y), &nums(&c["y"]), rel);
     assert_close(&what("loss"), &[loss], &[num(&c["loss"])], rel);
     assert_close(&what("grad_x"), &f64s(&dx), &nums(&c["grad_x"]), rel);
-    let (gw, gb) = (&c["grad_weights"], &c["grad_biases"]);
-    assert_close(
-        &what("grad w1"),
-        &f64s(block.0.0.grad_weight.as_flattened()),
-        &nums(&gw[0]),
-        rel,
-    );
-    assert_close(
-        &what("grad w2"),
-        &f64s(block.0.1.grad_weight.as_flattened()),
-        &nums(&gw[1]),
-        rel,
-    );
-    assert_close(
-        &what("grad b1"),
-        &f64s(&block.0.0.grad_bias),
-        &nums(&gb[0]),
-        rel,
-    );
-    assert_close(
-        &what("grad b2"),
-        &f64s(&block.0.1.grad_bias),
-        &nums(&gb[1]),
-        rel,
-    );
+    assert_dense_grads(&what(""), &mut block, c, rel);
 }
 
 #[test]
