@@ -1627,6 +1627,134 @@ mod tests {
     }
 
     #[test]
+    fn init_uses_pytorchs_convolution_fans() {
+        use rand_core::SeedableRng;
+        // PyTorch's fans for a convolution weight (out, in, *kernel): the channels times the receptive field.
+        // Xavier uses fan_in + fan_out and the standard init fan_in alone, so each fan shows in the values.
+        let (w, b) = (Init::XavierUniform { gain: 1.0 }, Init::Standard);
+        let seeded = || rand_xoshiro::Xoshiro128PlusPlus::seed_from_u64(7);
+        let want = |n: usize, fan_in: usize, fan_out: usize| {
+            let (mut rng, mut v, mut bias) = (seeded(), [0.0f64; 54], [0.0f64; 2]);
+            init_slice(
+                &mut v[..n],
+                &w,
+                fan_in,
+                fan_out,
+                &mut rng,
+                &mut NearestEven,
+                &mut (),
+            )
+            .unwrap();
+            init_slice(
+                &mut bias,
+                &b,
+                fan_in,
+                fan_out,
+                &mut rng,
+                &mut NearestEven,
+                &mut (),
+            )
+            .unwrap();
+            (v, bias)
+        };
+        let mut c2 = Conv2d::<f64, 3, 5, 5, 2, 3, 3, 3>::new(Act::Identity);
+        c2.init(&w, &b, &mut seeded(), &mut NearestEven, &mut ())
+            .unwrap();
+        let (v, bias) = want(54, 27, 18);
+        assert_eq!(
+            c2.weight.as_flattened().as_flattened().as_flattened(),
+            &v[..]
+        );
+        assert_eq!(c2.bias, bias);
+        let mut c1 = Conv1d::<f64, 3, 9, 2, 3, 7>::new(Act::Identity);
+        c1.init(&w, &b, &mut seeded(), &mut NearestEven, &mut ())
+            .unwrap();
+        let (v, bias) = want(18, 9, 6);
+        assert_eq!(c1.weight.as_flattened().as_flattened(), &v[..18]);
+        assert_eq!(c1.bias, bias);
+        let orthogonal = Init::Orthogonal { gain: 1.0 };
+        for got in [
+            c2.init(&orthogonal, &b, &mut seeded(), &mut NearestEven, &mut ()),
+            c1.init(&orthogonal, &b, &mut seeded(), &mut NearestEven, &mut ()),
+        ] {
+            assert_eq!(got, Err(InitError::NeedsMatrix));
+        }
+    }
+
+    #[test]
+    fn a_layers_pre_activations_depth_and_gradients_reset() {
+        // ReLU makes the pre-activation differ from the output where it is negative.
+        let mut c2 = Conv2d::<f64, 1, 2, 2, 1, 2, 1, 1>::new(Act::Relu);
+        c2.weight = [[[[1.0, -2.0], [0.5, 0.0]]]];
+        assert_eq!(
+            c2.forward(&[[[1.0, 2.0], [4.0, 8.0]]], 0, &mut NearestEven, &mut ()),
+            [[[0.0]]]
+        );
+        assert_eq!(c2.pre_activation(), &[[[-1.0]]]);
+        let mut c1 = Conv1d::<f64, 1, 3, 1, 2, 2>::new(Act::Relu);
+        c1.weight = [[[1.0, -1.0]]];
+        c1.bias = [0.5];
+        let y = c1.forward(&[[3.0, 1.0, 2.0]], 0, &mut NearestEven, &mut ());
+        assert_eq!((y, c1.pre_activation()), ([[2.5, 0.0]], &[[2.5, -0.5]]));
+        assert_eq!((c2.depth(), c1.depth()), (1, 1));
+        let dx = c1.backward(&[[1.0, 1.0]], 0, &mut NearestEven, &mut ());
+        assert_eq!(
+            dx,
+            [[1.0, -1.0, 0.0]],
+            "the ReLU passes only the first output's gradient"
+        );
+        assert_eq!((c1.grad_weight, c1.grad_bias), ([[[3.0, 1.0]]], [1.0]));
+        c1.zero_grad();
+        assert_eq!((c1.grad_weight, c1.grad_bias), ([[[0.0; 2]]], [0.0]));
+    }
+
+    #[test]
+    fn shape_checks_count_the_window_positions() {
+        // An independent count: the start positions p with p·stride + k ≤ n + 2·pad.
+        let count = |n: usize, k: usize, stride: usize, pad: usize| {
+            (0..=n + 2 * pad)
+                .filter(|&p| p * stride + k <= n + 2 * pad)
+                .count()
+        };
+        for n in 0..7 {
+            for k in 0..5 {
+                for stride in 0..4 {
+                    for pad in 0..4 {
+                        let positions = if stride == 0 {
+                            0
+                        } else {
+                            count(n, k, stride, pad)
+                        };
+                        for out in 0..9 {
+                            let fits = k >= 1
+                                && stride >= 1
+                                && 2 * pad <= k
+                                && out >= 1
+                                && out == positions;
+                            assert_eq!(
+                                window_fits(n, k, stride, pad, out),
+                                fits,
+                                "{n} {k} {stride} {pad} {out}"
+                            );
+                        }
+                    }
+                }
+            }
+        }
+        for (h, w) in [(0, 3), (3, 0), (4, 5), (5, 4), (6, 6)] {
+            for k in 0..5 {
+                for (oh, ow) in (0..8).flat_map(|a| (0..8).map(move |b| (a, b))) {
+                    let fits = k >= 1
+                        && (oh, ow) == (count(h, k, k, 0), count(w, k, k, 0))
+                        && oh >= 1
+                        && ow >= 1;
+                    assert_eq!(pool_fits(h, w, k, oh, ow), fits, "{h} {w} {k} {oh} {ow}");
+                }
+            }
+        }
+    }
+
+    #[test]
     fn max_pool_takes_the_first_maximum_and_propagates_nan() {
         let mut pool = MaxPool2d::<f32, 1, 5, 4, 2, 2, 2>::new();
         let x = [[
