@@ -1706,6 +1706,18 @@ mod tests {
         assert_eq!((c1.grad_weight, c1.grad_bias), ([[[3.0, 1.0]]], [1.0]));
         c1.zero_grad();
         assert_eq!((c1.grad_weight, c1.grad_bias), ([[[0.0; 2]]], [0.0]));
+        // A filter of a 3-channel, width-3 Conv1d is one unit of C·K = 9 values.
+        let mut c1 = Conv1d::<f64, 3, 9, 2, 3, 7>::new(Act::Identity);
+        let mut tensors = [("", 0, 0); 2];
+        let mut k = 0;
+        c1.visit(4, &mut |t| {
+            assert_eq!(t.layer, 4);
+            if let Some(slot) = tensors.get_mut(k) {
+                *slot = (t.name, t.unit, t.value.len());
+            }
+            k += 1;
+        });
+        assert_eq!((k, tensors), (2, [("weight", 9, 18), ("bias", 1, 2)]));
     }
 
     #[test]
@@ -1801,6 +1813,51 @@ mod tests {
         let dx = a.backward(&[[[4.0, 8.0], [-4.0, 0.0]]], 0, &mut NearestEven, &mut ());
         assert_eq!(dx[0][0], [1.0, 1.0, 2.0, 2.0, 0.0]);
         assert_eq!(dx[0][3], [-1.0, -1.0, 0.0, 0.0, 0.0]);
+    }
+
+    #[test]
+    fn average_pooling_spreads_each_gradient_over_its_window_only() {
+        // Two channels with a row and a column that no window covers: each output is its window's mean, each
+        // input gets its window's gradient over kh·kw, the uncovered ones 0, and no channel reads another's.
+        let dy = [[[1.0, 2.0], [3.0, 4.0]], [[5.0, 6.0], [7.0, 8.0]]];
+        let mut a = AvgPool2d::<f64, 2, 5, 5, 2, 2, 2>::new();
+        let mut x = [[[0.0; 5]; 5]; 2];
+        for (k, v) in x
+            .as_flattened_mut()
+            .as_flattened_mut()
+            .iter_mut()
+            .enumerate()
+        {
+            *v = k as f64;
+        }
+        let y = a.forward(&x, 0, &mut NearestEven, &mut ());
+        for (c, plane) in y.iter().enumerate() {
+            for (oy, row) in plane.iter().enumerate() {
+                for (ox, &v) in row.iter().enumerate() {
+                    let (iy, ix) = (2 * oy, 2 * ox);
+                    let sum =
+                        x[c][iy][ix] + x[c][iy][ix + 1] + x[c][iy + 1][ix] + x[c][iy + 1][ix + 1];
+                    assert_eq!(v, sum / 4.0, "({c}, {oy}, {ox})");
+                }
+            }
+        }
+        let dx = a.backward(&dy, 0, &mut NearestEven, &mut ());
+        for (c, plane) in dx.iter().enumerate() {
+            for (iy, row) in plane.iter().enumerate() {
+                for (ix, &v) in row.iter().enumerate() {
+                    let want = if iy < 4 && ix < 4 {
+                        dy[c][iy / 2][ix / 2] / 4.0
+                    } else {
+                        0.0
+                    };
+                    assert_eq!(v, want, "({c}, {iy}, {ix})");
+                }
+            }
+        }
+        let mut g = GlobalAvgPool::<f64, 2, 3, 3>::new();
+        g.forward(&[[[0.0; 3]; 3]; 2], 0, &mut NearestEven, &mut ());
+        let dx = g.backward(&[9.0, -18.0], 0, &mut NearestEven, &mut ());
+        assert_eq!(dx, [[[1.0; 3]; 3], [[-2.0; 3]; 3]]);
     }
 
     #[test]
