@@ -497,3 +497,75 @@ impl<S: Float, const I: usize, const H: usize, const T: usize> Layer<S> for Gru<
         self.grad_bias_hh = [[o; H]; 3];
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::flags::Flags;
+    use crate::layer::Pooled;
+    use crate::round::NearestEven;
+
+    #[test]
+    fn each_cell_is_one_layer_of_its_tensors_and_zero_grad_clears_them() {
+        let mut net = (Lstm::<f64, 2, 3, 2>::new(), Gru::<f64, 3, 3, 2>::new());
+        assert_eq!((net.0.depth(), net.1.depth(), net.depth()), (1, 1, 2));
+        let mut k = 0;
+        net.visit(0, &mut |t| {
+            for v in t.value.iter_mut() {
+                k += 1;
+                *v = 0.05 * (k % 13) as f64 - 0.3;
+            }
+        });
+        let x = [[0.5, -1.0], [1.5, 0.25]];
+        let y = net.forward(&x, 0, &mut NearestEven, &mut ());
+        net.backward(&y, 0, &mut NearestEven, &mut ());
+        let mut seen = [(9, ""); 7];
+        let (mut n, mut nonzero) = (0, 0);
+        net.visit(0, &mut |t| {
+            if let Some(slot) = seen.get_mut(n) {
+                *slot = (t.layer, t.name);
+            }
+            n += 1;
+            nonzero += t.grad.iter().filter(|g| **g != 0.0).count();
+        });
+        let names = [
+            "weight_ih",
+            "weight_hh",
+            "bias",
+            "weight_ih",
+            "weight_hh",
+            "bias_ih",
+        ];
+        let want: [(usize, &str); 7] = core::array::from_fn(|i| match names.get(i) {
+            Some(&name) => (usize::from(i >= 3), name),
+            None => (1, "bias_hh"),
+        });
+        assert_eq!((n, seen), (7, want));
+        assert!(nonzero > 0);
+        net.zero_grad();
+        net.visit(0, &mut |t| {
+            assert!(t.grad.iter().all(|g| *g == 0.0), "{}", t.name)
+        });
+    }
+
+    /// An LSTM unit's flags for one step from `x = 0` with the gates' biases `(i, f, g, o)`.
+    fn lstm_step_flags(bias: [f32; 4]) -> ([[f32; 1]; 1], Flags) {
+        let mut cell = Lstm::<f32, 1, 1, 1>::new();
+        cell.bias = bias.map(|b| [b]);
+        let mut flags = Flags::NONE;
+        let y = cell.forward(&[[0.0]], 0, &mut NearestEven, &mut Pooled(&mut flags));
+        (y, flags)
+    }
+
+    #[test]
+    fn an_lstm_reports_its_cell_state_and_output_events_separately() {
+        // σ(−80) ≈ 1.8·10⁻³⁵ and tanh(10⁻⁵) are normal gates, but c = i·g ≈ 1.8·10⁻⁴⁰ is subnormal; with
+        // o = σ(−23) ≈ 10⁻¹⁰ the output h = o·tanh(c) is 0, which has no event of its own.
+        let (y, flags) = lstm_step_flags([-80.0, 0.0, 1e-5, -23.0]);
+        assert_eq!((y, flags), ([[0.0]], Flags::SUBNORMAL));
+        // The other way round: c = σ(20)·tanh(10⁻⁴) ≈ 10⁻⁴ is normal and h = σ(−80)·tanh(c) ≈ 1.8·10⁻³⁹ is not.
+        let (y, flags) = lstm_step_flags([20.0, 0.0, 1e-4, -80.0]);
+        assert!(y[0][0] > 0.0 && y[0][0] < f32::MIN_POSITIVE);
+        assert_eq!(flags, Flags::SUBNORMAL);
+    }
+}
