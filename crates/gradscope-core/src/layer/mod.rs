@@ -917,6 +917,53 @@ mod tests {
     }
 
     #[test]
+    fn residual_blocks_rnns_and_stacks_count_their_layers_and_zero_their_gradients() {
+        /// Every gradient set to 1, then zeroed: the tensors' layer indices and (zeros, count) after.
+        fn layers_then_zeroed<N: Layer<f32>>(net: &mut N) -> ([usize; 8], (u32, u32)) {
+            let (mut layers, mut k) = ([usize::MAX; 8], 0);
+            net.visit(0, &mut |t| {
+                t.grad.fill(1.0);
+                if let Some(slot) = layers.get_mut(k) {
+                    *slot = t.layer;
+                }
+                k += 1;
+            });
+            net.zero_grad();
+            let g = GradStats::of(net);
+            (layers, (g.zeros, g.count))
+        }
+        let none = usize::MAX;
+        // A residual block of two dense layers is two layers deep: the layer after it has index 2.
+        let mut res = (
+            Residual((
+                Dense::<f32, 2, 3>::new(Act::Tanh),
+                Dense::<f32, 3, 2>::new(Act::Identity),
+            )),
+            Dense::<f32, 2, 1>::new(Act::Identity),
+        );
+        assert_eq!(res.depth(), 3);
+        let want = [0, 0, 1, 1, 2, 2, none, none];
+        assert_eq!(layers_then_zeroed(&mut res), (want, (20, 20)));
+        let mut rnn = (
+            Rnn::<f32, 2, 3, 4>::new(Act::Tanh),
+            Rnn::<f32, 3, 1, 4>::new(Act::Tanh),
+        );
+        assert_eq!(rnn.depth(), 2);
+        let want = [0, 0, 0, 1, 1, 1, none, none];
+        assert_eq!(layers_then_zeroed(&mut rnn), (want, (23, 23)));
+        // A stack's depth is its active layers, clamped to 1..=D; only those take part.
+        let mut stack = DenseStack::<f32, 2, 4>::new(Act::Tanh, 3);
+        assert_eq!(stack.depth(), 3);
+        stack.set_depth(9);
+        assert_eq!((stack.depth(), Params::depth(&stack)), (4, 4));
+        stack.set_depth(0);
+        assert_eq!((stack.depth(), stack.active().len()), (1, 1));
+        stack.set_depth(2);
+        let want = [0, 0, 1, 1, none, none, none, none];
+        assert_eq!(layers_then_zeroed(&mut stack), (want, (12, 12)));
+    }
+
+    #[test]
     fn step_norms_keep_one_layers_norm_and_zeros_per_time_step() {
         // Through the `&mut` forwarding impl: other layers and steps beyond T are ignored.
         fn steps(mut sink: impl Probes) {
