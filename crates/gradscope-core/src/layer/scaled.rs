@@ -137,3 +137,42 @@ impl<L, const D: usize> Stack<L, D> {
         d
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::activation::Act;
+    use crate::fixed::I16F16;
+    use crate::layer::{DenseStack, Pooled};
+    use crate::probe::EventCounts;
+    use crate::round::NearestEven;
+
+    /// The events of one scaled backward pass through a zero-weight identity layer (which adds none).
+    fn scaled_events(shift: i32, dy: [f64; 2]) -> EventCounts {
+        let mut stack = DenseStack::<I16F16, 2, 1>::new(Act::Identity, 1);
+        let mut scales = LayerScales::<1>::new();
+        scales.shift = [shift];
+        let dy = dy.map(|v| I16F16::from_f64(v, &mut NearestEven).0);
+        let mut events = EventCounts::default();
+        stack.forward(&[I16F16::ZERO; 2], 0, &mut NearestEven, &mut ());
+        stack.backward_scaled(
+            &dy,
+            &mut scales,
+            0,
+            &mut NearestEven,
+            &mut Pooled(&mut events),
+        );
+        events
+    }
+
+    #[test]
+    fn scaling_reports_saturation_and_underflow_but_not_rounding() {
+        // 1000·2²⁰ saturates I16F16; 2⁻¹⁰·2²⁰ = 1024 fits.
+        let e = scaled_events(20, [1000.0, 1.0 / 1024.0]);
+        assert_eq!((e.overflow, e.underflow, e.inexact), (1, 0, 0));
+        // 2⁻¹⁴·2⁻⁴ = 2⁻¹⁸ is a quarter of the LSB and rounds to 0 (an underflow, inexact too, which scaling
+        // does not report); 1·2⁻⁴ is exact.
+        let e = scaled_events(-4, [1.0, 1.0 / 16384.0]);
+        assert_eq!((e.overflow, e.underflow, e.inexact), (0, 1, 0));
+    }
+}
