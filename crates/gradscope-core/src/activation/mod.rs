@@ -54,6 +54,7 @@ pub use crate::math::{Fast, Libm, Math, Real};
 use core::fmt;
 
 use crate::flags::Flags;
+use crate::probe::Probe;
 use crate::round::Rounding;
 use crate::scalar::{Coef, Scalar, float_value_flags};
 
@@ -347,6 +348,9 @@ impl Act {
     }
 
     /// f(x) in float type `T` with backend `M` (the formula every backend shares).
+    // Always inlined on a host, so that where the kind is a constant (`Activate::f_all`) the formula loses its
+    // dispatch; a microcontroller leaves the choice to the compiler, for flash.
+    #[cfg_attr(not(target_os = "none"), inline(always))]
     pub fn eval<T: Real, M: Math<T>>(&self, x: T) -> T {
         let zero = T::c(0.0);
         let one = T::c(1.0);
@@ -421,6 +425,7 @@ impl Act {
     }
 
     /// f′(x) in float type `T` with backend `M`, given the input `x` and the output `y = f(x)`.
+    #[cfg_attr(not(target_os = "none"), inline(always))]
     pub fn deriv<T: Real, M: Math<T>>(&self, x: T, y: T) -> T {
         let zero = T::c(0.0);
         let one = T::c(1.0);
@@ -544,6 +549,73 @@ pub trait Activate<S: Scalar> {
     fn backward_watched<R: Rounding + ?Sized>(&self, x: S, y: S, dy: S, r: &mut R) -> (S, Flags) {
         self.backward(x, y, dy, r)
     }
+
+    /// `y[k] = f(x[k])` for every `k`, each value's events to `p` (all of them to an active probe, a value's
+    /// own to a watching one). The float activations choose their formula once per slice instead of once per
+    /// value.
+    #[inline]
+    fn f_all<R: Rounding + ?Sized, P: Probe + ?Sized>(
+        &self,
+        x: &[S],
+        y: &mut [S],
+        r: &mut R,
+        p: &mut P,
+    ) where
+        Self: Sized,
+    {
+        for (yv, &xv) in y.iter_mut().zip(x) {
+            *yv = crate::layer::activate_one(self, xv, r, p);
+        }
+    }
+
+    /// `d[k] = dy[k] · f′(x[k])` for every `k`, given `y = f(x)`, each value's events to `p` as in
+    /// [`Activate::f_all`].
+    #[inline]
+    fn backward_all<R: Rounding + ?Sized, P: Probe + ?Sized>(
+        &self,
+        (x, y): (&[S], &[S]),
+        dy: &[S],
+        d: &mut [S],
+        r: &mut R,
+        p: &mut P,
+    ) where
+        Self: Sized,
+    {
+        for (((dv, &xv), &yv), &g) in d.iter_mut().zip(x).zip(y).zip(dy) {
+            *dv = crate::layer::activate_back_one(self, (xv, yv, g), r, p);
+        }
+    }
+}
+
+/// Runs `$body` with `$a` bound to an activation equal to `$act` (a float [`Activate`] type), its kind a
+/// constant in each arm for the common parameterless kinds, so that the inlined formula loses its per-value
+/// dispatch; every other kind shares one arm.
+#[cfg(not(target_os = "none"))]
+macro_rules! per_kind {
+    ($act:expr, $ty:ty, |$a:ident| $body:block) => {
+        match *$act.as_act() {
+            Act::Identity => {
+                let $a = &<$ty as AsAct>::of(Act::Identity);
+                $body
+            }
+            Act::Relu => {
+                let $a = &<$ty as AsAct>::of(Act::Relu);
+                $body
+            }
+            Act::Tanh => {
+                let $a = &<$ty as AsAct>::of(Act::Tanh);
+                $body
+            }
+            Act::Sigmoid => {
+                let $a = &<$ty as AsAct>::of(Act::Sigmoid);
+                $body
+            }
+            _ => {
+                let $a = $act;
+                $body
+            }
+        }
+    };
 }
 
 /// [`Act`] with the `micromath` backend for `f32`: the fast approximations, chosen by type.
@@ -611,21 +683,108 @@ macro_rules! float_activate {
                     self.backward(x, y, dy, r)
                 }
             }
+            // Per kind, in two passes (values, then finiteness), where it pays: a host's vector unit runs both
+            // passes several values at a time. A microcontroller keeps the loop value by value: there the copies
+            // cost flash (the M0 demo no longer fit its 256 KiB) and nothing vectorizes.
+            #[cfg(not(target_os = "none"))]
+            #[inline]
+            fn f_all<R: Rounding + ?Sized, P: Probe + ?Sized>(
+                &self,
+                x: &[$t],
+                y: &mut [$t],
+                r: &mut R,
+                p: &mut P,
+            ) {
+                per_kind!(self, $ty, |a| {
+                    if P::ACTIVE {
+                        for (yv, &xv) in y.iter_mut().zip(x) {
+                            *yv = crate::layer::activate_one(a, xv, r, p);
+                        }
+                    } else {
+                        // As `f_watched` value by value: a finite value has no event a watching probe keeps.
+                        for (yv, &xv) in y.iter_mut().zip(x) {
+                            *yv = a.as_act().eval::<$t, $m>(xv);
+                        }
+                        if P::WATCH && !y.iter().fold(true, |ok, v| ok & v.is_finite()) {
+                            note_nonfinite(y, p, |k| x.get(k).map(|&xv| a.f(xv, r).1));
+                        }
+                    }
+                })
+            }
+            #[cfg(not(target_os = "none"))]
+            #[inline]
+            fn backward_all<R: Rounding + ?Sized, P: Probe + ?Sized>(
+                &self,
+                (x, y): (&[$t], &[$t]),
+                dy: &[$t],
+                d: &mut [$t],
+                r: &mut R,
+                p: &mut P,
+            ) {
+                per_kind!(self, $ty, |a| {
+                    if P::ACTIVE {
+                        for (((dv, &xv), &yv), &g) in d.iter_mut().zip(x).zip(y).zip(dy) {
+                            *dv = crate::layer::activate_back_one(a, (xv, yv, g), r, p);
+                        }
+                    } else {
+                        // As `backward_watched` value by value, in two passes.
+                        for (((dv, &xv), &yv), &g) in d.iter_mut().zip(x).zip(y).zip(dy) {
+                            *dv = g * a.as_act().deriv::<$t, $m>(xv, yv);
+                        }
+                        if P::WATCH && !d.iter().fold(true, |ok, v| ok & v.is_finite()) {
+                            note_nonfinite(d, p, |k| match (x.get(k), y.get(k), dy.get(k)) {
+                                (Some(&xv), Some(&yv), Some(&g)) => {
+                                    Some(a.backward(xv, yv, g, r).1)
+                                }
+                                _ => None,
+                            });
+                        }
+                    }
+                })
+            }
         }
     };
 }
 
+/// The events of the values of `v` that are not finite, from `flags(k)` (their full computation), to `p`.
+#[cfg(not(target_os = "none"))]
+#[cold]
+#[inline(never)]
+fn note_nonfinite<T: Scalar, P: Probe + ?Sized>(
+    v: &[T],
+    p: &mut P,
+    mut flags: impl FnMut(usize) -> Option<Flags>,
+) {
+    for (k, value) in v.iter().enumerate() {
+        if !value.is_finite()
+            && let Some(f) = flags(k)
+        {
+            p.note(f);
+        }
+    }
+}
+
 trait AsAct {
     fn as_act(&self) -> &Act;
+    #[cfg(not(target_os = "none"))]
+    fn of(a: Act) -> Self;
 }
 impl AsAct for Act {
     fn as_act(&self) -> &Act {
         self
     }
+    #[cfg(not(target_os = "none"))]
+    fn of(a: Act) -> Self {
+        a
+    }
 }
 impl AsAct for FastAct {
     fn as_act(&self) -> &Act {
         &self.0
+    }
+    #[cfg(not(target_os = "none"))]
+    fn of(a: Act) -> Self {
+        FastAct(a)
     }
 }
 
@@ -636,6 +795,104 @@ float_activate!(FastAct, f32, Fast);
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::probe::EventCounts;
+    use crate::round::NearestEven;
+
+    /// Counts what a watching (not active) probe is given, as the training step's sink is.
+    #[derive(Default, Debug, PartialEq)]
+    struct Watching(EventCounts);
+    impl Probe for Watching {
+        const ACTIVE: bool = false;
+        const WATCH: bool = true;
+        fn record(&mut self, flags: Flags) {
+            self.0.record(flags);
+        }
+    }
+
+    /// `f_all` and `backward_all` against the value-by-value path, for every kind and a watching, an active and
+    /// no probe: the same values (bit for bit) and the same events.
+    fn slices_equal_values<T: Scalar, A: Activate<T>>(act: &A, name: &str) {
+        let vals = [
+            0.0,
+            -0.0,
+            0.5,
+            -2.0,
+            30.0,
+            -30.0,
+            1e30,
+            -1e30,
+            1e-40,
+            f64::INFINITY,
+            f64::NEG_INFINITY,
+            f64::NAN,
+            89.0,
+            3.0,
+            -1.0,
+        ];
+        let x: [T; 15] = vals.map(|v| T::from_f64(v, &mut NearestEven).0);
+        let dy: [T; 15] =
+            core::array::from_fn(|k| T::from_f64(vals[(k + 4) % 15] * 1e10, &mut NearestEven).0);
+        let bits = |v: &[T]| format!("{v:?}");
+        let (mut one, mut all) = ([T::ZERO; 15], [T::ZERO; 15]);
+        let (mut w1, mut wa) = (Watching::default(), Watching::default());
+        let (mut c1, mut ca) = (EventCounts::default(), EventCounts::default());
+        for (o, &xv) in one.iter_mut().zip(&x) {
+            *o = crate::layer::activate_one(act, xv, &mut NearestEven, &mut w1);
+            crate::layer::activate_one(act, xv, &mut NearestEven, &mut c1);
+        }
+        act.f_all(&x, &mut all, &mut NearestEven, &mut wa);
+        assert_eq!(
+            (bits(&one), &w1),
+            (bits(&all), &wa),
+            "{name} forward, watching"
+        );
+        act.f_all(&x, &mut all, &mut NearestEven, &mut ca);
+        assert_eq!(
+            (bits(&one), &c1),
+            (bits(&all), &ca),
+            "{name} forward, active"
+        );
+        act.f_all(&x, &mut all, &mut NearestEven, &mut ());
+        assert_eq!(bits(&one), bits(&all), "{name} forward, off");
+        let y = one;
+        let (mut w1, mut wa) = (Watching::default(), Watching::default());
+        let (mut c1, mut ca) = (EventCounts::default(), EventCounts::default());
+        for (k, o) in one.iter_mut().enumerate() {
+            *o = crate::layer::activate_back_one(
+                act,
+                (x[k], y[k], dy[k]),
+                &mut NearestEven,
+                &mut w1,
+            );
+            crate::layer::activate_back_one(act, (x[k], y[k], dy[k]), &mut NearestEven, &mut c1);
+        }
+        act.backward_all((&x, &y), &dy, &mut all, &mut NearestEven, &mut wa);
+        assert_eq!(
+            (bits(&one), &w1),
+            (bits(&all), &wa),
+            "{name} backward, watching"
+        );
+        act.backward_all((&x, &y), &dy, &mut all, &mut NearestEven, &mut ca);
+        assert_eq!(
+            (bits(&one), &c1),
+            (bits(&all), &ca),
+            "{name} backward, active"
+        );
+        act.backward_all((&x, &y), &dy, &mut all, &mut NearestEven, &mut ());
+        assert_eq!(bits(&one), bits(&all), "{name} backward, off");
+    }
+
+    #[test]
+    fn whole_slices_give_each_values_result_and_events() {
+        let mut kinds = Act::all().to_vec();
+        kinds.push(Act::leaky_relu(0.2).unwrap());
+        for a in kinds {
+            slices_equal_values::<f32, _>(&a, a.name());
+            slices_equal_values::<f64, _>(&a, a.name());
+            slices_equal_values::<f32, _>(&FastAct(a), a.name());
+            slices_equal_values::<crate::fixed::I16F16, _>(&a, a.name());
+        }
+    }
 
     #[test]
     fn names_round_trip() {

@@ -551,9 +551,7 @@ pub(crate) fn activate<S: Scalar, A: Activate<S>, P: Probe + ?Sized>(
     r: &mut (impl Rounding + ?Sized),
     p: &mut P,
 ) {
-    for (yv, &xv) in y.iter_mut().zip(x) {
-        *yv = activate_one(act, xv, r, p);
-    }
+    act.f_all(x, y, r, p);
 }
 
 /// `act(x)`, its events to `p`: all of them to an active probe, a value's own to a watching one (floats then
@@ -605,9 +603,7 @@ pub(crate) fn activate_back<S: Scalar, A: Activate<S>, P: Probe + ?Sized>(
     r: &mut (impl Rounding + ?Sized),
     p: &mut P,
 ) {
-    for (((dv, &xv), &yv), &g) in d.iter_mut().zip(x).zip(y).zip(dy) {
-        *dv = activate_back_one(act, (xv, yv, g), r, p);
-    }
+    act.backward_all((x, y), dy, d, r, p);
 }
 
 /// The kernel-level [`Probe`] of one layer and phase: forwards each value's flags to a [`Probes`] sink.
