@@ -15,8 +15,8 @@
 //! counts.
 
 use gradscope_core::{
-    EventCounts, I1F15, I16F16, Layer, Loss, NearestEven, Scalar, Sgd, StepCtx, StepReport, matrix,
-    step,
+    EventCounts, I1F15, I16F16, Layer, Loss, NearestEven, Scalar, Sgd, StepCtx, StepReport,
+    TileLayer, matrix, step, step_tiled,
 };
 use gungraun::{library_benchmark, library_benchmark_group, main};
 use nalgebra::{SMatrix, SVector};
@@ -234,6 +234,76 @@ where
     one_step(input)
 }
 
+/// A step's input with a tile cache for the whole batch of 32.
+type Tiled<N, S, const I: usize, const O: usize> =
+    (StepInput<N, S, I, O>, Box<<N as TileLayer<S>>::Tile<32>>);
+
+fn tiled<N, S, const I: usize, const O: usize>(input: StepInput<N, S, I, O>) -> Tiled<N, S, I, O>
+where
+    S: Scalar,
+    N: TileLayer<S, Input = [S; I], Output = [S; O]>,
+{
+    let tile = Box::new(input.0.tile::<32>());
+    (input, tile)
+}
+
+fn relu_f32_tiled(batch: usize) -> Tiled<ReluNet<f32>, f32, 16, 16> {
+    tiled(relu_f32(batch))
+}
+fn relu_i16f16_tiled(batch: usize) -> Tiled<ReluNet<I16F16>, I16F16, 16, 16> {
+    tiled(relu_i16f16(batch))
+}
+fn relu_i1f15_tiled(batch: usize) -> Tiled<ReluNet<I1F15>, I1F15, 16, 16> {
+    tiled(relu_i1f15(batch))
+}
+fn tanh_f32_tiled(batch: usize) -> Tiled<TanhNet<f32>, f32, 4, 1> {
+    tiled(tanh_f32(batch))
+}
+fn tanh_i16f16_tiled(batch: usize) -> Tiled<TanhNet<I16F16>, I16F16, 4, 1> {
+    tiled(tanh_i16f16(batch))
+}
+fn tanh_i1f15_tiled(batch: usize) -> Tiled<TanhNet<I1F15>, I1F15, 4, 1> {
+    tiled(tanh_i1f15(batch))
+}
+
+/// One tiled step (the batch as one tile), probes off.
+fn one_tiled_step<S: Scalar, N, const I: usize, const O: usize>(
+    ((mut net, samples, mut ctx), mut tile): Tiled<N, S, I, O>,
+) -> StepReport
+where
+    N: TileLayer<S, Input = [S; I], Output = [S; O]>,
+{
+    black_box(step_tiled(
+        &mut *net,
+        &mut *tile,
+        black_box(samples.as_slice()),
+        &mut ctx,
+        &mut (),
+    ))
+}
+
+#[library_benchmark]
+#[bench::f32_b32(args = (32), setup = relu_f32_tiled)]
+#[bench::i16f16_b32(args = (32), setup = relu_i16f16_tiled)]
+#[bench::i1f15_b32(args = (32), setup = relu_i1f15_tiled)]
+fn step_16_32_32_16_tiled<S: Scalar>(input: Tiled<ReluNet<S>, S, 16, 16>) -> StepReport
+where
+    gradscope_core::Act: gradscope_core::Activate<S>,
+{
+    one_tiled_step(input)
+}
+
+#[library_benchmark]
+#[bench::f32_b32(args = (32), setup = tanh_f32_tiled)]
+#[bench::i16f16_b32(args = (32), setup = tanh_i16f16_tiled)]
+#[bench::i1f15_b32(args = (32), setup = tanh_i1f15_tiled)]
+fn step_4_8_8_1_tiled<S: Scalar>(input: Tiled<TanhNet<S>, S, 4, 1>) -> StepReport
+where
+    gradscope_core::Act: gradscope_core::Activate<S>,
+{
+    one_tiled_step(input)
+}
+
 type NaNet<const I: usize, const H: usize, const O: usize, const B: usize> = (
     Box<na::Dense<I, H, B>>,
     Box<na::Dense<H, H, B>>,
@@ -332,8 +402,9 @@ library_benchmark_group!(
 
 library_benchmark_group!(
     name = steps;
-    benchmarks = step_16_32_32_16, step_16_32_32_16_nalgebra_b1, step_16_32_32_16_nalgebra_b32,
-        step_4_8_8_1, step_4_8_8_1_nalgebra_b1, step_4_8_8_1_nalgebra_b32
+    benchmarks = step_16_32_32_16, step_16_32_32_16_tiled, step_16_32_32_16_nalgebra_b1,
+        step_16_32_32_16_nalgebra_b32, step_4_8_8_1, step_4_8_8_1_tiled, step_4_8_8_1_nalgebra_b1,
+        step_4_8_8_1_nalgebra_b32
 );
 
 main!(library_benchmark_groups = kernels, steps);

@@ -3,9 +3,11 @@
 //!
 //! - `activation_<backend>/<name>`: f(x) over 256 inputs spread over [−4, 4] (throughput in elements), for
 //!   every activation, with backends `f32_libm`, `f32_micromath` (`FastAct`), `i16f16` and `i1f15` (tables).
-//! - `train_step/<net>/<batch>`, function = precision: one SGD step (`gradscope_core::train::step`: zero the
-//!   gradients, forward and backward for every sample of the batch, update) for 4-8-8-1 tanh, 16-32-32-16 ReLU and eight 64-wide sigmoid
-//!   layers (throughput in samples).
+//! - `train_step/<net>/<batch>`, function = precision: one SGD step (zero the gradients, forward and backward
+//!   for every sample of the batch, update) for 4-8-8-1 tanh, 16-32-32-16 ReLU and eight 64-wide sigmoid
+//!   layers (throughput in samples): `gradscope_core::train::step` at batch 1, and at batch 32
+//!   `step_tiled` with the batch as one tile, beside `step` sample by sample as `<precision>_per_sample`
+//!   (the same numbers, bit for bit).
 //!   The function `nalgebra_f32` in the same groups is that step written with nalgebra `SMatrix` operations
 //!   (module [`na`]): a batch as one matrix (a column per sample), forward, backward and SGD as matrix
 //!   products, libm activations; the peer the host target compares against.
@@ -16,7 +18,7 @@
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use gradscope_core::{
     Act, Activate, DenseStack, FastAct, I1F15, I16F16, Init, Layer, Loss, NearestEven, NormType,
-    Objective, Scalar, Sgd, StepCtx, clip_grad_norm, step,
+    Objective, Scalar, Sgd, StepCtx, TileLayer, clip_grad_norm, step, step_tiled,
 };
 use rand_core::SeedableRng;
 use rand_xoshiro::Xoshiro128PlusPlus;
@@ -68,16 +70,32 @@ fn train_steps(c: &mut Criterion) {
         mut net: Box<N>,
     ) where
         S: Scalar,
-        N: Layer<S, Input = [S; I], Output = [S; O]>,
+        N: TileLayer<S, Input = [S; I], Output = [S; O]>,
     {
         let mut ctx = StepCtx::new(Loss::Mse, Sgd::new(1e-3, 0.0).expect("lr"), NearestEven);
+        let mut tile = Box::new(net.tile::<32>());
         for batch in [1usize, 32] {
             let samples = data::<S, I, O>(batch);
             let mut g = c.benchmark_group(format!("train_step/{net_name}/{batch}"));
             g.throughput(Throughput::Elements(batch as u64));
-            g.bench_function(BenchmarkId::from_parameter(name), |b| {
-                b.iter(|| step(&mut *net, black_box(samples.as_slice()), &mut ctx, &mut ()))
-            });
+            if batch == 1 {
+                g.bench_function(BenchmarkId::from_parameter(name), |b| {
+                    b.iter(|| step(&mut *net, black_box(samples.as_slice()), &mut ctx, &mut ()))
+                });
+            } else {
+                g.bench_function(BenchmarkId::from_parameter(name), |b| {
+                    b.iter(|| {
+                        let batch = black_box(samples.as_slice());
+                        step_tiled(&mut *net, &mut *tile, batch, &mut ctx, &mut ())
+                    })
+                });
+                g.bench_function(
+                    BenchmarkId::from_parameter(format!("{name}_per_sample")),
+                    |b| {
+                        b.iter(|| step(&mut *net, black_box(samples.as_slice()), &mut ctx, &mut ()))
+                    },
+                );
+            }
             g.finish();
         }
     }

@@ -180,10 +180,11 @@ def host_instruction_tables(c):
     for label, bench in [("4-8-8-1 tanh step", "step_4_8_8_1"), ("16-32-32-16 ReLU step", "step_16_32_32_16")]:
         lines += [f"| {label} | f32 | I16F16 | I1F15 | nalgebra f32 | I16F16 / f32 | I1F15 / f32 | "
                   "nalgebra / gradscope, f32 |", "|---" * 8 + "|"]
-        for b in (1, 32):
-            f32, i16, i15 = (c.get((bench, f"{f}_b{b}")) for f in ("f32", "i16f16", "i1f15"))
+        for b, suffix, label in ((1, "", "batch 1"), (32, "", "batch 32, sample by sample (`step`)"),
+                                 (32, "_tiled", "batch 32, one tile (`step_tiled`)")):
+            f32, i16, i15 = (c.get((bench + suffix, f"{f}_b{b}")) for f in ("f32", "i16f16", "i1f15"))
             nal = c.get((f"{bench}_nalgebra_b{b}", f"f32_b{b}"))
-            lines.append(f"| batch {b} | {f32} | {i16} | {i15} | {nal} | {r(i16, f32)} | {r(i15, f32)} | "
+            lines.append(f"| {label} | {f32} | {i16} | {i15} | {nal} | {r(i16, f32)} | {r(i15, f32)} | "
                          f"{r(nal, f32)} |")
         lines.append("")
     lines += ["| 3×3 conv, 4×8×8 into 4 | f32 | I16F16 | I1F15 | I16F16 / f32 | I1F15 / f32 |", "|---" * 6 + "|"]
@@ -253,14 +254,17 @@ def host_tables(t):
                      f"{r(t.get((g, 'event_counts')), t.get((g, 'probe_off')))} |")
     out["host-probe"] = "\n".join(lines) + "\n"
     lines = ["| net | batch | I16F16 / f32 | I1F15 / f32 | f32: nalgebra-written step / gradscope | "
-             "f32: PyTorch eager / gradscope | f32: batch 32 / batch 1 |", "|---|---|---|---|---|---|---|"]
+             "f32: PyTorch eager / gradscope | f32: batch 32 / batch 1 | f32: sample by sample / tiled |",
+             "|---|---|---|---|---|---|---|---|"]
     for net in ("4-8-8-1_tanh", "16-32-32-16_relu", "8x64_sigmoid"):
         for batch in (1, 32):
             g = f"train_step/{net}/{batch}"
             f32 = t.get((g, "f32"))
             per = r(f32, t.get((f"train_step/{net}/1", "f32"))) if batch == 32 else ""
+            tiled = r(t.get((g, "f32_per_sample")), f32) if batch == 32 else ""
             lines.append(f"| {net} | {batch} | {r(t.get((g, 'i16f16')), f32)} | {r(t.get((g, 'i1f15')), f32)} | "
-                         f"{r(t.get((g, 'nalgebra_f32')), f32)} | {r(t.get((g, 'pytorch_f32')), f32)} | {per} |")
+                         f"{r(t.get((g, 'nalgebra_f32')), f32)} | {r(t.get((g, 'pytorch_f32')), f32)} | {per} | "
+                         f"{tiled} |")
     out["host-training"] = "\n".join(lines) + "\n"
     names = sorted({f for g, f in t if g == "activation_f32_libm"})
     lines = ["| activation | libm / libm `relu` | micromath / libm | I16F16 / libm | I1F15 / libm |",
@@ -290,25 +294,29 @@ HOST_WHY = {
              "wrapping `i32` matvec (no rounding, no saturation) takes about twice our f32 time. I1F15 uses the "
              "`pmaddwd` shape, exact, but reconstructs its high halves.",
     "step": "The fixed-point step also rounds every activation through a table with quadratic interpolation in "
-            "wide integers, where f32 calls libm; see the activation table.",
+            "wide integers, where f32 calls libm; see the activation table. On the host the f32 activations "
+            "also choose their formula once per layer and check for non-finite values in one pass over the "
+            "layer (`Activate::f_all`), which the per-value fixed-point tables do not.",
     "probe_f32": "A sound test for product underflow and subnormals needs each matrix's smallest and largest "
                  "magnitudes, about the cost of two more matvecs, before the exact per-product count runs where "
                  "the test trips.",
     "probe_fixed": "Counting at narrowing needs each output's exact wide sum before rounding, so the counting "
                    "kernel takes the exact path instead of the bounded fast lanes.",
-    "pytorch_step": "At batch 32 PyTorch runs each layer as matrix products through its BLAS, which gradscope's "
-                    "sample-by-sample batch does not match on the larger nets; batches as matrices (issue #11) are "
-                    "not built yet.",
+    "pytorch_step": "At batch 32 PyTorch runs each layer as matrix–matrix products through its BLAS. gradscope's "
+                    "tiled step accumulates each weight gradient over the whole tile, but still runs the forward "
+                    "and backward products of each sample as matrix–vector kernels in the documented summation "
+                    "order; matrix–matrix kernels for a tile in that order are not built yet.",
     "nalgebra_step": "At batch 32 the nalgebra step runs each layer as matrix–matrix products and costs {na:.1f}× its "
-                     "batch-1 step on 8x64_sigmoid; gradscope runs the batch sample by sample (its layers cache one "
-                     "sample) and costs {gs:.1f}×. Batches as matrices (issue #11) are not built yet. On the 4-8-8-1 "
-                     "net the nalgebra step is faster at batch 1 too, in instructions as well (the 4-8-8-1 table "
-                     "of the host instruction counts): 121 parameters leave little arithmetic, and a callgrind "
-                     "profile of the step puts the rest in per-value work that nalgebra's step does not do: each "
-                     "activation and derivative dispatches on its kind and is checked for non-finite values, the "
-                     "optimizer checks every gradient before it updates, and the layers and parameter visits are "
-                     "reached through the generic tuple's calls. Both steps call libm's `tanhf` for the same 16 "
-                     "values.",
+                     "batch-1 step on 8x64_sigmoid; gradscope's tiled step costs {gs:.1f}×. The tile accumulates "
+                     "each weight gradient over all its samples, but the forward and backward products still run "
+                     "sample by sample as matrix–vector kernels in the documented summation order (matrix–matrix "
+                     "kernels for a tile in that order are not built yet). On the 4-8-8-1 net the nalgebra step is "
+                     "faster at batch 1 too, in instructions as well (the 4-8-8-1 table of the host instruction "
+                     "counts): 121 parameters leave little arithmetic, and a callgrind profile of gradscope's step "
+                     "spreads the rest over per-layer calls that nalgebra's step does not make: the bias and "
+                     "weight-gradient accumulations, the activations' checks for non-finite values, and the "
+                     "optimizer's check that every gradient is finite before it updates. Both steps call libm's "
+                     "`tanhf` for the same 16 values.",
 }
 
 

@@ -42,7 +42,7 @@ pub use layer::{
     ActLayer, AvgPool2d, BatchNorm, BatchNorm2d, Batched, Conv1d, Conv2d, Dense, DenseStack,
     EventLog, Flatten, GlobalAvgPool, GradStats, Gru, LastStep, Layer, LayerScales, LayerStats,
     LoggedEvent, Lstm, MaxPool2d, NonFinite, Phase, Pooled, Probes, Residual, Rnn, Stack,
-    StepNorms, Tensor,
+    StepNorms, Tensor, TileLayer,
 };
 pub use loss::{Loss, Objective};
 pub use net::{ParamTensor, Params, param_count};
@@ -51,4 +51,4 @@ pub use probe::{EventCounts, Probe};
 pub use round::{AnyRounding, Floor, NearestEven, Rounding, Stochastic};
 pub use scalar::{Coef, Float, FloatBound, Scalar};
 pub use scale::{LossScaler, ScaleDecision, ScaleError};
-pub use train::{StepCtx, StepReport, Verdict, step};
+pub use train::{StepCtx, StepReport, Verdict, step, step_tiled};

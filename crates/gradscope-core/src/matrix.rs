@@ -13,6 +13,7 @@
 //! | [`affine_pair`] | `y = W₁ x₁ + W₂ x₂ + b` (a recurrent cell) | `(dot₁ + dot₂) + b` | 1 |
 //! | [`matvec_t`], [`matvec_t_add`] | `y = Wᵀ d`, `y += Wᵀ d` (backprop of a dense layer) | sequential over the rows of `W`, from 0 (or `y`) | 1 |
 //! | [`outer_acc`] | `G += d xᵀ` (weight gradient) | `g + d·x` | 1 |
+//! | [`outer_acc_tile`] | `G += d_b x_bᵀ` for each sample `b` of a tile | `g + d·x` per sample, in sample order | 1 per sample |
 //! | [`matmul`] | `C = A B` | sequential over the inner index | 1 |
 //! | [`axpy`] | `y += α x` | `y + α·x` | 1 |
 //! | [`add_assign`] | `y += x` | — | 0 (saturation only) |
@@ -394,6 +395,84 @@ pub fn outer_acc<S: Scalar, const I: usize, const O: usize, P: Probe + ?Sized>(
     }
 }
 
+/// [`outer_acc`] over a tile of samples, `G += d_b x_bᵀ` for `b` in `0..n` (`n` clamped to `T`), in sample order:
+/// the same values and events as `n` calls of [`outer_acc`], since each sample's term is still rounded on its
+/// own, but row by row over the tile: a row takes every sample's term before the next row starts, and a float
+/// row's check for non-finite values runs once per tile instead of once per sample.
+pub fn outer_acc_tile<S, const I: usize, const O: usize, const T: usize, P>(
+    g: &mut [[S; I]; O],
+    d: &[[S; O]; T],
+    x: &[[S; I]; T],
+    n: usize,
+    r: &mut (impl Rounding + ?Sized),
+    p: &mut P,
+) where
+    S: Scalar,
+    P: Probe + ?Sized,
+{
+    let samples = || d.iter().zip(x).take(n);
+    if S::IS_FLOAT && P::ACTIVE {
+        // Every product's events: the exact path of `axpy`, row by row.
+        for (o, row) in g.iter_mut().enumerate() {
+            for (db, xb) in samples() {
+                if let Some(&dv) = db.get(o) {
+                    axpy(dv, xb, row, r, p);
+                }
+            }
+        }
+        return;
+    }
+    for (o, row) in g.iter_mut().enumerate() {
+        let start = *row;
+        for (db, xb) in samples() {
+            let Some(&dv) = db.get(o) else { continue };
+            for (v, &xv) in row.iter_mut().zip(xb) {
+                *v = put(S::lane_acc(S::lane_mac(S::lane_of(*v), dv, xv)), r, p);
+            }
+        }
+        if S::IS_FLOAT && P::WATCH && !row.iter().fold(true, |ok, v| ok & v.is_finite()) {
+            replay_nonfinite(&start, row, o, d, x, n, p);
+        }
+    }
+}
+
+/// The events a watching probe gets from [`outer_acc`] sample by sample, for one row whose tile left some
+/// element non-finite. A float sum that goes non-finite stays so (∞ + finite = ∞, ∞ − ∞ = NaN, NaN stays), so
+/// the elements that end finite never had such an event; the others are replayed sample by sample.
+#[cold]
+#[inline(never)]
+fn replay_nonfinite<S: Scalar, const I: usize, const O: usize, const T: usize, P>(
+    start: &[S; I],
+    end: &[S; I],
+    o: usize,
+    d: &[[S; O]; T],
+    x: &[[S; I]; T],
+    n: usize,
+    p: &mut P,
+) where
+    P: Probe + ?Sized,
+{
+    for (i, (&first, last)) in start.iter().zip(end).enumerate() {
+        if last.is_finite() {
+            continue;
+        }
+        let mut v = first;
+        for (db, xb) in d.iter().zip(x).take(n) {
+            let (Some(&dv), Some(&xv)) = (db.get(o), xb.get(i)) else {
+                continue;
+            };
+            let (next, f) = S::narrow(
+                S::mac(S::acc_add(S::acc_zero(), v), dv, xv),
+                &mut crate::round::NearestEven,
+            );
+            if !next.is_finite() {
+                p.record(f);
+            }
+            v = next;
+        }
+    }
+}
+
 /// Register blocking of [`matmul`]'s fast path: `MM_ROWS` rows of `C` share each load of a `B` row, in chunks
 /// of `MM_COLS` columns whose accumulators stay in registers (x86: 2 × 16 floats in eight SSE registers).
 const MM_ROWS: usize = if cfg!(any(target_arch = "x86", target_arch = "x86_64")) {
@@ -656,6 +735,55 @@ mod tests {
 
     fn q(x: f64) -> I16F16 {
         I16F16::from_f64(x, &mut NearestEven).0
+    }
+
+    /// Counts what a watching (not active) probe is given, as the training step's sink is.
+    #[derive(Default, Debug, PartialEq)]
+    struct Watching(EventCounts);
+    impl Probe for Watching {
+        const ACTIVE: bool = false;
+        const WATCH: bool = true;
+        fn record(&mut self, flags: Flags) {
+            self.0.record(flags);
+        }
+    }
+
+    /// `outer_acc_tile` against `n` calls of `outer_acc`, for an active and a watching probe, every `n` up to
+    /// past the tile: the same gradients (bit for bit) and the same event counts.
+    fn tile_equals_samples<S: Scalar>(vals: &[f64]) {
+        let v = |k: usize| S::from_f64(vals[k % vals.len()], &mut NearestEven).0;
+        let d: [[S; 3]; 4] = core::array::from_fn(|b| core::array::from_fn(|o| v(3 * b + o + 1)));
+        let x: [[S; 5]; 4] = core::array::from_fn(|b| core::array::from_fn(|i| v(5 * b + 2 * i)));
+        let g0: [[S; 5]; 3] = core::array::from_fn(|o| core::array::from_fn(|i| v(o * i + 3)));
+        for n in 0..=6 {
+            let (mut ga, mut gb) = (g0, g0);
+            let (mut pa, mut pb) = (EventCounts::default(), EventCounts::default());
+            let (mut wa, mut wb) = (Watching::default(), Watching::default());
+            let (mut ha, mut hb) = (g0, g0);
+            for (db, xb) in d.iter().zip(&x).take(n) {
+                outer_acc(&mut ga, db, xb, &mut NearestEven, &mut pa);
+                outer_acc(&mut ha, db, xb, &mut NearestEven, &mut wa);
+            }
+            outer_acc_tile(&mut gb, &d, &x, n, &mut NearestEven, &mut pb);
+            outer_acc_tile(&mut hb, &d, &x, n, &mut NearestEven, &mut wb);
+            let bits = |g: &[[S; 5]; 3]| format!("{g:?}");
+            assert_eq!(bits(&ga), bits(&gb), "{} n = {n}, active", S::NAME);
+            assert_eq!(bits(&ha), bits(&hb), "{} n = {n}, watching", S::NAME);
+            assert_eq!(pa, pb, "{} n = {n}, active counts", S::NAME);
+            assert_eq!(wa, wb, "{} n = {n}, watching counts", S::NAME);
+        }
+    }
+
+    #[test]
+    fn a_tiles_outer_products_are_its_samples_in_order() {
+        let ordinary = [0.3, -1.7, 0.02, 2.5, -0.6, 1.1, -0.01, 0.9];
+        // Saturating fixed point; f32 products overflowing to ±∞ (and ∞ − ∞ = NaN), underflowing, and a NaN.
+        let extreme = [3e19, -2e19, 1e-30, 0.5, -4e19, f64::NAN, 7.0, 1e-25, -1e20];
+        for vals in [&ordinary[..], &extreme[..]] {
+            tile_equals_samples::<f32>(vals);
+            tile_equals_samples::<I16F16>(vals);
+            tile_equals_samples::<I1F15>(vals);
+        }
     }
 
     #[test]

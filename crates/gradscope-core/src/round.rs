@@ -35,6 +35,13 @@ pub trait Rounding {
 
     /// The mode's name, for reports.
     fn name(&self) -> &'static str;
+
+    /// Whether every result depends on its operands alone (no random draws), so that computing values in a
+    /// different order gives the same values: what lets [`crate::train::step_tiled`] run a batch layer by
+    /// layer. False unless a mode says otherwise.
+    fn stateless(&self) -> bool {
+        false
+    }
 }
 
 impl<R: Rounding + ?Sized> Rounding for &mut R {
@@ -56,6 +63,9 @@ impl<R: Rounding + ?Sized> Rounding for &mut R {
     }
     fn name(&self) -> &'static str {
         (**self).name()
+    }
+    fn stateless(&self) -> bool {
+        (**self).stateless()
     }
 }
 
@@ -100,6 +110,9 @@ impl Rounding for Floor {
     fn name(&self) -> &'static str {
         "floor"
     }
+    fn stateless(&self) -> bool {
+        true
+    }
 }
 
 impl Rounding for NearestEven {
@@ -137,6 +150,9 @@ impl Rounding for NearestEven {
     }
     fn name(&self) -> &'static str {
         "nearest"
+    }
+    fn stateless(&self) -> bool {
+        true
     }
 }
 
@@ -218,6 +234,9 @@ impl<R: Rng> Rounding for AnyRounding<R> {
             AnyRounding::NearestEven => "nearest",
             AnyRounding::Stochastic(_) => "stochastic",
         }
+    }
+    fn stateless(&self) -> bool {
+        !matches!(self, AnyRounding::Stochastic(_))
     }
 }
 

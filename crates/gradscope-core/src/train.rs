@@ -7,6 +7,8 @@
 //! policy, the [`Optimizer`], the rounding mode and the divergence [`Watch`]) and returns a [`StepReport`]: the
 //! batch's mean loss, the gradient norms, and a typed [`Verdict`]. [`backprop`] is its first half (forward,
 //! loss and backward over a batch, without the update), for measurements that only need gradients.
+//! [`step_tiled`] is the same step with the batch run in tiles of samples through a [`TileLayer`] network, the
+//! same results bit for bit (see [`crate::layer::TileLayer`]); both share everything after their passes.
 //!
 //! **Per-layer statistics** go to the [`Probes`] sink the caller passes: with a `[LayerStats]` (one per layer)
 //! it holds, when the step returns, that step's events of every phase (forward, backward, gradient, clip,
@@ -47,7 +49,7 @@
 
 use crate::clip::{Clip, ClipError};
 use crate::flags::Flags;
-use crate::layer::{Layer, NonFinite, Phase, Probes};
+use crate::layer::{Layer, NonFinite, Phase, Probes, TileLayer};
 use crate::loss::Objective;
 use crate::optim::{Optimizer, StepError};
 use crate::probe::EventCounts;
@@ -143,6 +145,66 @@ where
         report.output_grad_sq += S::sq_to_f64(crate::matrix::sum_sq_acc(&dy));
         net.backward(&dy, 0, r, probes);
         report.samples = report.samples.saturating_add(1);
+    }
+    report.loss_sum = sum;
+    report.loss = sum / (report.samples.max(1) as f64);
+    report
+}
+
+/// [`backprop`] in tiles of `T` samples through a [`TileLayer`] (`tile` is the cache): the same gradients and
+/// report, bit for bit, under a rounding mode without random draws (see [`step_tiled`]).
+pub fn backprop_tiled<S, N, B, R, P, const T: usize, const O: usize>(
+    net: &mut N,
+    tile: &mut N::Tile<T>,
+    batch: &B,
+    objective: &Objective,
+    loss_scale: f64,
+    r: &mut R,
+    probes: &mut P,
+) -> BackpropReport
+where
+    S: Scalar,
+    N: TileLayer<S, Output = [S; O]> + ?Sized,
+    B: Samples<N::Input, [S; O]> + ?Sized,
+    R: Rounding + ?Sized,
+    P: Probes + ?Sized,
+{
+    let count = batch.count();
+    let factor = loss_scale / count.max(1) as f64;
+    let mut report = BackpropReport::default();
+    let mut sum = 0.0;
+    let mut xs = [N::zero_input(); T];
+    let mut dxs = xs;
+    let (mut ts, mut ys, mut dys) = ([[S::ZERO; O]; T], [[S::ZERO; O]; T], [[S::ZERO; O]; T]);
+    let mut k = 0;
+    while k < count {
+        let mut n = 0;
+        for (x, t) in xs.iter_mut().zip(ts.iter_mut()) {
+            // Past the end of the batch, or a missing sample: skipped, as `backprop` skips it.
+            let sample = loop {
+                if k >= count {
+                    break None;
+                }
+                k += 1;
+                if let Some(s) = batch.sample(k - 1) {
+                    break Some(s);
+                }
+            };
+            let Some((xv, tv)) = sample else { break };
+            (*x, *t) = (xv, tv);
+            n += 1;
+        }
+        if n == 0 {
+            break;
+        }
+        net.forward_tile(&xs, n, tile, &mut ys, 0, r, probes);
+        for ((y, t), dy) in ys.iter().zip(&ts).zip(dys.iter_mut()).take(n) {
+            *dy = [S::ZERO; O];
+            sum += objective.grad(y, t, factor, dy, r, &mut report.loss_events);
+            report.output_grad_sq += S::sq_to_f64(crate::matrix::sum_sq_acc(dy));
+            report.samples = report.samples.saturating_add(1);
+        }
+        net.backward_tile(&dys, n, tile, &mut dxs, 0, r, probes);
     }
     report.loss_sum = sum;
     report.loss = sum / (report.samples.max(1) as f64);
@@ -385,6 +447,57 @@ where
     R: Rounding,
     P: Probes + ?Sized,
 {
+    run(net, ctx, probes, |net, objective, scale, r, sticky| {
+        backprop(net, batch, objective, scale, r, sticky)
+    })
+}
+
+/// [`step`] with the batch run in tiles of `T` samples, each tile forward through every layer and back
+/// ([`TileLayer`]; `tile` is the cache, from [`TileLayer::tile`]): the same parameters, gradients, report and
+/// per-layer counts as [`step`], bit for bit, and faster, because each layer accumulates its weight gradient
+/// over a tile at once. A sink sees the events layer by layer instead of sample by sample (an
+/// [`EventLog`](crate::layer::EventLog)'s entries can differ). A rounding mode that draws random numbers
+/// ([`Rounding::stateless`] false) would draw them in another order, so with one this runs [`step`] itself.
+///
+/// Besides `tile`, a tile's inputs, targets, outputs and both gradients live on the stack (five arrays of `T`
+/// samples); pick `T` to fit (on a microcontroller, a few samples).
+pub fn step_tiled<S, N, B, O, R, P, const T: usize, const OUT: usize>(
+    net: &mut N,
+    tile: &mut N::Tile<T>,
+    batch: &B,
+    ctx: &mut StepCtx<O, R>,
+    probes: &mut P,
+) -> StepReport
+where
+    S: Scalar,
+    N: TileLayer<S, Output = [S; OUT]> + ?Sized,
+    B: Samples<N::Input, [S; OUT]> + ?Sized,
+    O: Optimizer<S>,
+    R: Rounding,
+    P: Probes + ?Sized,
+{
+    if !ctx.rounding.stateless() {
+        return step(net, batch, ctx, probes);
+    }
+    run(net, ctx, probes, |net, objective, scale, r, sticky| {
+        backprop_tiled(net, tile, batch, objective, scale, r, sticky)
+    })
+}
+
+/// The training step around its forward and backward passes, `passes`: what [`step`] and [`step_tiled`] share.
+fn run<S, N, O, R, P>(
+    net: &mut N,
+    ctx: &mut StepCtx<O, R>,
+    probes: &mut P,
+    passes: impl FnOnce(&mut N, &Objective, f64, &mut R, &mut Sticky<'_, P>) -> BackpropReport,
+) -> StepReport
+where
+    S: Scalar,
+    N: Layer<S> + ?Sized,
+    O: Optimizer<S>,
+    R: Rounding,
+    P: Probes + ?Sized,
+{
     probes.clear();
     net.zero_grad();
     let scale = ctx.scaler.as_ref().map_or(1.0, |s| s.scale());
@@ -394,14 +507,7 @@ where
         forward_nonfinite: None,
         backward_nonfinite: None,
     };
-    let bp = backprop(
-        net,
-        batch,
-        &ctx.objective,
-        scale,
-        &mut ctx.rounding,
-        &mut sticky,
-    );
+    let bp = passes(net, &ctx.objective, scale, &mut ctx.rounding, &mut sticky);
     let mut report = StepReport {
         backprop: bp,
         loss: bp.loss,

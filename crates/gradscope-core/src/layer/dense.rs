@@ -2,10 +2,10 @@
 
 use rand_core::Rng;
 
-use super::{At, Layer, Phase, Probes, activate, activate_back};
+use super::{At, Layer, Phase, Probes, TileLayer, activate, activate_back};
 use crate::activation::{Act, Activate};
 use crate::init::{Init, InitError, init_matrix, init_slice};
-use crate::matrix::{add_assign, affine, matvec_t, outer_acc};
+use crate::matrix::{add_assign, affine, matvec_t, outer_acc, outer_acc_tile};
 use crate::net::{ParamTensor, Params};
 use crate::probe::Probe;
 use crate::round::Rounding;
@@ -129,5 +129,115 @@ where
     fn zero_grad(&mut self) {
         self.grad_weight = [[S::ZERO; I]; O];
         self.grad_bias = [S::ZERO; O];
+    }
+}
+
+/// The tile cache of a [`Dense`] layer: each sample's input, pre-activation and output.
+#[derive(Clone, Debug, PartialEq)]
+pub struct DenseTile<S, const I: usize, const O: usize, const T: usize> {
+    x: [[S; I]; T],
+    z: [[S; O]; T],
+    y: [[S; O]; T],
+}
+
+/// The first `n` rows of a tile, flattened (all of them if `n` exceeds it).
+fn rows<S, const N: usize, const T: usize>(a: &[[S; N]; T], n: usize) -> &[S] {
+    a.get(..n).unwrap_or(a).as_flattened()
+}
+
+impl<S: Scalar, const I: usize, const O: usize> TileLayer<S> for Dense<S, I, O>
+where
+    Act: Activate<S>,
+{
+    type Tile<const T: usize> = DenseTile<S, I, O, T>;
+
+    fn tile<const T: usize>(&self) -> DenseTile<S, I, O, T> {
+        DenseTile {
+            x: [[S::ZERO; I]; T],
+            z: [[S::ZERO; O]; T],
+            y: [[S::ZERO; O]; T],
+        }
+    }
+
+    fn zero_input() -> [S; I] {
+        [S::ZERO; I]
+    }
+
+    fn zero_output() -> [S; O] {
+        [S::ZERO; O]
+    }
+
+    fn forward_tile<const T: usize, R, P>(
+        &mut self,
+        x: &[[S; I]; T],
+        n: usize,
+        c: &mut DenseTile<S, I, O, T>,
+        y: &mut [[S; O]; T],
+        at: usize,
+        r: &mut R,
+        p: &mut P,
+    ) where
+        R: Rounding + ?Sized,
+        P: Probes + ?Sized,
+    {
+        let n = n.min(T);
+        let mut fp = At::new(&mut *p, at, Phase::Forward);
+        for ((cx, z), xb) in c.x.iter_mut().zip(&mut c.z).zip(x).take(n) {
+            *cx = *xb;
+            affine(&self.weight, xb, &self.bias, z, r, &mut fp);
+        }
+        let ys = c.y.get_mut(..n).unwrap_or(&mut []).as_flattened_mut();
+        activate(&self.act, rows(&c.z, n), ys, r, &mut fp);
+        for (yb, cy) in y.iter_mut().zip(&c.y).take(n) {
+            p.signal(at, Phase::Forward, cy);
+            *yb = *cy;
+        }
+        if let Some(last) = n.checked_sub(1)
+            && let (Some(x), Some(z), Some(y)) = (c.x.get(last), c.z.get(last), c.y.get(last))
+        {
+            (self.x, self.z, self.y) = (*x, *z, *y);
+        }
+    }
+
+    fn backward_tile<const T: usize, R, P>(
+        &mut self,
+        dy: &[[S; O]; T],
+        n: usize,
+        c: &DenseTile<S, I, O, T>,
+        dx: &mut [[S; I]; T],
+        at: usize,
+        r: &mut R,
+        p: &mut P,
+    ) where
+        R: Rounding + ?Sized,
+        P: Probes + ?Sized,
+    {
+        let n = n.min(T);
+        let mut dz = [[S::ZERO; O]; T];
+        let mut bp = At::new(&mut *p, at, Phase::Backward);
+        let dzs = dz.get_mut(..n).unwrap_or(&mut []).as_flattened_mut();
+        activate_back(
+            &self.act,
+            (rows(&c.z, n), rows(&c.y, n)),
+            rows(dy, n),
+            dzs,
+            r,
+            &mut bp,
+        );
+        let mut gp = At::new(&mut *p, at, Phase::Grad);
+        for d in dz.iter().take(n) {
+            add_assign(&mut self.grad_bias, d, &mut gp);
+        }
+        outer_acc_tile(&mut self.grad_weight, &dz, &c.x, n, r, &mut gp);
+        for (d, dxb) in dz.iter().zip(dx.iter_mut()).take(n) {
+            matvec_t(
+                &self.weight,
+                d,
+                dxb,
+                r,
+                &mut At::new(&mut *p, at, Phase::Backward),
+            );
+            p.signal(at, Phase::Backward, dxb);
+        }
     }
 }

@@ -27,16 +27,18 @@ mod residual;
 mod rnn;
 mod scaled;
 mod stack;
+mod tile;
 
 pub use batch::{ActLayer, BATCHNORM_EPS, BATCHNORM_MOMENTUM, BatchNorm, BatchNorm2d, Batched};
 pub use conv::{AvgPool2d, Conv1d, Conv2d, Flatten, GlobalAvgPool, MaxPool2d, Tensor};
-pub use dense::Dense;
+pub use dense::{Dense, DenseTile};
 pub use gated::{Gru, Lstm};
 pub use last::LastStep;
 pub use residual::Residual;
 pub use rnn::Rnn;
 pub use scaled::LayerScales;
 pub use stack::{DenseStack, Stack};
+pub use tile::TileLayer;
 
 use crate::activation::Activate;
 use crate::flags::Flags;
