@@ -730,22 +730,12 @@ where
 mod tests {
     use super::*;
     use crate::fixed::{I1F15, I16F16};
+    use crate::probe::Watching;
     use crate::probe::{EventCounts, Probe};
     use crate::round::{Floor, NearestEven};
 
     fn q(x: f64) -> I16F16 {
         I16F16::from_f64(x, &mut NearestEven).0
-    }
-
-    /// Counts what a watching (not active) probe is given, as the training step's sink is.
-    #[derive(Default, Debug, PartialEq)]
-    struct Watching(EventCounts);
-    impl Probe for Watching {
-        const ACTIVE: bool = false;
-        const WATCH: bool = true;
-        fn record(&mut self, flags: Flags) {
-            self.0.record(flags);
-        }
     }
 
     /// `outer_acc_tile` against `n` calls of `outer_acc`, for an active and a watching probe, every `n` up to

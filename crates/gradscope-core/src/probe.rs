@@ -136,3 +136,18 @@ mod tests {
         assert_eq!(sticky, Flags::SUBNORMAL);
     }
 }
+
+/// Counts what a watching (not active) probe is given, as the training step's sink is: for tests that compare a
+/// kernel's events under such a probe.
+#[cfg(test)]
+#[derive(Default, Debug, PartialEq)]
+pub(crate) struct Watching(pub(crate) EventCounts);
+
+#[cfg(test)]
+impl Probe for Watching {
+    const ACTIVE: bool = false;
+    const WATCH: bool = true;
+    fn record(&mut self, flags: Flags) {
+        self.0.record(flags);
+    }
+}

@@ -796,18 +796,8 @@ float_activate!(FastAct, f32, Fast);
 mod tests {
     use super::*;
     use crate::probe::EventCounts;
+    use crate::probe::Watching;
     use crate::round::NearestEven;
-
-    /// Counts what a watching (not active) probe is given, as the training step's sink is.
-    #[derive(Default, Debug, PartialEq)]
-    struct Watching(EventCounts);
-    impl Probe for Watching {
-        const ACTIVE: bool = false;
-        const WATCH: bool = true;
-        fn record(&mut self, flags: Flags) {
-            self.0.record(flags);
-        }
-    }
 
     /// `f_all` and `backward_all` against the value-by-value path, for every kind and a watching, an active and
     /// no probe: the same values (bit for bit) and the same events.
