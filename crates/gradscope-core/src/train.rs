@@ -454,8 +454,8 @@ where
 
 /// [`step`] with the batch run in tiles of `T` samples, each tile forward through every layer and back
 /// ([`TileLayer`]; `tile` is the cache, from [`TileLayer::tile`]): the same parameters, gradients, report and
-/// per-layer counts as [`step`], bit for bit, and faster, because each layer accumulates its weight gradient
-/// over a tile at once. A sink sees the events layer by layer instead of sample by sample (an
+/// per-layer counts as [`step`], bit for bit; each dense layer accumulates its weight gradient over a whole
+/// tile (BENCHMARKS.md has what that saves at batch 32). A sink sees the events layer by layer instead of sample by sample (an
 /// [`EventLog`](crate::layer::EventLog)'s entries can differ). A rounding mode that draws random numbers
 /// ([`Rounding::stateless`] false) would draw them in another order, so with one this runs [`step`] itself.
 ///
