@@ -3,10 +3,29 @@
 //! For `+`, `−`, `×` the exact result of two `f32` operands rounded once to `f64` and then to `f32` equals the
 //! correctly rounded `f32` result (53 ≥ 2·24 + 2), so `f64` is an exact oracle for values and flags.
 
-use gradscope_core::{Coef, Flags, Floor, NearestEven, Scalar, Stochastic, matrix};
+use gradscope_core::{Coef, Flags, Floor, NearestEven, Rounding, Scalar, Stochastic, matrix};
 use proptest::prelude::*;
 use rand_core::SeedableRng;
 use rand_xoshiro::Xoshiro128PlusPlus;
+
+/// Nearest-even by comparing neighbours ([`Rounding::round_up`]): [`NearestEven`] without its claim to be the
+/// hardware's conversion, so a conversion takes the general path.
+struct Neighbours;
+
+impl Rounding for Neighbours {
+    fn shr(&mut self, x: i64, s: u32) -> i64 {
+        NearestEven.shr(x, s)
+    }
+    fn round_up(&mut self, below: f64, gap: f64, lo_is_even: bool) -> bool {
+        NearestEven.round_up(below, gap, lo_is_even)
+    }
+    fn round_frac(&mut self, q: i64, rem: u64, den: u64) -> i64 {
+        NearestEven.round_frac(q, rem, den)
+    }
+    fn name(&self) -> &'static str {
+        "nearest, by neighbours"
+    }
+}
 
 fn cfg() -> ProptestConfig {
     ProptestConfig {
@@ -76,6 +95,8 @@ proptest! {
         any::<f64>(),
         -1e3f64..1e3,
         (-1.0f64..1.0).prop_map(|u| u * 1e-40),
+        Just(0.0f64),
+        Just(-0.0f64),
         // Exact midpoints between neighbouring f32 values: the ties nearest-even must break to even.
         f32s().prop_filter("finite, below the largest", |a| a.is_finite() && *a < f32::MAX)
             .prop_map(|a| (a as f64 + a.next_up() as f64) / 2.0),
@@ -83,6 +104,10 @@ proptest! {
         let (n, _) = f32::from_f64(x, &mut NearestEven);
         let (fl, _) = f32::from_f64(x, &mut Floor);
         let (st, _) = f32::from_f64(x, &mut Stochastic(Xoshiro128PlusPlus::seed_from_u64(seed)));
+        // Nearest-even converts in hardware (`Rounding::nearest_even`); the mode that compares the neighbours
+        // instead must agree with it in value and events.
+        let (by_neighbours, nf) = (f32::from_f64(x, &mut Neighbours), f32::from_f64(x, &mut NearestEven).1);
+        prop_assert!(same(by_neighbours.0, n) && by_neighbours.1 == nf, "{}: {:?} against {} {:?}", x, by_neighbours, n, nf);
         if x.is_nan() {
             prop_assert!(n.is_nan() && fl.is_nan() && st.is_nan());
         } else if x.abs() > f32::MAX as f64 && x.is_finite() {

@@ -42,6 +42,13 @@ pub trait Rounding {
     fn stateless(&self) -> bool {
         false
     }
+
+    /// Whether this mode is round-to-nearest, ties to even, the hardware's own float conversion: a float
+    /// conversion can then use it directly instead of comparing neighbours ([`Rounding::round_up`]), with the
+    /// same result. False unless a mode says otherwise (always a correct answer, only a slower one).
+    fn nearest_even(&self) -> bool {
+        false
+    }
 }
 
 impl<R: Rounding + ?Sized> Rounding for &mut R {
@@ -66,6 +73,9 @@ impl<R: Rounding + ?Sized> Rounding for &mut R {
     }
     fn stateless(&self) -> bool {
         (**self).stateless()
+    }
+    fn nearest_even(&self) -> bool {
+        (**self).nearest_even()
     }
 }
 
@@ -154,6 +164,9 @@ impl Rounding for NearestEven {
     fn stateless(&self) -> bool {
         true
     }
+    fn nearest_even(&self) -> bool {
+        true
+    }
 }
 
 impl<R: Rng> Rounding for Stochastic<R> {
@@ -237,6 +250,9 @@ impl<R: Rng> Rounding for AnyRounding<R> {
     }
     fn stateless(&self) -> bool {
         !matches!(self, AnyRounding::Stochastic(_))
+    }
+    fn nearest_even(&self) -> bool {
+        matches!(self, AnyRounding::NearestEven)
     }
 }
 

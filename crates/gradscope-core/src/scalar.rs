@@ -803,6 +803,14 @@ macro_rules! float_from_f64 {
             return ($t::MIN, Flags::OVERFLOW);
         }
         let n = x as $t; // nearest-even, finite here
+        if $r.nearest_even() {
+            // The conversion is the mode: no neighbours to compare (a loss gradient per output takes this).
+            return (
+                n,
+                Flags::when(n == 0.0 && x != 0.0, Flags::UNDERFLOW)
+                    | Flags::when(n.is_subnormal(), Flags::SUBNORMAL),
+            );
+        }
         let nf = n as f64;
         if nf == x {
             return (n, Flags::when(n.is_subnormal(), Flags::SUBNORMAL));
