@@ -3,6 +3,12 @@
 //! sizes that fit compile (`tests/pass`).
 
 #[test]
+// A compile error does not depend on the profile, and trybuild builds its cases in the test's profile: once, in
+// debug, is enough (CI runs both).
+#[cfg_attr(
+    not(debug_assertions),
+    ignore = "profile-independent; runs in debug builds"
+)]
 fn layer_size_mismatch_is_a_compile_error() {
     let t = trybuild::TestCases::new();
     t.compile_fail("tests/cfail/*.rs");
