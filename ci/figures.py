@@ -300,8 +300,11 @@ HOST_WHY = {
     "probe_f32": "A sound test for product underflow and subnormals needs each matrix's smallest and largest "
                  "magnitudes, about the cost of two more matvecs, before the exact per-product count runs where "
                  "the test trips.",
-    "probe_fixed": "Counting at narrowing needs each output's exact wide sum before rounding, so the counting "
-                   "kernel takes the exact path instead of the bounded fast lanes.",
+    "probe_fixed": "The counting kernel runs the same fast lanes as the kernel with the probe off; it adds, per "
+                   "output, the rounding's events, which the probe-off kernel never computes (whether bits were "
+                   "dropped, saturation, a non-zero sum rounded to zero), and their count. In instructions, which a "
+                   "shared machine does not disturb, the ratios are the host instruction table's \"Counting probe / "
+                   "probe off\" line.",
     "pytorch_step": "At batch 32 PyTorch runs each layer as matrix–matrix products through its BLAS. gradscope's "
                     "tiled step accumulates each weight gradient over the whole tile, but still runs the forward "
                     "and backward products of each sample as matrix–vector kernels in the documented summation "

@@ -99,8 +99,13 @@ impl Probe for EventCounts {
     #[inline]
     fn record(&mut self, flags: Flags) {
         self.values = self.values.saturating_add(1);
-        // Almost every value has no event: one predictable branch instead of five counters.
+        // Almost every value has no event (floats) or was only rounded (fixed point): a predictable branch
+        // each instead of five counters.
         if flags == Flags::NONE {
+            return;
+        }
+        if flags == Flags::INEXACT {
+            self.inexact = self.inexact.saturating_add(1);
             return;
         }
         let bump = |c: &mut u32, f: Flags| *c = c.saturating_add(flags.contains(f) as u32);
@@ -122,12 +127,27 @@ mod tests {
         c.record(Flags::OVERFLOW | Flags::INEXACT);
         c.record(Flags::UNDERFLOW | Flags::INEXACT);
         c.record(Flags::NONE);
-        assert_eq!(c.values, 3);
+        c.record(Flags::INEXACT);
+        c.record(Flags::SUBNORMAL | Flags::NONFINITE);
+        assert_eq!(c.values, 5);
         assert_eq!(
-            (c.overflow, c.underflow, c.inexact, c.nonfinite),
-            (1, 1, 2, 0)
+            (c.overflow, c.underflow, c.inexact, c.nonfinite, c.subnormal),
+            (1, 1, 3, 1, 1)
         );
         assert!(!c.is_clean());
+        // Saturating, never wrapping, on every path.
+        let mut full = EventCounts {
+            values: u32::MAX,
+            inexact: u32::MAX,
+            overflow: u32::MAX,
+            ..EventCounts::default()
+        };
+        full.record(Flags::INEXACT);
+        full.record(Flags::OVERFLOW | Flags::INEXACT);
+        assert_eq!(
+            (full.values, full.inexact, full.overflow, full.underflow),
+            (u32::MAX, u32::MAX, u32::MAX, 0)
+        );
         fn through<P: Probe>(mut p: P) {
             p.record(Flags::SUBNORMAL);
         }
