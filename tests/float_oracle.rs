@@ -421,3 +421,67 @@ fn all_finite_at_its_edges() {
     }
     assert!(f32::all_finite(&[]));
 }
+
+/// `v` moved by `k` steps to the next representable value (up for `k > 0`).
+fn ulps(mut v: f32, k: i32) -> f32 {
+    for _ in 0..k.unsigned_abs() {
+        v = if k > 0 { v.next_up() } else { v.next_down() };
+    }
+    v
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 50_000, ..cfg() })]
+
+    /// `quiet_with` (one vectorized pass of two compares per value) is `quiet` of the values' bound or more
+    /// cautious, and answers yes whenever every non-zero magnitude lies clearly inside the thresholds that
+    /// `quiet` implies: tested with vectors of every scale, values a few ulps from those thresholds, and zeros,
+    /// NaN and ∞ at any position.
+    #[test]
+    fn quiet_with_is_quiet_of_the_bound_or_more_cautious(
+        a in prop::collection::vec(f32s(), 0..12),
+        b in prop::collection::vec(f32s(), 1..6),
+        b_scale in -120i32..=4,
+        n in 1usize..200,
+        near in prop::collection::vec((0usize..12, -3i32..=3, any::<bool>(), any::<bool>()), 0..4),
+        special in prop::collection::vec(
+            (0usize..12, prop_oneof![Just(f32::INFINITY), Just(f32::NEG_INFINITY), Just(f32::NAN)]),
+            0..2,
+        ),
+    ) {
+        // Vectors of every scale, so that either threshold can leave the format's range.
+        let b: Vec<f32> = b.iter().map(|&v| v * 2f32.powi(b_scale)).collect();
+        let bb = f32::bound(&b);
+        // The magnitudes that `quiet` allows: no product below the normal range, no partial sum overflowing.
+        let lo = f32::MIN_POSITIVE as f64 / bb.min as f64;
+        let hi = f32::MAX as f64 / (2.0 * bb.max as f64 * n as f64);
+        let mut a = a;
+        for (at, k, upper, negative) in near {
+            let t = if upper { hi } else { lo };
+            if let Some(slot) = a.get_mut(at) && t.is_finite() && t > 0.0 && t < f32::MAX as f64 {
+                let v = ulps(t as f32, k);
+                *slot = if negative { -v } else { v };
+            }
+        }
+        for (at, v) in special {
+            if let Some(slot) = a.get_mut(at) {
+                *slot = v;
+            }
+        }
+        let with = f32::quiet_with(&a, bb, n);
+        let of_bound = f32::quiet(f32::bound(&a), bb, n);
+        prop_assert!(!with || of_bound, "quiet_with says quiet, quiet(bound) does not: {:?} {:?} {}", a, b, n);
+        let inside = a.iter().all(|&v| {
+            let m = v.abs() as f64;
+            m == 0.0 || (m >= lo * (1.0 + 1e-6) && m <= hi * (1.0 - 1e-6))
+        });
+        if of_bound && inside {
+            prop_assert!(with, "quiet_with more cautious than its margins: {:?} {:?} {}", a, b, n);
+        }
+        // f64 takes the same code at its own width.
+        let (a64, b64): (Vec<f64>, Vec<f64>) =
+            (a.iter().map(|&v| v as f64 * 1e300).collect(), b.iter().map(|&v| v as f64 * 1e-300).collect());
+        let b64b = f64::bound(&b64);
+        prop_assert!(!f64::quiet_with(&a64, b64b, n) || f64::quiet(f64::bound(&a64), b64b, n));
+    }
+}

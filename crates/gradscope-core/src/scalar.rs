@@ -579,7 +579,8 @@ macro_rules! float_scalar {
                 } else {
                     let t = $t::MAX as f64 / (2.0 * b.max as f64 * n as f64) * (1.0 - 1e-12);
                     let r = t as $t;
-                    if (r as f64) > t { r.next_down() } else { r }
+                    // At most the largest finite value: above ∞ nothing is, and ±∞ in `a` must fail.
+                    (if (r as f64) > t { r.next_down() } else { r }).min($t::MAX)
                 };
                 // On the magnitudes' bits (ordered as the magnitudes, NaN above ∞): a non-zero value below
                 // `lo` is `|v| − 1 < lo − 1` unsigned (zero wraps to the top), one above `hi` a signed compare.
