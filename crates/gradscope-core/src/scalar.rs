@@ -583,12 +583,16 @@ macro_rules! float_scalar {
                     (if (r as f64) > t { r.next_down() } else { r }).min($t::MAX)
                 };
                 // On the magnitudes' bits (ordered as the magnitudes, NaN above ∞): a non-zero value below
-                // `lo` is `|v| − 1 < lo − 1` unsigned (zero wraps to the top), one above `hi` a signed compare.
-                let (lo1, hi) = (lo.to_bits().saturating_sub(1), hi.to_bits());
+                // `lo` is `|v| − 1 < lo − 1` unsigned (zero wraps to the top), one above `hi` a compare of two
+                // values below the sign bit. The unsigned compare runs signed, as SSE2 compares: adding
+                // 2^(B−1) − 1 subtracts one and flips the sign bit in one vector add.
+                let sign: $bits = 1 << (<$bits>::BITS - 1);
+                let lo1 = (lo.to_bits().saturating_sub(1) ^ sign).cast_signed();
+                let hi = hi.to_bits().cast_signed();
                 let mut out = false;
                 for &v in a {
-                    let m = v.to_bits() & !(1 << (<$bits>::BITS - 1));
-                    out |= (m.wrapping_sub(1) < lo1) | (m > hi);
+                    let m = v.to_bits() & !sign;
+                    out |= (m.wrapping_add(sign - 1).cast_signed() < lo1) | (m.cast_signed() > hi);
                 }
                 !out
             }
