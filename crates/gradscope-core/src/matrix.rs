@@ -871,4 +871,33 @@ mod tests {
         let n = l2_norm(&x, &mut f);
         assert!(n.is_nan() && f.contains(Flags::NONFINITE));
     }
+
+    /// A watching probe keeps a sum's own events: a fixed-point sum that saturates and a float sum that leaves
+    /// the finite range are noted, an exact or finite one is not.
+    #[test]
+    fn add_assign_tells_a_watching_probe_of_saturated_and_non_finite_sums() {
+        let mut y = [I16F16::MAX, q(1.0)];
+        let mut w = Watching::default();
+        add_assign(&mut y, &[I16F16::DELTA, q(1.0)], &mut w);
+        assert_eq!(y, [I16F16::MAX, q(2.0)]);
+        assert_eq!((w.0.values, w.0.overflow), (1, 1));
+        let mut y = [f32::MAX, 1.0];
+        let mut w = Watching::default();
+        add_assign(&mut y, &[f32::MAX, 1.0], &mut w);
+        assert_eq!(y, [f32::INFINITY, 2.0]);
+        assert_eq!((w.0.values, w.0.overflow, w.0.nonfinite), (1, 1, 1));
+    }
+
+    /// `matvec_t` starts each sum from zero, whatever `y` held before: the events a watching probe gets for
+    /// a non-finite output come from that sum (here two finite products whose sum overflows), not from one
+    /// that starts at `y`'s old value (−MAX, which would keep it finite).
+    #[test]
+    fn a_transposed_products_non_finite_output_is_recomputed_from_zero() {
+        let w = [[f32::MAX], [f32::MAX]];
+        let mut y = [-f32::MAX];
+        let mut p = Watching::default();
+        matvec_t(&w, &[1.0, 1.0], &mut y, &mut NearestEven, &mut p);
+        assert_eq!(y, [f32::INFINITY]);
+        assert_eq!((p.0.values, p.0.overflow, p.0.nonfinite), (1, 1, 1));
+    }
 }
