@@ -17,6 +17,7 @@
 //! | [`matmul`] | `C = A B` | sequential over the inner index | 1 |
 //! | [`axpy`] | `y += α x` | `y + α·x` | 1 |
 //! | [`add_assign`] | `y += x` | — | 0 (saturation only) |
+//! | [`add_assign_tile`] | `y += x_b` for each sample `b` of a tile | `y + x` per sample, in sample order | 0 (saturation only) |
 //! | [`map`], [`zip`] | `y = f(x)`, `y = f(a, b)` | — | as `f` |
 //! | [`sum_sq`], [`l2_norm`] | `Σ xᵢ²`, `‖x‖₂` | scaled (LAPACK) | 1 (exact wide sum) |
 //!
@@ -424,16 +425,69 @@ pub fn outer_acc_tile<S, const I: usize, const O: usize, const T: usize, P>(
     }
     for (o, row) in g.iter_mut().enumerate() {
         let start = *row;
-        for (db, xb) in samples() {
-            let Some(&dv) = db.get(o) else { continue };
-            for (v, &xv) in row.iter_mut().zip(xb) {
-                *v = put(S::lane_acc(S::lane_mac(S::lane_of(*v), dv, xv)), r, p);
-            }
-        }
+        // Blocks of the row that stay in registers while every sample adds its term (the order of the terms
+        // within an element, the only order that matters, is unchanged).
+        let at = outer_blocks::<S, I, O, T, P, 16>(row, 0, o, d, x, n, r, p);
+        let at = outer_blocks::<S, I, O, T, P, 8>(row, at, o, d, x, n, r, p);
+        let at = outer_blocks::<S, I, O, T, P, 4>(row, at, o, d, x, n, r, p);
+        outer_blocks::<S, I, O, T, P, 1>(row, at, o, d, x, n, r, p);
         if S::IS_FLOAT && P::WATCH && !row.iter().fold(true, |ok, v| ok & v.is_finite()) {
             replay_nonfinite(&start, row, o, d, x, n, p);
         }
     }
+}
+
+/// [`outer_acc_tile`]'s terms for row `o` from element `at` on, in blocks of `K` elements held in a local array
+/// while the tile's samples add their terms; returns where the last whole block ended.
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+fn outer_blocks<S, const I: usize, const O: usize, const T: usize, P, const K: usize>(
+    row: &mut [S; I],
+    at: usize,
+    o: usize,
+    d: &[[S; O]; T],
+    x: &[[S; I]; T],
+    n: usize,
+    r: &mut (impl Rounding + ?Sized),
+    p: &mut P,
+) -> usize
+where
+    S: Scalar,
+    P: Probe + ?Sized,
+{
+    let blocks = row.get_mut(at..).unwrap_or(&mut []).chunks_exact_mut(K);
+    let end = at + blocks.len() * K;
+    for (j, block) in blocks.enumerate() {
+        let Ok(block) = <&mut [S; K]>::try_from(block) else {
+            continue;
+        };
+        let from = at + j * K;
+        let terms = d.iter().zip(x).take(n).filter_map(|(db, xb)| {
+            let xs: &[S; K] = xb.get(from..from + K)?.try_into().ok()?;
+            Some((*db.get(o)?, xs))
+        });
+        if S::IS_FLOAT && n > 0 {
+            // A float's lane is the value itself, and `0 + v` (the lane a value starts) changes only −0, which
+            // no sum `(0 + v) + t` returns: so the lanes start once, carry the values from sample to sample,
+            // and end once (a probe here is not active, so the lanes' events are not wanted).
+            let mut lanes = block.map(S::lane_of);
+            for (dv, xs) in terms {
+                for (l, &xv) in lanes.iter_mut().zip(xs) {
+                    *l = S::lane_mac(*l, dv, xv);
+                }
+            }
+            *block = lanes.map(|l| put(S::lane_acc(l), r, p));
+        } else {
+            let mut acc = *block;
+            for (dv, xs) in terms {
+                for (v, &xv) in acc.iter_mut().zip(xs) {
+                    *v = put(S::lane_acc(S::lane_mac(S::lane_of(*v), dv, xv)), r, p);
+                }
+            }
+            *block = acc;
+        }
+    }
+    end
 }
 
 /// The events a watching probe gets from [`outer_acc`] sample by sample, for one row whose tile left some
@@ -644,14 +698,78 @@ where
     S: Scalar,
     P: Probe + ?Sized,
 {
+    // A finite float sum carries none of the events a watching probe keeps: when one vectorized pass finds every
+    // sum finite, the sums need no flags.
+    if S::IS_FLOAT
+        && !P::ACTIVE
+        && y.iter()
+            .zip(x)
+            .fold(true, |ok, (&a, &b)| ok & a.add(b).0.is_finite())
+    {
+        for (yv, &xv) in y.iter_mut().zip(x) {
+            *yv = yv.add(xv).0;
+        }
+        return;
+    }
     for (yv, &xv) in y.iter_mut().zip(x) {
         let (v, f) = yv.add(xv);
-        // A finite float sum carries none of the events a watching probe keeps, so its flags need not be
-        // computed unless the probe is active.
-        if P::ACTIVE || !S::IS_FLOAT || !v.is_finite() {
-            p.note(f);
-        }
+        p.note(f);
         *yv = v;
+    }
+}
+
+/// [`add_assign`] over a tile, `y += x_b` for `b` in `0..n` (`n` clamped to `T`), in sample order: the same
+/// values and events as `n` calls of [`add_assign`]. Unobserved floats carry `y` through the tile without
+/// flags, and only an element that ends non-finite is replayed for its events (a float sum that goes
+/// non-finite stays so, so the others never had one).
+pub fn add_assign_tile<S, const N: usize, const T: usize, P>(
+    y: &mut [S; N],
+    x: &[[S; N]; T],
+    n: usize,
+    p: &mut P,
+) where
+    S: Scalar,
+    P: Probe + ?Sized,
+{
+    if !S::IS_FLOAT || P::ACTIVE {
+        for xb in x.iter().take(n) {
+            add_assign(y, xb, p);
+        }
+        return;
+    }
+    let start = *y;
+    for xb in x.iter().take(n) {
+        for (yv, &xv) in y.iter_mut().zip(xb) {
+            *yv = yv.add(xv).0;
+        }
+    }
+    if !y.iter().fold(true, |ok, v| ok & v.is_finite()) {
+        replay_sums(&start, y, x, n, p);
+    }
+}
+
+/// The events of [`add_assign_tile`]'s elements that ended non-finite, sample by sample.
+#[cold]
+#[inline(never)]
+fn replay_sums<S: Scalar, const N: usize, const T: usize, P: Probe + ?Sized>(
+    start: &[S; N],
+    end: &[S; N],
+    x: &[[S; N]; T],
+    n: usize,
+    p: &mut P,
+) {
+    for (i, (&first, last)) in start.iter().zip(end).enumerate() {
+        if last.is_finite() {
+            continue;
+        }
+        let mut v = first;
+        for xv in x.iter().take(n).filter_map(|xb| xb.get(i)) {
+            let (next, f) = v.add(*xv);
+            if !next.is_finite() {
+                p.note(f);
+            }
+            v = next;
+        }
     }
 }
 
@@ -739,12 +857,13 @@ mod tests {
     }
 
     /// `outer_acc_tile` against `n` calls of `outer_acc`, for an active and a watching probe, every `n` up to
-    /// past the tile: the same gradients (bit for bit) and the same event counts.
-    fn tile_equals_samples<S: Scalar>(vals: &[f64]) {
+    /// past the tile: the same gradients (bit for bit, the sign of a zero included) and the same event counts.
+    /// `I` = 29 takes a row in blocks of every size (16, 8, 4 and 1).
+    fn tile_equals_samples<S: Scalar, const I: usize>(vals: &[f64]) {
         let v = |k: usize| S::from_f64(vals[k % vals.len()], &mut NearestEven).0;
         let d: [[S; 3]; 4] = core::array::from_fn(|b| core::array::from_fn(|o| v(3 * b + o + 1)));
-        let x: [[S; 5]; 4] = core::array::from_fn(|b| core::array::from_fn(|i| v(5 * b + 2 * i)));
-        let g0: [[S; 5]; 3] = core::array::from_fn(|o| core::array::from_fn(|i| v(o * i + 3)));
+        let x: [[S; I]; 4] = core::array::from_fn(|b| core::array::from_fn(|i| v(5 * b + 2 * i)));
+        let g0: [[S; I]; 3] = core::array::from_fn(|o| core::array::from_fn(|i| v(o * i + 3)));
         for n in 0..=6 {
             let (mut ga, mut gb) = (g0, g0);
             let (mut pa, mut pb) = (EventCounts::default(), EventCounts::default());
@@ -756,7 +875,7 @@ mod tests {
             }
             outer_acc_tile(&mut gb, &d, &x, n, &mut NearestEven, &mut pb);
             outer_acc_tile(&mut hb, &d, &x, n, &mut NearestEven, &mut wb);
-            let bits = |g: &[[S; 5]; 3]| format!("{g:?}");
+            let bits = |g: &[[S; I]; 3]| format!("{g:?}");
             assert_eq!(bits(&ga), bits(&gb), "{} n = {n}, active", S::NAME);
             assert_eq!(bits(&ha), bits(&hb), "{} n = {n}, watching", S::NAME);
             assert_eq!(pa, pb, "{} n = {n}, active counts", S::NAME);
@@ -769,10 +888,15 @@ mod tests {
         let ordinary = [0.3, -1.7, 0.02, 2.5, -0.6, 1.1, -0.01, 0.9];
         // Saturating fixed point; f32 products overflowing to ±∞ (and ∞ − ∞ = NaN), underflowing, and a NaN.
         let extreme = [3e19, -2e19, 1e-30, 0.5, -4e19, f64::NAN, 7.0, 1e-25, -1e20];
-        for vals in [&ordinary[..], &extreme[..]] {
-            tile_equals_samples::<f32>(vals);
-            tile_equals_samples::<I16F16>(vals);
-            tile_equals_samples::<I1F15>(vals);
+        // Zeros of both signs in the gradients, the terms and the starting values (−0 + −0 = −0, but a float
+        // accumulation starts at 0 + g).
+        let zeros = [-0.0, 0.0, -0.0, 1.5, -0.0, -2.0];
+        for vals in [&ordinary[..], &extreme[..], &zeros[..]] {
+            tile_equals_samples::<f32, 5>(vals);
+            tile_equals_samples::<f32, 29>(vals);
+            tile_equals_samples::<I16F16, 5>(vals);
+            tile_equals_samples::<I16F16, 29>(vals);
+            tile_equals_samples::<I1F15, 29>(vals);
         }
     }
 
@@ -886,6 +1010,99 @@ mod tests {
         add_assign(&mut y, &[f32::MAX, 1.0], &mut w);
         assert_eq!(y, [f32::INFINITY, 2.0]);
         assert_eq!((w.0.values, w.0.overflow, w.0.nonfinite), (1, 1, 1));
+    }
+
+    /// `add_assign` element by element, as written before it took floats in blocks: every sum's events to an
+    /// active probe, and to a watching one those of each sum that is not finite or saturated.
+    fn add_by_element<S: Scalar, P: Probe>(y: &mut [S], x: &[S], p: &mut P) {
+        for (yv, &xv) in y.iter_mut().zip(x) {
+            let (v, f) = yv.add(xv);
+            p.note(f);
+            *yv = v;
+        }
+    }
+
+    /// `add_assign` (whole blocks of 16 and a shorter one, every length up to 37) and `add_assign_tile` (every
+    /// `n` up to past the tile) against that reference: the same values, the sign of a zero included, and the
+    /// same events for an active and a watching probe.
+    fn sums_equal_the_reference<S: Scalar>(vals: &[f64]) {
+        const N: usize = 37;
+        let v = |k: usize| S::from_f64(vals[k % vals.len()], &mut NearestEven).0;
+        let y0: [S; N] = core::array::from_fn(|i| v(3 * i + 1));
+        let x: [[S; N]; 4] = core::array::from_fn(|b| core::array::from_fn(|i| v(7 * b + 2 * i)));
+        let bits = |y: &[S]| format!("{y:?}");
+        for len in 0..=N {
+            let (mut ya, mut yb, mut wa, mut wb) =
+                (y0, y0, Watching::default(), Watching::default());
+            let (mut ca, mut cb) = (EventCounts::default(), EventCounts::default());
+            let (mut za, mut zb) = (y0, y0);
+            add_by_element(&mut ya[..len], &x[0][..len], &mut wa);
+            add_assign(&mut yb[..len], &x[0][..len], &mut wb);
+            add_by_element(&mut za[..len], &x[1][..len], &mut ca);
+            add_assign(&mut zb[..len], &x[1][..len], &mut cb);
+            assert_eq!(bits(&ya), bits(&yb), "{} add_assign len {len}", S::NAME);
+            assert_eq!(
+                bits(&za),
+                bits(&zb),
+                "{} add_assign len {len}, active",
+                S::NAME
+            );
+            assert_eq!(
+                (wa, ca),
+                (wb, cb),
+                "{} add_assign len {len} events",
+                S::NAME
+            );
+        }
+        for n in 0..=6 {
+            let (mut ya, mut yb, mut wa, mut wb) =
+                (y0, y0, Watching::default(), Watching::default());
+            let (mut za, mut zb) = (y0, y0);
+            let (mut ca, mut cb) = (EventCounts::default(), EventCounts::default());
+            for xb in x.iter().take(n) {
+                add_by_element(&mut ya, xb, &mut wa);
+                add_by_element(&mut za, xb, &mut ca);
+            }
+            add_assign_tile(&mut yb, &x, n, &mut wb);
+            add_assign_tile(&mut zb, &x, n, &mut cb);
+            assert_eq!(bits(&ya), bits(&yb), "{} add_assign_tile n = {n}", S::NAME);
+            assert_eq!(
+                bits(&za),
+                bits(&zb),
+                "{} add_assign_tile n = {n}, active",
+                S::NAME
+            );
+            assert_eq!(
+                (wa, ca),
+                (wb, cb),
+                "{} add_assign_tile n = {n} events",
+                S::NAME
+            );
+        }
+    }
+
+    #[test]
+    fn sums_in_blocks_and_over_a_tile_equal_element_by_element_sums() {
+        let ordinary = [0.3, -1.7, 0.02, 2.5, -0.6, 1.1, -0.01, 0.9];
+        // Saturation; f32 sums overflowing to ±∞ (and ∞ − ∞ = NaN), a subnormal sum, a NaN and zeros of both
+        // signs (−0 + −0 = −0).
+        let extreme = [
+            3e38,
+            2e38,
+            -3e38,
+            1e-38,
+            -0.99e-38,
+            f64::NAN,
+            -0.0,
+            30000.0,
+            -0.0,
+            7.0,
+        ];
+        for vals in [&ordinary[..], &extreme[..]] {
+            sums_equal_the_reference::<f32>(vals);
+            sums_equal_the_reference::<I16F16>(vals);
+            sums_equal_the_reference::<I1F15>(vals);
+        }
     }
 
     /// `matvec_t` starts each sum from zero, whatever `y` held before: the events a watching probe gets for

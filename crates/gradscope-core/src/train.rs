@@ -454,9 +454,9 @@ where
 
 /// [`step`] with the batch run in tiles of `T` samples, each tile forward through every layer and back
 /// ([`TileLayer`]; `tile` is the cache, from [`TileLayer::tile`]): the same parameters, gradients, report and
-/// per-layer counts as [`step`], bit for bit; each dense layer accumulates its weight gradient over a whole
-/// tile (BENCHMARKS.md has what that saves at batch 32). A sink sees the events layer by layer instead of sample by sample (an
-/// [`EventLog`](crate::layer::EventLog)'s entries can differ). A rounding mode that draws random numbers
+/// per-layer counts as [`step`], bit for bit; each dense layer accumulates its weight and bias gradients over a
+/// whole tile (BENCHMARKS.md has what that saves at batch 32). A sink sees the events layer by layer instead of
+/// sample by sample (an [`EventLog`](crate::layer::EventLog)'s entries can differ). A rounding mode that draws random numbers
 /// ([`Rounding::stateless`] false) would draw them in another order, so with one this runs [`step`] itself.
 ///
 /// Besides `tile`, a tile's inputs, targets, outputs and both gradients live on the stack (five arrays of `T`

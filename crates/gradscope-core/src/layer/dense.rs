@@ -5,7 +5,7 @@ use rand_core::Rng;
 use super::{At, Layer, Phase, Probes, TileLayer, activate, activate_back};
 use crate::activation::{Act, Activate};
 use crate::init::{Init, InitError, init_matrix, init_slice};
-use crate::matrix::{add_assign, affine, matvec_t, outer_acc, outer_acc_tile};
+use crate::matrix::{add_assign, add_assign_tile, affine, matvec_t, outer_acc, outer_acc_tile};
 use crate::net::{ParamTensor, Params};
 use crate::probe::Probe;
 use crate::round::Rounding;
@@ -225,9 +225,7 @@ where
             &mut bp,
         );
         let mut gp = At::new(&mut *p, at, Phase::Grad);
-        for d in dz.iter().take(n) {
-            add_assign(&mut self.grad_bias, d, &mut gp);
-        }
+        add_assign_tile(&mut self.grad_bias, &dz, n, &mut gp);
         outer_acc_tile(&mut self.grad_weight, &dz, &c.x, n, r, &mut gp);
         for (d, dxb) in dz.iter().zip(dx.iter_mut()).take(n) {
             matvec_t(

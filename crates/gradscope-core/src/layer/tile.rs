@@ -11,7 +11,7 @@ use crate::scalar::Scalar;
 /// A [`TileLayer`] keeps what its backward pass needs for `T` samples in a cache the caller owns
 /// ([`TileLayer::Tile`]; the layer itself keeps one sample's size), so a tile goes forward through every layer
 /// and back, and each layer accumulates its parameter gradients over the whole tile
-/// ([`crate::matrix::outer_acc_tile`]).
+/// ([`crate::matrix::outer_acc_tile`], [`crate::matrix::add_assign_tile`]).
 ///
 /// **The same numbers.** For each sample a tile computes the same values with the same roundings as
 /// [`Layer::forward`] and [`Layer::backward`], and the gradients accumulate in sample order, each sample's
