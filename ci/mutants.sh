@@ -9,8 +9,8 @@
 # so a mutant rebuilds only the core and those tests), with the oracles' proptest cases lowered through
 # GRADSCOPE_ORACLE_CASES (2000). Modules sharing a test selection share one run. Per-module counts are appended
 # to ci/mutants-results.md (commit it); the mutants themselves are listed under target/mutants/. --iterate
-# retests only the mutants that earlier runs of the same modules did not catch (after adding tests), and its
-# line counts every mutant: the earlier runs' caught and unviable ones plus this run's.
+# retests only the mutants that earlier runs of the same modules (and shard) did not catch (after adding tests),
+# and its line counts every mutant: the earlier runs' caught and unviable ones plus this run's.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -37,13 +37,13 @@ tests_for() {
   case "$1" in
     fixed|round|scalar|flags) echo "fixed_oracle float_oracle" ;;
     scale) echo "fixed_oracle loss_scaling" ;;
-    matrix) echo "fixed_oracle float_oracle backprop loss_scaling" ;;
+    matrix) echo "fixed_oracle float_oracle backprop loss_scaling tiled" ;;
     loss) echo "golden loss_scaling" ;;
     clip) echo "clip" ;;
     optim) echo "optim" ;;
     float16) echo "half_oracle loss_scaling" ;;
     activation) echo "golden activation" ;;
-    layer) echo "golden backprop rnn gated batchnorm residual conv layer_scaling" ;;
+    layer) echo "golden backprop rnn gated batchnorm residual conv layer_scaling tiled" ;;
     *) echo "unknown module $1" >&2; exit 2 ;;
   esac
 }
@@ -79,7 +79,8 @@ for key in "${!groups[@]}"; do
   args=() files=()
   for t in $key; do args+=(--cargo-test-arg=--test="$t"); done
   for m in "${mods[@]}"; do files+=(--file "$(files_for "$m")"); done
-  out="target/mutants/$(IFS=-; echo "${mods[*]}")"
+  # One directory per module group and shard, so that an --iterate run sees its own shard's verdicts.
+  out="target/mutants/$(IFS=-; echo "${mods[*]}")${shard[1]:+-shard-${shard[1]/\//-of-}}"
   mkdir -p "$out"
   # Earlier runs' verdicts, for --iterate (each run rewrites mutants.out).
   for kind in caught unviable; do
@@ -90,13 +91,28 @@ for key in "${!groups[@]}"; do
       : >"$out/seen-$kind.txt"
     fi
   done
+  select=("${shard[@]}")
+  if [ ${#iterate[@]} -gt 0 ]; then
+    # cargo-mutants' own --iterate shards what is left after skipping, which is another set of mutants than the
+    # shard's: name the shard's mutants not yet caught or unviable instead, each as an anchored literal regex.
+    select=()
+    while IFS= read -r name; do
+      select+=(--re "^$(printf '%s' "$name" | sed 's/[][\\.*^$()+?{}|]/\\&/g')\$")
+    done < <(cargo mutants --package gradscope-core "${files[@]}" "${shard[@]}" --list |
+      sort -u | comm -23 - <(cat "$out/seen-caught.txt" "$out/seen-unviable.txt" | sort -u))
+    if [ ${#select[@]} -eq 0 ]; then
+      echo "== ${mods[*]}: every mutant of this selection is caught or unviable already"
+      rm -rf "$out/mutants.out"
+    fi
+  fi
   started=$(date +%s)
   # cargo-mutants exits non-zero when a mutant survives: that is a result, not a failure of this script.
   # The timeout covers the baseline's test phase too, which first compiles the suite's dependencies in the
   # scratch copy (over 300 s on a busy machine).
-  cargo mutants --package gradscope-core "${files[@]}" \
-    --cargo-test-arg=--lib --cargo-test-arg=--package=gradscope-suite "${args[@]}" \
-    --profile mutants --timeout 600 --jobs 2 --output "$out" "${shard[@]}" "${iterate[@]}" || true
+  [ ${#iterate[@]} -gt 0 ] && [ ${#select[@]} -eq 0 ] ||
+    cargo mutants --package gradscope-core "${files[@]}" \
+      --cargo-test-arg=--lib --cargo-test-arg=--package=gradscope-suite "${args[@]}" \
+      --profile mutants --timeout 600 --jobs 2 --output "$out" "${select[@]}" || true
   minutes=$(( ($(date +%s) - started + 30) / 60 ))
   for m in "${mods[@]}"; do
     prefix=$(files_for "$m" | sed 's/\*\.rs$//')
