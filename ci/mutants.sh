@@ -2,7 +2,7 @@
 # Mutation testing of the core's numeric modules against the tests that cover them (cargo-mutants, installed
 # here if missing). Runs outside CI.
 #
-#   bash ci/mutants.sh [MODULE...] [--shard K/N] [--iterate]
+#   bash ci/mutants.sh [MODULE...] [--shard K/N | --re REGEX] [--iterate]
 #
 # MODULE: fixed round scalar scale flags float16 matrix loss clip optim activation layer (default: all of them).
 # Each module is mutated against its own test targets in the suite package (which does not depend on the lab,
@@ -10,7 +10,8 @@
 # GRADSCOPE_ORACLE_CASES (2000). Modules sharing a test selection share one run. Per-module counts are appended
 # to ci/mutants-results.md (commit it); the mutants themselves are listed under target/mutants/. --iterate
 # retests only the mutants that earlier runs of the same modules (and shard) did not catch (after adding tests),
-# and its line counts every mutant: the earlier runs' caught and unviable ones plus this run's.
+# and its line counts every mutant: the earlier runs' caught and unviable ones plus this run's. --re takes only
+# the mutants whose names (as `cargo mutants --list` shows them) match REGEX, e.g. the functions a change touched.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -22,11 +23,12 @@ export TMPDIR="$PWD/target/mutants-tmp"
 rm -rf "$TMPDIR"
 mkdir -p "$TMPDIR"
 
-modules=() shard=() iterate=()
+modules=() shard=() iterate=() only=()
 while [ $# -gt 0 ]; do
   case "$1" in
     --shard) shard=(--shard "$2"); shift 2 ;;
     --iterate) iterate=(--iterate); shift ;;
+    --re) only=(--re "$2"); shift 2 ;;
     *) modules+=("$1"); shift ;;
   esac
 done
@@ -66,7 +68,9 @@ results=ci/mutants-results.md
 
 label=all
 [ ${#shard[@]} -eq 0 ] || label=${shard[1]}
-[ ${#iterate[@]} -eq 0 ] || label="iterate${shard[1]:+ $label}"
+[ ${#only[@]} -eq 0 ] || label="re \`${only[1]//|/\\|}\`"
+[ ${#shard[@]} -eq 0 ] || [ ${#only[@]} -eq 0 ] || { echo "--shard and --re do not combine" >&2; exit 2; }
+if [ ${#iterate[@]} -gt 0 ]; then [ "$label" = all ] && label=iterate || label="iterate $label"; fi
 
 declare -A groups=()
 for m in "${modules[@]}"; do
@@ -80,7 +84,7 @@ for key in "${!groups[@]}"; do
   for t in $key; do args+=(--cargo-test-arg=--test="$t"); done
   for m in "${mods[@]}"; do files+=(--file "$(files_for "$m")"); done
   # One directory per module group and shard, so that an --iterate run sees its own shard's verdicts.
-  out="target/mutants/$(IFS=-; echo "${mods[*]}")${shard[1]:+-shard-${shard[1]/\//-of-}}"
+  out="target/mutants/$(IFS=-; echo "${mods[*]}")${shard[1]:+-shard-${shard[1]/\//-of-}}${only[1]:+-re}"
   mkdir -p "$out"
   # Earlier runs' verdicts, for --iterate (each run rewrites mutants.out).
   for kind in caught unviable; do
@@ -91,14 +95,14 @@ for key in "${!groups[@]}"; do
       : >"$out/seen-$kind.txt"
     fi
   done
-  select=("${shard[@]}")
+  select=("${shard[@]}" "${only[@]}")
   if [ ${#iterate[@]} -gt 0 ]; then
     # cargo-mutants' own --iterate shards what is left after skipping, which is another set of mutants than the
     # shard's: name the shard's mutants not yet caught or unviable instead, each as an anchored literal regex.
     select=()
     while IFS= read -r name; do
       select+=(--re "^$(printf '%s' "$name" | sed 's/[][\\.*^$()+?{}|]/\\&/g')\$")
-    done < <(cargo mutants --package gradscope-core "${files[@]}" "${shard[@]}" --list |
+    done < <(cargo mutants --package gradscope-core "${files[@]}" "${shard[@]}" "${only[@]}" --list |
       sort -u | comm -23 - <(cat "$out/seen-caught.txt" "$out/seen-unviable.txt" | sort -u))
     if [ ${#select[@]} -eq 0 ]; then
       echo "== ${mods[*]}: every mutant of this selection is caught or unviable already"
