@@ -858,7 +858,7 @@ mod tests {
 
     /// `outer_acc_tile` against `n` calls of `outer_acc`, for an active and a watching probe, every `n` up to
     /// past the tile: the same gradients (bit for bit, the sign of a zero included) and the same event counts.
-    /// `I` = 29 takes a row in blocks of every size (16, 8, 4 and 1).
+    /// `I` = 29 takes a row in blocks of every size (16, 8, 4 and 1), `I` = 37 in two blocks of 16 first.
     fn tile_equals_samples<S: Scalar, const I: usize>(vals: &[f64]) {
         let v = |k: usize| S::from_f64(vals[k % vals.len()], &mut NearestEven).0;
         let d: [[S; 3]; 4] = core::array::from_fn(|b| core::array::from_fn(|o| v(3 * b + o + 1)));
@@ -897,6 +897,8 @@ mod tests {
             tile_equals_samples::<I16F16, 5>(vals);
             tile_equals_samples::<I16F16, 29>(vals);
             tile_equals_samples::<I1F15, 29>(vals);
+            tile_equals_samples::<f32, 37>(vals);
+            tile_equals_samples::<I16F16, 37>(vals);
         }
     }
 
