@@ -10,7 +10,9 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use gradscope_core::{Coef, Flags, Floor, Native, NearestEven, Scalar, bf16, f16};
+use gradscope_core::{
+    Coef, EventCounts, Flags, Floor, Native, NearestEven, Probe, Scalar, bf16, f16,
+};
 use gradscope_suite::oracle_cases;
 use proptest::prelude::*;
 
@@ -715,5 +717,37 @@ fn an_infinity_scaled_by_a_coefficient_below_f32s_range_keeps_its_sign() {
         let x = inf.to_f64();
         assert_eq!(inf.scale_by(&tiny, &mut NearestEven).0.to_f64(), x);
         assert_eq!(inf.scale_by(&neg_tiny, &mut NearestEven).0.to_f64(), -x);
+    }
+}
+
+/// A `Native` dot product under a counting probe reports the events of its products and partial sums, which
+/// the fast lanes do not carry: the quiet test must send a sum with an underflowing product, or one that
+/// overflows on the way, down the exact path. Its events are those of the same terms accumulated one by one.
+#[test]
+fn native_dot_products_report_underflow_and_overflow_inside_the_sum() {
+    type N = Native<f16>;
+    let h = |x: f64| Native(<f16 as Scalar>::from_f64(x, &mut NearestEven).0);
+    // 2^-13 · 2^-13 = 2^-26 is below f16's smallest subnormal (2^-24); the sum, 1 + 0, is normal. Then
+    // 200 · 200 + 200 · 200 = 80,000 passes f16's largest value (65,504).
+    for (a, b, event) in [
+        (
+            [h(pow2(-13)), h(1.0)],
+            [h(pow2(-13)), h(1.0)],
+            Flags::UNDERFLOW,
+        ),
+        ([h(200.0), h(200.0)], [h(200.0), h(200.0)], Flags::OVERFLOW),
+    ] {
+        let mut counts = EventCounts::default();
+        let v = gradscope_core::matrix::dot(&a, &b, &mut NearestEven, &mut counts);
+        let acc = a
+            .iter()
+            .zip(&b)
+            .fold(N::acc_zero(), |acc, (&x, &y)| N::mac(acc, x, y));
+        let (want, flags) = N::narrow(acc, &mut NearestEven);
+        assert!(flags.intersects(event), "{flags:?}");
+        let mut want_counts = EventCounts::default();
+        want_counts.record(flags);
+        assert_eq!(v.0.to_bits(), want.0.to_bits());
+        assert_eq!(counts, want_counts);
     }
 }
