@@ -751,3 +751,25 @@ fn native_dot_products_report_underflow_and_overflow_inside_the_sum() {
         assert_eq!(counts, want_counts);
     }
 }
+
+/// A `Native` accumulator keeps the events of every step: adding a value that overflows the sum, and merging
+/// two partial sums (a product's underflow in one of them survives the merge).
+#[test]
+fn native_accumulators_keep_every_steps_events() {
+    type N = Native<f16>;
+    let h = |x: f64| Native(<f16 as Scalar>::from_f64(x, &mut NearestEven).0);
+    let zero = N::acc_zero();
+    // 60,000 + 60,000 passes f16's largest value, 65,504.
+    let over = N::acc_add(N::acc_add(zero, h(60000.0)), h(60000.0));
+    let (v, f) = N::narrow(over, &mut NearestEven);
+    assert!(v.0.to_f64().is_infinite(), "{v:?}");
+    assert!(f.contains(Flags::OVERFLOW), "{f:?}");
+    // 2^-13 · 2^-13 = 2^-26 underflows to zero in one partial sum; the other, 1, has no event.
+    let tiny = N::mac(zero, h(pow2(-13)), h(pow2(-13)));
+    let one = N::acc_add(zero, h(1.0));
+    for merged in [N::acc_merge(tiny, one), N::acc_merge(one, tiny)] {
+        let (v, f) = N::narrow(merged, &mut NearestEven);
+        assert_eq!(v.0.to_f64(), 1.0);
+        assert!(f.contains(Flags::UNDERFLOW), "{f:?}");
+    }
+}
