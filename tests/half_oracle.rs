@@ -753,7 +753,7 @@ fn native_dot_products_report_underflow_and_overflow_inside_the_sum() {
 }
 
 /// A `Native` accumulator keeps the events of every step: adding a value that overflows the sum, and merging
-/// two partial sums (a product's underflow in one of them survives the merge).
+/// two partial sums (a product's underflow in one of them survives the merge); and its zero test.
 #[test]
 fn native_accumulators_keep_every_steps_events() {
     type N = Native<f16>;
@@ -772,4 +772,7 @@ fn native_accumulators_keep_every_steps_events() {
         assert_eq!(v.0.to_f64(), 1.0);
         assert!(f.contains(Flags::UNDERFLOW), "{f:?}");
     }
+    // Zero tests count zero gradients: both zeros are zero, the smallest subnormal is not.
+    assert!(h(0.0).is_zero() && h(-0.0).is_zero());
+    assert!(!h(pow2(-24)).is_zero());
 }
