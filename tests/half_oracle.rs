@@ -726,17 +726,7 @@ fn an_infinity_scaled_by_a_coefficient_below_f32s_range_keeps_its_sign() {
 #[test]
 fn native_dot_products_report_underflow_and_overflow_inside_the_sum() {
     type N = Native<f16>;
-    let h = |x: f64| Native(<f16 as Scalar>::from_f64(x, &mut NearestEven).0);
-    // 2^-13 · 2^-13 = 2^-26 is below f16's smallest subnormal (2^-24); the sum, 1 + 0, is normal. Then
-    // 200 · 200 + 200 · 200 = 80,000 passes f16's largest value (65,504).
-    for (a, b, event) in [
-        (
-            [h(pow2(-13)), h(1.0)],
-            [h(pow2(-13)), h(1.0)],
-            Flags::UNDERFLOW,
-        ),
-        ([h(200.0), h(200.0)], [h(200.0), h(200.0)], Flags::OVERFLOW),
-    ] {
+    fn check<const K: usize>(a: [N; K], b: [N; K], event: Flags) {
         let mut counts = EventCounts::default();
         let v = gradscope_core::matrix::dot(&a, &b, &mut NearestEven, &mut counts);
         let acc = a
@@ -750,6 +740,19 @@ fn native_dot_products_report_underflow_and_overflow_inside_the_sum() {
         assert_eq!(v.0.to_bits(), want.0.to_bits());
         assert_eq!(counts, want_counts);
     }
+    let h = |x: f64| Native(<f16 as Scalar>::from_f64(x, &mut NearestEven).0);
+    // 2^-13 · 2^-13 = 2^-26 is below f16's smallest subnormal (2^-24); the sum, 1 + 0, is normal.
+    check(
+        [h(pow2(-13)), h(1.0)],
+        [h(pow2(-13)), h(1.0)],
+        Flags::UNDERFLOW,
+    );
+    // 200 · 200 + 200 · 200 = 80,000 passes f16's largest value (65,504).
+    check([h(200.0); 2], [h(200.0); 2], Flags::OVERFLOW);
+    // Three exact products of 1.0078125 · 21,664 = 21,833.25 sum to 65,499.75, below the largest value, but
+    // each rounds up to 21,840 in f16 and their sum, 65,520, rounds to ∞: the quiet test's factor of two
+    // (n · max|a| · max|b| · 2 < 65,504) is what sends this sum down the exact path.
+    check([h(1.0078125); 3], [h(21664.0); 3], Flags::OVERFLOW);
 }
 
 /// A `Native` accumulator keeps the events of every step: adding a value that overflows the sum, and merging
