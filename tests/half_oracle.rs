@@ -779,3 +779,135 @@ fn native_accumulators_keep_every_steps_events() {
     assert!(h(0.0).is_zero() && h(-0.0).is_zero());
     assert!(!h(pow2(-24)).is_zero());
 }
+
+/// `Native`'s quiet test lets a sum of `n` products bounded by `hi` take the fast lanes, which carry no events.
+/// This checks, exhaustively, that no partial sum of a sum it lets through overflows, at any length and in both
+/// summation orders the kernels use: one sequential chain (`matmul`, `matvec_t`, the convolutions) and four lanes
+/// combined as `(l₀ + l₂) + (l₁ + l₃)` (`dot`, `matvec`).
+///
+/// The worst case of a bound is every product equal to `P`, the largest value that `hi` can round to: rounding
+/// to nearest is monotone and odd, so by induction every partial sum of terms with |pᵢ| ≤ P is, in magnitude,
+/// at most the same partial sum of `P`s, and a sum of more terms of `P` is never smaller (adding a positive
+/// term never lowers a rounded sum). Every `hi` that rounds to `P` is at least the midpoint below `P`, so for
+/// each positive normal `P` it suffices to sum as many `P`s as the quiet test allows with `hi` at that midpoint
+/// (found by bisection on [`Scalar::quiet`] itself). A chain of `P`s stops growing once `P` is at most half a
+/// unit in its last place, after at most 2^DIGITS steps, so very long sums cost no more than short ones.
+///
+/// A negative control: with `hi · n < max` (the quiet test without its factor of two) some such sum overflows.
+#[test]
+fn native_sums_that_pass_the_quiet_test_never_overflow_at_any_length() {
+    use gradscope_core::Format16;
+    use gradscope_core::scalar::{FloatAcc, FloatBound};
+    // Far beyond every chain's last change; sums this long are out of reach of any array anyway.
+    const CAP: u64 = 1 << 40;
+
+    /// The quiet test's longest sum of products bounded by `hi` (and by `F`'s smallest normal from below).
+    fn quiet_len<F: Format16>(hi: f64) -> u64
+    where
+        Native<F>: Scalar<Bound = FloatBound<f32>>,
+    {
+        let a = FloatBound {
+            min: F::MIN_POSITIVE.widen(),
+            max: hi as f32,
+            finite: true,
+        };
+        let one = FloatBound {
+            min: 1.0,
+            max: 1.0,
+            finite: true,
+        };
+        assert_eq!(a.max as f64, hi);
+        let quiet = |n: u64| Native::<F>::quiet(a, one, n as usize);
+        let (mut yes, mut no) = (0, CAP + 1);
+        if quiet(CAP) {
+            return CAP;
+        }
+        while no - yes > 1 {
+            let mid = yes + (no - yes) / 2;
+            if quiet(mid) { yes = mid } else { no = mid }
+        }
+        yes
+    }
+
+    /// The largest `n` with `hi · n < max`, exactly (hi has at most 12 significant bits, n < 2^40).
+    fn unmargined_len<F: Format16>(hi: f64) -> u64 {
+        let max = F::MAX.widen() as f64;
+        let mut n = ((max / hi).ceil() as u64).min(CAP);
+        while n > 0 && hi * n as f64 >= max {
+            n -= 1;
+        }
+        n
+    }
+
+    /// Over the positive normal values `P`, the longest sums `len(midpoint below P)`: whether
+    /// one overflowed, and how many `P` allowed a sum of at least one term.
+    fn worst_sums<F: Format16>(len: fn(f64) -> u64) -> (bool, usize)
+    where
+        Native<F>: Scalar<Acc = FloatAcc<F>>,
+    {
+        let one = Native(F::narrow_nearest(1.0));
+        let (mut overflowed, mut checked) = (false, 0);
+        let mut bits = F::MIN_POSITIVE.bits();
+        while bits <= F::MAX.bits() {
+            let p = F::with_bits(bits);
+            let mid = (F::with_bits(bits - 1).widen() as f64 + p.widen() as f64) / 2.0;
+            bits += 1;
+            let n = len(mid);
+            if n == 0 {
+                continue;
+            }
+            // chain[k]: the sequential sum of k products P · 1, up to where it stops changing.
+            let mut chain: Vec<FloatAcc<F>> = vec![Native::<F>::acc_zero()];
+            while (chain.len() as u64) <= n {
+                let last = chain[chain.len() - 1];
+                let next = Native::<F>::mac(last, Native(p), one);
+                if next.value.bits() == last.value.bits() && next.flags == last.flags {
+                    break;
+                }
+                chain.push(next);
+            }
+            assert!(
+                (chain.len() as u64) < CAP / 4,
+                "a chain of {p:?} still grows"
+            );
+            let at = |k: u64| chain[(k as usize).min(chain.len() - 1)];
+            let (q, r) = (n / 4, n % 4);
+            let lane = |j: u64| at(q + u64::from(j < r));
+            let tree = Native::<F>::acc_merge(
+                Native::<F>::acc_merge(lane(0), lane(2)),
+                Native::<F>::acc_merge(lane(1), lane(3)),
+            );
+            for sum in [at(n), tree] {
+                overflowed |=
+                    sum.flags.contains(Flags::OVERFLOW) || !(sum.value.widen()).is_finite();
+            }
+            checked += 1;
+        }
+        (overflowed, checked)
+    }
+
+    for (name, (overflowed, checked), (control, _)) in [
+        (
+            "f16",
+            worst_sums::<f16>(quiet_len::<f16>),
+            worst_sums::<f16>(unmargined_len::<f16>),
+        ),
+        (
+            "bf16",
+            worst_sums::<bf16>(quiet_len::<bf16>),
+            worst_sums::<bf16>(unmargined_len::<bf16>),
+        ),
+    ] {
+        assert!(
+            !overflowed,
+            "{name}: a sum the quiet test lets through overflows"
+        );
+        // f16 has 30 binades of 1,024 positive normal values, bf16 254 of 128; all but the top binade or two
+        // allow a sum.
+        assert!(checked > 25_000, "{name}: {checked} values checked");
+        assert!(
+            control,
+            "{name}: without the factor of two no sum overflowed; the check is blind"
+        );
+    }
+}
