@@ -298,12 +298,12 @@ HOST_WHY = {
             "wide integers, where f32 calls libm; see the activation table. On the host the f32 activations "
             "also choose their formula once per layer and check for non-finite values in one pass over the "
             "layer (`Activate::f_all`), which the per-value fixed-point tables do not.",
-    "probe_f32": "Counting needs proof that no product underflows, is subnormal or overflows before the fast "
-                 "lanes may run: one vectorized pass compares each of the matrix's values with two thresholds "
-                 "derived from the vector, about twice the instructions of the product itself (SSE2 compares "
-                 "only signed integers, so the unsigned compare takes an add first). In instructions, which a shared "
-                 "machine does not disturb, the ratio is the host instruction table's \"Counting probe / probe "
-                 "off\" line.",
+    "probe_f32": "Counting needs proof that no product underflows or is subnormal before the fast lanes may run "
+                 "(an overflow leaves its output non-finite, and such an output's events come from its exact "
+                 "recomputation): one vectorized pass compares each of the matrix's values with a threshold derived "
+                 "from the vector, about as many instructions as the product itself (SSE2 compares only signed "
+                 "integers, so the unsigned compare takes an add first). In instructions, which a shared machine "
+                 "does not disturb, the ratio is the host instruction table's \"Counting probe / probe off\" line.",
     "probe_fixed": "The counting kernel runs the same fast lanes as the kernel with the probe off; it adds, per "
                    "output, the rounding's events, which the probe-off kernel never computes (whether bits were "
                    "dropped, saturation, a non-zero sum rounded to zero), and their count. In instructions, which a "

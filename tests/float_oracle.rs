@@ -433,33 +433,34 @@ fn ulps(mut v: f32, k: i32) -> f32 {
 proptest! {
     #![proptest_config(ProptestConfig { cases: 50_000, ..cfg() })]
 
-    /// `quiet_with` (one vectorized pass of two compares per value) is `quiet` of the values' bound or more
-    /// cautious, and answers yes whenever every non-zero magnitude lies clearly inside the thresholds that
-    /// `quiet` implies: tested with vectors of every scale, values a few ulps from those thresholds, and zeros,
-    /// NaN and ∞ at any position.
+    /// `quiet_if_finite` (one vectorized compare per value) says yes only when no product of non-zero values
+    /// can fall below the normal range (the lower half of `quiet` of the values' bound), and says yes whenever
+    /// every non-zero magnitude lies clearly above that threshold, whatever their size (overflow is left to
+    /// the kernels' check of their outputs): tested with vectors of every scale, values a few ulps from the
+    /// threshold, and zeros, NaN and ∞ at any position.
     #[test]
-    fn quiet_with_is_quiet_of_the_bound_or_more_cautious(
+    fn quiet_if_finite_rules_out_products_below_the_normal_range(
         a in prop::collection::vec(f32s(), 0..12),
         b in prop::collection::vec(f32s(), 1..6),
         b_scale in -120i32..=4,
         n in 1usize..200,
-        near in prop::collection::vec((0usize..12, -3i32..=3, any::<bool>(), any::<bool>()), 0..4),
+        near in prop::collection::vec((0usize..12, -3i32..=3, any::<bool>()), 0..4),
         special in prop::collection::vec(
             (0usize..12, prop_oneof![Just(f32::INFINITY), Just(f32::NEG_INFINITY), Just(f32::NAN)]),
             0..2,
         ),
     ) {
-        // Vectors of every scale, so that either threshold can leave the format's range.
+        // Vectors of every scale, so that the threshold can leave the format's range.
         let b: Vec<f32> = b.iter().map(|&v| v * 2f32.powi(b_scale)).collect();
         let bb = f32::bound(&b);
-        // The magnitudes that `quiet` allows: no product below the normal range, no partial sum overflowing.
-        let lo = f32::MIN_POSITIVE as f64 / bb.min as f64;
-        let hi = f32::MAX as f64 / (2.0 * bb.max as f64 * n as f64);
+        // The smallest non-zero magnitude in `b` (∞ when it has none), and the least magnitude whose products
+        // with it are normal.
+        let b_min = b.iter().map(|v| v.abs()).filter(|&m| m > 0.0).fold(f32::INFINITY, f32::min);
+        let lo = f32::MIN_POSITIVE as f64 / b_min as f64;
         let mut a = a;
-        for (at, k, upper, negative) in near {
-            let t = if upper { hi } else { lo };
-            if let Some(slot) = a.get_mut(at) && t.is_finite() && t > 0.0 && t < f32::MAX as f64 {
-                let v = ulps(t as f32, k);
+        for (at, k, negative) in near {
+            if let Some(slot) = a.get_mut(at) && lo.is_finite() && lo > 0.0 && lo < f32::MAX as f64 {
+                let v = ulps(lo as f32, k);
                 *slot = if negative { -v } else { v };
             }
         }
@@ -468,20 +469,163 @@ proptest! {
                 *slot = v;
             }
         }
-        let with = f32::quiet_with(&a, bb, n);
-        let of_bound = f32::quiet(f32::bound(&a), bb, n);
-        prop_assert!(!with || of_bound, "quiet_with says quiet, quiet(bound) does not: {:?} {:?} {}", a, b, n);
-        let inside = a.iter().all(|&v| {
+        let yes = f32::quiet_if_finite(&a, bb, n);
+        // Sound: every product of non-zero values (NaN aside) is at least the normal range's smallest.
+        let small = a.iter().any(|&v| {
             let m = v.abs() as f64;
-            m == 0.0 || (m >= lo * (1.0 + 1e-6) && m <= hi * (1.0 - 1e-6))
+            m > 0.0 && (m * b_min as f64) < f32::MIN_POSITIVE as f64
         });
-        if of_bound && inside {
-            prop_assert!(with, "quiet_with more cautious than its margins: {:?} {:?} {}", a, b, n);
-        }
+        prop_assert!(!yes || !small, "says yes with a product below normal: {:?} {:?}", a, b);
+        // Not much more cautious than that: yes whenever every non-zero magnitude clears it by 1e-6 (unless
+        // every non-zero value of `b` is NaN, which leaves no threshold: then it may say no).
+        let b_nan = b_min == f32::INFINITY && b.iter().any(|v| v.is_nan());
+        let clear = !b_nan && a.iter().all(|&v| {
+            let m = v.abs() as f64;
+            m == 0.0 || v.is_nan() || m >= lo * (1.0 + 1e-6)
+        });
+        prop_assert!(!clear || yes, "more cautious than its margin: {:?} {:?}", a, b);
         // f64 takes the same code at its own width.
         let (a64, b64): (Vec<f64>, Vec<f64>) =
             (a.iter().map(|&v| v as f64 * 1e300).collect(), b.iter().map(|&v| v as f64 * 1e-300).collect());
-        let b64b = f64::bound(&b64);
-        prop_assert!(!f64::quiet_with(&a64, b64b, n) || f64::quiet(f64::bound(&a64), b64b, n));
+        let small64 = a64.iter().any(|&v| {
+            v != 0.0 && !v.is_nan() && b64.iter().any(|&w| w != 0.0 && !w.is_nan() && (v * w).abs() < f64::MIN_POSITIVE)
+        });
+        prop_assert!(!f64::quiet_if_finite(&a64, f64::bound(&b64), n) || !small64);
+    }
+}
+
+/// A float sum and its events as the crate documents them (`Scalar::mac`, `acc_merge`, `acc_add`, `narrow`),
+/// written out plainly: a product that underflows to zero, is subnormal or overflows; a sum that overflows;
+/// an output that is not finite or is subnormal.
+#[derive(Clone, Copy)]
+struct Ev(f32, Flags);
+
+impl Ev {
+    const ZERO: Ev = Ev(0.0, Flags::NONE);
+    fn mac(self, a: f32, b: f32) -> Ev {
+        let (p, s) = (a * b, self.0 + a * b);
+        let mut f = self.1;
+        if p == 0.0 && a != 0.0 && b != 0.0 {
+            f |= Flags::UNDERFLOW;
+        }
+        if p.is_subnormal() {
+            f |= Flags::SUBNORMAL;
+        }
+        if (p.is_infinite() && a.is_finite() && b.is_finite())
+            || (s.is_infinite() && self.0.is_finite() && p.is_finite())
+        {
+            f |= Flags::OVERFLOW;
+        }
+        Ev(s, f)
+    }
+    fn merge(self, o: Ev) -> Ev {
+        let s = self.0 + o.0;
+        let overflow = s.is_infinite() && self.0.is_finite() && o.0.is_finite();
+        Ev(
+            s,
+            self.1
+                | o.1
+                | if overflow {
+                    Flags::OVERFLOW
+                } else {
+                    Flags::NONE
+                },
+        )
+    }
+    fn add(self, x: f32) -> Ev {
+        let s = self.0 + x;
+        Ev(s, self.1 | op_flags(s, self.0, x, false))
+    }
+    /// The output and the flags its probe record carries.
+    fn out(self) -> (f32, Flags) {
+        let mut f = self.1;
+        if !self.0.is_finite() {
+            f |= Flags::NONFINITE;
+        }
+        if self.0.is_subnormal() {
+            f |= Flags::SUBNORMAL;
+        }
+        (self.0, f)
+    }
+    /// A dot product in the documented order: lane `k mod 4`, then `(l₀ + l₂) + (l₁ + l₃)`.
+    fn dot(a: &[f32], b: &[f32]) -> Ev {
+        let mut l = [Ev::ZERO; 4];
+        for (k, (&x, &y)) in a.iter().zip(b).enumerate() {
+            l[k % 4] = l[k % 4].mac(x, y);
+        }
+        l[0].merge(l[2]).merge(l[1].merge(l[3]))
+    }
+}
+
+/// Values that pass the fast lanes' check more often than `f32s` (no tiny magnitudes) and whose sums often
+/// overflow: ordinary, huge, and now and then ±∞, NaN or zero.
+fn loud_f32s() -> impl Strategy<Value = f32> {
+    prop_oneof![
+        4 => -1e3f32..1e3,
+        3 => (-1.0f32..1.0).prop_map(|u| u * 3e38),
+        1 => prop_oneof![Just(0.0f32), Just(-0.0), Just(f32::INFINITY), Just(f32::NEG_INFINITY), Just(f32::NAN)],
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 5_000, ..cfg() })]
+
+    /// Under an active probe the kernels (which take their fast lanes whenever no product can fall below the
+    /// normal range, even if a sum may overflow) record every output's events in output order, as the event
+    /// model above computes them from each sum in its documented order: the same values, the same records.
+    #[test]
+    fn an_active_probe_records_each_outputs_events_in_order(
+        v in prop::collection::vec(prop_oneof![3 => loud_f32s(), 1 => f32s()], 11 * 13 + 13 + 11 + 11 + 11 * 5 + 5),
+    ) {
+        let at = |k: usize| v.get(k).copied().unwrap_or(0.0);
+        let w: [[f32; 13]; 11] = core::array::from_fn(|o| core::array::from_fn(|i| at(o * 13 + i)));
+        let x: [f32; 13] = core::array::from_fn(|i| at(143 + i));
+        let d: [f32; 11] = core::array::from_fn(|o| at(156 + o));
+        let b: [f32; 11] = core::array::from_fn(|o| at(167 + o));
+        let w2: [[f32; 5]; 11] = core::array::from_fn(|o| core::array::from_fn(|i| at(178 + o * 5 + i)));
+        let x2: [f32; 5] = core::array::from_fn(|i| at(233 + i));
+        let check = |what: &str, got: (&[f32], Vec<Flags>), want: Vec<Ev>| -> Result<(), TestCaseError> {
+            let want: Vec<(f32, Flags)> = want.into_iter().map(Ev::out).collect();
+            prop_assert_eq!(got.0.len(), want.len());
+            for (k, (&y, &(e, _))) in got.0.iter().zip(&want).enumerate() {
+                prop_assert!(same(y, e), "{} output {}: {} vs {}", what, k, y, e);
+            }
+            let flags: Vec<Flags> = want.iter().map(|&(_, f)| f).collect();
+            prop_assert_eq!(got.1, flags, "{}", what);
+            Ok(())
+        };
+
+        let mut p = Record::<true>(vec![]);
+        let y = [matrix::dot(&x, &w[0], &mut NearestEven, &mut p)];
+        check("dot", (&y, p.0), vec![Ev::dot(&x, &w[0])])?;
+
+        let (mut y, mut p) = ([0.0f32; 11], Record::<true>(vec![]));
+        matrix::matvec(&w, &x, &mut y, &mut NearestEven, &mut p);
+        check("matvec", (&y, p.0), w.iter().map(|row| Ev::dot(row, &x)).collect())?;
+
+        let (mut y, mut p) = ([0.0f32; 11], Record::<true>(vec![]));
+        matrix::affine(&w, &x, &b, &mut y, &mut NearestEven, &mut p);
+        let want = w.iter().zip(&b).map(|(row, &bo)| Ev::dot(row, &x).add(bo)).collect();
+        check("affine", (&y, p.0), want)?;
+
+        let (mut y, mut p) = ([0.0f32; 11], Record::<true>(vec![]));
+        matrix::affine_pair((&w, &x), (&w2, &x2), &b, &mut y, &mut NearestEven, &mut p);
+        let want = (0..11).map(|o| Ev::dot(&w[o], &x).merge(Ev::dot(&w2[o], &x2)).add(b[o])).collect();
+        check("affine_pair", (&y, p.0), want)?;
+
+        let (mut y, mut p) = ([0.0f32; 13], Record::<true>(vec![]));
+        matrix::matvec_t(&w, &d, &mut y, &mut NearestEven, &mut p);
+        let want = (0..13).map(|i| (0..11).fold(Ev::ZERO, |s, o| s.mac(w[o][i], d[o]))).collect();
+        check("matvec_t", (&y, p.0), want)?;
+
+        // C = W₂ᵀ-shaped product: [[f32; 5]; 11] · [[f32; 13]; 5] (the first five rows of W).
+        let bm: [[f32; 13]; 5] = core::array::from_fn(|k| w[k]);
+        let (mut c, mut p) = ([[0.0f32; 13]; 11], Record::<true>(vec![]));
+        matrix::matmul(&w2, &bm, &mut c, &mut NearestEven, &mut p);
+        let want = (0..11)
+            .flat_map(|i| (0..13).map(move |j| (i, j)))
+            .map(|(i, j)| (0..5).fold(Ev::ZERO, |s, k| s.mac(w2[i][k], bm[k][j])))
+            .collect();
+        check("matmul", (c.as_flattened(), p.0), want)?;
     }
 }

@@ -24,9 +24,12 @@
 //! Fixed-point sums are exact, so their order does not matter. The float orders are the same on every target
 //! (no fused multiply-add anywhere), which is what keeps the host and the microcontrollers bit-identical.
 //!
-//! Each kernel runs fast lanes that vectorize whenever a bound on its operands ([`Scalar::quiet`]) proves that
-//! no product or sum can have an event, or, for floats, when nobody observes the events ([`Probe::ACTIVE`]);
-//! the exact path with per-product checks otherwise. Both give the same values.
+//! Each kernel runs fast lanes that vectorize whenever a bound on its operands ([`Scalar::quiet_if_finite`])
+//! proves that no product or sum can have an event, or, for floats, when nobody observes the events
+//! ([`Probe::ACTIVE`]); the exact path with per-product checks otherwise. Both give the same values. For `f32`
+//! and `f64` the bound only rules out products below the normal range: an overflow leaves its output non-finite,
+//! and each non-finite output's events come from its exact recomputation, so a probe receives the same records,
+//! in the same order, on either path.
 //!
 //! All kernels are total: any input, NaN and ±∞ included, gives values plus flags. They use iterators, never
 //! indexing, so no bounds check can panic.
@@ -48,10 +51,10 @@ pub(crate) fn bound_if_needed<S: Scalar, P: Probe + ?Sized>(x: &[S], _n: usize) 
 }
 
 /// Whether a sum of `n` products of `a` (bounded by computing, if needed) and values bounded by `b` may take the
-/// fast lanes.
+/// fast lanes, whose outputs then go through [`put_fast`] and [`watch`].
 #[inline(always)]
 pub(crate) fn fast<S: Scalar, P: Probe + ?Sized>(a: &[S], b: S::Bound, n: usize) -> bool {
-    (S::IS_FLOAT && !P::ACTIVE) || S::quiet(S::ANY, b, n) || S::quiet_with(a, b, n)
+    (S::IS_FLOAT && !P::ACTIVE) || S::quiet(S::ANY, b, n) || S::quiet_if_finite(a, b, n)
 }
 
 /// `Σ aᵢ bᵢ` in the dot order, `b` bounded by `b_bound`: fast when quiet or unobserved, exact otherwise.
@@ -90,6 +93,33 @@ pub(crate) fn put<S: Scalar, R: Rounding + ?Sized, P: Probe + ?Sized>(
     v
 }
 
+/// [`put`] of a fast lanes' sum, for kernels that call [`watch`] on their outputs afterwards. Fixed point and
+/// finite floats report as [`put`] does; a float that is not finite may come from an overflow that the fast
+/// lanes did not see ([`Scalar::quiet_if_finite`]), so an active probe gets the events of its exact sum
+/// `exact()` (rare, out of line), in the same place in the sequence of records as the exact path would give them.
+#[inline(always)]
+pub(crate) fn put_fast<S: Scalar, R: Rounding + ?Sized, P: Probe + ?Sized>(
+    acc: S::Acc,
+    r: &mut R,
+    p: &mut P,
+    exact: impl FnOnce() -> S::Acc,
+) -> S {
+    let (v, f) = S::narrow(acc, r);
+    if S::IS_FLOAT && P::ACTIVE && !v.is_finite() {
+        p.record(exact_flags::<S>(exact));
+    } else if P::ACTIVE || (P::WATCH && !S::IS_FLOAT) {
+        p.record(f);
+    }
+    v
+}
+
+#[cold]
+#[inline(never)]
+fn exact_flags<S: Scalar>(exact: impl FnOnce() -> S::Acc) -> Flags {
+    // Float narrowing ignores the rounding mode (IEEE nearest-even throughout).
+    S::narrow(exact(), &mut crate::round::NearestEven).1
+}
+
 /// After a fast float kernel under a watching (not active) probe: one vectorized check of the outputs `y`, and
 /// for each one that is not finite, the events of its exact recomputation `exact(k)` (rare, out of line).
 #[inline(always)]
@@ -113,8 +143,7 @@ fn report_nonfinite<S: Scalar, P: Probe + ?Sized>(
 ) {
     for (k, v) in y.iter().enumerate() {
         if !v.is_finite() {
-            // Float narrowing ignores the rounding mode (IEEE nearest-even throughout).
-            p.record(S::narrow(exact(k), &mut crate::round::NearestEven).1);
+            p.record(exact_flags::<S>(|| exact(k)));
         }
     }
 }
@@ -128,7 +157,7 @@ pub fn dot<S: Scalar, const N: usize, P: Probe + ?Sized>(
     p: &mut P,
 ) -> S {
     let acc = dot_acc::<S, _, P>(a, b, bound_if_needed::<S, P>(b, N));
-    let v = put(acc, r, p);
+    let v = put_fast(acc, r, p, || S::dot_exact(a, b));
     watch(core::slice::from_ref(&v), p, |_| S::dot_exact(a, b));
     v
 }
@@ -192,15 +221,16 @@ fn rows<S: Scalar, const I: usize, const O: usize, P: Probe + ?Sized>(
     if !fast::<S, P>(w.as_flattened(), xb, I) {
         return exact_rows(w.as_flattened(), x, &extra, y, r, p);
     }
-    if S::IS_FLOAT && I >= 16 {
-        blocks::<S, I, O, P, FLOAT_ROW_BLOCK>(w, x, xb, y, &extra, r, p);
-    } else {
-        blocks::<S, I, O, P, ROW_BLOCK>(w, x, xb, y, &extra, r, p);
-    }
-    watch(y, p, |o| {
+    let exact = |o: usize| {
         let acc = w.get(o).map_or(S::acc_zero(), |row| S::dot_exact(row, x));
         extra(o).map_or(acc, |b| S::acc_add(acc, b))
-    });
+    };
+    if S::IS_FLOAT && I >= 16 {
+        blocks::<S, I, O, P, FLOAT_ROW_BLOCK>(w, x, xb, y, (&extra, &exact), r, p);
+    } else {
+        blocks::<S, I, O, P, ROW_BLOCK>(w, x, xb, y, (&extra, &exact), r, p);
+    }
+    watch(y, p, exact);
 }
 
 /// [`rows`]' fast loop, `B` rows per block.
@@ -210,7 +240,7 @@ fn blocks<S: Scalar, const I: usize, const O: usize, P: Probe + ?Sized, const B:
     x: &[S; I],
     xb: S::Bound,
     y: &mut [S; O],
-    extra: impl Fn(usize) -> Option<S>,
+    (extra, exact): (impl Fn(usize) -> Option<S>, impl Fn(usize) -> S::Acc),
     r: &mut (impl Rounding + ?Sized),
     p: &mut P,
 ) {
@@ -219,7 +249,7 @@ fn blocks<S: Scalar, const I: usize, const O: usize, P: Probe + ?Sized, const B:
     let mut o = 0;
     let mut out = |yo: &mut S, acc: S::Acc| {
         let acc = extra(o).map_or(acc, |b| S::acc_add(acc, b));
-        *yo = put(acc, r, &mut *p);
+        *yo = put_fast(acc, r, &mut *p, || exact(o));
         o += 1;
     };
     for (ys, block) in yb.iter_mut().zip(wb) {
@@ -269,18 +299,21 @@ pub fn affine_pair<S: Scalar, const I: usize, const J: usize, const O: usize, P>
         bound_if_needed::<S, P>(x1, I),
         bound_if_needed::<S, P>(x2, J),
     );
+    let exact = |row1: &[S], row2: &[S], bo: S| {
+        S::acc_add(
+            S::acc_merge(S::dot_exact(row1, x1), S::dot_exact(row2, x2)),
+            bo,
+        )
+    };
     for (((yo, row1), row2), &bo) in y.iter_mut().zip(w1).zip(w2).zip(b) {
         let acc = S::acc_merge(
             dot_acc::<S, _, P>(row1, x1, b1),
             dot_acc::<S, _, P>(row2, x2, b2),
         );
-        *yo = put(S::acc_add(acc, bo), r, p);
+        *yo = put_fast(S::acc_add(acc, bo), r, p, || exact(row1, row2, bo));
     }
     watch(y, p, |o| match (w1.get(o), w2.get(o), b.get(o)) {
-        (Some(row1), Some(row2), Some(&bo)) => S::acc_add(
-            S::acc_merge(S::dot_exact(row1, x1), S::dot_exact(row2, x2)),
-            bo,
-        ),
+        (Some(row1), Some(row2), Some(&bo)) => exact(row1, row2, bo),
         _ => S::acc_zero(),
     });
 }
@@ -326,7 +359,7 @@ fn columns<S: Scalar, const I: usize, const O: usize, P: Probe + ?Sized>(
     let quiet = (S::IS_FLOAT && !P::ACTIVE)
         || (!(S::IS_FLOAT && add) && {
             let db = bound_if_needed::<S, P>(d, terms);
-            S::quiet(S::ANY, db, terms) || S::quiet_with(w.as_flattened(), db, terms)
+            S::quiet(S::ANY, db, terms) || S::quiet_if_finite(w.as_flattened(), db, terms)
         });
     if !quiet {
         return exact_columns(w.as_flattened(), d, y, add, r, p);
@@ -343,10 +376,7 @@ fn columns<S: Scalar, const I: usize, const O: usize, P: Probe + ?Sized>(
         }
     }
     let start = *y;
-    for (yi, l) in y.iter_mut().zip(lanes) {
-        *yi = put(S::lane_acc(l), r, p);
-    }
-    watch(y, p, |i| {
+    let exact = |i: usize| {
         let acc = match start.get(i) {
             Some(&v) if add => S::acc_add(S::acc_zero(), v),
             _ => S::acc_zero(),
@@ -354,7 +384,11 @@ fn columns<S: Scalar, const I: usize, const O: usize, P: Probe + ?Sized>(
         w.iter().zip(d).fold(acc, |a, (row, &dv)| {
             row.get(i).map_or(a, |&wv| S::mac(a, wv, dv))
         })
-    });
+    };
+    for (i, (yi, l)) in y.iter_mut().zip(lanes).enumerate() {
+        *yi = put_fast(S::lane_acc(l), r, p, || exact(i));
+    }
+    watch(y, p, exact);
 }
 
 /// [`columns`] with every product's events: one output at a time (a single wide accumulator on the stack),
@@ -624,14 +658,15 @@ fn matmul_block<S: Scalar, const R: usize, const K: usize, const N: usize, P>(
         }
     }
     for (crow, (ls, arow)) in c.iter_mut().zip(lanes.iter().zip(a)) {
-        for (cv, &l) in crow.iter_mut().zip(ls) {
-            *cv = put(S::lane_acc(l), r, p);
-        }
-        watch(crow, p, |j| {
+        let exact = |j: usize| {
             arow.iter().zip(b).fold(S::acc_zero(), |s, (&av, brow)| {
                 brow.get(j).map_or(s, |&bv| S::mac(s, av, bv))
             })
-        });
+        };
+        for (j, (cv, &l)) in crow.iter_mut().zip(ls).enumerate() {
+            *cv = put_fast(S::lane_acc(l), r, p, || exact(j));
+        }
+        watch(crow, p, exact);
     }
 }
 

@@ -87,11 +87,17 @@ pub trait Scalar: Copy + Default + PartialEq + PartialOrd + Debug + Send + Sync 
     /// product that underflows, is subnormal or overflows and no partial sum that overflows; no fixed-point sum
     /// beyond the fast lanes. When true, [`Scalar::dot_fast`] equals [`Scalar::dot_exact`] with no events.
     fn quiet(a: Self::Bound, b: Self::Bound, n: usize) -> bool;
-    /// [`Scalar::quiet`] of the values in `a` with values bounded by `b`: the same answer or a more cautious
-    /// one, in one pass over `a` that vectorizes (floats compare each value with two thresholds derived from
-    /// `b`, so no reduction chain limits it).
+    /// Whether a sum of `n` products of the values in `a` with values bounded by `b` is certain to have no event
+    /// unless the sum ends non-finite: what a kernel asks before its fast lanes, since it then checks each
+    /// output's finiteness and takes the events of one that is not from its exact recomputation.
+    ///
+    /// `f32` and `f64` test only that no product of non-zero values is below the normal range, comparing each
+    /// value of `a` with one threshold derived from `b` in one pass that vectorizes: a float sum with an overflow
+    /// or a non-finite operand stays non-finite (∞ + finite = ∞, ∞ − ∞ = NaN, NaN stays). Fixed point, whose
+    /// overflow would not show in the value, and the 16-bit floats test everything: [`Scalar::quiet`] of the
+    /// bound of `a`.
     #[inline]
-    fn quiet_with(a: &[Self], b: Self::Bound, n: usize) -> bool {
+    fn quiet_if_finite(a: &[Self], b: Self::Bound, n: usize) -> bool {
         Self::quiet(Self::bound(a), b, n)
     }
 
@@ -560,13 +566,11 @@ macro_rules! float_scalar {
                     && hi * (n as f64) * 2.0 < $t::MAX as f64
             }
             #[inline]
-            fn quiet_with(a: &[$t], b: Self::Bound, n: usize) -> bool {
-                // quiet(bound(a), b, n) as two thresholds on |a|: every non-zero |aᵢ| at least `lo` (no product
-                // below the normal range), every |aᵢ| at most `hi` (no product or partial sum overflows; NaN
-                // fails the comparison). Both are derived in f64 with a margin, then rounded outward.
-                if !b.finite {
-                    return false;
-                }
+            fn quiet_if_finite(a: &[$t], b: Self::Bound, _n: usize) -> bool {
+                // Every non-zero |aᵢ| at least `lo`, so no product of non-zero values falls below the normal
+                // range; `lo` is derived in f64 with a margin, then rounded up. Nothing else is needed: a
+                // non-finite value in `b` meets every value of `a`, and a NaN or ±∞ in `a` (NaN's bits lie above
+                // ∞'s, so both pass) makes its sum non-finite too.
                 let lo = if b.min == $t::INFINITY {
                     0.0
                 } else {
@@ -574,25 +578,14 @@ macro_rules! float_scalar {
                     let r = t as $t;
                     if (r as f64) < t { r.next_up() } else { r }
                 };
-                let hi = if b.max == 0.0 {
-                    $t::MAX
-                } else {
-                    let t = $t::MAX as f64 / (2.0 * b.max as f64 * n as f64) * (1.0 - 1e-12);
-                    let r = t as $t;
-                    // At most the largest finite value: above ∞ nothing is, and ±∞ in `a` must fail.
-                    (if (r as f64) > t { r.next_down() } else { r }).min($t::MAX)
-                };
-                // On the magnitudes' bits (ordered as the magnitudes, NaN above ∞): a non-zero value below
-                // `lo` is `|v| − 1 < lo − 1` unsigned (zero wraps to the top), one above `hi` a compare of two
-                // values below the sign bit. The unsigned compare runs signed, as SSE2 compares: adding
-                // 2^(B−1) − 1 subtracts one and flips the sign bit in one vector add.
+                // On the magnitudes' bits (ordered as the magnitudes): a non-zero value below `lo` is
+                // `|v| − 1 < lo − 1` unsigned (zero wraps to the top). The unsigned compare runs signed, as SSE2
+                // compares: adding 2^(B−1) − 1 subtracts one and flips the sign bit in one vector add.
                 let sign: $bits = 1 << (<$bits>::BITS - 1);
                 let lo1 = (lo.to_bits().saturating_sub(1) ^ sign).cast_signed();
-                let hi = hi.to_bits().cast_signed();
                 let mut out = false;
                 for &v in a {
-                    let m = v.to_bits() & !sign;
-                    out |= (m.wrapping_add(sign - 1).cast_signed() < lo1) | (m.cast_signed() > hi);
+                    out |= ((v.to_bits() & !sign).wrapping_add(sign - 1).cast_signed()) < lo1;
                 }
                 !out
             }

@@ -21,7 +21,7 @@ use rand_core::Rng;
 use super::{At, Layer, Phase, Probes, activate, activate_back};
 use crate::activation::{Act, Activate};
 use crate::init::{Init, InitError, init_slice};
-use crate::matrix::{bound_if_needed, fast, put, watch};
+use crate::matrix::{bound_if_needed, fast, put, put_fast, watch};
 use crate::net::{ParamTensor, Params};
 use crate::probe::Probe;
 use crate::round::Rounding;
@@ -169,7 +169,7 @@ impl Geom {
         if !fast::<S, P>(w, bound_if_needed::<S, P>(x, 0), g.c * g.kh * K) {
             return exact_outputs(z, r, p, |k| g.z_exact(x, w, b, k));
         }
-        let mut out = z.iter_mut();
+        let mut out = z.iter_mut().enumerate();
         for f in 0..g.f {
             let bias = b.get(f).copied().unwrap_or(S::ZERO);
             for oy in 0..g.oh {
@@ -178,8 +178,10 @@ impl Geom {
                     let mut lanes = [S::LANE_ZERO; ROW];
                     g.z_lanes::<S, K>(x, w, (f, oy, ox0), lanes.get_mut(..n).unwrap_or_default());
                     for &l in lanes.iter().take(n) {
-                        if let Some(o) = out.next() {
-                            *o = put(S::acc_add(S::lane_acc(l), bias), r, p);
+                        if let Some((k, o)) = out.next() {
+                            *o = put_fast(S::acc_add(S::lane_acc(l), bias), r, p, || {
+                                g.z_exact(x, w, b, k)
+                            });
                         }
                     }
                 }
@@ -232,7 +234,7 @@ impl Geom {
         if !fast::<S, P>(w, bound_if_needed::<S, P>(dz, 0), g.f * g.kh * K) {
             return exact_outputs(dx, r, p, |k| g.dx_exact(w, dz, k));
         }
-        let mut out = dx.iter_mut();
+        let mut out = dx.iter_mut().enumerate();
         for c in 0..g.c {
             for iy in 0..g.h {
                 for ix0 in (0..g.w).step_by(ROW) {
@@ -240,8 +242,8 @@ impl Geom {
                     let mut lanes = [S::LANE_ZERO; ROW];
                     g.dx_lanes::<S, K>(w, dz, (c, iy, ix0), lanes.get_mut(..n).unwrap_or_default());
                     for &l in lanes.iter().take(n) {
-                        if let Some(o) = out.next() {
-                            *o = put(S::lane_acc(l), r, p);
+                        if let Some((k, o)) = out.next() {
+                            *o = put_fast(S::lane_acc(l), r, p, || g.dx_exact(w, dz, k));
                         }
                     }
                 }
@@ -297,7 +299,7 @@ impl Geom {
         let quiet = (S::IS_FLOAT && !P::ACTIVE)
             || (!S::IS_FLOAT && {
                 let xb = bound_if_needed::<S, P>(x, terms);
-                S::quiet(S::ANY, xb, terms) || S::quiet_with(dz, xb, terms)
+                S::quiet(S::ANY, xb, terms) || S::quiet_if_finite(dz, xb, terms)
             });
         let (rows, _) = gw.as_chunks_mut::<K>();
         for (row, gr) in rows.iter_mut().enumerate() {
@@ -1489,8 +1491,10 @@ impl<S: Scalar, X: Tensor<Elem = S>, const N: usize> Layer<S> for Flatten<X, N> 
 mod tests {
     use super::*;
     use crate::fixed::I16F16;
+    use crate::flags::Flags;
     use crate::probe::EventCounts;
     use crate::round::NearestEven;
+    use std::vec;
 
     #[test]
     fn a_hand_computed_convolution_and_its_gradients() {
@@ -1895,5 +1899,85 @@ mod tests {
             }
         });
         assert_eq!(units, [9, 36]);
+    }
+
+    /// Every record, in order, under an active probe.
+    struct Record(std::vec::Vec<Flags>);
+
+    impl Probe for Record {
+        fn record(&mut self, flags: Flags) {
+            self.0.push(flags);
+        }
+    }
+
+    /// Under an active probe, f32 operands whose products are all normal take the fast lanes even when sums
+    /// overflow; the forward and input-gradient kernels then give the exact path's values and its records, in
+    /// the same order (each non-finite output's events from its exact sum, in its place).
+    #[test]
+    fn an_active_probes_records_are_the_exact_paths_on_the_fast_lanes() {
+        fn case(g: Geom, seed: u64) {
+            let mut state = seed;
+            let mut next = move || {
+                state = state
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                let u = (state >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0;
+                match state >> 61 {
+                    0 => u * 3e38,
+                    1 if state & 0xff == 0 => f32::NAN,
+                    _ => u + 0.5,
+                }
+            };
+            let wn = g.f * g.c * g.kh * g.kw;
+            let w: std::vec::Vec<f32> = (0..wn).map(|_| next()).collect();
+            let x: std::vec::Vec<f32> = (0..g.c * g.h * g.w).map(|_| next()).collect();
+            let b: std::vec::Vec<f32> = (0..g.f).map(|_| next()).collect();
+            let dz: std::vec::Vec<f32> = (0..g.f * g.oh * g.ow).map(|_| next()).collect();
+            assert!(fast::<f32, Record>(&w, f32::bound(&x), g.c * g.kh * 3));
+            assert!(fast::<f32, Record>(&w, f32::bound(&dz), g.f * g.kh * 3));
+
+            let (mut z, mut ze) = (vec![0.0f32; dz.len()], vec![0.0f32; dz.len()]);
+            let (mut p, mut pe) = (Record(vec![]), Record(vec![]));
+            g.forward::<f32, _, _, 3>(&x, &w, &b, &mut z, &mut NearestEven, &mut p);
+            exact_outputs(&mut ze, &mut NearestEven, &mut pe, |k| {
+                g.z_exact(&x, &w, &b, k)
+            });
+            let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<std::vec::Vec<_>>();
+            assert_eq!(bits(&z), bits(&ze));
+            assert_eq!(p.0, pe.0);
+            assert!(z.iter().any(|v| v.is_finite()) && z.iter().any(|v| !v.is_finite()));
+            assert!(p.0.iter().any(|f| f.contains(Flags::OVERFLOW)));
+
+            let (mut dx, mut dxe) = (vec![0.0f32; x.len()], vec![0.0f32; x.len()]);
+            let (mut p, mut pe) = (Record(vec![]), Record(vec![]));
+            g.backward_input::<f32, _, _, 3>(&w, &dz, &mut dx, &mut NearestEven, &mut p);
+            exact_outputs(&mut dxe, &mut NearestEven, &mut pe, |k| {
+                g.dx_exact(&w, &dz, k)
+            });
+            assert_eq!(bits(&dx), bits(&dxe));
+            assert_eq!(p.0, pe.0);
+            assert!(dx.iter().any(|v| v.is_finite()) && dx.iter().any(|v| !v.is_finite()));
+        }
+        let geom =
+            |(c, h, w, f, oh, ow, stride): (usize, usize, usize, usize, usize, usize, usize)| {
+                Geom {
+                    c,
+                    h,
+                    w,
+                    f,
+                    oh,
+                    ow,
+                    kh: 3,
+                    kw: 3,
+                    stride,
+                    pad_h: 1,
+                    pad_w: 1,
+                }
+            };
+        for seed in 1..4 {
+            // Rows wider than a block of 16 positions at stride 2, and at stride 1 (`same`).
+            case(geom((2, 4, 37, 2, 2, 19, 2)), seed);
+            case(geom((1, 3, 20, 2, 3, 20, 1)), seed);
+        }
     }
 }
