@@ -221,6 +221,9 @@ def pytorch_step():
     if p.returncode != 0:
         sys.stderr.write("PyTorch peer not measured (set GRADSCOPE_TORCH_PYTHON to a Python with torch):\n"
                          + p.stderr[-500:])
+        # An earlier run's result would be set against this run's criterion times: ratios from two runs.
+        if os.path.exists(TORCH_RESULTS):
+            os.remove(TORCH_RESULTS)
         return
     write(TORCH_RESULTS, p.stdout)
 
