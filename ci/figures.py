@@ -304,9 +304,9 @@ HOST_WHY = {
     "probe_f32": "Counting needs proof that no product underflows or is subnormal before the fast lanes may run "
                  "(an overflow leaves its output non-finite, and such an output's events come from its exact "
                  "recomputation): one vectorized pass compares each of the matrix's values with a threshold derived "
-                 "from the vector, about as many instructions as the product itself (SSE2 compares only signed "
-                 "integers, so the unsigned compare takes an add first). In instructions, which a shared machine "
-                 "does not disturb, the ratio is the host instruction table's \"Counting probe / probe off\" line.",
+                 "from the vector (SSE2 compares only signed integers, so the unsigned compare takes an add first), "
+                 "and each output's events are counted. In instructions, which a shared machine does not disturb, "
+                 "the ratio is the host instruction table's \"Counting probe / probe off\" line.",
     "probe_fixed": "The counting kernel runs the same fast lanes as the kernel with the probe off; it adds, per "
                    "output, the rounding's events, which the probe-off kernel never computes (whether bits were "
                    "dropped, saturation, a non-zero sum rounded to zero), and their count. In instructions, which a "
