@@ -71,8 +71,11 @@ MCU_WHY = {
                   "each load of x between two or four Q15 rows (the CMSIS scheme) measured no better: their 64-bit "
                   "sums no longer fit the registers. I16F16 and I8F24 need a 32 × 32 → 64-bit `smlal` per product "
                   "with two loads, plus the same narrowing.",
-    "m4f_step": "Fixed point rounds every activation and its derivative through a table with quadratic "
-                "interpolation in integers, narrows every product and gradient with nearest-even and saturation, and "
+    "m4f_step": "Per part of the step, from the cost table below (probes off), I1F15 / f32 is {fw:.2f} in the "
+                "forward pass, {bw:.2f} in the backward pass, {up:.2f} in the SGD update and {rest:.2f} in the rest "
+                "(the step's count minus those three, which includes zeroing the gradients and the loss with its "
+                "gradient); a 16-value sigmoid alone is {sg:.2f}. Fixed point rounds every activation and its "
+                "derivative through a table with quadratic interpolation in integers, narrows every product and gradient with nearest-even and saturation, and "
                 "computes the loss in f64, which the M4F's single-precision FPU leaves to software; f32 does each of "
                 "these in one or a few FPU instructions.",
     "m4f_sgd": "f32 meets it: the update is a multiply and a subtract per value, and the check that every "
@@ -107,6 +110,13 @@ def mcu_targets(data):
         " / ".join(f"{v:.1f}" for v in per_mac), "≤ 4.0 / ≤ 4.0 / ≤ 2.0",
         per_mac[0] <= 4.0 and per_mac[1] <= 4.0 and per_mac[2] <= 2.0)
     step = c["train_step_4-8-8-1"][m4f]["I1F15"] / c["train_step_4-8-8-1"][m4f]["f32"]
+    part = {k: c[f"{k}_4-8-8-1"][m4f] for k in ("forward", "backward", "sgd_update", "train_step")}
+    rest = {f: part["train_step"][f] - sum(part[k][f] for k in ("forward", "backward", "sgd_update"))
+            for f in ("f32", "I1F15")}
+    MCU_WHY["m4f_step"] = MCU_WHY["m4f_step"].format(
+        **{k: part[n]["I1F15"] / part[n]["f32"] for k, n in (("fw", "forward"), ("bw", "backward"),
+                                                               ("up", "sgd_update"))},
+        rest=rest["I1F15"] / rest["f32"], sg=c["sigmoid16"][m4f]["I1F15"] / c["sigmoid16"][m4f]["f32"])
     row("m4f_step", "M4F train step 4-8-8-1, I1F15 / f32", f"{step:.2f}", "≤ 1.0", step <= 1.0)
     sgd = [c["sgd_update_4-8-8-1"][m4f][f] / params for f in ("f32", "I1F15")]
     row("m4f_sgd", "M4F SGD update 4-8-8-1 (121 parameters), instructions per parameter: f32 / I1F15",
