@@ -629,6 +629,13 @@ fn matmul_block<S: Scalar, const R: usize, const K: usize, const N: usize, P>(
 {
     let mut lanes = [[S::LANE_ZERO; N]; R];
     let chunks = N / MM_COLS;
+    // With two chunks or more, x86 code otherwise keeps a finished chunk's lanes in registers while the next
+    // chunk runs, and spills that chunk's accumulators; lanes kept in memory leave the registers free. A hint:
+    // same values.
+    #[cfg(any(target_arch = "x86", target_arch = "x86_64"))]
+    if chunks > 1 {
+        core::hint::black_box(&mut lanes);
+    }
     for ch in 0..chunks {
         let mut acc = [[S::LANE_ZERO; MM_COLS]; R];
         for (k, brow) in b.iter().enumerate() {
