@@ -87,6 +87,31 @@ macro_rules! fixed_suite {
                 (v.0.to_bits() as i128, v.1)
             }
 
+            /// `A B` against the exact sums, observed and not: 3 × 33 is a block of rows and a tail row, two or
+            /// more chunks of columns and a tail (x86: 2 rows, 16 columns, or 8 in I1F15's pair lanes; Cortex-M:
+            /// 1 row and 8 columns), and an odd `K` leaves I1F15's pair lanes a last product alone.
+            fn check_matmul<const K: usize>(a: &[[$raw; K]; 3], b: &[[$raw; 33]; K]) -> Result<(), TestCaseError> {
+                for (mode, mut r) in modes() {
+                    let mut c = [[T::ZERO; 33]; 3];
+                    let mut fc = Flags::NONE;
+                    matrix::matmul(&a.map(|r| r.map(t)), &b.map(|r| r.map(t)), &mut c, &mut r, &mut fc);
+                    let mut unobserved = [[T::ZERO; 33]; 3];
+                    matrix::matmul(&a.map(|r| r.map(t)), &b.map(|r| r.map(t)), &mut unobserved, &mut r, &mut ());
+                    prop_assert_eq!(c, unobserved);
+                    let mut want_flags = Flags::NONE;
+                    for m in 0..3 {
+                        for n in 0..33 {
+                            let terms: Vec<i128> = (0..K).map(|k| a[m][k] as i128 * b[k][n] as i128).collect();
+                            let (value, flags) = expect(exact_sum(terms), F, mode, MIN, MAX);
+                            prop_assert_eq!(c[m][n].to_bits() as i128, value);
+                            want_flags |= flags;
+                        }
+                    }
+                    prop_assert_eq!(fc, want_flags);
+                }
+                Ok(())
+            }
+
             proptest! {
                 #![proptest_config(cfg())]
 
@@ -341,31 +366,22 @@ macro_rules! fixed_suite {
 
                 #[test]
                 fn matmul_kernel(
-                    a in prop::array::uniform3(prop::array::uniform3($strat)),
-                    bv in prop::collection::vec($strat, 99),
+                    av in prop::collection::vec($strat, 12),
+                    bv in prop::collection::vec($strat, 4 * 33),
+                    no_min in any::<bool>(),
                 ) {
-                    // (A vector strategy: nested arrays of this size overflow the test thread's stack.)
-                    let b: [[$raw; 33]; 3] = core::array::from_fn(|k| core::array::from_fn(|n| bv[k * 33 + n]));
-                    // 3 × 33: a block of rows and a tail row, two or more chunks of columns and a tail (x86: 2
-                    // rows, 16 columns; Cortex-M: 1 and 8).
-                    for (mode, mut r) in modes() {
-                        let mut c = [[T::ZERO; 33]; 3];
-                        let mut fc = Flags::NONE;
-                        matrix::matmul(&a.map(|r| r.map(t)), &b.map(|r| r.map(t)), &mut c, &mut r, &mut fc);
-                        let mut unobserved = [[T::ZERO; 33]; 3];
-                        matrix::matmul(&a.map(|r| r.map(t)), &b.map(|r| r.map(t)), &mut unobserved, &mut r, &mut ());
-                        prop_assert_eq!(c, unobserved);
-                        let mut want_flags = Flags::NONE;
-                        for m in 0..3 {
-                            for n in 0..33 {
-                                let terms: Vec<i128> = (0..3).map(|k| a[m][k] as i128 * b[k][n] as i128).collect();
-                                let (value, flags) = expect(exact_sum(terms), F, mode, MIN, MAX);
-                                prop_assert_eq!(c[m][n].to_bits() as i128, value);
-                                want_flags |= flags;
-                            }
-                        }
-                        prop_assert_eq!(fc, want_flags);
-                    }
+                    // (Vector strategies: nested arrays of this size overflow the test thread's stack.)
+                    // `no_min` keeps B free of the most negative value, as I1F15's pair lanes (x86) need.
+                    let at = |k: usize| {
+                        let x = bv[k];
+                        if no_min && x == <$raw>::MIN { x + 1 } else { x }
+                    };
+                    let a3: [[$raw; 3]; 3] = core::array::from_fn(|m| core::array::from_fn(|k| av[m * 4 + k]));
+                    let a4: [[$raw; 4]; 3] = core::array::from_fn(|m| core::array::from_fn(|k| av[m * 4 + k]));
+                    let b3: [[$raw; 33]; 3] = core::array::from_fn(|k| core::array::from_fn(|n| at(k * 33 + n)));
+                    let b4: [[$raw; 33]; 4] = core::array::from_fn(|k| core::array::from_fn(|n| at(k * 33 + n)));
+                    check_matmul(&a3, &b3)?;
+                    check_matmul(&a4, &b4)?;
                 }
 
                 #[test]

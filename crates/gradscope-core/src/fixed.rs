@@ -81,6 +81,21 @@ trait RawMul: Copy {
         }
         out
     }
+
+    /// Exact `Σₖ a[i][k]·b[k][j]` as `i64` lanes (`b`'s largest magnitude is `b_max`), where the caller's
+    /// bound keeps every sum inside `i64`.
+    #[inline(always)]
+    fn matmul_lanes<S, const R: usize, const K: usize, const N: usize>(
+        a: &[[S; K]; R],
+        b: &[[S; N]; K],
+        _b_max: u64,
+        _raw: impl Fn(S) -> Self + Copy,
+        lanes: &mut [[i64; N]; R],
+    ) where
+        S: Scalar<Lane = i64>,
+    {
+        crate::matrix::matmul_lanes_chunked(a, b, lanes);
+    }
 }
 
 impl RawMul for i32 {
@@ -138,6 +153,26 @@ impl RawMul for i16 {
             *o = pair_dot(row, b, raw);
         }
         out
+    }
+
+    #[cfg(any(target_arch = "x86", target_arch = "x86_64"))]
+    #[inline(always)]
+    fn matmul_lanes<S, const R: usize, const K: usize, const N: usize>(
+        a: &[[S; K]; R],
+        b: &[[S; N]; K],
+        b_max: u64,
+        raw: impl Fn(S) -> i16 + Copy,
+        lanes: &mut [[i64; N]; R],
+    ) where
+        S: Scalar<Lane = i64>,
+    {
+        // As in `dots`: pair sums fit 32 bits unless b holds −1, and fewer than 2¹⁶ of them keep the low
+        // halves' sum below 2³².
+        if b_max >= 1 << 15 || K >= 1 << 16 {
+            crate::matrix::matmul_lanes_chunked(a, b, lanes);
+        } else {
+            pair_matmul(a, b, raw, lanes);
+        }
     }
 
     #[cfg(gradscope_dsp)]
@@ -213,6 +248,54 @@ fn pair_dot<S: Copy, const N: usize>(
         }
     }
     pair_total(s, h) + odd_tail(row, b, raw)
+}
+
+/// Exact `A B` of 16-bit raws by [`pair_dots4`]'s scheme along `k`: each row of `a` adds, per element, the
+/// pair sum `a[i][k]·b[k][j] + a[i][k+1]·b[k+1][j]` (|p| < 2³¹ when no value of `b` is −1) to a wrapping sum
+/// and its high half to a second ([`pair_axpy`]). An odd `K` adds its last product alone.
+#[cfg(any(target_arch = "x86", target_arch = "x86_64"))]
+#[inline(always)]
+fn pair_matmul<S: Copy, const R: usize, const K: usize, const N: usize>(
+    a: &[[S; K]; R],
+    b: &[[S; N]; K],
+    raw: impl Fn(S) -> i16 + Copy,
+    out: &mut [[i64; N]; R],
+) {
+    let (mut sum, mut high) = ([[0i32; N]; R], [[0i32; N]; R]);
+    let (pairs, last) = b.as_chunks::<2>();
+    for ((s, h), arow) in sum.iter_mut().zip(high.iter_mut()).zip(a) {
+        let (ap, al) = arow.as_chunks::<2>();
+        for ([x0, x1], [b0, b1]) in ap.iter().zip(pairs) {
+            pair_axpy([raw(*x0), raw(*x1)], b0, b1, s, h, raw);
+        }
+        for (x, b0) in al.iter().zip(last) {
+            pair_axpy([raw(*x), 0], b0, b0, s, h, raw);
+        }
+    }
+    for ((orow, s), h) in out.iter_mut().zip(sum).zip(high) {
+        for ((o, s), h) in orow.iter_mut().zip(s).zip(h) {
+            *o = pair_total(s, h);
+        }
+    }
+}
+
+/// `sⱼ += pⱼ` (wrapping) and `hⱼ += pⱼ >> 16` for the pair sums `pⱼ = w₀·b0ⱼ + w₁·b1ⱼ`, out of line so that
+/// its slices do not alias and the loop vectorizes (SSE2: `pmullw`/`pmulhw` products, 32-bit sums).
+#[cfg(any(target_arch = "x86", target_arch = "x86_64"))]
+#[inline(never)]
+fn pair_axpy<S: Copy>(
+    [w0, w1]: [i16; 2],
+    b0: &[S],
+    b1: &[S],
+    s: &mut [i32],
+    h: &mut [i32],
+    raw: impl Fn(S) -> i16,
+) {
+    for (((&y0, &y1), s), h) in b0.iter().zip(b1).zip(s).zip(h) {
+        let p = (w0 as i32 * raw(y0) as i32).wrapping_add(w1 as i32 * raw(y1) as i32);
+        *s = s.wrapping_add(p);
+        *h = h.wrapping_add(p >> 16);
+    }
 }
 
 /// The exact sum from the wrapping sum `s` of the pairs and the sum `h` of their high halves.
@@ -452,6 +535,16 @@ macro_rules! fixed_family {
                     o.value = s as i128;
                 }
                 out
+            }
+
+            #[inline(always)]
+            fn matmul_lanes<const R: usize, const K: usize, const N: usize>(
+                a: &[[Self; K]; R],
+                b: &[[Self; N]; K],
+                b_bound: u64,
+                lanes: &mut [[i64; N]; R],
+            ) {
+                <$raw as RawMul>::matmul_lanes(a, b, b_bound, |v: Self| v.0, lanes);
             }
 
             type Bound = u64;

@@ -603,12 +603,13 @@ pub fn matmul<S: Scalar, const M: usize, const K: usize, const N: usize, P>(
     let (ab, at) = a.as_chunks::<MM_ROWS>();
     let (cb, ct) = c.as_chunks_mut::<MM_ROWS>();
     for (cs, rows) in cb.iter_mut().zip(ab) {
-        matmul_block(rows, b, cs, r, p);
+        matmul_block(rows, b, bb, cs, r, p);
     }
     for (crow, arow) in ct.iter_mut().zip(at) {
         matmul_block(
             core::array::from_ref(arow),
             b,
+            bb,
             core::array::from_mut(crow),
             r,
             p,
@@ -616,11 +617,12 @@ pub fn matmul<S: Scalar, const M: usize, const K: usize, const N: usize, P>(
     }
 }
 
-/// `R` rows of `C = A B` in fast lanes, by column chunks of [`MM_COLS`].
+/// `R` rows of `C = A B` from fast lanes ([`Scalar::matmul_lanes`]), rounded row by row.
 #[inline(always)]
 fn matmul_block<S: Scalar, const R: usize, const K: usize, const N: usize, P>(
     a: &[[S; K]; R],
     b: &[[S; N]; K],
+    b_bound: S::Bound,
     c: &mut [[S; N]; R],
     r: &mut (impl Rounding + ?Sized),
     p: &mut P,
@@ -628,13 +630,36 @@ fn matmul_block<S: Scalar, const R: usize, const K: usize, const N: usize, P>(
     P: Probe + ?Sized,
 {
     let mut lanes = [[S::LANE_ZERO; N]; R];
+    S::matmul_lanes(a, b, b_bound, &mut lanes);
+    for (crow, (ls, arow)) in c.iter_mut().zip(lanes.iter().zip(a)) {
+        let exact = |j: usize| {
+            arow.iter().zip(b).fold(S::acc_zero(), |s, (&av, brow)| {
+                brow.get(j).map_or(s, |&bv| S::mac(s, av, bv))
+            })
+        };
+        for (j, (cv, &l)) in crow.iter_mut().zip(ls).enumerate() {
+            *cv = put_fast(S::lane_acc(l), r, p, || exact(j));
+        }
+        watch(crow, p, exact);
+    }
+}
+
+/// [`Scalar::matmul_lanes`]'s default: each lane adds its products by [`Scalar::lane_mac`] with `k` ascending,
+/// in column chunks of [`MM_COLS`] whose lanes stay in registers.
+#[inline(always)]
+pub(crate) fn matmul_lanes_chunked<S: Scalar, const R: usize, const K: usize, const N: usize>(
+    a: &[[S; K]; R],
+    b: &[[S; N]; K],
+    lanes: &mut [[S::Lane; N]; R],
+) {
+    *lanes = [[S::LANE_ZERO; N]; R];
     let chunks = N / MM_COLS;
     // With two chunks or more, x86 code otherwise keeps a finished chunk's lanes in registers while the next
     // chunk runs, and spills that chunk's accumulators; lanes kept in memory leave the registers free. A hint:
     // same values.
     #[cfg(any(target_arch = "x86", target_arch = "x86_64"))]
     if chunks > 1 {
-        core::hint::black_box(&mut lanes);
+        core::hint::black_box(&mut *lanes);
     }
     for ch in 0..chunks {
         let mut acc = [[S::LANE_ZERO; MM_COLS]; R];
@@ -663,17 +688,6 @@ fn matmul_block<S: Scalar, const R: usize, const K: usize, const N: usize, P>(
                 *l = S::lane_mac(*l, av, bv);
             }
         }
-    }
-    for (crow, (ls, arow)) in c.iter_mut().zip(lanes.iter().zip(a)) {
-        let exact = |j: usize| {
-            arow.iter().zip(b).fold(S::acc_zero(), |s, (&av, brow)| {
-                brow.get(j).map_or(s, |&bv| S::mac(s, av, bv))
-            })
-        };
-        for (j, (cv, &l)) in crow.iter_mut().zip(ls).enumerate() {
-            *cv = put_fast(S::lane_acc(l), r, p, || exact(j));
-        }
-        watch(crow, p, exact);
     }
 }
 

@@ -150,6 +150,20 @@ pub trait Scalar: Copy + Default + PartialEq + PartialOrd + Debug + Send + Sync 
         out
     }
 
+    /// The `R × N` block `A B` of [`crate::matrix::matmul`]'s fast path, as lanes: lane `(i, j)` becomes
+    /// `Σₖ a[i][k]·b[k][j]` added by [`Scalar::lane_mac`] with `k` ascending (floats: that order exactly; fixed
+    /// point: the exact sum, valid when [`Scalar::quiet`]). `b`'s bound may pick a faster exact shape. (Into the
+    /// caller's lanes: a returned block would be copied out.)
+    #[inline(always)]
+    fn matmul_lanes<const R: usize, const K: usize, const N: usize>(
+        a: &[[Self; K]; R],
+        b: &[[Self; N]; K],
+        _b_bound: Self::Bound,
+        lanes: &mut [[Self::Lane; N]; R],
+    ) {
+        crate::matrix::matmul_lanes_chunked(a, b, lanes);
+    }
+
     /// `Σ aᵢ·bᵢ` in [`Scalar::dot_fast`]'s order with every product's events (floats); exact (fixed point, in
     /// the wide accumulator).
     #[inline]
