@@ -168,7 +168,7 @@ impl RawMul for i16 {
     {
         // As in `dots`: pair sums fit 32 bits unless b holds −1, and fewer than 2¹⁶ of them keep the low
         // halves' sum below 2³².
-        if b_max >= 1 << 15 || K >= 1 << 16 {
+        if b_max >= 1 << 15 || K >= 1 << 16 || N < PAIR_MIN_COLS {
             crate::matrix::matmul_lanes_chunked(a, b, lanes);
         } else {
             pair_matmul(a, b, raw, lanes);
@@ -250,9 +250,16 @@ fn pair_dot<S: Copy, const N: usize>(
     pair_total(s, h) + odd_tail(row, b, raw)
 }
 
-/// Exact `A B` of 16-bit raws by [`pair_dots4`]'s scheme along `k`: each row of `a` adds, per element, the
-/// pair sum `a[i][k]·b[k][j] + a[i][k+1]·b[k+1][j]` (|p| < 2³¹ when no value of `b` is −1) to a wrapping sum
-/// and its high half to a second ([`pair_axpy`]). An odd `K` adds its last product alone.
+/// The fewest columns for which [`pair_matmul`] costs fewer instructions than the `i64` lanes, chosen from
+/// callgrind counts of square products from 4 to 64 on x86_64 (rustc 1.95): none fewer at 16, more at 4 and
+/// 8, where interleaving the pairs is most of the work. `benches/instructions.rs` counts the 32×32 product.
+#[cfg(any(target_arch = "x86", target_arch = "x86_64"))]
+const PAIR_MIN_COLS: usize = 32;
+
+/// Exact `A B` of 16-bit raws by [`pair_dots4`]'s scheme along `k`: rows `k` and `k + 1` of `b` are
+/// interleaved into pairs once, and each row of `a` adds, per element, the pair sum
+/// `a[i][k]·b[k][j] + a[i][k+1]·b[k+1][j]` (|p| < 2³¹ when `a` or `b` holds no −1) to a wrapping sum and its
+/// high half to a second ([`pair_axpy`]). An odd `K` pairs its last row with zeros.
 #[cfg(any(target_arch = "x86", target_arch = "x86_64"))]
 #[inline(always)]
 fn pair_matmul<S: Copy, const R: usize, const K: usize, const N: usize>(
@@ -262,14 +269,17 @@ fn pair_matmul<S: Copy, const R: usize, const K: usize, const N: usize>(
     out: &mut [[i64; N]; R],
 ) {
     let (mut sum, mut high) = ([[0i32; N]; R], [[0i32; N]; R]);
-    let (pairs, last) = b.as_chunks::<2>();
-    for ((s, h), arow) in sum.iter_mut().zip(high.iter_mut()).zip(a) {
-        let (ap, al) = arow.as_chunks::<2>();
-        for ([x0, x1], [b0, b1]) in ap.iter().zip(pairs) {
-            pair_axpy([raw(*x0), raw(*x1)], b0, b1, s, h, raw);
+    let mut q = [[0i16; 2]; N];
+    for k in (0..K).step_by(2) {
+        let (b0, b1) = (b.get(k), b.get(k + 1));
+        for (j, qj) in q.iter_mut().enumerate() {
+            let at = |row: Option<&[S; N]>| row.and_then(|r| r.get(j)).map_or(0, |&v| raw(v));
+            *qj = [at(b0), at(b1)];
         }
-        for (x, b0) in al.iter().zip(last) {
-            pair_axpy([raw(*x), 0], b0, b0, s, h, raw);
+        for ((s, h), arow) in sum.iter_mut().zip(high.iter_mut()).zip(a) {
+            let at = |k: usize| arow.get(k).map_or(0, |&v| raw(v));
+            let w = [[at(k), at(k + 1)]; N];
+            pair_axpy(&w, &q, s, h);
         }
     }
     for ((orow, s), h) in out.iter_mut().zip(sum).zip(high) {
@@ -279,20 +289,13 @@ fn pair_matmul<S: Copy, const R: usize, const K: usize, const N: usize>(
     }
 }
 
-/// `sⱼ += pⱼ` (wrapping) and `hⱼ += pⱼ >> 16` for the pair sums `pⱼ = w₀·b0ⱼ + w₁·b1ⱼ`, out of line so that
-/// its slices do not alias and the loop vectorizes (SSE2: `pmullw`/`pmulhw` products, 32-bit sums).
+/// `sⱼ += pⱼ` (wrapping) and `hⱼ += pⱼ >> 16` for the pair sums `pⱼ = wⱼ·qⱼ` (two products each): the shape of
+/// [`pair_dot`], which x86's loop vectorizer turns into `pmaddwd`, out of line so that the slices do not alias.
 #[cfg(any(target_arch = "x86", target_arch = "x86_64"))]
 #[inline(never)]
-fn pair_axpy<S: Copy>(
-    [w0, w1]: [i16; 2],
-    b0: &[S],
-    b1: &[S],
-    s: &mut [i32],
-    h: &mut [i32],
-    raw: impl Fn(S) -> i16,
-) {
-    for (((&y0, &y1), s), h) in b0.iter().zip(b1).zip(s).zip(h) {
-        let p = (w0 as i32 * raw(y0) as i32).wrapping_add(w1 as i32 * raw(y1) as i32);
+fn pair_axpy(w: &[[i16; 2]], q: &[[i16; 2]], s: &mut [i32], h: &mut [i32]) {
+    for (((&[w0, w1], &[q0, q1]), s), h) in w.iter().zip(q).zip(s).zip(h) {
+        let p = (w0 as i32 * q0 as i32).wrapping_add(w1 as i32 * q1 as i32);
         *s = s.wrapping_add(p);
         *h = h.wrapping_add(p >> 16);
     }
