@@ -325,9 +325,11 @@ HOST_WHY = {
               "multiply-accumulate as N grows.",
     "matmul": "Each element's sum runs over the inner index in order, so our kernel has no per-output tree.",
     "fixed": "I16F16 needs 32 × 32 → 64-bit products and SSE2 has no such vector multiply: even nalgebra's "
-             "wrapping `i32` matvec (no rounding, no saturation) takes about twice our f32 time. I1F15's matvec and "
-             "matmul use the `pmaddwd` shape, exact through a second sum of each pair's high half; matmul keeps "
-             "both sums in memory (two loads and two stores per four pair sums), where f32's stay in registers.",
+             "wrapping `i32` matvec (no rounding, no saturation) takes about twice our f32 time. I1F15's matvec "
+             "(when x holds no −1) and matmul (when B holds no −1 and has 32 columns or more, as every benchmarked "
+             "product from N = 32 does) use the `pmaddwd` shape, exact through a second sum of each pair's high "
+             "half; matmul keeps both sums in memory (two loads and two stores per four pair sums), where f32's "
+             "stay in registers.",
     "step": "The fixed-point step also rounds every activation through a table with quadratic interpolation in "
             "wide integers, where f32 calls libm; see the activation table. On the host the f32 activations "
             "also choose their formula once per layer and check for non-finite values in one pass over the "

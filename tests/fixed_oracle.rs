@@ -112,6 +112,40 @@ macro_rules! fixed_suite {
                 Ok(())
             }
 
+            /// `y = Wᵀ d` and `y = y₀ + Wᵀ d` over 33 columns, each output's start one more exact term.
+            fn check_matvec_t<const K: usize>(
+                w: &[[$raw; 33]; K],
+                d: &[$raw; K],
+                y0: &[$raw; 33],
+            ) -> Result<(), TestCaseError> {
+                let (wt, dt) = (w.map(|r| r.map(t)), d.map(t));
+                for (mode, mut r) in modes() {
+                    for add in [false, true] {
+                        let (mut y, mut unobserved, mut fl) = (y0.map(t), y0.map(t), Flags::NONE);
+                        if add {
+                            matrix::matvec_t_add(&wt, &dt, &mut y, &mut r, &mut fl);
+                            matrix::matvec_t_add(&wt, &dt, &mut unobserved, &mut r, &mut ());
+                        } else {
+                            matrix::matvec_t(&wt, &dt, &mut y, &mut r, &mut fl);
+                            matrix::matvec_t(&wt, &dt, &mut unobserved, &mut r, &mut ());
+                        }
+                        prop_assert_eq!(y, unobserved);
+                        let mut want_flags = Flags::NONE;
+                        for i in 0..33 {
+                            let start = if add { (y0[i] as i128) << F } else { 0 };
+                            let terms: Vec<i128> = std::iter::once(start)
+                                .chain((0..K).map(|o| w[o][i] as i128 * d[o] as i128))
+                                .collect();
+                            let (value, flags) = expect(exact_sum(terms), F, mode, MIN, MAX);
+                            prop_assert_eq!(y[i].to_bits() as i128, value);
+                            want_flags |= flags;
+                        }
+                        prop_assert_eq!(fl, want_flags);
+                    }
+                }
+                Ok(())
+            }
+
             proptest! {
                 #![proptest_config(cfg())]
 
@@ -365,9 +399,10 @@ macro_rules! fixed_suite {
                 }
 
                 #[test]
-                fn matmul_kernel(
+                fn matmul_and_transposed_kernels(
                     av in prop::collection::vec($strat, 12),
                     bv in prop::collection::vec($strat, 4 * 33),
+                    y0 in prop::collection::vec($strat, 33),
                     no_min in any::<bool>(),
                 ) {
                     // (Vector strategies: nested arrays of this size overflow the test thread's stack.)
@@ -382,6 +417,13 @@ macro_rules! fixed_suite {
                     let b4: [[$raw; 33]; 4] = core::array::from_fn(|k| core::array::from_fn(|n| at(k * 33 + n)));
                     check_matmul(&a3, &b3)?;
                     check_matmul(&a4, &b4)?;
+                    // The transposed products over the same wide rows, with and without a start value.
+                    let d: [$raw; 4] = core::array::from_fn(|k| av[k]);
+                    let w3: [[$raw; 33]; 3] = core::array::from_fn(|k| core::array::from_fn(|n| bv[k * 33 + n]));
+                    let w4: [[$raw; 33]; 4] = core::array::from_fn(|k| core::array::from_fn(|n| bv[k * 33 + n]));
+                    let y0: [$raw; 33] = core::array::from_fn(|i| y0[i]);
+                    check_matvec_t(&w3, &[d[0], d[1], d[2]], &y0)?;
+                    check_matvec_t(&w4, &d, &y0)?;
                 }
 
                 #[test]

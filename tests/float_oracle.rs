@@ -244,6 +244,35 @@ proptest! {
     }
 
     #[test]
+    fn transposed_products_sum_in_order_from_their_start(
+        v in prop::collection::vec(f32s(), 5 * 35 + 5 + 35),
+    ) {
+        // 35 columns, wider than any target's vector of lanes; the accumulating form starts each sum from y's
+        // value.
+        let at = |k: usize| v.get(k).copied().unwrap_or(0.0);
+        let w: [[f32; 35]; 5] = core::array::from_fn(|o| core::array::from_fn(|i| at(o * 35 + i)));
+        let d: [f32; 5] = core::array::from_fn(|o| at(175 + o));
+        let y0: [f32; 35] = core::array::from_fn(|i| at(180 + i));
+        for observed in [false, true] {
+            for add in [false, true] {
+                let mut y = y0;
+                let mut fl = Flags::NONE;
+                match (observed, add) {
+                    (true, true) => matrix::matvec_t_add(&w, &d, &mut y, &mut NearestEven, &mut fl),
+                    (true, false) => matrix::matvec_t(&w, &d, &mut y, &mut NearestEven, &mut fl),
+                    (false, true) => matrix::matvec_t_add(&w, &d, &mut y, &mut NearestEven, &mut ()),
+                    (false, false) => matrix::matvec_t(&w, &d, &mut y, &mut NearestEven, &mut ()),
+                }
+                for i in 0..35 {
+                    let start = if add { y0[i] } else { 0.0 };
+                    let want = (0..5).fold(start, |s, o| s + w[o][i] * d[o]);
+                    prop_assert!(same(y[i], want), "column {i} (add: {add}): {} vs {}", y[i], want);
+                }
+            }
+        }
+    }
+
+    #[test]
     fn matmul_follows_the_documented_order(
         v in prop::collection::vec(f32s(), 5 * 9 + 9 * 35),
     ) {

@@ -82,8 +82,8 @@ trait RawMul: Copy {
         out
     }
 
-    /// Exact `Σₖ a[i][k]·b[k][j]` as `i64` lanes (`b`'s largest magnitude is `b_max`), where the caller's
-    /// bound keeps every sum inside `i64`.
+    /// Exact `Σₖ a[i][k]·b[k][j]` into `i64` lanes that arrive at zero (`b`'s largest magnitude is `b_max`),
+    /// where the caller's bound keeps every sum inside `i64`.
     #[inline(always)]
     fn matmul_lanes<S, const R: usize, const K: usize, const N: usize>(
         a: &[[S; K]; R],

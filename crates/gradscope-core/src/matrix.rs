@@ -645,14 +645,13 @@ fn matmul_block<S: Scalar, const R: usize, const K: usize, const N: usize, P>(
 }
 
 /// [`Scalar::matmul_lanes`]'s default: each lane adds its products by [`Scalar::lane_mac`] with `k` ascending,
-/// in column chunks of [`MM_COLS`] whose lanes stay in registers.
+/// in column chunks of [`MM_COLS`] whose lanes stay in registers. The lanes arrive at [`Scalar::LANE_ZERO`].
 #[inline(always)]
 pub(crate) fn matmul_lanes_chunked<S: Scalar, const R: usize, const K: usize, const N: usize>(
     a: &[[S; K]; R],
     b: &[[S; N]; K],
     lanes: &mut [[S::Lane; N]; R],
 ) {
-    *lanes = [[S::LANE_ZERO; N]; R];
     let chunks = N / MM_COLS;
     // With two chunks or more, x86 code otherwise keeps a finished chunk's lanes in registers while the next
     // chunk runs, and spills that chunk's accumulators; lanes kept in memory leave the registers free. A hint:

@@ -153,7 +153,7 @@ pub trait Scalar: Copy + Default + PartialEq + PartialOrd + Debug + Send + Sync 
     /// The `R × N` block `A B` of [`crate::matrix::matmul`]'s fast path, as lanes: lane `(i, j)` becomes
     /// `Σₖ a[i][k]·b[k][j]` added by [`Scalar::lane_mac`] with `k` ascending (floats: that order exactly; fixed
     /// point: the exact sum, valid when [`Scalar::quiet`]). `b`'s bound may pick a faster exact shape. (Into the
-    /// caller's lanes: a returned block would be copied out.)
+    /// caller's lanes, which arrive at [`Scalar::LANE_ZERO`]: a returned block would be copied out.)
     #[inline(always)]
     fn matmul_lanes<const R: usize, const K: usize, const N: usize>(
         a: &[[Self; K]; R],
