@@ -71,7 +71,8 @@ MCU_WHY = {
                   "saturation from the 64-bit sum, a fixed cost per output that 16 inputs do not amortize. Sharing "
                   "each load of x between two or four Q15 rows (the CMSIS scheme) measured no better: their 64-bit "
                   "sums no longer fit the registers. I16F16 and I8F24 need a 32 × 32 → 64-bit `smlal` per product "
-                  "with two loads, plus the same narrowing.",
+                  "with two loads, plus the same narrowing; two I16F16 rows sharing each load of x (a second `smlal` "
+                  "per load) measured more instructions, not fewer.",
     "m4f_step": "Per part of the step, from the cost table below (probes off), I1F15 / f32 is {fw:.2f} in the "
                 "forward pass, {bw:.2f} in the backward pass, {up:.2f} in the SGD update and {rest:.2f} in the rest "
                 "(the step's count minus those three, which includes zeroing the gradients and the loss with its "
