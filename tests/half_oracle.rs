@@ -40,6 +40,11 @@ const BF16: Grid = Grid {
     max: 3.389_531_389_251_535_5e38,
 };
 
+/// `x` rounded to the nearest f16.
+fn half(x: f64) -> f16 {
+    <f16 as Scalar>::from_f64(x, &mut NearestEven).0
+}
+
 fn pow2(e: i32) -> f64 {
     // Exact for the exponents used here (normal f64 range).
     f64::from_bits(((e + 1023) as u64) << 52)
@@ -482,7 +487,7 @@ proptest! {
 #[test]
 fn native_narrowing_reports_a_subnormal_sum_of_normal_terms() {
     type N = Native<f16>;
-    let h = |x: f64| <f16 as Scalar>::from_f64(x, &mut NearestEven).0;
+    let h = half;
     // 2^-13 + 2^-20 minus the exact product 2^-7 · 2^-6: every term is normal, the sum 2^-20 is not.
     let acc = N::acc_add(N::acc_zero(), Native(h(pow2(-13) + pow2(-20))));
     let acc = N::mac(acc, Native(h(-pow2(-7))), Native(h(pow2(-6))));
@@ -623,7 +628,7 @@ fn conversions_and_scaling_at_ties_zeros_and_non_finite_coefficients() {
 #[test]
 fn sums_of_squares_round_once_with_their_events() {
     use gradscope_core::matrix::{l2_norm, sum_sq};
-    let h = |x: f64| <f16 as Scalar>::from_f64(x, &mut NearestEven).0;
+    let h = half;
     // 300² + 200² = 130000 is beyond f16 (the norm, 360.6, is not); 2⁻¹⁰·2⁻¹⁰ + 2⁻¹¹·2⁻¹¹ is subnormal.
     for (x, sq, events) in [
         (
@@ -740,7 +745,7 @@ fn native_dot_products_report_underflow_and_overflow_inside_the_sum() {
         assert_eq!(v.0.to_bits(), want.0.to_bits());
         assert_eq!(counts, want_counts);
     }
-    let h = |x: f64| Native(<f16 as Scalar>::from_f64(x, &mut NearestEven).0);
+    let h = |x: f64| Native(half(x));
     // 2^-13 · 2^-13 = 2^-26 is below f16's smallest subnormal (2^-24); the sum, 1 + 0, is normal.
     check(
         [h(pow2(-13)), h(1.0)],
@@ -760,7 +765,7 @@ fn native_dot_products_report_underflow_and_overflow_inside_the_sum() {
 #[test]
 fn native_accumulators_keep_every_steps_events() {
     type N = Native<f16>;
-    let h = |x: f64| Native(<f16 as Scalar>::from_f64(x, &mut NearestEven).0);
+    let h = |x: f64| Native(half(x));
     let zero = N::acc_zero();
     // 60,000 + 60,000 passes f16's largest value, 65,504.
     let over = N::acc_add(N::acc_add(zero, h(60000.0)), h(60000.0));
