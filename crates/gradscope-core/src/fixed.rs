@@ -191,7 +191,7 @@ impl RawMul for i16 {
 /// each step adds one pair sum `p = a₂ₖb₂ₖ + a₂ₖ₊₁b₂ₖ₊₁` (|p| < 2³¹) to a wrapping sum `S` and `p >> 16` to `H`.
 /// The exact total `T` is then `2¹⁶H + L` with `0 ≤ L < 2³²` (L sums the low halves, fewer than 2¹⁶ of them),
 /// and `L ≡ S − 2¹⁶H (mod 2³²)` recovers it. Four rows share each load of `b`; the length is hidden from the
-/// optimizer, as a loop of runtime length is what it vectorizes.
+/// optimizer ([`hidden_even_len`]).
 #[cfg(any(target_arch = "x86", target_arch = "x86_64"))]
 #[inline(always)]
 fn pair_dots4<S: Copy, const N: usize>(
@@ -207,14 +207,15 @@ fn pair_dots4<S: Copy, const N: usize>(
             _ => 0,
         }
     };
-    let ([r0, r1, r2, r3], b) = core::hint::black_box((rows.map(|r| &r[..]), &b[..]));
+    let n = hidden_even_len::<N>();
+    let ([r0, r1, r2, r3], bs) = (rows.map(|r| cut(r, n)), cut(b, n));
     let (mut sum, mut high) = ([0i32; 4], [0i32; 4]);
     for ((((a0, a1), a2), a3), y) in r0
         .chunks_exact(2)
         .zip(r1.chunks_exact(2))
         .zip(r2.chunks_exact(2))
         .zip(r3.chunks_exact(2))
-        .zip(b.chunks_exact(2))
+        .zip(bs.chunks_exact(2))
     {
         let p = [pair(a0, y), pair(a1, y), pair(a2, y), pair(a3, y)];
         for k in 0..4 {
@@ -223,10 +224,26 @@ fn pair_dots4<S: Copy, const N: usize>(
         }
     }
     let mut out = [0i64; 4];
-    for (((o, s), h), row) in out.iter_mut().zip(sum).zip(high).zip([r0, r1, r2, r3]) {
+    for (((o, s), h), row) in out.iter_mut().zip(sum).zip(high).zip(rows) {
         *o = pair_total(s, h) + odd_tail(row, b, raw);
     }
     out
+}
+
+/// `N` rounded down to even, hidden from the optimizer: a loop of runtime length is what x86's loop vectorizer
+/// turns into `pmaddwd` (at a constant length it unrolls into scalar code instead). Only the length is hidden,
+/// so the slices cut to it are known to be equally long, and the odd tail is found at compile time.
+#[cfg(any(target_arch = "x86", target_arch = "x86_64"))]
+#[inline(always)]
+fn hidden_even_len<const N: usize>() -> usize {
+    core::hint::black_box(N - N % 2)
+}
+
+/// The first `n` values of `r` (none if `n` is past its end, which [`hidden_even_len`] never is).
+#[cfg(any(target_arch = "x86", target_arch = "x86_64"))]
+#[inline(always)]
+fn cut<S, const N: usize>(r: &[S; N], n: usize) -> &[S] {
+    r.get(..n).unwrap_or(&[])
 }
 
 /// [`pair_dots4`] for one row.
@@ -237,9 +254,10 @@ fn pair_dot<S: Copy, const N: usize>(
     b: &[S; N],
     raw: impl Fn(S) -> i16 + Copy,
 ) -> i64 {
-    let (row, b) = core::hint::black_box((&row[..], &b[..]));
+    let n = hidden_even_len::<N>();
+    let (rs, bs) = (cut(row, n), cut(b, n));
     let (mut s, mut h) = (0i32, 0i32);
-    for (x, y) in row.chunks_exact(2).zip(b.chunks_exact(2)) {
+    for (x, y) in rs.chunks_exact(2).zip(bs.chunks_exact(2)) {
         if let ([x0, x1], [y0, y1]) = (x, y) {
             let p =
                 (raw(*x0) as i32 * raw(*y0) as i32).wrapping_add(raw(*x1) as i32 * raw(*y1) as i32);
