@@ -549,13 +549,8 @@ macro_rules! fixed_family {
                 rows: &[[Self; N]; R],
                 b: &[Self; N],
                 b_bound: u64,
-            ) -> [WideAcc; R] {
-                let sums = <$raw as RawMul>::dots(rows, b, b_bound, |v: Self| v.0);
-                let mut out = [WideAcc::default(); R];
-                for (o, s) in out.iter_mut().zip(sums) {
-                    o.value = s as i128;
-                }
-                out
+            ) -> [i64; R] {
+                <$raw as RawMul>::dots(rows, b, b_bound, |v: Self| v.0)
             }
 
             #[inline(always)]
@@ -898,6 +893,27 @@ mod tests {
         let (v, f) = I16F16::narrow(acc, &mut Floor);
         assert_eq!(v, I16F16::MAX);
         assert!(f.contains(Flags::OVERFLOW));
+    }
+
+    #[test]
+    fn sums_beyond_i64_saturate_by_their_sign() {
+        fn check<S: Scalar<Acc = WideAcc>>() {
+            let big = [
+                i64::MAX as i128,
+                i64::MAX as i128 + 1,
+                (1i128 << 64) - 1, // low half −1
+                1i128 << 64,       // low half 0
+                i128::MAX,
+            ];
+            for v in big {
+                for (v, want) in [(v, S::MAX), (-v - 1, S::MIN)] {
+                    let got = S::narrow(WideAcc { value: v }, &mut NearestEven);
+                    assert_eq!(got, (want, Flags::OVERFLOW | Flags::INEXACT), "{v}");
+                }
+            }
+        }
+        check::<I16F16>();
+        check::<I1F15>();
     }
 
     #[test]

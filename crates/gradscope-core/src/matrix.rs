@@ -65,7 +65,7 @@ fn dot_acc<S: Scalar, const N: usize, P: Probe + ?Sized>(
     b_bound: S::Bound,
 ) -> S::Acc {
     if fast::<S, P>(a, b_bound, N) {
-        S::dot_fast(a, b, b_bound)
+        S::lane_acc(S::dot_fast(a, b, b_bound))
     } else {
         exact_dot(a, b)
     }
@@ -247,15 +247,16 @@ fn blocks<S: Scalar, const I: usize, const O: usize, P: Probe + ?Sized, const B:
     let (wb, wt) = w.as_chunks::<B>();
     let (yb, yt) = y.as_chunks_mut::<B>();
     let mut o = 0;
-    let mut out = |yo: &mut S, acc: S::Acc| {
+    let mut out = |yo: &mut S, lane: S::Lane| {
+        let acc = S::lane_acc(lane);
         let acc = extra(o).map_or(acc, |b| S::acc_add(acc, b));
         *yo = put_fast(acc, r, &mut *p, || exact(o));
         o += 1;
     };
     for (ys, block) in yb.iter_mut().zip(wb) {
-        let accs = S::dots_fast(block, x, xb);
-        for (yo, acc) in ys.iter_mut().zip(accs) {
-            out(yo, acc);
+        let lanes = S::dots_fast(block, x, xb);
+        for (yo, lane) in ys.iter_mut().zip(lanes) {
+            out(yo, lane);
         }
     }
     for (yo, row) in yt.iter_mut().zip(wt) {

@@ -85,7 +85,8 @@ pub trait Scalar: Copy + Default + PartialEq + PartialOrd + Debug + Send + Sync 
     fn bound(x: &[Self]) -> Self::Bound;
     /// Whether a sum of `n` products of values bounded by `a` and `b` is certain to have no event: no float
     /// product that underflows, is subnormal or overflows and no partial sum that overflows; no fixed-point sum
-    /// beyond the fast lanes. When true, [`Scalar::dot_fast`] equals [`Scalar::dot_exact`] with no events.
+    /// beyond the fast lanes. When true, [`Scalar::dot_fast`]'s lane, as an accumulator, equals
+    /// [`Scalar::dot_exact`] with no events.
     fn quiet(a: Self::Bound, b: Self::Bound, n: usize) -> bool;
     /// Whether a sum of `n` products of the values in `a` with values bounded by `b` is certain to have no event
     /// unless the sum ends non-finite: what a kernel asks before its fast lanes, since it then checks each
@@ -105,10 +106,12 @@ pub trait Scalar: Copy + Default + PartialEq + PartialOrd + Debug + Send + Sync 
     /// product in the crate, on every target: element `i` goes to lane `i mod 4`, each lane adds its products
     /// in order (`lane + a·b`, two roundings, never fused), and the lanes are combined as
     /// `(l₀ + l₂) + (l₁ + l₃)`. Fixed point: the exact sum, valid when [`Scalar::quiet`] (its lanes are `i64`).
+    /// As a lane, which [`Scalar::lane_acc`] turns into an accumulator where it is narrowed: a fixed-point lane
+    /// widened there is known to fit `i64`, which the compiler no longer sees in an `i128` read back from memory.
     #[inline]
-    fn dot_fast<const N: usize>(a: &[Self; N], b: &[Self; N], b_bound: Self::Bound) -> Self::Acc {
-        let [acc] = Self::dots_fast(core::array::from_ref(a), b, b_bound);
-        acc
+    fn dot_fast<const N: usize>(a: &[Self; N], b: &[Self; N], b_bound: Self::Bound) -> Self::Lane {
+        let [lane] = Self::dots_fast(core::array::from_ref(a), b, b_bound);
+        lane
     }
 
     /// [`Scalar::dot_fast`] of `R` rows with one vector `b` (whose bound may pick a faster exact shape): each
@@ -118,7 +121,7 @@ pub trait Scalar: Copy + Default + PartialEq + PartialOrd + Debug + Send + Sync 
         rows: &[[Self; N]; R],
         b: &[Self; N],
         _b_bound: Self::Bound,
-    ) -> [Self::Acc; R] {
+    ) -> [Self::Lane; R] {
         let (bc, bt) = b.as_chunks::<4>();
         // One 4-wide register of lanes per row; the rows of a block are independent chains.
         let mut lanes = [Lanes([Self::LANE_ZERO; 4]); R];
@@ -140,12 +143,9 @@ pub trait Scalar: Copy + Default + PartialEq + PartialOrd + Debug + Send + Sync 
         // gathers); materializing the lanes keeps each row's lanes in one register. A hint: same values.
         #[cfg(any(target_arch = "x86", target_arch = "x86_64"))]
         let lanes = core::hint::black_box(lanes);
-        let mut out = [Self::acc_zero(); R];
+        let mut out = [Self::LANE_ZERO; R];
         for (o, Lanes([l0, l1, l2, l3])) in out.iter_mut().zip(lanes) {
-            *o = Self::lane_acc(Self::lane_add(
-                Self::lane_add(l0, l2),
-                Self::lane_add(l1, l3),
-            ));
+            *o = Self::lane_add(Self::lane_add(l0, l2), Self::lane_add(l1, l3));
         }
         out
     }
