@@ -438,9 +438,11 @@ macro_rules! fixed_family {
             fn round32<R: Rounding + ?Sized>(v: i32, s: u32, r: &mut R) -> (Self, Flags) {
                 let (out, f) = Self::saturate_w(r.shr32(v, s) as $wide);
                 let dropped = (v as u32) & ((1u32 << s) - 1) != 0;
+                // A non-zero value rounded to zero had bits dropped (an exact one keeps its non-zero quotient),
+                // so the dropped bits' test stands in for `v != 0`.
                 let f = f
                     | Flags::when(dropped, Flags::INEXACT)
-                    | Flags::when(v != 0 && out.0 == 0, Flags::UNDERFLOW);
+                    | Flags::when(dropped && out.0 == 0, Flags::UNDERFLOW);
                 (out, f)
             }
 
