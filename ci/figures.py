@@ -331,10 +331,12 @@ HOST_WHY = {
              "product from N = 32 does) use the `pmaddwd` shape, exact through a second sum of each pair's high "
              "half; matmul keeps both sums in memory (two loads and two stores per four pair sums), where f32's "
              "stay in registers.",
-    "step": "The fixed-point step also rounds every activation through a table with quadratic interpolation in "
-            "wide integers, where f32 calls libm; see the activation table. On the host the f32 activations "
-            "also choose their formula once per layer and check for non-finite values in one pass over the "
-            "layer (`Activate::f_all`), which the per-value fixed-point tables do not.",
+    "step": "Fixed point rounds each weight-gradient term, each parameter update and each activation and its "
+            "derivative to nearest-even with saturation, where f32 rounds in the FPU's own operations; its "
+            "activations interpolate a table quadratically in wide integers, where f32 calls libm (see the "
+            "activation table); and I16F16 rounds in 64-bit arithmetic, where SSE2 has neither an arithmetic "
+            "64-bit shift nor a signed 32 × 32 → 64-bit multiply. The activations of every format choose their "
+            "formula once per layer (`Activate::f_all`).",
     "probe_f32": "Counting needs proof that no product underflows or is subnormal before the fast lanes may run "
                  "(an overflow leaves its output non-finite, and such an output's events come from its exact "
                  "recomputation): one vectorized pass compares each of the matrix's values with a threshold derived "

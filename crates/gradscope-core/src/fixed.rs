@@ -732,7 +732,8 @@ macro_rules! fixed_family {
             fn raw(self) -> i64 {
                 self.0 as i64
             }
-            #[inline]
+            // A host inlines it into the activations' constant kinds (`activation::fixed::derivative30`).
+            #[cfg_attr(not(target_os = "none"), inline(always))]
             fn from_wide<R: Rounding + ?Sized>(v: i64, frac: u32, r: &mut R) -> (Self, Flags) {
                 if frac >= F {
                     Self::round_wide(v, frac - F, r)

@@ -46,8 +46,6 @@
 //! fraction bits, the dominant term at 24.
 //! (Values whose exact result lies beyond the format's range saturate, flagged, and are not counted.)
 
-mod fixed;
-
 use crate::math::sigmoid;
 pub use crate::math::{Fast, Libm, Math, Real};
 
@@ -551,8 +549,8 @@ pub trait Activate<S: Scalar> {
     }
 
     /// `y[k] = f(x[k])` for every `k`, each value's events to `p` (all of them to an active probe, a value's
-    /// own to a watching one). The float activations choose their formula once per slice instead of once per
-    /// value.
+    /// own to a watching one). On a host, the activations of every format choose their formula once per slice
+    /// for the common parameterless kinds instead of once per value.
     #[inline]
     fn f_all<R: Rounding + ?Sized, P: Probe + ?Sized>(
         &self,
@@ -587,7 +585,7 @@ pub trait Activate<S: Scalar> {
     }
 }
 
-/// Runs `$body` with `$a` bound to an activation equal to `$act` (a float [`Activate`] type), its kind a
+/// Runs `$body` with `$a` bound to an activation equal to `$act` (an [`Activate`] type), its kind a
 /// constant in each arm for the common parameterless kinds, so that the inlined formula loses its per-value
 /// dispatch; every other kind shares one arm.
 #[cfg(not(target_os = "none"))]
@@ -788,6 +786,9 @@ impl AsAct for FastAct {
     }
 }
 
+// After the macros: the fixed-point activations use `per_kind!` too.
+mod fixed;
+
 float_activate!(Act, f32, Libm);
 float_activate!(Act, f64, Libm);
 float_activate!(FastAct, f32, Fast);
@@ -881,6 +882,8 @@ mod tests {
             slices_equal_values::<f64, _>(&a, a.name());
             slices_equal_values::<f32, _>(&FastAct(a), a.name());
             slices_equal_values::<crate::fixed::I16F16, _>(&a, a.name());
+            slices_equal_values::<crate::fixed::I8F24, _>(&a, a.name());
+            slices_equal_values::<crate::fixed::I1F15, _>(&a, a.name());
         }
     }
 
