@@ -733,6 +733,7 @@ macro_rules! fixed_family {
                 self.0 as i64
             }
             // A host inlines it into the activations' constant kinds (`activation::fixed::derivative30`).
+            #[cfg_attr(target_os = "none", inline)]
             #[cfg_attr(not(target_os = "none"), inline(always))]
             fn from_wide<R: Rounding + ?Sized>(v: i64, frac: u32, r: &mut R) -> (Self, Flags) {
                 if frac >= F {

@@ -316,6 +316,7 @@ fn underflow(result: i64, exact_zero: bool) -> Flags {
 }
 
 // As `derivative30`.
+#[cfg_attr(target_os = "none", inline)]
 #[cfg_attr(not(target_os = "none"), inline(always))]
 fn finish<S: Fixed, R: Rounding + ?Sized>(w: Wide, r: &mut R) -> (S, Flags) {
     match w {
@@ -331,6 +332,7 @@ macro_rules! fixed_activate {
     ($name:ident, $raw:ty) => {
         impl<const F: u32> Activate<$name<F>> for Act {
             // As `derivative30`.
+            #[cfg_attr(target_os = "none", inline)]
             #[cfg_attr(not(target_os = "none"), inline(always))]
             fn f<R: Rounding + ?Sized>(&self, x: $name<F>, r: &mut R) -> ($name<F>, Flags) {
                 let (y, fl) = finish::<$name<F>, R>(forward(self, x.raw(), F), r);
@@ -354,6 +356,7 @@ macro_rules! fixed_activate {
                 )
             }
             // As `derivative30`.
+            #[cfg_attr(target_os = "none", inline)]
             #[cfg_attr(not(target_os = "none"), inline(always))]
             fn backward<R: Rounding + ?Sized>(
                 &self,
