@@ -79,7 +79,8 @@ MCU_WHY = {
                 "gradient); a 16-value sigmoid alone is {sg:.2f}. Fixed point rounds every activation and its "
                 "derivative through a table with quadratic interpolation in integers, narrows every product and gradient with nearest-even and saturation, and "
                 "computes the loss in f64, which the M4F's single-precision FPU leaves to software; f32 does each of "
-                "these in one or a few FPU instructions.",
+                "these in one or a few FPU instructions. Both formats choose each layer's activation formula once "
+                "per layer (`Activate::f_all`), as on a host; the M0 keeps one value-by-value loop, for flash.",
     "m4f_sgd": "f32 meets it: the update is a multiply and a subtract per value, and the check that every "
                "gradient is finite before anything changes takes three integer operations per value, no branch "
                "(`Scalar::all_finite`). I1F15 misses: each value takes two halfword loads, a multiply by the "

@@ -38,6 +38,13 @@ fn main() {
     if std::env::var("TARGET").is_ok_and(|t| t.starts_with("thumbv7em")) {
         println!("cargo::rustc-cfg=gradscope_dsp");
     }
+    // Per-kind copies of the activation loops with their formulas inlined (src/activation/mod.rs, `per_kind!`)
+    // trade flash for speed: on hosts and the Cortex-M4/M7. The M0 demo no longer fit its 256 KiB with them.
+    if std::env::var("CARGO_CFG_TARGET_OS").is_ok_and(|os| os != "none")
+        || std::env::var("TARGET").is_ok_and(|t| t.starts_with("thumbv7em"))
+    {
+        println!("cargo::rustc-cfg=gradscope_per_kind");
+    }
     // ARMv6-M and ARMv8-M Baseline have no 32 × 32 → 64-bit multiply (src/activation/fixed.rs, `mul64`).
     if std::env::var("TARGET")
         .is_ok_and(|t| t.starts_with("thumbv6m") || t.starts_with("thumbv8m.base"))
