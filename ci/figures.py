@@ -66,7 +66,7 @@ def status(ok):
 # while the row is missed.
 MCU_WHY = {
     "m4f_matvec": "f32 meets it: four rows share each load of x and keep their lanes in 16 FPU registers. I1F15 "
-                  "takes two products per `smlald` (`src/dsp.rs`, the core's one `asm!` instruction) with each pair "
+                  "takes two products per `smlald` (`src/dsp.rs`, one of the core's two `asm!` instructions) with each pair "
                   "of operands loaded as one word; what remains is every output's rounding to nearest-even and "
                   "saturation from the 64-bit sum, a fixed cost per output that 16 inputs do not amortize. Sharing "
                   "each load of x between two or four Q15 rows (the CMSIS scheme) measured no better: their 64-bit "
@@ -83,10 +83,14 @@ MCU_WHY = {
                 "per layer (`Activate::f_all`), as on a host; the M0 keeps one value-by-value loop, for flash.",
     "m4f_sgd": "f32 meets it: the update is a multiply and a subtract per value, and the check that every "
                "gradient is finite before anything changes takes three integer operations per value, no branch "
-               "(`Scalar::all_finite`). I1F15 misses: each value takes two halfword loads, a multiply by the "
-               "coefficient's mantissa (prepared once per tensor, `Scalar::sub_scaled`), a nearest-even rounding "
-               "shift (five instructions, no compare), `ssat`, `qsub16` and a store, each value rounded on its "
-               "own; ten per value would need two values per instruction through the rounding too.",
+               "(`Scalar::all_finite`). I1F15 misses by its cost per tensor: its loop costs {per_value:.2f} "
+               "instructions per value (`sgd_values_128`, one `Scalar::sub_scaled` over 128 values, call "
+               "included), two values per step through a word load of the weights, `smlabb` with the rounding's "
+               "bias, a three-instruction nearest-even shift, `pkhbt`, one `qsub16` (`src/dsp.rs`) and a word "
+               "store; the rest of the update, {per_tensor:.0f} instructions for each of the network's "
+               "{tensors} tensors, is the update's checks and the visit of each tensor (`Params::visit` calls a "
+               "`dyn FnMut` per tensor) with the coefficient's preparation. The loop alone would {loop_verdict} the "
+               "target.",
     "m0_matvec": "The ARMv6-M core has no long multiply: each Q15 product is one 32-bit `muls`, but the exact "
                  "sum needs a 64-bit add with carry per product, plus loads and loop control: nine instructions "
                  "per product in the loop (two `ldrsh`, `muls`, `asrs`, `adds`, `adcs`, and the index's add, "
@@ -122,6 +126,11 @@ def mcu_targets(data):
         rest=rest["I1F15"] / rest["f32"], sg=c["sigmoid16"][m4f]["I1F15"] / c["sigmoid16"][m4f]["f32"])
     row("m4f_step", "M4F train step 4-8-8-1, I1F15 / f32", f"{step:.2f}", "≤ 1.0", step <= 1.0)
     sgd = [c["sgd_update_4-8-8-1"][m4f][f] / params for f in ("f32", "I1F15")]
+    per_value = c["sgd_values_128"][m4f]["I1F15"] / 128
+    tensors = 6  # weight and bias of each of the three layers
+    MCU_WHY["m4f_sgd"] = MCU_WHY["m4f_sgd"].format(
+        per_value=per_value, tensors=tensors, loop_verdict="meet" if per_value <= 10 else "miss",
+        per_tensor=(c["sgd_update_4-8-8-1"][m4f]["I1F15"] - params * per_value) / tensors)
     row("m4f_sgd", "M4F SGD update 4-8-8-1 (121 parameters), instructions per parameter: f32 / I1F15",
         " / ".join(f"{v:.1f}" for v in sgd), "≤ 10 / ≤ 10", max(sgd) <= 10)
     m0_mac = c["matvec16x16"][m0]["I1F15"] / mac

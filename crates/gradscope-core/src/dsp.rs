@@ -1,19 +1,24 @@
-//! Dual 16-bit multiply-accumulates into 64 bits (`SMLALD`) for the Cortex-M4/M7 (thumbv7em), the one
-//! place the core uses `unsafe`: an `asm!` block of one instruction, because stable Rust has no DSP
-//! intrinsics (`core::arch::arm::__smlald` is unstable) and LLVM forms `smlald` only in loop shapes that
-//! measured slower than one `smlal` per product. Compiled only for thumbv7em (`build.rs` sets
-//! `gradscope_dsp`); every other target uses the safe kernels in `fixed.rs`.
+//! Dual 16-bit DSP instructions for the Cortex-M4/M7 (thumbv7em), the one place the core uses `unsafe`: two
+//! `asm!` blocks of one instruction each, because stable Rust has no DSP intrinsics (`core::arch::arm::__smlald`
+//! is unstable):
 //!
-//! `SMLALD` adds both 16 × 16 products to a 64-bit accumulator in 64-bit arithmetic, so each step is exact
-//! and the sum equals the safe path's in any order (integer addition): the firmware's parity digests, which
-//! run Q15 backprop and training through these kernels on the M4F, are bit-identical to the host's safe path
-//! (`crates/gradscope-lab/tests/firmware_parity.rs`), and the firmware's own self-check compares the two
-//! kernels on random rows. BENCHMARKS.md gives the measured reason: instructions per MAC of the 16 × 16 Q15
-//! matvec on the M4F.
+//! - `SMLALD` adds both 16 × 16 products of two pairs to a 64-bit accumulator in 64-bit arithmetic, so each step
+//!   is exact and the sum equals the safe path's in any order (integer addition). LLVM forms `smlald` only in
+//!   loop shapes that measured slower than one `smlal` per product.
+//! - `QSUB16` subtracts two pairs of 16-bit values, each difference saturated: the Q15 SGD update's last step for
+//!   two weights at once (`fixed::Nearest16`). LLVM forms it only for one lane.
+//!
+//! Compiled only for thumbv7em (`build.rs` sets `gradscope_dsp`); every other target uses the safe kernels in
+//! `fixed.rs`. The host's unit tests compile this module with `QSUB16` computed in safe code, to test the pair
+//! loop. The firmware's parity digests (`kernel/matvec-*`, `kernel/sgd-update`, and Q15 backprop and training)
+//! run these instructions on the M4F over the whole Q15 range and equal the host's safe path bit for bit
+//! (`crates/gradscope-lab/tests/firmware_parity.rs`). BENCHMARKS.md gives the measured reasons: the Q15 matvec's
+//! instructions per MAC and the Q15 SGD update's instructions per parameter on the M4F.
 #![allow(unsafe_code)]
 
 /// `acc + a.lo·b.lo + a.hi·b.hi` with signed 16-bit halves, exact in 64 bits (wrapping only beyond i64,
 /// which the callers' bounds rule out).
+#[cfg(gradscope_dsp)]
 #[inline(always)]
 fn smlald(acc: i64, a: u32, b: u32) -> i64 {
     let (mut lo, mut hi) = (acc as u32, (acc >> 32) as u32);
@@ -31,14 +36,42 @@ fn smlald(acc: i64, a: u32, b: u32) -> i64 {
     ((hi as u64) << 32 | lo as u64) as i64
 }
 
+/// `a − b` in each signed 16-bit half, saturating (`QSUB16`); touches no flags (it sets neither GE nor Q).
+#[cfg(gradscope_dsp)]
+#[inline(always)]
+pub(crate) fn qsub16(a: u32, b: u32) -> u32 {
+    let out: u32;
+    // SAFETY: `qsub16` reads two registers and writes one; it touches no memory, no stack and no flags.
+    unsafe {
+        core::arch::asm!(
+            "qsub16 {out}, {a}, {b}",
+            out = lateout(reg) out,
+            a = in(reg) a,
+            b = in(reg) b,
+            options(pure, nomem, nostack, preserves_flags),
+        );
+    }
+    out
+}
+
+/// What `QSUB16` computes, in safe code: the host's unit tests run the pair loops through it.
+#[cfg(not(gradscope_dsp))]
+pub(crate) fn qsub16(a: u32, b: u32) -> u32 {
+    let half = |x: u32, k: u32| (x >> k) as i16;
+    let lo = half(a, 0).saturating_sub(half(b, 0));
+    let hi = half(a, 16).saturating_sub(half(b, 16));
+    pack([lo, hi])
+}
+
 /// Two 16-bit raws as one word (the first in the low half), the layout one `ldr` of a pair loads.
 #[inline(always)]
-fn pack(p: [i16; 2]) -> u32 {
+pub(crate) fn pack(p: [i16; 2]) -> u32 {
     (p[0] as u16 as u32) | ((p[1] as u16 as u32) << 16)
 }
 
 /// Exact `Σ aᵢ·bᵢ` of each row with `b`, two products per `smlald` (each pair of 16-bit raws loaded as one
 /// word); an odd length's last product in a 32-bit multiply.
+#[cfg(gradscope_dsp)]
 #[inline(always)]
 pub(crate) fn dots<S: Copy, const R: usize, const N: usize>(
     rows: &[[S; N]; R],

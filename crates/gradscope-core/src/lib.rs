@@ -1,12 +1,12 @@
 #![doc = include_str!("../README.md")]
 #![cfg_attr(not(test), no_std)]
-// `unsafe` is denied everywhere but `dsp`, one `asm!` instruction for thumbv7em (see its docs).
+// `unsafe` is denied everywhere but `dsp`, two one-instruction `asm!` blocks for thumbv7em (see its docs).
 #![deny(unsafe_code)]
 #![deny(missing_docs)]
 
 pub mod activation;
 pub mod clip;
-#[cfg(gradscope_dsp)]
+#[cfg(any(gradscope_dsp, test))]
 mod dsp;
 pub mod fixed;
 pub mod flags;

@@ -281,10 +281,10 @@ impl<S: Scalar, M: AsMut<[S]>> Optimizer<S> for Sgd<M> {
         // The true gradient is g / s: fold 1/s into the learning rate and s into the decay.
         let [lr, decay, momentum] = self.coefs(grad_scale);
         if self.plain {
-            let decaying = self.decaying;
-            // The branch outside the loops: a soft-float compare per value otherwise.
-            params.visit(0, &mut |t| {
-                if decaying {
+            // The branch outside the loops (a soft-float compare per value otherwise), and outside the visit: the
+            // plain update's closure stays small enough to inline into each tensor's visit.
+            if self.decaying {
+                params.visit(0, &mut |t| {
                     for (w, &g) in t.value.iter_mut().zip(t.grad.iter()) {
                         let (d, f1) = g.scale_by(&lr, r);
                         let (v, f2) = w.sub(d);
@@ -293,12 +293,14 @@ impl<S: Scalar, M: AsMut<[S]>> Optimizer<S> for Sgd<M> {
                         probes.record(t.layer, Phase::Update, f1 | f2 | f3 | f4);
                         *w = v;
                     }
-                } else {
+                });
+            } else {
+                params.visit(0, &mut |t| {
                     S::sub_scaled(t.value, t.grad, &lr, r, |f| {
                         probes.record(t.layer, Phase::Update, f)
                     });
-                }
-            });
+                });
+            }
             return;
         }
         // Keep the buffer in the units of this step's gradients (exact for a power-of-two change).

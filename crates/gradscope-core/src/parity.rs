@@ -186,15 +186,54 @@ pub fn backprop_digests(emit: &mut dyn FnMut(&str, &str, u64)) {
     }
 }
 
-/// The Q15 matrix-vector product with probes off, the path each target makes fastest (on the Cortex-M4F,
-/// dual 16-bit multiply-accumulates in `asm!`), on seeded matrices over the whole raw range (−1 = −2¹⁵ and
-/// 1 − 2⁻¹⁵ included), for a square, an odd and a wide shape. Equal digests on every target show the fast
-/// paths equal to the host's safe one bit for bit. Calls `emit("kernel/matvec-<rows>x<cols>", "I1F15",
-/// digest)`.
+/// The Q15 kernels each target makes fastest, on seeded values over the whole raw range (−1 = −2¹⁵ and
+/// 1 − 2⁻¹⁵ included); equal digests on every target show the fast paths equal to the host's safe one bit for
+/// bit:
+///
+/// - the matrix-vector product with probes off (on the Cortex-M4F, dual 16-bit multiply-accumulates in
+///   `asm!`), for a square, an odd and a wide shape: `emit("kernel/matvec-<rows>x<cols>", "I1F15", digest)`;
+/// - the SGD update `w ← w − c·g` with nearest rounding (on the Cortex-M4F, pairs of values through `QSUB16`
+///   in `asm!`) for coefficients from 2⁻³¹ to above ½ (where steps saturate) and every length up to 9, with
+///   the sink off and on (its events join the digest): `emit("kernel/sgd-update", "I1F15", digest)`.
 pub fn kernel_digests(emit: &mut dyn FnMut(&str, &str, u64)) {
     emit("kernel/matvec-16x16", "I1F15", matvec_digest::<16, 16>(1));
     emit("kernel/matvec-9x7", "I1F15", matvec_digest::<9, 7>(2));
     emit("kernel/matvec-3x64", "I1F15", matvec_digest::<3, 64>(3));
+    emit("kernel/sgd-update", "I1F15", update_digest(4));
+}
+
+// Own stack frame, as `init_digest`.
+#[inline(never)]
+fn update_digest(seed: u64) -> u64 {
+    use crate::scalar::Coef;
+    use rand_core::Rng;
+    let mut rng = Xoshiro128PlusPlus::seed_from_u64(seed);
+    let mut d = Digest::default();
+    let coefs = [0.01, 0.3, 0.75, 1.5, 2e-9, 1.0 / 3.0, 0.999, 3e-5];
+    for c in coefs {
+        let c = Coef::new(c);
+        for len in 0..10 {
+            for observed in [false, true] {
+                let mut raw = || I1F15::from_bits(rng.next_u32() as i16);
+                let (mut w, mut g) = ([I1F15::ZERO; 9], [I1F15::ZERO; 9]);
+                w.iter_mut().chain(g.iter_mut()).for_each(|v| *v = raw());
+                let (w, g) = (&mut w[..len], &g[..len]);
+                if observed {
+                    // How many values had each combination of events (a count, since a target may visit
+                    // values in another order).
+                    let mut events = [0u64; 32];
+                    I1F15::sub_scaled(w, g, &c, &mut NearestEven, |f| {
+                        events[(f.bits() & 31) as usize] += 1;
+                    });
+                    events.iter().for_each(|&n| d.write_u64(n));
+                } else {
+                    I1F15::sub_scaled(w, g, &c, &mut NearestEven, |_| {});
+                }
+                d.write_all(w);
+            }
+        }
+    }
+    d.finish()
 }
 
 // Own stack frame, as `init_digest`.

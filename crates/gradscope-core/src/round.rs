@@ -91,6 +91,16 @@ pub struct NearestEven;
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Stochastic<R>(pub R);
 
+/// `x / 2^s` rounded to nearest, ties to even, from `t = x + 2^(s−1) − 1` (`1 ≤ s ≤ 31`, `t < i32::MAX`): the
+/// result is `(t + bit_s(t)) >> s`. Adding one to `t` crosses a multiple of 2^s only when `t`'s low `s` bits are
+/// all ones, i.e. when `x` lies exactly halfway, and there `bit_s(t)` is the bit of `⌊x / 2^s⌋` (nothing carried
+/// into it): ties go to even, and every other value rounds to nearest either way. The bit is read as the top bit
+/// of `t << (31 − s)`: one shift, and Arm adds it with a shifted operand.
+#[inline(always)]
+pub(crate) fn nearest_even_biased(t: i32, s: u32) -> i32 {
+    (t + ((t << (31 - s)) as u32 >> 31) as i32) >> s
+}
+
 #[inline]
 fn split(x: i64, s: u32) -> (i64, u64, u32) {
     let s = s.min(62);
@@ -142,6 +152,11 @@ impl Rounding for NearestEven {
             return x;
         }
         let s = s.min(31);
+        // Where x + 2^(s−1) fits (all but the largest x; where a caller's operands bound x, the compiler drops
+        // the test): three steps.
+        if let Some(u) = x.checked_add(1 << (s - 1)) {
+            return nearest_even_biased(u - 1, s);
+        }
         let (q, rem, half) = (x >> s, (x as u32) & ((1u32 << s) - 1), 1u32 << (s - 1));
         // Up when rem > half, or rem = half and q is odd: exactly when rem + (half − 1) + (q & 1) reaches 2^s,
         // which the shift reads off without a compare (the sum is below 2^s + 2^(s−1) ≤ 3·2^30: no wrap). |q| ≤

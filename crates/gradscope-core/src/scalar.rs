@@ -213,8 +213,9 @@ pub trait Scalar: Copy + Default + PartialEq + PartialOrd + Debug + Send + Sync 
     /// `self · c` for a prepared coefficient: identical to [`Scalar::scale`] with `c`'s value.
     fn scale_by<R: Rounding + ?Sized>(self, c: &Coef, r: &mut R) -> (Self, Flags);
     /// `w ← w − c·g` for each pair of `w` and `g` (the shorter decides), each value exactly as
-    /// [`Scalar::scale_by`] then [`Scalar::sub`] would give it; each value's events go to `record`. An SGD
-    /// update's inner loop: a format may hoist the coefficient's preparation out of it.
+    /// [`Scalar::scale_by`] then [`Scalar::sub`] would give it; each value's events go to `record` (in an order
+    /// a format may choose: a count of them is what is defined). An SGD update's inner loop: a format may hoist
+    /// the coefficient's preparation out of it, or update several values at once.
     #[inline]
     fn sub_scaled<R: Rounding + ?Sized>(
         w: &mut [Self],

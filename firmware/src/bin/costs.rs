@@ -134,6 +134,31 @@ where
         n,
         COST_UNIT
     );
+    // The update's loop alone: one `sub_scaled` over 128 values (the learning rate above), without the visit of
+    // each tensor and the checks before it.
+    let lr = gradscope_core::Coef::new(0.01);
+    let mut wk = [S::ZERO; 128];
+    let mut gk = [S::ZERO; 128];
+    let wm = &w;
+    for (k, (w, g)) in wk.iter_mut().zip(gk.iter_mut()).enumerate() {
+        *w = wm[k / 16 % 16][k % 16];
+        *g = x[k % 16];
+    }
+    let n = cost.measure(8, || {
+        S::sub_scaled(
+            core::hint::black_box(&mut wk),
+            core::hint::black_box(&gk),
+            &lr,
+            &mut NearestEven,
+            |_| {},
+        );
+    });
+    defmt::println!(
+        "cost sgd_values_128 {=str} {=u64} {=str}",
+        S::NAME,
+        n,
+        COST_UNIT
+    );
     // One training step (zero, forward, loss, backward, update) on one sample, probes off.
     let mut ctx = StepCtx::new(Loss::Mse, sgd, NearestEven);
     let sample = [(xs, t)];
