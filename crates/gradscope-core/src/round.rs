@@ -152,8 +152,10 @@ impl Rounding for NearestEven {
             return x;
         }
         let s = s.min(31);
-        // Where x + 2^(s−1) fits (all but the largest x; where a caller's operands bound x, the compiler drops
-        // the test): three steps.
+        // On a microcontroller, where x + 2^(s−1) fits (all but the largest x; where a caller's operands bound x,
+        // the compiler drops the test): three steps. A host keeps the branch-free form below, which its loops
+        // vectorize (with the branch, I1F15 gradient clipping measured 1.5× the time).
+        #[cfg(target_os = "none")]
         if let Some(u) = x.checked_add(1 << (s - 1)) {
             return nearest_even_biased(u - 1, s);
         }
