@@ -193,8 +193,8 @@ pub fn backprop_digests(emit: &mut dyn FnMut(&str, &str, u64)) {
 /// - the matrix-vector product with probes off (on the Cortex-M4F, dual 16-bit multiply-accumulates in
 ///   `asm!`), for a square, an odd and a wide shape: `emit("kernel/matvec-<rows>x<cols>", "I1F15", digest)`;
 /// - the SGD update `w ← w − c·g` with nearest rounding (on the Cortex-M4F, pairs of values through `QSUB16`
-///   in `asm!`) for coefficients from 2⁻³¹ to above ½ (where steps saturate) and every length up to 9, with
-///   the sink off and on (its events join the digest): `emit("kernel/sgd-update", "I1F15", digest)`.
+///   in `asm!`) for coefficients from 2·10⁻⁹ (beyond that path's exponents: the general one) to 1.5 (where
+///   steps saturate) and every length up to 9, with the sink off and on (its events join the digest): `emit("kernel/sgd-update", "I1F15", digest)`.
 pub fn kernel_digests(emit: &mut dyn FnMut(&str, &str, u64)) {
     emit("kernel/matvec-16x16", "I1F15", matvec_digest::<16, 16>(1));
     emit("kernel/matvec-9x7", "I1F15", matvec_digest::<9, 7>(2));

@@ -405,4 +405,39 @@ mod tests {
             assert_eq!(any.4, "stochastic");
         }
     }
+
+    /// The microcontrollers' three-step form of `NearestEven::shr32` (hosts compile the other one), under the
+    /// same guard: equal to the 64-bit nearest-even shift wherever `x + 2^(s−1)` fits, the edges included.
+    #[test]
+    fn biased_form_equals_the_64_bit_shift_where_it_applies() {
+        let mut rng = Xoshiro128PlusPlus::seed_from_u64(17);
+        let edges = [
+            i32::MAX,
+            i32::MAX - 1,
+            i32::MIN,
+            i32::MIN + 1,
+            0,
+            1,
+            -1,
+            3 << 29,
+            -(3 << 29),
+        ];
+        for k in 0..200_000u32 {
+            let x = edges
+                .get(k as usize % 40)
+                .copied()
+                .unwrap_or(rng.next_u32() as i32);
+            let s = 1 + k % 31;
+            if let Some(u) = x.checked_add(1 << (s - 1)) {
+                let want = NearestEven.shr(x as i64, s);
+                assert_eq!(
+                    nearest_even_biased(u - 1, s) as i64,
+                    want,
+                    "x = {x}, s = {s}"
+                );
+            } else {
+                assert!(x > i32::MAX - (1 << (s - 1)), "x = {x}, s = {s}");
+            }
+        }
+    }
 }
