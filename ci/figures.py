@@ -66,7 +66,7 @@ def status(ok):
 # while the row is missed.
 MCU_WHY = {
     "m4f_matvec": "f32 meets it: four rows share each load of x and keep their lanes in 16 FPU registers. I1F15 "
-                  "takes two products per `smlald` (`src/dsp.rs`, one of the core's two `asm!` instructions) with each pair "
+                  "takes two products per `smlald` (`src/dsp.rs`, one of the core's `asm!` instructions) with each pair "
                   "of operands loaded as one word; what remains is every output's rounding to nearest-even and "
                   "saturation from the 64-bit sum, a fixed cost per output that 16 inputs do not amortize. Sharing "
                   "each load of x between two or four Q15 rows (the CMSIS scheme) measured no better: their 64-bit "
@@ -85,9 +85,9 @@ MCU_WHY = {
                "gradient is finite before anything changes takes three integer operations per value, no branch "
                "(`Scalar::all_finite`). I1F15 misses by its cost per tensor: its loop costs {per_value:.2f} "
                "instructions per value (`sgd_values_128`, one `Scalar::sub_scaled` over 128 values, call "
-               "included), two values per step through a word load of the weights, `smlabb` with the rounding's "
-               "bias, a three-instruction nearest-even shift, `pkhbt`, one `qsub16` (`src/dsp.rs`) and a word "
-               "store; the rest of the update, {per_tensor:.0f} instructions for each of the network's "
+               "included), two values per step through word loads of the weights and the gradients, `smlabb` "
+               "and `smlatb` with the rounding's bias, a three-instruction nearest-even shift each, `pkhbt`, one "
+               "`qsub16` (`src/dsp.rs`) and a word store; the rest of the update, {per_tensor:.0f} instructions for each of the network's "
                "{tensors} tensors, is the update's checks and the visit of each tensor (`Params::visit` calls a "
                "`dyn FnMut` per tensor) with the coefficient's preparation. The loop alone would {loop_verdict} the "
                "target.",

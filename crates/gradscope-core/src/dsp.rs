@@ -1,16 +1,19 @@
-//! Dual 16-bit DSP instructions for the Cortex-M4/M7 (thumbv7em), the one place the core uses `unsafe`: two
-//! `asm!` blocks of one instruction each, because stable Rust has no DSP intrinsics (`core::arch::arm::__smlald`
-//! is unstable):
+//! Dual 16-bit DSP instructions for the Cortex-M4/M7 (thumbv7em), the one place the core uses `unsafe`: `asm!`
+//! blocks of one instruction each, because stable Rust has no DSP intrinsics (`core::arch::arm::__smlald` is
+//! unstable):
 //!
 //! - `SMLALD` adds both 16 × 16 products of two pairs to a 64-bit accumulator in 64-bit arithmetic, so each step
 //!   is exact and the sum equals the safe path's in any order (integer addition). LLVM forms `smlald` only in
 //!   loop shapes that measured slower than one `smlal` per product.
 //! - `QSUB16` subtracts two pairs of 16-bit values, each difference saturated: the Q15 SGD update's last step for
 //!   two weights at once (`fixed::Nearest16`). LLVM forms it only for one lane.
+//! - `SMLABB`/`SMLATB` multiply the low or the high half of a word by a 16-bit value and add a 32-bit one: the
+//!   same update's product and rounding bias for each gradient of a pair loaded as one word. LLVM forms them only
+//!   from halfword loads, one load per gradient.
 //!
 //! Compiled only for thumbv7em (`build.rs` sets `gradscope_dsp`); every other target uses the safe kernels in
-//! `fixed.rs`. The host's unit tests compile this module with `QSUB16` computed in safe code, to test the pair
-//! loop. The firmware's parity digests (`kernel/matvec-*`, `kernel/sgd-update`, and Q15 backprop and training)
+//! `fixed.rs`. The host's unit tests compile this module with `QSUB16`, `SMLABB` and `SMLATB` computed in safe
+//! code, to test the pair loop. The firmware's parity digests (`kernel/matvec-*`, `kernel/sgd-update`, and Q15 backprop and training)
 //! run these instructions on the M4F over the whole Q15 range and equal the host's safe path bit for bit
 //! (`crates/gradscope-lab/tests/firmware_parity.rs`). BENCHMARKS.md gives the measured reasons: the Q15 matvec's
 //! instructions per MAC and the Q15 SGD update's instructions per parameter on the M4F.
@@ -52,6 +55,46 @@ pub(crate) fn qsub16(a: u32, b: u32) -> u32 {
         );
     }
     out
+}
+
+/// `acc + h·m`, where `h` is the low (`TOP = false`, `SMLABB`) or the high (`SMLATB`) signed 16-bit half of
+/// `a` and `m` the low half of `m`, the sum wrapping in 32 bits: the Q15 SGD update's product for each value of
+/// a pair of gradients loaded as one word. LLVM splits such a word into two halfword loads instead.
+#[cfg(gradscope_dsp)]
+#[inline(always)]
+pub(crate) fn smla_half<const TOP: bool>(a: u32, m: u32, acc: i32) -> i32 {
+    let out: i32;
+    // SAFETY: each instruction reads three registers and writes one; it touches no memory and no stack. It sets
+    // the Q flag on overflow, so the block does not promise to preserve the flags.
+    unsafe {
+        if TOP {
+            core::arch::asm!(
+                "smlatb {out}, {a}, {m}, {acc}",
+                out = lateout(reg) out,
+                a = in(reg) a,
+                m = in(reg) m,
+                acc = in(reg) acc,
+                options(pure, nomem, nostack),
+            );
+        } else {
+            core::arch::asm!(
+                "smlabb {out}, {a}, {m}, {acc}",
+                out = lateout(reg) out,
+                a = in(reg) a,
+                m = in(reg) m,
+                acc = in(reg) acc,
+                options(pure, nomem, nostack),
+            );
+        }
+    }
+    out
+}
+
+/// What `SMLABB`/`SMLATB` compute, in safe code: the host's unit tests run the pair loops through it.
+#[cfg(not(gradscope_dsp))]
+pub(crate) fn smla_half<const TOP: bool>(a: u32, m: u32, acc: i32) -> i32 {
+    let h = if TOP { (a >> 16) as i16 } else { a as i16 };
+    (h as i32).wrapping_mul(m as i16 as i32).wrapping_add(acc)
 }
 
 /// What `QSUB16` computes, in safe code: the host's unit tests run the pair loops through it.

@@ -64,7 +64,7 @@ pub trait Fixed: Scalar {
 /// step `w − round(·)` is the only narrowing that can saturate (`e < 16` means a coefficient of at least ½).
 #[derive(Copy, Clone, Debug)]
 pub(crate) struct Nearest16 {
-    m: i16,
+    m: i32,
     e: u32,
     bias: i32,
     mask: u32,
@@ -76,7 +76,7 @@ impl Nearest16 {
     pub(crate) fn new(m: i32, e: u32) -> Nearest16 {
         let e = e.clamp(1, 31);
         Nearest16 {
-            m: m as i16,
+            m,
             e,
             bias: (1i32 << (e - 1)) - 1,
             mask: (1u32 << e) - 1,
@@ -86,7 +86,7 @@ impl Nearest16 {
     /// `round(m·g / 2^e)` and whether bits were dropped.
     #[inline(always)]
     pub(crate) fn round(&self, g: i16) -> (i32, bool) {
-        let p = g as i32 * self.m as i32;
+        let p = g as i32 * self.m;
         (self.finish(p + self.bias), p as u32 & self.mask != 0)
     }
 
@@ -181,9 +181,10 @@ impl Nearest16 {
         };
         let mut pair = |w: &mut [S; 2], g: &[S; 2]| {
             // One word holds both gradients (the low half first).
-            let gw = crate::dsp::pack([raw(g[0]), raw(g[1])]) as i32;
-            let q0 = self.finish((gw as i16 as i32) * self.m as i32 + self.bias);
-            let q1 = self.finish((gw >> 16) * self.m as i32 + self.bias);
+            let gw = crate::dsp::pack([raw(g[0]), raw(g[1])]);
+            let m = self.m as u32; // `SMLAxB` reads only its low half
+            let q0 = self.finish(crate::dsp::smla_half::<false>(gw, m, self.bias));
+            let q1 = self.finish(crate::dsp::smla_half::<true>(gw, m, self.bias));
             let d = crate::dsp::qsub16(
                 crate::dsp::pack([raw(w[0]), raw(w[1])]),
                 crate::dsp::pack([narrow(q0), narrow(q1)]),
@@ -526,6 +527,57 @@ macro_rules! fixed_family {
         pub struct $name<const F: u32>($raw);
 
         impl<const F: u32> $name<F> {
+            /// [`Scalar::sub_scaled`] for the coefficients `Nearest16` does not take, out of line: the 16-bit
+            /// update's common path then stays small, with less to set up per tensor (measured by
+            /// `sgd_update_4-8-8-1` in `firmware/src/bin/costs.rs`), while 32-bit raws, for which this is the
+            /// common path, keep it inline.
+            #[inline(never)]
+            fn sub_scaled_outlined<R: Rounding + ?Sized>(
+                w: &mut [Self],
+                g: &[Self],
+                c: &Coef,
+                m: i32,
+                e: i32,
+                r: &mut R,
+                record: impl FnMut(Flags),
+            ) {
+                Self::sub_scaled_other(w, g, c, m, e, r, record)
+            }
+            #[inline(always)]
+            fn sub_scaled_other<R: Rounding + ?Sized>(
+                w: &mut [Self],
+                g: &[Self],
+                c: &Coef,
+                m: i32,
+                e: i32,
+                r: &mut R,
+                mut record: impl FnMut(Flags),
+            ) {
+                // The other common coefficients, prepared once: `scale_by`'s path for them, per value.
+                let e = match u32::try_from(e) {
+                    Ok(e) if c.is_finite() && e <= 62 => e,
+                    _ => return crate::scalar::sub_scaled_each(w, g, c, r, record),
+                };
+                let values = w.iter_mut().zip(g);
+                if $bits == 16 && e <= 31 {
+                    // 16-bit raws: the product fits 32 bits.
+                    for (w, &g) in values {
+                        let p = <$raw as RawMul>::product_m(g.0, m) as i32;
+                        let (d, f1) = Self::round32(p, e, r);
+                        let (v, f2) = w.sub(d);
+                        record(f1 | f2);
+                        *w = v;
+                    }
+                } else {
+                    for (w, &g) in values {
+                        let p = <$raw as RawMul>::product_m(g.0, m);
+                        let (d, f1) = Self::round_wide(p, e, r);
+                        let (v, f2) = w.sub(d);
+                        record(f1 | f2);
+                        *w = v;
+                    }
+                }
+            }
             const VALID: () = assert!(F < $bits, "fraction bits must be fewer than the storage bits");
             /// Fraction bits.
             pub const FRAC_BITS: u32 = F;
@@ -789,7 +841,7 @@ macro_rules! fixed_family {
                 g: &[Self],
                 c: &Coef,
                 r: &mut R,
-                mut record: impl FnMut(Flags),
+                record: impl FnMut(Flags),
             ) {
                 let (m, e) = <$raw as RawMul>::mantissa(c);
                 // An exponent in 1..=31 comes only from a finite, non-zero coefficient.
@@ -814,29 +866,10 @@ macro_rules! fixed_family {
                     let make = |v: i16| Self(v as $raw);
                     return n.sub(w, g, raw, make, one, record);
                 }
-                // The other common coefficients, prepared once: `scale_by`'s path for them, per value.
-                let e = match u32::try_from(e) {
-                    Ok(e) if c.is_finite() && e <= 62 => e,
-                    _ => return crate::scalar::sub_scaled_each(w, g, c, r, record),
-                };
-                let values = w.iter_mut().zip(g);
-                if $bits == 16 && e <= 31 {
-                    // 16-bit raws: the product fits 32 bits.
-                    for (w, &g) in values {
-                        let p = <$raw as RawMul>::product_m(g.0, m) as i32;
-                        let (d, f1) = Self::round32(p, e, r);
-                        let (v, f2) = w.sub(d);
-                        record(f1 | f2);
-                        *w = v;
-                    }
+                if $bits == 16 {
+                    Self::sub_scaled_outlined(w, g, c, m, e, r, record)
                 } else {
-                    for (w, &g) in values {
-                        let p = <$raw as RawMul>::product_m(g.0, m);
-                        let (d, f1) = Self::round_wide(p, e, r);
-                        let (v, f2) = w.sub(d);
-                        record(f1 | f2);
-                        *w = v;
-                    }
+                    Self::sub_scaled_other(w, g, c, m, e, r, record)
                 }
             }
             #[inline]

@@ -181,9 +181,11 @@ pub struct Sgd<M = NoState> {
     buf: M,
     /// The gradient scale the buffer's values are in (0 before the first step).
     buf_scale: f64,
-    /// The prepared coefficients of the last gradient scale: preparing one costs more than updating a small
-    /// network on a core without a double-precision FPU, and the scale rarely changes.
-    coefs: Option<(f64, [Coef; 3])>,
+    /// The prepared coefficients of the gradient scale `coef_scale` (0 before the first step): preparing one
+    /// costs more than updating a small network on a core without a double-precision FPU, and the scale rarely
+    /// changes.
+    coefs: [Coef; 3],
+    coef_scale: f64,
     /// μ = 0, and whether the update decays weights: decided once, since every f64 comparison is a library
     /// call on a core without a double-precision FPU.
     plain: bool,
@@ -218,7 +220,8 @@ impl<M> Sgd<M> {
             weight_decay,
             buf,
             buf_scale: 0.0,
-            coefs: None,
+            coefs: [Coef::new(0.0); 3],
+            coef_scale: 0.0,
             plain,
             // Plain SGD folds the decay into `lr · decay`, which may round to zero.
             decaying: if plain {
@@ -230,25 +233,17 @@ impl<M> Sgd<M> {
     }
 
     /// `[lr / s, lr · decay, μ]` (plain) or `[lr / s, decay · s, μ]` (momentum) for gradient scale `s`.
-    fn coefs(&mut self, s: f64) -> [Coef; 3] {
-        match self.coefs {
-            // Bits, not `==`: s is positive and finite, and an f64 compare is a library call on the M4F.
-            Some((k, c)) if k.to_bits() == s.to_bits() => c,
-            _ => {
-                let decay = if self.plain {
-                    self.lr * self.weight_decay
-                } else {
-                    self.weight_decay * s
-                };
-                let c = [
-                    Coef::new(self.lr / s),
-                    Coef::new(decay),
-                    Coef::new(self.momentum),
-                ];
-                self.coefs = Some((s, c));
-                c
-            }
-        }
+    fn prepare(&self, s: f64) -> [Coef; 3] {
+        let decay = if self.plain {
+            self.lr * self.weight_decay
+        } else {
+            self.weight_decay * s
+        };
+        [
+            Coef::new(self.lr / s),
+            Coef::new(decay),
+            Coef::new(self.momentum),
+        ]
     }
 
     /// The learning rate.
@@ -278,17 +273,23 @@ impl<S: Scalar, M: AsMut<[S]>> Optimizer<S> for Sgd<M> {
         r: &mut (impl Rounding + ?Sized),
         probes: &mut (impl Probes + ?Sized),
     ) {
-        // The true gradient is g / s: fold 1/s into the learning rate and s into the decay.
-        let [lr, decay, momentum] = self.coefs(grad_scale);
+        // The true gradient is g / s: fold 1/s into the learning rate and s into the decay. Compared as bits,
+        // not with `==`: s is positive and finite, and an f64 compare is a library call on the M4F. Borrowed, not
+        // copied: the three take 144 bytes.
+        if self.coef_scale.to_bits() != grad_scale.to_bits() {
+            self.coefs = self.prepare(grad_scale);
+            self.coef_scale = grad_scale;
+        }
+        let [lr, decay, momentum] = &self.coefs;
         if self.plain {
-            // The branch outside the loops (a soft-float compare per value otherwise), and outside the visit: the
-            // plain update's closure stays small enough to inline into each tensor's visit.
+            // The branch outside the loops (a soft-float compare per value otherwise), and outside the visit: each
+            // tensor's call runs only the update it needs.
             if self.decaying {
                 params.visit(0, &mut |t| {
                     for (w, &g) in t.value.iter_mut().zip(t.grad.iter()) {
-                        let (d, f1) = g.scale_by(&lr, r);
+                        let (d, f1) = g.scale_by(lr, r);
                         let (v, f2) = w.sub(d);
-                        let (dw, f3) = w.scale_by(&decay, r);
+                        let (dw, f3) = w.scale_by(decay, r);
                         let (v, f4) = v.sub(dw);
                         probes.record(t.layer, Phase::Update, f1 | f2 | f3 | f4);
                         *w = v;
@@ -296,7 +297,7 @@ impl<S: Scalar, M: AsMut<[S]>> Optimizer<S> for Sgd<M> {
                 });
             } else {
                 params.visit(0, &mut |t| {
-                    S::sub_scaled(t.value, t.grad, &lr, r, |f| {
+                    S::sub_scaled(t.value, t.grad, lr, r, |f| {
                         probes.record(t.layer, Phase::Update, f)
                     });
                 });
@@ -321,16 +322,16 @@ impl<S: Scalar, M: AsMut<[S]>> Optimizer<S> for Sgd<M> {
                     f |= fr;
                 }
                 let gd = if decaying {
-                    let (d, f1) = w.scale_by(&decay, r);
+                    let (d, f1) = w.scale_by(decay, r);
                     let (s, f2) = g.add(d);
                     f |= f1 | f2;
                     s
                 } else {
                     g
                 };
-                let (mb, f3) = b.scale_by(&momentum, r);
+                let (mb, f3) = b.scale_by(momentum, r);
                 let (nb, f4) = mb.add(gd);
-                let (step, f5) = nb.scale_by(&lr, r);
+                let (step, f5) = nb.scale_by(lr, r);
                 let (nw, f6) = w.sub(step);
                 probes.record(t.layer, Phase::Update, f | f3 | f4 | f5 | f6);
                 *b = nb;
