@@ -132,7 +132,7 @@ def mcu_targets(data):
         per_value=per_value, tensors=tensors, loop_verdict="meet" if per_value <= 10 else "miss",
         per_tensor=(c["sgd_update_4-8-8-1"][m4f]["I1F15"] - params * per_value) / tensors)
     row("m4f_sgd", "M4F SGD update 4-8-8-1 (121 parameters), instructions per parameter: f32 / I1F15",
-        " / ".join(f"{v:.1f}" for v in sgd), "≤ 10 / ≤ 10", max(sgd) <= 10)
+        " / ".join(f"{v:.2f}" for v in sgd), "≤ 10 / ≤ 10", max(sgd) <= 10)
     m0_mac = c["matvec16x16"][m0]["I1F15"] / mac
     row("m0_matvec", "M0 16×16 matvec I1F15, instructions per MAC", f"{m0_mac:.1f}", "≤ 8", m0_mac <= 8)
     m0_step = c["train_step_4-8-8-1"][m0]["I1F15"] / c["train_step_4-8-8-1"][m0]["f32"]
