@@ -64,27 +64,26 @@ pub(crate) fn qsub16(a: u32, b: u32) -> u32 {
 #[inline(always)]
 pub(crate) fn smla_half<const TOP: bool>(a: u32, m: u32, acc: i32) -> i32 {
     let out: i32;
+    // One template for both instructions (an `asm!` template must be a literal).
+    macro_rules! smla {
+        ($op:literal) => {
+            core::arch::asm!(
+                concat!($op, " {out}, {a}, {m}, {acc}"),
+                out = lateout(reg) out,
+                a = in(reg) a,
+                m = in(reg) m,
+                acc = in(reg) acc,
+                options(pure, nomem, nostack),
+            )
+        };
+    }
     // SAFETY: each instruction reads three registers and writes one; it touches no memory and no stack. It sets
     // the Q flag on overflow, so the block does not promise to preserve the flags.
     unsafe {
         if TOP {
-            core::arch::asm!(
-                "smlatb {out}, {a}, {m}, {acc}",
-                out = lateout(reg) out,
-                a = in(reg) a,
-                m = in(reg) m,
-                acc = in(reg) acc,
-                options(pure, nomem, nostack),
-            );
+            smla!("smlatb");
         } else {
-            core::arch::asm!(
-                "smlabb {out}, {a}, {m}, {acc}",
-                out = lateout(reg) out,
-                a = in(reg) a,
-                m = in(reg) m,
-                acc = in(reg) acc,
-                options(pure, nomem, nostack),
-            );
+            smla!("smlabb");
         }
     }
     out
