@@ -519,7 +519,7 @@ pub(crate) fn reduce(v: i128, frac: u32) -> (i64, u32) {
 }
 
 macro_rules! fixed_family {
-    ($(#[$doc:meta])* $name:ident, $raw:ty, $wide:ty, $bits:literal, $guard:literal, $names:expr) => {
+    ($(#[$doc:meta])* $name:ident, $raw:ty, $wide:ty, $bits:literal, $guard:literal, $names:expr, $other_inline:meta) => {
         $(#[$doc])*
         #[derive(Copy, Clone, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
         #[repr(transparent)]
@@ -527,23 +527,11 @@ macro_rules! fixed_family {
         pub struct $name<const F: u32>($raw);
 
         impl<const F: u32> $name<F> {
-            /// [`Scalar::sub_scaled`] for the coefficients `Nearest16` does not take, out of line: the 16-bit
-            /// update's common path then stays small, with less to set up per tensor (measured by
-            /// `sgd_update_4-8-8-1` in `firmware/src/bin/costs.rs`), while 32-bit raws, for which this is the
-            /// common path, keep it inline.
-            #[inline(never)]
-            fn sub_scaled_outlined<R: Rounding + ?Sized>(
-                w: &mut [Self],
-                g: &[Self],
-                c: &Coef,
-                m: i32,
-                e: i32,
-                r: &mut R,
-                record: impl FnMut(Flags),
-            ) {
-                Self::sub_scaled_other(w, g, c, m, e, r, record)
-            }
-            #[inline(always)]
+            /// [`Scalar::sub_scaled`] for the coefficients `Nearest16` does not take. For 16-bit raws out of
+            /// line (the macro's last argument): the update's common path then stays small, with less to set up per
+            /// tensor (measured by `sgd_update_4-8-8-1` in `firmware/src/bin/costs.rs`); 32-bit raws, for which
+            /// this is the common path, keep it inline.
+            #[$other_inline]
             fn sub_scaled_other<R: Rounding + ?Sized>(
                 w: &mut [Self],
                 g: &[Self],
@@ -866,11 +854,7 @@ macro_rules! fixed_family {
                     let make = |v: i16| Self(v as $raw);
                     return n.sub(w, g, raw, make, one, record);
                 }
-                if $bits == 16 {
-                    Self::sub_scaled_outlined(w, g, c, m, e, r, record)
-                } else {
-                    Self::sub_scaled_other(w, g, c, m, e, r, record)
-                }
+                Self::sub_scaled_other(w, g, c, m, e, r, record)
             }
             #[inline]
             fn to_f64(self) -> f64 {
@@ -982,12 +966,14 @@ macro_rules! fixed_family {
 fixed_family!(
     /// Signed fixed point in an `i32` with `F` fraction bits (Q(31−F).F). See the [module docs](self) for
     /// accumulator width and guard bits.
-    Fx, i32, i64, 32, 29, ["I32F0", "I31F1", "I30F2", "I29F3", "I28F4", "I27F5", "I26F6", "I25F7", "I24F8", "I23F9", "I22F10", "I21F11", "I20F12", "I19F13", "I18F14", "I17F15", "I16F16", "I15F17", "I14F18", "I13F19", "I12F20", "I11F21", "I10F22", "I9F23", "I8F24", "I7F25", "I6F26", "I5F27", "I4F28", "I3F29", "I2F30", "I1F31"]
+    Fx, i32, i64, 32, 29, ["I32F0", "I31F1", "I30F2", "I29F3", "I28F4", "I27F5", "I26F6", "I25F7", "I24F8", "I23F9", "I22F10", "I21F11", "I20F12", "I19F13", "I18F14", "I17F15", "I16F16", "I15F17", "I14F18", "I13F19", "I12F20", "I11F21", "I10F22", "I9F23", "I8F24", "I7F25", "I6F26", "I5F27", "I4F28", "I3F29", "I2F30", "I1F31"],
+    inline(always)
 );
 fixed_family!(
     /// Signed fixed point in an `i16` with `F` fraction bits (Q(15−F).F). See the [module docs](self) for
     /// accumulator width and guard bits.
-    Fx16, i16, i32, 16, 45, ["I16F0", "I15F1", "I14F2", "I13F3", "I12F4", "I11F5", "I10F6", "I9F7", "I8F8", "I7F9", "I6F10", "I5F11", "I4F12", "I3F13", "I2F14", "I1F15"]
+    Fx16, i16, i32, 16, 45, ["I16F0", "I15F1", "I14F2", "I13F3", "I12F4", "I11F5", "I10F6", "I9F7", "I8F8", "I7F9", "I6F10", "I5F11", "I4F12", "I3F13", "I2F14", "I1F15"],
+    inline(never)
 );
 
 /// Q16.16: 16 integer bits (sign included), 16 fraction bits, in an `i32`.
