@@ -1141,7 +1141,6 @@ mod tests {
             assert_eq!(got, want, "v = {v}, s = {s}, F = {F}");
             assert_eq!(a, b, "v = {v}, s = {s}: the random draws differ");
         }
-        let mut rng = Xoshiro128PlusPlus::seed_from_u64(5);
         let edges = [
             0,
             1,
@@ -1155,11 +1154,8 @@ mod tests {
             1 << 15,
             -(1 << 15),
         ];
-        for k in 0..20_000u32 {
-            let v = edges
-                .get(k as usize % 40)
-                .copied()
-                .unwrap_or((rng.next_u32() as i32) >> (k % 31));
+        let random = |r: &mut Xoshiro128PlusPlus, k: u32| (r.next_u32() as i32) >> (k % 31);
+        for (k, v) in crate::round::tests::edges_then_random(5, &edges, 40, 20_000, random) {
             let s = k % 32;
             check::<15, _>(NearestEven, v, s);
             check::<15, _>(Floor, v, s);

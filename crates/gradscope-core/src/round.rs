@@ -274,14 +274,30 @@ impl<R: Rng> Rounding for AnyRounding<R> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use rand_core::{Rng, SeedableRng};
     use rand_xoshiro::Xoshiro128PlusPlus;
 
+    /// Test inputs `(k, x)` for `k` in `0..count`: `x` is `edges[k % period]` where that exists, otherwise
+    /// `random(rng, k)` from a generator seeded with `seed`. It draws at every `k`, edges included, so a
+    /// test's random values do not depend on how many edges it lists.
+    pub(crate) fn edges_then_random(
+        seed: u64,
+        edges: &[i32],
+        period: usize,
+        count: u32,
+        mut random: impl FnMut(&mut Xoshiro128PlusPlus, u32) -> i32,
+    ) -> impl Iterator<Item = (u32, i32)> {
+        let mut rng = Xoshiro128PlusPlus::seed_from_u64(seed);
+        (0..count).map(move |k| {
+            let r = random(&mut rng, k);
+            (k, edges.get(k as usize % period).copied().unwrap_or(r))
+        })
+    }
+
     #[test]
     fn shr32_equals_the_64_bit_shift_in_every_mode() {
-        let mut rng = Xoshiro128PlusPlus::seed_from_u64(11);
         let edges = [
             0,
             1,
@@ -295,11 +311,8 @@ mod tests {
             1 << 30,
             -(1 << 30),
         ];
-        for k in 0..200_000u32 {
-            let x = edges
-                .get(k as usize % 64)
-                .copied()
-                .unwrap_or(rng.next_u32() as i32);
+        let random = |r: &mut Xoshiro128PlusPlus, _| r.next_u32() as i32;
+        for (k, x) in edges_then_random(11, &edges, 64, 200_000, random) {
             let s = k % 32;
             assert_eq!(Floor.shr32(x, s) as i64, Floor.shr(x as i64, s), "{x} {s}");
             assert_eq!(
@@ -410,7 +423,6 @@ mod tests {
     /// same guard: equal to the 64-bit nearest-even shift wherever `x + 2^(s−1)` fits, the edges included.
     #[test]
     fn biased_form_equals_the_64_bit_shift_where_it_applies() {
-        let mut rng = Xoshiro128PlusPlus::seed_from_u64(17);
         let edges = [
             i32::MAX,
             i32::MAX - 1,
@@ -422,11 +434,8 @@ mod tests {
             3 << 29,
             -(3 << 29),
         ];
-        for k in 0..200_000u32 {
-            let x = edges
-                .get(k as usize % 40)
-                .copied()
-                .unwrap_or(rng.next_u32() as i32);
+        let random = |r: &mut Xoshiro128PlusPlus, _| r.next_u32() as i32;
+        for (k, x) in edges_then_random(17, &edges, 40, 200_000, random) {
             let s = 1 + k % 31;
             if let Some(u) = x.checked_add(1 << (s - 1)) {
                 let want = NearestEven.shr(x as i64, s);
