@@ -461,11 +461,11 @@ library_benchmark_group!(
         step_4_8_8_1_nalgebra_b32
 );
 
-/// glibc's `memset` and `memcpy` switch to `rep stosb` / `rep movsb` above 2 KiB here, and callgrind counts every
-/// byte such an instruction moves as one executed instruction (zeroing a layer's gradients counted one per byte).
-/// Raising glibc's thresholds keeps both calls in their 32-byte vector loops, whose count follows the work, for our
-/// code and nalgebra's alike (no benchmarked nalgebra call takes the `rep` path today: its counts are the same
-/// either way).
+/// glibc's `memset` and `memcpy` switch to `rep stosb` / `rep movsb` from about 2 KiB on (`ld.so --list-tunables`), and
+/// callgrind counts every byte such an instruction moves as one executed instruction (zeroing a layer's gradients
+/// counted one per byte). Raising glibc's thresholds keeps both calls in their 32-byte vector loops, whose count
+/// follows the work, for our code and nalgebra's alike (no benchmarked nalgebra call takes the `rep` path today: its
+/// counts are the same either way).
 const GLIBC_TUNABLES: &str =
     "glibc.cpu.x86_rep_stosb_threshold=1073741824:glibc.cpu.x86_rep_movsb_threshold=1073741824";
 
