@@ -597,14 +597,15 @@ macro_rules! fixed_family {
             #[inline]
             fn saturate(v: i64) -> (Self, Flags) {
                 let () = Self::VALID;
-                let c = if v > <$raw>::MAX as i64 {
-                    <$raw>::MAX
-                } else if v < <$raw>::MIN as i64 {
-                    <$raw>::MIN
+                // In range exactly when the truncation sign-extends back to `v`: one compare of the high
+                // word with the low word's sign on a 32-bit core, where a clamp compares 64 bits twice.
+                let t = v as $raw;
+                if t as i64 == v {
+                    (Self(t), Flags::NONE)
                 } else {
-                    v as $raw
-                };
-                (Self(c), Flags::when(c as i64 != v, Flags::OVERFLOW | Flags::INEXACT))
+                    let c = if v < 0 { <$raw>::MIN } else { <$raw>::MAX };
+                    (Self(c), Flags::OVERFLOW | Flags::INEXACT)
+                }
             }
 
             /// [`Self::saturate`] in the narrowest type that holds a sum of two raw values (`i32` for 16-bit
@@ -1031,6 +1032,52 @@ mod tests {
         );
         assert_eq!(a.mul(a, &mut NearestEven).0, I16F16::ZERO);
         assert_eq!(na.mul(a, &mut NearestEven).0, I16F16::ZERO);
+    }
+
+    /// `saturate` against an `i128` clamp at every boundary of each raw width and at the extremes of `i64`,
+    /// including values whose low word alone would be in range (2³² + 5 truncates to 5).
+    #[test]
+    fn saturate_matches_a_wide_clamp() {
+        fn check<S: Scalar>(
+            raw: impl Fn(S) -> i64,
+            bits: u32,
+            saturate: impl Fn(i64) -> (S, Flags),
+        ) {
+            let (lo, hi) = (-(1i128 << (bits - 1)), (1i128 << (bits - 1)) - 1);
+            let mut vs = vec![0i128, 1, -1, i64::MIN as i128, i64::MAX as i128];
+            for edge in [
+                lo,
+                hi,
+                1 << 32,
+                -(1 << 32),
+                1 << 16,
+                -(1 << 16),
+                1 << 31,
+                -(1 << 31),
+            ] {
+                vs.extend((-3..=3).map(|d| edge + d));
+            }
+            vs.extend([
+                (1i128 << 32) + 5,
+                -(1i128 << 32) + 5,
+                (1i128 << 62) + 7,
+                -(1i128 << 62) - 7,
+            ]);
+            for v in vs.into_iter().filter(|v| i64::try_from(*v).is_ok()) {
+                let want = v.clamp(lo, hi);
+                let (got, f) = saturate(v as i64);
+                assert_eq!(raw(got) as i128, want, "{bits}-bit raw, v = {v}");
+                let flags = if want == v {
+                    Flags::NONE
+                } else {
+                    Flags::OVERFLOW | Flags::INEXACT
+                };
+                assert_eq!(f, flags, "{bits}-bit raw, v = {v}");
+            }
+        }
+        check(|x: I16F16| x.raw(), 32, I16F16::saturate);
+        check(|x: I8F24| x.raw(), 32, I8F24::saturate);
+        check(|x: I1F15| x.raw(), 16, I1F15::saturate);
     }
 
     #[test]
