@@ -264,7 +264,9 @@ proptest! {
                     (false, false) => matrix::matvec_t(&w, &d, &mut y, &mut NearestEven, &mut ()),
                 }
                 for i in 0..35 {
-                    let start = if add { y0[i] } else { 0.0 };
+                    // Every float sum in the crate starts at +0 and takes a starting value as its first term,
+                    // so a −0 start becomes +0 (`0 + −0`), as `y + Wᵀd` does with `Wᵀd` summed from +0.
+                    let start = if add { 0.0 + y0[i] } else { 0.0 };
                     let want = (0..5).fold(start, |s, o| s + w[o][i] * d[o]);
                     prop_assert!(same(y[i], want), "column {i} (add: {add}): {} vs {}", y[i], want);
                 }
@@ -280,6 +282,37 @@ proptest! {
         // where x86 keeps finished chunks in memory) and a tail. 5 rows: whole row blocks and a last row.
         matmul_in_order::<6>(&v)?;
         matmul_in_order::<35>(&v)?;
+    }
+}
+
+/// The case the proptest above once shrank to (a CI run's random seed): a −0 start whose terms are all −0 ends
+/// +0, observed or not, because the sum starts at +0; a +0 start stays +0 and a non-zero term keeps its sign.
+#[test]
+fn an_accumulating_transposed_sum_of_negative_zeros_starts_at_positive_zero() {
+    let w: [[f32; 3]; 5] = [
+        [-6.261147e-38, 0.0, 1.0],
+        [0.0, -0.0, 1.0],
+        [-5.79125e-20, 0.0, 1.0],
+        [0.0, -0.0, 1.0],
+        [-37.628, 0.0, 1.0],
+    ];
+    let d = [0.0, -165.71959, 0.0, -1545.5004, 0.0];
+    for observed in [false, true] {
+        let mut y = [-0.0f32, 0.0, -0.0];
+        let mut fl = Flags::NONE;
+        if observed {
+            matrix::matvec_t_add(&w, &d, &mut y, &mut NearestEven, &mut fl);
+        } else {
+            matrix::matvec_t_add(&w, &d, &mut y, &mut NearestEven, &mut ());
+        }
+        // Every product is ±0: column 0's are all −0, column 1's +0 or −0·−x = +0.
+        let column2 = d.iter().fold(0.0f32 + -0.0, |s, &dv| s + dv);
+        assert_eq!(
+            y.map(f32::to_bits),
+            [0.0, 0.0, column2].map(f32::to_bits),
+            "observed: {observed}"
+        );
+        assert_eq!(fl, Flags::NONE);
     }
 }
 

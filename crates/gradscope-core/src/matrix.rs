@@ -331,8 +331,9 @@ pub fn matvec_t<S: Scalar, const I: usize, const O: usize, P: Probe + ?Sized>(
     columns(w, d, y, false, r, p);
 }
 
-/// Accumulating transposed product `y += Wᵀ d`: the sum starts from `y`'s value and rounds once per output
-/// (a gated cell sums its gates' contributions this way).
+/// Accumulating transposed product `y += Wᵀ d`: the sum takes `y`'s value as its first term and rounds once per
+/// output (a gated cell sums its gates' contributions this way). A float sum starts at +0, as every sum in the
+/// crate does, so `y = −0` with only −0 terms gives +0 (as `y + Wᵀd` with `Wᵀd` summed from +0 would).
 #[inline]
 pub fn matvec_t_add<S: Scalar, const I: usize, const O: usize, P: Probe + ?Sized>(
     w: &[[S; I]; O],
