@@ -215,8 +215,9 @@ trait RawMul: Copy {
     /// `a · m`, exact, for a mantissa from [`RawMul::mantissa`]: 32 bits for 16-bit raws.
     fn product_m(a: Self, m: i32) -> i64;
 
-    /// Exact `Σ aᵢ·bᵢ` of each row with `b` (`b`'s largest magnitude is `b_max`), where the caller's bound
-    /// keeps every sum inside `i64`.
+    /// Exact `Σ aᵢ·bᵢ` of each row with `b` (`b_max` is `b`'s [`Scalar::bound`]: at least its largest
+    /// magnitude, with bit 15 set exactly when 16-bit values hold −1), where the caller's bound keeps every sum
+    /// inside `i64`.
     #[inline(always)]
     fn dots<S: Copy, const R: usize, const N: usize>(
         rows: &[[S; N]; R],
@@ -231,8 +232,8 @@ trait RawMul: Copy {
         out
     }
 
-    /// Exact `Σₖ a[i][k]·b[k][j]` into `i64` lanes that arrive at zero (`b`'s largest magnitude is `b_max`),
-    /// where the caller's bound keeps every sum inside `i64`.
+    /// Exact `Σₖ a[i][k]·b[k][j]` into `i64` lanes that arrive at zero (`b_max` as in [`RawMul::dots`]), where
+    /// the caller's bound keeps every sum inside `i64`.
     #[inline(always)]
     fn matmul_lanes<S, const R: usize, const K: usize, const N: usize>(
         a: &[[S; K]; R],
@@ -777,7 +778,11 @@ macro_rules! fixed_family {
             const ANY: u64 = 1u64 << ($bits - 1);
             #[inline]
             fn bound(x: &[Self]) -> u64 {
-                x.iter().fold(0u64, |m, v| m.max(v.0.unsigned_abs() as u64))
+                // The magnitudes' bitwise OR: at least the largest (and below twice it), in one OR per value
+                // where a maximum takes a compare and a select (two 64-bit compares on a 32-bit core). Only
+                // −1 in a 16-bit format has magnitude 2^15, so bit 15 is set exactly when it is there, as
+                // the x86 Q15 kernels ask (`RawMul::dots`).
+                x.iter().fold(0, |m, v| m | v.0.unsigned_abs()) as u64
             }
             #[inline]
             fn quiet(a: u64, b: u64, n: usize) -> bool {
@@ -1051,6 +1056,69 @@ mod tests {
         );
         assert_eq!(a.mul(a, &mut NearestEven).0, I16F16::ZERO);
         assert_eq!(na.mul(a, &mut NearestEven).0, I16F16::ZERO);
+    }
+
+    /// `bound` is at least the largest magnitude and below twice it, and for 16-bit raws it has bit 15 exactly
+    /// when −1 is among the values (what the x86 Q15 kernels' pair sums need), on vectors built from every
+    /// edge of the raw range and seeded random values.
+    #[test]
+    fn bound_covers_the_largest_magnitude_and_marks_minus_one() {
+        use rand_core::{Rng, SeedableRng};
+        fn check<S: Scalar<Bound = u64>>(
+            raws: &[i64],
+            raw: impl Fn(i64) -> S,
+            mag: impl Fn(&S) -> u64,
+        ) {
+            let x: [S; 8] = core::array::from_fn(|k| raw(raws[k % raws.len()]));
+            let b = S::bound(&x);
+            let max = x.iter().map(&mag).max().unwrap_or(0);
+            assert!(
+                b >= max && (max == 0 || b < 2 * max),
+                "{raws:?}: bound {b}, largest {max}"
+            );
+        }
+        let mut rng = rand_xoshiro::Xoshiro128PlusPlus::seed_from_u64(5);
+        let edges = [
+            0i64, 1, -1, 2, -2, 0x3fff, 0x4000, -0x4000, 0x7fff, -0x7fff, -0x8000,
+        ];
+        for trial in 0..2000 {
+            let raws: [i64; 8] = core::array::from_fn(|k| {
+                let e = edges[(rng.next_u32() as usize) % edges.len()];
+                if trial % 2 == 0 && k % 2 == 0 {
+                    (rng.next_u32() as i16) as i64 >> (rng.next_u32() % 16)
+                } else {
+                    e
+                }
+            });
+            check::<I1F15>(
+                &raws,
+                |v| I1F15::from_bits(v as i16),
+                |v| v.0.unsigned_abs() as u64,
+            );
+            let q15: [I1F15; 8] = core::array::from_fn(|k| I1F15::from_bits(raws[k] as i16));
+            assert_eq!(
+                I1F15::bound(&q15) >= 1 << 15,
+                raws.contains(&-0x8000),
+                "{raws:?}"
+            );
+            let mut wide = |v: i64| I16F16::from_bits((v << (rng.next_u32() % 17)) as i32);
+            let x32: [I16F16; 8] = core::array::from_fn(|k| wide(raws[k]));
+            let max = x32
+                .iter()
+                .map(|v| v.0.unsigned_abs() as u64)
+                .max()
+                .unwrap_or(0);
+            let b = I16F16::bound(&x32);
+            assert!(
+                b >= max && (max == 0 || b < 2 * max),
+                "{x32:?}: bound {b}, largest {max}"
+            );
+        }
+        check::<I16F16>(
+            &[i32::MIN as i64, 1],
+            |v| I16F16::from_bits(v as i32),
+            |v| v.0.unsigned_abs() as u64,
+        );
     }
 
     /// `saturate` against an `i128` clamp at every boundary of each raw width and at the extremes of `i64`,

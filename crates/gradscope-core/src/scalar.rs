@@ -81,7 +81,8 @@ pub trait Scalar: Copy + Default + PartialEq + PartialOrd + Debug + Send + Sync 
     type Bound: Copy + Debug;
     /// The bound of every value of the type (fixed point: its range; floats: one that is never quiet).
     const ANY: Self::Bound;
-    /// The bound of the values in `x`.
+    /// A bound of the values in `x`: for fixed point, at least their largest magnitude (their magnitudes' bitwise
+    /// OR, which is below twice it); for floats, their smallest non-zero and largest magnitudes.
     fn bound(x: &[Self]) -> Self::Bound;
     /// Whether a sum of `n` products of values bounded by `a` and `b` is certain to have no event: no float
     /// product that underflows, is subnormal or overflows and no partial sum that overflows; no fixed-point sum
