@@ -101,6 +101,13 @@ pub(crate) fn nearest_even_biased(t: i32, s: u32) -> i32 {
     (t + ((t << (31 - s)) as u32 >> 31) as i32) >> s
 }
 
+/// [`nearest_even_biased`] in 64 bits, from `t = x + 2^(s−1) − 1` (`1 ≤ s ≤ 62`, `t < i64::MAX`), by the same
+/// argument.
+#[inline(always)]
+pub(crate) fn nearest_even_biased64(t: i64, s: u32) -> i64 {
+    (t + ((t >> s) & 1)) >> s
+}
+
 #[inline]
 fn split(x: i64, s: u32) -> (i64, u64, u32) {
     let s = s.min(62);
@@ -282,13 +289,13 @@ pub(crate) mod tests {
     /// Test inputs `(k, x)` for `k` in `0..count`: `x` is `edges[k % period]` where that exists, otherwise
     /// `random(rng, k)` from a generator seeded with `seed`. It draws at every `k`, edges included, so a
     /// test's random values do not depend on how many edges it lists.
-    pub(crate) fn edges_then_random(
+    pub(crate) fn edges_then_random<T: Copy>(
         seed: u64,
-        edges: &[i32],
+        edges: &[T],
         period: usize,
         count: u32,
-        mut random: impl FnMut(&mut Xoshiro128PlusPlus, u32) -> i32,
-    ) -> impl Iterator<Item = (u32, i32)> {
+        mut random: impl FnMut(&mut Xoshiro128PlusPlus, u32) -> T,
+    ) -> impl Iterator<Item = (u32, T)> {
         let mut rng = Xoshiro128PlusPlus::seed_from_u64(seed);
         (0..count).map(move |k| {
             let r = random(&mut rng, k);
@@ -417,6 +424,44 @@ pub(crate) mod tests {
             assert_eq!(any, all(Stochastic(rng())));
             assert_eq!(any.4, "stochastic");
         }
+    }
+
+    /// `nearest_even_biased64`, as the fixed-point SGD update calls it (`t = x + 2^(s−1) − 1` with `|x| ≤ 2^62`):
+    /// equal to the exact quotient rounded to nearest-even (an `i128` reference) at every shift, on the edges
+    /// of that range, exact ties of both parities and seeded random values of every magnitude.
+    #[test]
+    fn biased_64_bit_form_equals_nearest_even() {
+        let edges = [
+            1 << 62,
+            -(1 << 62),
+            (1 << 62) - 1,
+            -(1 << 62) + 1,
+            0,
+            1,
+            -1,
+            3 << 60,
+            -(3 << 60),
+            (1 << 40) + (1 << 15),
+            (3 << 40) + (1 << 15),
+            -(1 << 40) - (1 << 15),
+        ];
+        // Every edge meets every shift (13 and 62 are coprime); random values at every magnitude between.
+        let random = |r: &mut Xoshiro128PlusPlus, k: u32| (r.next_u64() as i64) >> (1 + k % 63);
+        let mut ties = 0;
+        for (k, x) in edges_then_random(23, &edges, 13, 400_000, random) {
+            let s = 1 + k % 62;
+            // floor(x / 2^s) and the remainder, in i128; up on more than half, or on half with an odd floor.
+            let (q, rem, half) = (
+                (x as i128) >> s,
+                (x as i128) & ((1i128 << s) - 1),
+                1i128 << (s - 1),
+            );
+            ties += (rem == half) as u32;
+            let want = q + (rem > half || (rem == half && q & 1 == 1)) as i128;
+            let got = nearest_even_biased64(x + ((1 << (s - 1)) - 1), s);
+            assert_eq!(got as i128, want, "x = {x}, s = {s}");
+        }
+        assert!(ties > 100, "only {ties} ties");
     }
 
     /// The microcontrollers' three-step form of `NearestEven::shr32` (hosts compile the other one), under the
