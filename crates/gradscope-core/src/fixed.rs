@@ -693,7 +693,7 @@ macro_rules! fixed_family {
                 Self::round64(v, s, r)
             }
 
-            /// [`Self::round64`] under [`NearestEven`] (`1 ≤ s ≤ 62`) in the biased form
+            /// [`Self::round64`] under [`NearestEven`](crate::round::NearestEven) (`1 ≤ s ≤ 62`) in the biased form
             /// ([`crate::round::nearest_even_biased64`]), without the compare of the remainder with one half;
             /// `None` where `v + 2^(s−1)` overflows. The dropped bits' test stands in for `v != 0`, as in
             /// [`Self::round32`].

@@ -426,16 +426,19 @@ pub(crate) mod tests {
         }
     }
 
-    /// `nearest_even_biased64`, as the fixed-point SGD update calls it (`t = x + 2^(s−1) − 1` with `|x| ≤ 2^62`):
+    /// `nearest_even_biased64` under the guard of its callers (`Fx::round_biased`: `x + 2^(s−1)` fits `i64`):
     /// equal to the exact quotient rounded to nearest-even (an `i128` reference) at every shift, on the edges
-    /// of that range, exact ties of both parities and seeded random values of every magnitude.
+    /// of `i64` and of the SGD update's range (|x| ≤ 2^62), exact ties of both parities and seeded random
+    /// values of every magnitude.
     #[test]
     fn biased_64_bit_form_equals_nearest_even() {
         let edges = [
+            i64::MAX,
+            i64::MAX - 1,
+            i64::MIN,
+            i64::MIN + 1,
             1 << 62,
             -(1 << 62),
-            (1 << 62) - 1,
-            -(1 << 62) + 1,
             0,
             1,
             -1,
@@ -445,11 +448,15 @@ pub(crate) mod tests {
             (3 << 40) + (1 << 15),
             -(1 << 40) - (1 << 15),
         ];
-        // Every edge meets every shift (13 and 62 are coprime); random values at every magnitude between.
-        let random = |r: &mut Xoshiro128PlusPlus, k: u32| (r.next_u64() as i64) >> (1 + k % 63);
-        let mut ties = 0;
-        for (k, x) in edges_then_random(23, &edges, 13, 400_000, random) {
+        // Every edge meets every shift (17 and 62 are coprime); random values at every magnitude between.
+        let random = |r: &mut Xoshiro128PlusPlus, k: u32| (r.next_u64() as i64) >> (k % 64);
+        let (mut ties, mut tested) = (0, 0);
+        for (k, x) in edges_then_random(23, &edges, 17, 400_000, random) {
             let s = 1 + k % 62;
+            let Some(u) = x.checked_add(1 << (s - 1)) else {
+                assert!(x > i64::MAX - (1 << (s - 1)), "x = {x}, s = {s}");
+                continue;
+            };
             // floor(x / 2^s) and the remainder, in i128; up on more than half, or on half with an odd floor.
             let (q, rem, half) = (
                 (x as i128) >> s,
@@ -457,11 +464,18 @@ pub(crate) mod tests {
                 1i128 << (s - 1),
             );
             ties += (rem == half) as u32;
+            tested += 1;
             let want = q + (rem > half || (rem == half && q & 1 == 1)) as i128;
-            let got = nearest_even_biased64(x + ((1 << (s - 1)) - 1), s);
-            assert_eq!(got as i128, want, "x = {x}, s = {s}");
+            assert_eq!(
+                nearest_even_biased64(u - 1, s) as i128,
+                want,
+                "x = {x}, s = {s}"
+            );
         }
-        assert!(ties > 100, "only {ties} ties");
+        assert!(
+            ties > 100 && tested > 300_000,
+            "{ties} ties in {tested} values"
+        );
     }
 
     /// The microcontrollers' three-step form of `NearestEven::shr32` (hosts compile the other one), under the
