@@ -368,6 +368,8 @@ fn watched_paths_equal_the_full_paths_where_a_watching_probe_looks() {
         watched_paths_keep_what_a_watching_probe_sees::<f16, _>(act, |v| v.to_bits() as u64);
         watched_paths_keep_what_a_watching_probe_sees::<bf16, _>(act, |v| v.to_bits() as u64);
         watched_paths_keep_what_a_watching_probe_sees::<I16F16, _>(act, |v| v.raw() as u64);
+        watched_paths_keep_what_a_watching_probe_sees::<I8F24, _>(act, |v| v.raw() as u64);
+        watched_paths_keep_what_a_watching_probe_sees::<I1F15, _>(act, |v| v.raw() as u64);
     }
 }
 

@@ -55,6 +55,17 @@ pub trait Fixed: Scalar {
     /// `num / den` in raw units (`num / den · 2^−F`) rounded with `r` and saturated. `den <= 0` gives zero
     /// with [`Flags::NONFINITE`] (a division by zero), never a panic.
     fn from_ratio<R: Rounding + ?Sized>(num: i64, den: i64, r: &mut R) -> (Self, Flags);
+    /// [`Fixed::from_wide`] with flags that may leave out every event but the value's own (its saturation), as
+    /// [`Scalar::narrow_watched`] is to `narrow`.
+    #[inline]
+    fn from_wide_watched<R: Rounding + ?Sized>(v: i64, frac: u32, r: &mut R) -> (Self, Flags) {
+        Self::from_wide(v, frac, r)
+    }
+    /// [`Fixed::from_ratio`] as [`Fixed::from_wide_watched`] is to `from_wide`.
+    #[inline]
+    fn from_ratio_watched<R: Rounding + ?Sized>(num: i64, den: i64, r: &mut R) -> (Self, Flags) {
+        Self::from_ratio(num, den, r)
+    }
 }
 
 /// Nearest-even rounding of `m·g / 2^e` for a 16-bit raw `g` and a 15-bit mantissa `m` (`|m·g| < 2³⁰`,
@@ -562,7 +573,7 @@ macro_rules! fixed_family {
                     // 16-bit raws: the product fits 32 bits.
                     for (w, &g) in values {
                         let p = <$raw as RawMul>::product_m(g.0, m) as i32;
-                        let (d, f1) = Self::round32(p, e, r);
+                        let (d, f1) = Self::round32::<true, R>(p, e, r);
                         let (v, f2) = w.sub(d);
                         record(f1 | f2);
                         *w = v;
@@ -575,8 +586,8 @@ macro_rules! fixed_family {
                     // |g·m| <= 2^62: adding 2^(e−1) never overflows, so the fallback is never taken.
                     for (w, &g) in values {
                         let p = <$raw as RawMul>::product_m(g.0, m);
-                        let (d, f1) = Self::round_biased(p, e)
-                            .unwrap_or_else(|| Self::round64(p, e, r));
+                        let (d, f1) = Self::round_biased::<true>(p, e)
+                            .unwrap_or_else(|| Self::round64::<true, R>(p, e, r));
                         let (v, f2) = w.sub(d);
                         record(f1 | f2);
                         *w = v;
@@ -631,9 +642,11 @@ macro_rules! fixed_family {
                     // Inline: out of line, the host's I1F15 4-8-8-1 step took 16% more instructions
                     // (`benches/instructions.rs`), while every 32-bit step counted there and on both cores
                     // took fewer than with the branch inline.
-                    Self::saturation(v)
+                    (Self::saturation(v), Flags::OVERFLOW | Flags::INEXACT)
                 } else {
-                    Self::saturated(v)
+                    // The flags stay here, constants the caller can see: a sink that keeps only some events
+                    // (the training step's) then tests none of the others.
+                    (Self::saturated(v), Flags::OVERFLOW | Flags::INEXACT)
                 }
             }
 
@@ -641,15 +654,14 @@ macro_rules! fixed_family {
             /// turns the rare branch into selects computed for every value.
             #[cold]
             #[inline(never)]
-            fn saturated(v: i64) -> (Self, Flags) {
+            fn saturated(v: i64) -> Self {
                 Self::saturation(v)
             }
 
-            /// The bound nearest to an out-of-range `v`, flagged.
+            /// The bound nearest to an out-of-range `v`.
             #[inline(always)]
-            fn saturation(v: i64) -> (Self, Flags) {
-                let c = if v < 0 { <$raw>::MIN } else { <$raw>::MAX };
-                (Self(c), Flags::OVERFLOW | Flags::INEXACT)
+            fn saturation(v: i64) -> Self {
+                Self(if v < 0 { <$raw>::MIN } else { <$raw>::MAX })
             }
 
             /// [`Self::saturate`] in the narrowest type that holds a sum of two raw values (`i32` for 16-bit
@@ -666,10 +678,14 @@ macro_rules! fixed_family {
                 (Self(c), Flags::when(c as $wide != v, Flags::OVERFLOW | Flags::INEXACT))
             }
 
-            /// [`Self::round_wide`] of a 32-bit value shifted by `s <= 31`, in 32-bit arithmetic.
+            /// [`Self::round_wide`] of a 32-bit value shifted by `s <= 31`, in 32-bit arithmetic. With `ALL`
+            /// false, only the saturation's flags (a value's own events, what a watching probe keeps).
             #[inline]
-            fn round32<R: Rounding + ?Sized>(v: i32, s: u32, r: &mut R) -> (Self, Flags) {
+            fn round32<const ALL: bool, R: Rounding + ?Sized>(v: i32, s: u32, r: &mut R) -> (Self, Flags) {
                 let (out, f) = Self::saturate_w(r.shr32(v, s) as $wide);
+                if !ALL {
+                    return (out, f);
+                }
                 let dropped = (v as u32) & ((1u32 << s) - 1) != 0;
                 // A non-zero value rounded to zero had bits dropped (an exact one keeps its non-zero quotient),
                 // so the dropped bits' test stands in for `v != 0`.
@@ -682,25 +698,38 @@ macro_rules! fixed_family {
             /// Round `v · 2^−s` (raw units) to the grid, saturate, flag.
             #[inline]
             fn round_wide<R: Rounding + ?Sized>(v: i64, s: u32, r: &mut R) -> (Self, Flags) {
+                Self::round_wide_as::<true, R>(v, s, r)
+            }
+
+            /// [`Self::round_wide`], with `ALL` false flagging only a saturation (as [`Self::round32`]).
+            #[inline]
+            fn round_wide_as<const ALL: bool, R: Rounding + ?Sized>(
+                v: i64,
+                s: u32,
+                r: &mut R,
+            ) -> (Self, Flags) {
                 // 16-bit formats: 32-bit rounding where the value fits 32 bits (a Cortex-M0 has no 64-bit
                 // shifts), the same result and the same random draws as `round64`.
                 if $bits == 16
                     && s <= 31
                     && let Ok(v) = i32::try_from(v)
                 {
-                    return Self::round32(v, s, r);
+                    return Self::round32::<ALL, R>(v, s, r);
                 }
-                Self::round64(v, s, r)
+                Self::round64::<ALL, R>(v, s, r)
             }
 
             /// [`Self::round64`] under [`NearestEven`](crate::round::NearestEven) (`1 ≤ s ≤ 62`) in the biased form
             /// ([`crate::round::nearest_even_biased64`]), without the compare of the remainder with one half;
             /// `None` where `v + 2^(s−1)` overflows. The dropped bits' test stands in for `v != 0`, as in
-            /// [`Self::round32`].
+            /// [`Self::round32`] (and, with `ALL` false, flags only a saturation as it does).
             #[inline(always)]
-            fn round_biased(v: i64, s: u32) -> Option<(Self, Flags)> {
+            fn round_biased<const ALL: bool>(v: i64, s: u32) -> Option<(Self, Flags)> {
                 let u = v.checked_add(1 << (s - 1))?;
                 let (out, f) = Self::saturate(crate::round::nearest_even_biased64(u - 1, s));
+                if !ALL {
+                    return Some((out, f));
+                }
                 let dropped = (v as u64) & ((1u64 << s) - 1) != 0;
                 Some((
                     out,
@@ -709,16 +738,74 @@ macro_rules! fixed_family {
                 ))
             }
 
-            /// [`Self::round_wide`] in 64-bit arithmetic.
+            /// [`Self::round_wide`] in 64-bit arithmetic (`ALL` as in [`Self::round32`]).
             #[inline]
-            fn round64<R: Rounding + ?Sized>(v: i64, s: u32, r: &mut R) -> (Self, Flags) {
+            fn round64<const ALL: bool, R: Rounding + ?Sized>(v: i64, s: u32, r: &mut R) -> (Self, Flags) {
                 let q = r.shr(v, s);
                 let (out, f) = Self::saturate(q);
+                if !ALL {
+                    return (out, f);
+                }
                 let dropped = s > 0 && (v as u64) & ((1u64 << s.min(62)) - 1) != 0;
                 let f = f
                     | Flags::when(dropped, Flags::INEXACT)
                     | Flags::when(v != 0 && out.0 == 0, Flags::UNDERFLOW);
                 (out, f)
+            }
+        }
+
+        impl<const F: u32> $name<F> {
+            /// [`Fixed::from_wide`], with `ALL` false flagging only a saturation (as [`Self::round32`]).
+            #[inline(always)]
+            fn from_wide_as<const ALL: bool, R: Rounding + ?Sized>(
+                v: i64,
+                frac: u32,
+                r: &mut R,
+            ) -> (Self, Flags) {
+                if frac >= F {
+                    Self::round_wide_as::<ALL, R>(v, frac - F, r)
+                } else {
+                    // Exact left shift, saturating (any |v| >= 2^62 saturates every format anyway).
+                    let shifted = (v as i128) << (F - frac).min(64);
+                    Self::saturate(shifted.clamp(i64::MIN as i128, i64::MAX as i128) as i64)
+                }
+            }
+
+            /// [`Fixed::from_ratio`], with `ALL` false flagging only a saturation or a division by zero.
+            #[inline(always)]
+            fn from_ratio_as<const ALL: bool, R: Rounding + ?Sized>(
+                num: i64,
+                den: i64,
+                r: &mut R,
+            ) -> (Self, Flags) {
+                if den <= 0 {
+                    return (Self(0), Flags::NONFINITE);
+                }
+                let (q, rem) = (num.div_euclid(den), num.rem_euclid(den));
+                let (v, f) = Self::saturate(r.round_frac(q, rem as u64, den as u64));
+                if !ALL {
+                    return (v, f);
+                }
+                let f = f
+                    | Flags::when(rem != 0, Flags::INEXACT)
+                    | Flags::when(num != 0 && v.0 == 0, Flags::UNDERFLOW);
+                (v, f)
+            }
+
+            /// [`Scalar::narrow`], with `ALL` false flagging only a saturation (as [`Self::round32`]).
+            #[inline]
+            fn narrow_as<const ALL: bool, R: Rounding + ?Sized>(acc: WideAcc, r: &mut R) -> (Self, Flags) {
+                // Beyond i64 every format saturates: clamp first (the sign is all that matters).
+                let v = i64::try_from(acc.value)
+                    .unwrap_or(if acc.value < 0 { i64::MIN } else { i64::MAX });
+                if $bits == 32
+                    && BIASED_NARROW
+                    && r.nearest_even()
+                    && let Some(out) = Self::round_biased::<ALL>(v, F)
+                {
+                    return out;
+                }
+                Self::round_wide_as::<ALL, R>(v, F, r)
             }
         }
 
@@ -753,17 +840,14 @@ macro_rules! fixed_family {
             }
             #[inline]
             fn narrow<R: Rounding + ?Sized>(acc: WideAcc, r: &mut R) -> (Self, Flags) {
-                // Beyond i64 every format saturates: clamp first (the sign is all that matters).
-                let v = i64::try_from(acc.value)
-                    .unwrap_or(if acc.value < 0 { i64::MIN } else { i64::MAX });
-                if $bits == 32
-                    && BIASED_NARROW
-                    && r.nearest_even()
-                    && let Some(out) = Self::round_biased(v, F)
-                {
-                    return out;
-                }
-                Self::round_wide(v, F, r)
+                Self::narrow_as::<true, R>(acc, r)
+            }
+            // A narrowing's own event is its saturation: the flags of dropped bits and of underflow are left
+            // out, so a kernel that only watches does not compute them (the compiler did not drop them when
+            // they were only masked away afterwards).
+            #[inline]
+            fn narrow_watched<R: Rounding + ?Sized>(acc: WideAcc, r: &mut R) -> (Self, Flags) {
+                Self::narrow_as::<false, R>(acc, r)
             }
 
             fn narrow_mean<R: Rounding + ?Sized>(acc: WideAcc, n: u32, r: &mut R) -> (Self, Flags) {
@@ -995,25 +1079,25 @@ macro_rules! fixed_family {
             #[cfg_attr(target_os = "none", inline)]
             #[cfg_attr(not(target_os = "none"), inline(always))]
             fn from_wide<R: Rounding + ?Sized>(v: i64, frac: u32, r: &mut R) -> (Self, Flags) {
-                if frac >= F {
-                    Self::round_wide(v, frac - F, r)
-                } else {
-                    // Exact left shift, saturating (any |v| >= 2^62 saturates every format anyway).
-                    let shifted = (v as i128) << (F - frac).min(64);
-                    Self::saturate(shifted.clamp(i64::MIN as i128, i64::MAX as i128) as i64)
-                }
+                Self::from_wide_as::<true, R>(v, frac, r)
             }
             #[inline]
             fn from_ratio<R: Rounding + ?Sized>(num: i64, den: i64, r: &mut R) -> (Self, Flags) {
-                if den <= 0 {
-                    return (Self(0), Flags::NONFINITE);
-                }
-                let (q, rem) = (num.div_euclid(den), num.rem_euclid(den));
-                let (v, f) = Self::saturate(r.round_frac(q, rem as u64, den as u64));
-                let f = f
-                    | Flags::when(rem != 0, Flags::INEXACT)
-                    | Flags::when(num != 0 && v.0 == 0, Flags::UNDERFLOW);
-                (v, f)
+                Self::from_ratio_as::<true, R>(num, den, r)
+            }
+            // As `from_wide`.
+            #[cfg_attr(target_os = "none", inline)]
+            #[cfg_attr(not(target_os = "none"), inline(always))]
+            fn from_wide_watched<R: Rounding + ?Sized>(v: i64, frac: u32, r: &mut R) -> (Self, Flags) {
+                Self::from_wide_as::<false, R>(v, frac, r)
+            }
+            #[inline]
+            fn from_ratio_watched<R: Rounding + ?Sized>(
+                num: i64,
+                den: i64,
+                r: &mut R,
+            ) -> (Self, Flags) {
+                Self::from_ratio_as::<false, R>(num, den, r)
             }
         }
 
@@ -1305,6 +1389,82 @@ mod tests {
         assert!(!f.contains(Flags::OVERFLOW));
     }
 
+    /// The watching narrowings (`narrow_watched`, `from_wide_watched`, `from_ratio_watched`) against the full
+    /// ones in every format and rounding mode: the same value, the same random draws, and the full flags where
+    /// the value saturated (or divided by zero), no flag elsewhere. Sums beyond `i64`, the edges of every
+    /// format's range, ties and random magnitudes at every shift.
+    #[test]
+    fn watched_narrowings_keep_the_value_and_its_saturation() {
+        use crate::round::{Rounding, Stochastic};
+        use rand_core::{Rng, SeedableRng};
+        use rand_xoshiro::Xoshiro128PlusPlus;
+
+        fn own(full: Flags) -> Flags {
+            if full.intersects(Flags::OVERFLOW | Flags::NONFINITE) {
+                full
+            } else {
+                Flags::NONE
+            }
+        }
+        fn check<S: Fixed<Acc = WideAcc>, R: Rounding + Clone + PartialEq + core::fmt::Debug>(
+            r: R,
+            v: i128,
+            k: u32,
+        ) {
+            let same = |what: &str, full: (S, Flags), watched: (S, Flags), a: &R, b: &R| {
+                assert_eq!(
+                    (full.0.raw(), own(full.1)),
+                    (watched.0.raw(), watched.1),
+                    "{} {what}, v = {v}, k = {k}",
+                    S::NAME
+                );
+                assert_eq!(a, b, "{} {what}, v = {v}: the random draws differ", S::NAME);
+            };
+            let (mut a, mut b) = (r.clone(), r.clone());
+            let acc = WideAcc { value: v };
+            let full = S::narrow(acc, &mut a);
+            let watched = S::narrow_watched(acc, &mut b);
+            same("narrow", full, watched, &a, &b);
+            let w = v.clamp(i64::MIN as i128, i64::MAX as i128) as i64;
+            let frac = k % 64;
+            let full = S::from_wide(w, frac, &mut a);
+            let watched = S::from_wide_watched(w, frac, &mut b);
+            same("from_wide", full, watched, &a, &b);
+            let den = (v >> 64) as i64 % 1000 - 100;
+            let full = S::from_ratio(w, den, &mut a);
+            let watched = S::from_ratio_watched(w, den, &mut b);
+            same("from_ratio", full, watched, &a, &b);
+        }
+        let edges: [i128; 12] = [
+            0,
+            1,
+            -1,
+            1 << 15,
+            (1 << 30) - (1 << 14),
+            (1 << 30) + (1 << 14),
+            -(1 << 30) - (1 << 14),
+            i64::MAX as i128,
+            i64::MIN as i128,
+            i64::MAX as i128 + 1,
+            i128::MAX,
+            i128::MIN,
+        ];
+        let random = |r: &mut Xoshiro128PlusPlus, k: u32| {
+            ((r.next_u64() as i128) << 64 | r.next_u64() as i128) >> (k % 127)
+        };
+        for (k, v) in crate::round::tests::edges_then_random(9, &edges, 40, 20_000, random) {
+            let stochastic = || Stochastic(Xoshiro128PlusPlus::seed_from_u64(k as u64));
+            check::<I1F15, _>(NearestEven, v, k);
+            check::<I1F15, _>(Floor, v, k);
+            check::<I1F15, _>(stochastic(), v, k);
+            check::<I8F24, _>(NearestEven, v, k);
+            check::<I8F24, _>(stochastic(), v, k);
+            check::<I16F16, _>(NearestEven, v, k);
+            check::<I16F16, _>(Floor, v, k);
+            check::<I16F16, _>(stochastic(), v, k);
+        }
+    }
+
     #[test]
     fn round32_equals_round64_in_every_mode() {
         use crate::round::{Rounding, Stochastic};
@@ -1317,8 +1477,8 @@ mod tests {
             s: u32,
         ) {
             let (mut a, mut b) = (r.clone(), r);
-            let got = Fx16::<F>::round32(v, s, &mut a);
-            let want = Fx16::<F>::round64(v as i64, s, &mut b);
+            let got = Fx16::<F>::round32::<true, _>(v, s, &mut a);
+            let want = Fx16::<F>::round64::<true, _>(v as i64, s, &mut b);
             assert_eq!(got, want, "v = {v}, s = {s}, F = {F}");
             assert_eq!(a, b, "v = {v}, s = {s}: the random draws differ");
         }

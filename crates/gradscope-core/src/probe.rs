@@ -14,8 +14,10 @@ pub trait Probe {
 
     /// Whether an inactive probe still watches for the values that carry events in themselves: non-finite
     /// floats (kernels then run their fast paths, check each output once, and report only the outputs that are
-    /// not finite, with the events of their exact recomputation) and every fixed-point narrowing's flags. What
-    /// a training step needs to spot a divergence, at the cost of one scan per output vector.
+    /// not finite, with the events of their exact recomputation) and every fixed-point narrowing, with flags
+    /// that may leave out every event but the value's own (its saturation). What a training step needs to
+    /// spot a divergence, at the cost of one scan per float output vector and one saturation test per
+    /// fixed-point value.
     const WATCH: bool = Self::ACTIVE;
 
     /// Record the events of one produced value.

@@ -181,6 +181,14 @@ pub trait Scalar: Copy + Default + PartialEq + PartialOrd + Debug + Send + Sync 
     /// Round the accumulated value to `Self`, reporting every event seen since [`Scalar::acc_zero`].
     fn narrow<R: Rounding + ?Sized>(acc: Self::Acc, r: &mut R) -> (Self, Flags);
 
+    /// [`Scalar::narrow`] for a probe that only watches ([`Probe::WATCH`](crate::Probe::WATCH)): the same
+    /// value and rounding, with flags that may leave out every event but the value's own (overflow or
+    /// saturation, non-finite), the only ones such a probe keeps ([`Probe::note`](crate::Probe::note)).
+    #[inline]
+    fn narrow_watched<R: Rounding + ?Sized>(acc: Self::Acc, r: &mut R) -> (Self, Flags) {
+        Self::narrow(acc, r)
+    }
+
     /// The mean `acc / n` of a sum of `n` values accumulated with [`Scalar::acc_add`], rounded with `r`.
     /// Fixed point overrides it with the exact quotient rounded once, so a mean is in range whenever its
     /// value is, however large the sum. The default (the floats) rounds the sum, then multiplies by `1/n`:

@@ -316,17 +316,71 @@ fn underflow(result: i64, exact_zero: bool) -> Flags {
     )
 }
 
+/// `w` rounded to `S`, with every event (`ALL`) or only the value's own (what a watching probe keeps).
 // As `derivative30`.
 #[cfg_attr(not(gradscope_per_kind), inline)]
 #[cfg_attr(gradscope_per_kind, inline(always))]
-fn finish<S: Fixed, R: Rounding + ?Sized>(w: Wide, r: &mut R) -> (S, Flags) {
+fn finish<S: Fixed, R: Rounding + ?Sized, const ALL: bool>(w: Wide, r: &mut R) -> (S, Flags) {
     match w {
         Wide::At(v, frac) => {
             let (v, frac) = reduce(v, frac);
-            S::from_wide(v, frac, r)
+            if ALL {
+                S::from_wide(v, frac, r)
+            } else {
+                S::from_wide_watched(v, frac, r)
+            }
         }
-        Wide::Ratio(n, d) => S::from_ratio(n, d, r),
+        Wide::Ratio(n, d) if ALL => S::from_ratio(n, d, r),
+        Wide::Ratio(n, d) => S::from_ratio_watched(n, d, r),
     }
+}
+
+/// [`Activate::f`] of a fixed-point `x`: every event (`ALL`), or (for [`Activate::f_watched`]) the value's own.
+// As `derivative30`.
+#[cfg_attr(not(gradscope_per_kind), inline)]
+#[cfg_attr(gradscope_per_kind, inline(always))]
+fn f_as<S: Fixed, R: Rounding + ?Sized, const ALL: bool>(a: &Act, x: S, r: &mut R) -> (S, Flags) {
+    let (y, fl) = finish::<S, R, ALL>(forward(a, x.raw(), S::FRAC), r);
+    if !ALL {
+        return (y, fl);
+    }
+    (
+        y,
+        fl | underflow(y.raw(), a.zero_set(x.raw(), 0, 1i64 << S::FRAC).0),
+    )
+}
+
+/// [`Activate::backward`] of fixed-point values with `BITS`-bit raws, its events as in [`f_as`].
+// As `derivative30`.
+#[cfg_attr(not(gradscope_per_kind), inline)]
+#[cfg_attr(gradscope_per_kind, inline(always))]
+fn backward_as<S: Fixed, R: Rounding + ?Sized, const ALL: bool, const BITS: u32>(
+    a: &Act,
+    (x, y, dy): (S, S, S),
+    r: &mut R,
+) -> (S, Flags) {
+    let narrow_d: u64 = 1 << (63 - BITS);
+    let from_wide = |v, frac, r: &mut R| {
+        if ALL {
+            S::from_wide(v, frac, r)
+        } else {
+            S::from_wide_watched(v, frac, r)
+        }
+    };
+    let d = derivative30(a, x.raw(), y.raw(), S::FRAC);
+    // |dy| <= 2^(bits−1): with |d| below `narrow_d` the product is under 2^62, exact in i64 and already what
+    // `reduce` would return; the i128 path is for derivatives beyond that.
+    let (g, fl) = if d.unsigned_abs() < narrow_d {
+        from_wide(mul64(d, dy.raw()), S::FRAC + TABLE_FRAC, r)
+    } else {
+        let (v, frac) = reduce(mul(dy.raw(), d), S::FRAC + TABLE_FRAC);
+        from_wide(v, frac, r)
+    };
+    if !ALL {
+        return (g, fl);
+    }
+    let exact_zero = dy.raw() == 0 || a.zero_set(x.raw(), 0, 1i64 << S::FRAC).1;
+    (g, fl | underflow(g.raw(), exact_zero))
 }
 
 macro_rules! fixed_activate {
@@ -336,11 +390,14 @@ macro_rules! fixed_activate {
             #[cfg_attr(not(gradscope_per_kind), inline)]
             #[cfg_attr(gradscope_per_kind, inline(always))]
             fn f<R: Rounding + ?Sized>(&self, x: $name<F>, r: &mut R) -> ($name<F>, Flags) {
-                let (y, fl) = finish::<$name<F>, R>(forward(self, x.raw(), F), r);
-                (
-                    y,
-                    fl | underflow(y.raw(), self.zero_set(x.raw(), 0, 1i64 << F).0),
-                )
+                f_as::<_, R, true>(self, x, r)
+            }
+            // Without the flags of dropped bits and of underflow: masked away only afterwards, they were still
+            // computed. As `derivative30`.
+            #[cfg_attr(not(gradscope_per_kind), inline)]
+            #[cfg_attr(gradscope_per_kind, inline(always))]
+            fn f_watched<R: Rounding + ?Sized>(&self, x: $name<F>, r: &mut R) -> ($name<F>, Flags) {
+                f_as::<_, R, false>(self, x, r)
             }
             #[inline]
             fn df<R: Rounding + ?Sized>(
@@ -366,18 +423,19 @@ macro_rules! fixed_activate {
                 dy: $name<F>,
                 r: &mut R,
             ) -> ($name<F>, Flags) {
-                const NARROW_D: u64 = 1 << (63 - <$raw>::BITS);
-                let d = derivative30(self, x.raw(), y.raw(), F);
-                // |dy| <= 2^(bits−1): with |d| below NARROW_D the product is under 2^62, exact in i64 and
-                // already what `reduce` would return; the i128 path is for derivatives beyond that.
-                let (g, fl) = if d.unsigned_abs() < NARROW_D {
-                    <$name<F>>::from_wide(mul64(d, dy.raw()), F + TABLE_FRAC, r)
-                } else {
-                    let (v, frac) = reduce(mul(dy.raw() as i64, d), F + TABLE_FRAC);
-                    <$name<F>>::from_wide(v, frac, r)
-                };
-                let exact_zero = dy.raw() == 0 || self.zero_set(x.raw(), 0, 1i64 << F).1;
-                (g, fl | underflow(g.raw(), exact_zero))
+                backward_as::<_, R, true, { <$raw>::BITS }>(self, (x, y, dy), r)
+            }
+            // As `f_watched`.
+            #[cfg_attr(not(gradscope_per_kind), inline)]
+            #[cfg_attr(gradscope_per_kind, inline(always))]
+            fn backward_watched<R: Rounding + ?Sized>(
+                &self,
+                x: $name<F>,
+                y: $name<F>,
+                dy: $name<F>,
+                r: &mut R,
+            ) -> ($name<F>, Flags) {
+                backward_as::<_, R, false, { <$raw>::BITS }>(self, (x, y, dy), r)
             }
             // Per kind, as the floats do: with the kind a constant, the inlined evaluation loses its dispatch
             // (a ReLU becomes a max, its flags a compare). The same functions run on each value, so values
