@@ -141,7 +141,7 @@ pub(crate) fn watch<S: Scalar, P: Probe + ?Sized>(
     p: &mut P,
     mut exact: impl FnMut(usize) -> S::Acc,
 ) {
-    if !(S::IS_FLOAT && P::WATCH && !P::ACTIVE) || y.iter().fold(true, |ok, v| ok & v.is_finite()) {
+    if !(S::IS_FLOAT && P::WATCH && !P::ACTIVE) || S::all_finite(y) {
         return;
     }
     report_nonfinite(y, p, &mut exact);
@@ -480,7 +480,7 @@ pub fn outer_acc_tile<S, const I: usize, const O: usize, const T: usize, P>(
         let at = outer_blocks::<S, I, O, T, P, 8>(row, at, o, d, x, n, r, p);
         let at = outer_blocks::<S, I, O, T, P, 4>(row, at, o, d, x, n, r, p);
         outer_blocks::<S, I, O, T, P, 1>(row, at, o, d, x, n, r, p);
-        if S::IS_FLOAT && P::WATCH && !row.iter().fold(true, |ok, v| ok & v.is_finite()) {
+        if S::IS_FLOAT && P::WATCH && !S::all_finite(row) {
             replay_nonfinite(&start, row, o, d, x, n, p);
         }
     }
@@ -742,22 +742,39 @@ pub fn axpy<S: Scalar, const N: usize, P: Probe + ?Sized>(
     // |α·x| ≤ 2^62 sum below 2^63); floats take it when unobserved.
     let quiet = !S::IS_FLOAT || !P::ACTIVE;
     if quiet {
-        // Into a copy, so a watching probe can recompute a non-finite element from the old value.
+        // Into a copy, so a watching probe can recompute a non-finite element from the old value. The copy is
+        // lent to no function on the common path (the test of every value is inlined), so it can stay in
+        // registers.
         let mut out = *y;
         for ((o, &yv), &xv) in out.iter_mut().zip(y.iter()).zip(x) {
             let l = S::lane_mac(S::lane_of(yv), alpha, xv);
             *o = put(S::lane_acc(l), r, p);
         }
-        watch(&out, p, |k| match (y.get(k), x.get(k)) {
-            (Some(&yv), Some(&xv)) => S::mac(S::acc_add(S::acc_zero(), yv), alpha, xv),
-            _ => S::acc_zero(),
-        });
+        if S::IS_FLOAT && P::WATCH && !P::ACTIVE && !S::all_finite(&out) {
+            axpy_nonfinite(alpha, x, y, out, p);
+        }
         *y = out;
     } else {
         for (yv, &xv) in y.iter_mut().zip(x) {
             *yv = put(S::mac(S::acc_add(S::acc_zero(), *yv), alpha, xv), r, p);
         }
     }
+}
+
+/// [`axpy`]'s report to a watching probe of each output in `out` that is not finite (rare, out of line).
+#[cold]
+#[inline(never)]
+fn axpy_nonfinite<S: Scalar, const N: usize, P: Probe + ?Sized>(
+    alpha: S,
+    x: &[S; N],
+    y: &[S; N],
+    out: [S; N],
+    p: &mut P,
+) {
+    report_nonfinite(&out, p, &mut |k| match (y.get(k), x.get(k)) {
+        (Some(&yv), Some(&xv)) => S::mac(S::acc_add(S::acc_zero(), yv), alpha, xv),
+        _ => S::acc_zero(),
+    });
 }
 
 /// `y += x` elementwise (saturating for fixed point); each sum's events go to the probe. Used for gradient
@@ -813,7 +830,7 @@ pub fn add_assign_tile<S, const N: usize, const T: usize, P>(
             *yv = yv.add(xv).0;
         }
     }
-    if !y.iter().fold(true, |ok, v| ok & v.is_finite()) {
+    if !S::all_finite(y) {
         replay_sums(&start, y, x, n, p);
     }
 }

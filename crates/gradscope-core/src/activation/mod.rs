@@ -704,7 +704,7 @@ macro_rules! float_activate {
                         for (yv, &xv) in y.iter_mut().zip(x) {
                             *yv = a.as_act().eval::<$t, $m>(xv);
                         }
-                        if P::WATCH && !y.iter().fold(true, |ok, v| ok & v.is_finite()) {
+                        if P::WATCH && !<$t as Scalar>::all_finite(y) {
                             note_nonfinite(y, p, |k| x.get(k).map(|&xv| a.f(xv, r).1));
                         }
                     }
@@ -730,7 +730,7 @@ macro_rules! float_activate {
                         for (((dv, &xv), &yv), &g) in d.iter_mut().zip(x).zip(y).zip(dy) {
                             *dv = g * a.as_act().deriv::<$t, $m>(xv, yv);
                         }
-                        if P::WATCH && !d.iter().fold(true, |ok, v| ok & v.is_finite()) {
+                        if P::WATCH && !<$t as Scalar>::all_finite(d) {
                             note_nonfinite(d, p, |k| match (x.get(k), y.get(k), dy.get(k)) {
                                 (Some(&xv), Some(&yv), Some(&g)) => {
                                     Some(a.backward(xv, yv, g, r).1)
