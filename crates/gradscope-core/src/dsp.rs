@@ -5,6 +5,9 @@
 //! - `SMLALD` adds both 16 × 16 products of two pairs to a 64-bit accumulator in 64-bit arithmetic, so each step
 //!   is exact and the sum equals the safe path's in any order (integer addition). LLVM forms `smlald` only in
 //!   loop shapes that measured slower than one `smlal` per product.
+//! - Two `SMLAL`s, one block: two rows' 32 × 32 → 64-bit multiply-accumulates with one shared value of `x`
+//!   (I16F16 and I8F24 matvec on the M4F). `SMLAL` itself LLVM forms, but from two rows in safe code it ran
+//!   each row's chain to its end and spilled `x` between them.
 //! - `QSUB16` subtracts two pairs of 16-bit values, each difference saturated: the Q15 SGD update's last step for
 //!   two weights at once (`fixed::Nearest16`). LLVM forms it only for one lane.
 //! - `SMLABB`/`SMLATB` multiply the low or the high half of a word by a 16-bit value and add a 32-bit one: the
@@ -37,6 +40,35 @@ fn smlald(acc: i64, a: u32, b: u32) -> i64 {
         );
     }
     ((hi as u64) << 32 | lo as u64) as i64
+}
+
+/// `(acc0 + a0·x, acc1 + a1·x)`, exact in 64 bits: two rows' 32 × 32 → 64-bit multiply-accumulates sharing one
+/// value of `x` (two `SMLAL`s). One block, so that both rows' sums advance together and `x` is loaded once:
+/// as two chains of safe code, LLVM ran each row's chain to its end and spilled `x` between them.
+#[cfg(gradscope_dsp)]
+#[inline(always)]
+pub(crate) fn smlal2(acc: [i64; 2], a: [i32; 2], x: i32) -> [i64; 2] {
+    let (mut lo0, mut hi0) = (acc[0] as u32, (acc[0] >> 32) as u32);
+    let (mut lo1, mut hi1) = (acc[1] as u32, (acc[1] >> 32) as u32);
+    // SAFETY: two `smlal`s read and write registers only; they touch no memory, no stack and no flags.
+    unsafe {
+        core::arch::asm!(
+            "smlal {lo0}, {hi0}, {a0}, {x}",
+            "smlal {lo1}, {hi1}, {a1}, {x}",
+            lo0 = inout(reg) lo0,
+            hi0 = inout(reg) hi0,
+            lo1 = inout(reg) lo1,
+            hi1 = inout(reg) hi1,
+            a0 = in(reg) a[0],
+            a1 = in(reg) a[1],
+            x = in(reg) x,
+            options(pure, nomem, nostack, preserves_flags),
+        );
+    }
+    [
+        ((hi0 as u64) << 32 | lo0 as u64) as i64,
+        ((hi1 as u64) << 32 | lo1 as u64) as i64,
+    ]
 }
 
 /// `a − b` in each signed 16-bit half, saturating (`QSUB16`); touches no flags (it sets neither GE nor Q).

@@ -272,6 +272,37 @@ impl RawMul for i32 {
     fn product_m(a: i32, m: i32) -> i64 {
         a as i64 * m as i64
     }
+
+    /// Two rows at a time share each load of `b` ([`crate::dsp::smlal2`]); the first product of each row is a
+    /// plain multiply, so no sum starts from a zeroed register pair.
+    #[cfg(gradscope_dsp)]
+    #[inline(always)]
+    fn dots<S: Copy, const R: usize, const N: usize>(
+        rows: &[[S; N]; R],
+        b: &[S; N],
+        _b_max: u64,
+        raw: impl Fn(S) -> i32 + Copy,
+    ) -> [i64; R] {
+        let mut out = [0; R];
+        let (pairs, tail) = rows.as_chunks::<2>();
+        let (op, ot) = out.as_chunks_mut::<2>();
+        for (o, [r0, r1]) in op.iter_mut().zip(pairs) {
+            let mut terms = r0.iter().zip(r1).zip(b);
+            let mut s = [0i64; 2];
+            if let Some(((a0, a1), bv)) = terms.next() {
+                let x = raw(*bv) as i64;
+                s = [raw(*a0) as i64 * x, raw(*a1) as i64 * x];
+            }
+            for ((a0, a1), bv) in terms {
+                s = crate::dsp::smlal2(s, [raw(*a0), raw(*a1)], raw(*bv));
+            }
+            *o = s;
+        }
+        for (o, row) in ot.iter_mut().zip(tail) {
+            *o = fast_dot(row, b, raw);
+        }
+        out
+    }
 }
 
 impl RawMul for i16 {
@@ -355,8 +386,21 @@ impl RawMul for i16 {
 /// +3.6%).
 const BIASED_UPDATE: bool = cfg!(any(gradscope_dsp, not(target_os = "none")));
 /// The kernels' narrowing of an exact sum: fewer on x86_64 (the I16F16 16-32-32-16 tiled step at batch 32
-/// −14%), more on the Cortex-M4F (`matvec16x16` +5%, `conv3x3_1x8x8-2` +5%).
-const BIASED_NARROW: bool = cfg!(not(target_os = "none"));
+/// −14%) and, since the biased form wraps instead of testing for overflow
+/// ([`crate::round::nearest_even_wrapping64`]), on the Cortex-M4F (`matvec16x16` I16F16 1,080 → 1,040 with the
+/// two-row blocks; with the test it measured +5%). The Cortex-M0 keeps the compare of the remainder.
+const BIASED_NARROW: bool = cfg!(any(gradscope_dsp, not(target_os = "none")));
+
+/// `v / 2^s` rounded to nearest, ties to even (`1 ≤ s ≤ 15`), as `(v + 2^(s−1) − 1 + bit_s(v)) >> s`: with
+/// `q = ⌊v / 2^s⌋`, the bias carries the remainder into the next multiple of 2^s exactly when it exceeds one half,
+/// or equals it and `q` is odd. The add saturates: where `v + 2^(s−1)` overflows `i32` the result is
+/// `2^(31−s) − 1` instead of the quotient, both above every 16-bit format's range, so the format's saturation
+/// gives the same value. On a Cortex-M4 the add is one `QADD`, where the exact form tests for the overflow and
+/// branches (`matvec16x16` I1F15 707 → 660 instructions).
+#[inline(always)]
+fn sat_nearest_even32(v: i32, s: u32) -> i32 {
+    v.saturating_add((1 << (s - 1)) - 1 + ((v >> s) & 1)) >> s
+}
 
 /// Exact dot products of 16-bit raws in 32-bit lanes, the shape x86's loop vectorizer turns into `pmaddwd`:
 /// each step adds one pair sum `p = a₂ₖb₂ₖ + a₂ₖ₊₁b₂ₖ₊₁` (|p| < 2³¹) to a wrapping sum `S` and `p >> 16` to `H`.
@@ -583,11 +627,10 @@ macro_rules! fixed_family {
                     && e >= 1
                     && r.nearest_even()
                 {
-                    // |g·m| <= 2^62: adding 2^(e−1) never overflows, so the fallback is never taken.
+                    // |g·m| <= 2^62: `round_biased`'s condition at every shift.
                     for (w, &g) in values {
                         let p = <$raw as RawMul>::product_m(g.0, m);
-                        let (d, f1) = Self::round_biased::<true>(p, e)
-                            .unwrap_or_else(|| Self::round64::<true, R>(p, e, r));
+                        let (d, f1) = Self::round_biased::<true, false>(p, e);
                         let (v, f2) = w.sub(d);
                         record(f1 | f2);
                         *w = v;
@@ -632,21 +675,28 @@ macro_rules! fixed_family {
             /// Clamp an exact raw value to the range; saturation is an overflow and loses information.
             #[inline]
             fn saturate(v: i64) -> (Self, Flags) {
+                Self::fit(v, v)
+            }
+
+            /// [`Self::saturate`] of a `q` that may have wrapped where it is out of range: the bound on the side
+            /// of `sign`, which has not.
+            #[inline(always)]
+            fn fit(q: i64, sign: i64) -> (Self, Flags) {
                 let () = Self::VALID;
-                // In range exactly when the truncation sign-extends back to `v`: one compare of the high
+                // In range exactly when the truncation sign-extends back to `q`: one compare of the high
                 // word with the low word's sign on a 32-bit core, where a clamp compares 64 bits twice.
-                let t = v as $raw;
-                if t as i64 == v {
+                let t = q as $raw;
+                if t as i64 == q {
                     (Self(t), Flags::NONE)
                 } else if $bits == 16 {
                     // Inline: out of line, the host's I1F15 4-8-8-1 step took 16% more instructions
                     // (`benches/instructions.rs`), while every 32-bit step counted there and on both cores
                     // took fewer than with the branch inline.
-                    (Self::saturation(v), Flags::OVERFLOW | Flags::INEXACT)
+                    (Self::saturation(sign), Flags::OVERFLOW | Flags::INEXACT)
                 } else {
                     // The flags stay here, constants the caller can see: a sink that keeps only some events
                     // (the training step's) then tests none of the others.
-                    (Self::saturated(v), Flags::OVERFLOW | Flags::INEXACT)
+                    (Self::saturated(sign), Flags::OVERFLOW | Flags::INEXACT)
                 }
             }
 
@@ -682,7 +732,12 @@ macro_rules! fixed_family {
             /// false, only the saturation's flags (a value's own events, what a watching probe keeps).
             #[inline]
             fn round32<const ALL: bool, R: Rounding + ?Sized>(v: i32, s: u32, r: &mut R) -> (Self, Flags) {
-                let (out, f) = Self::saturate_w(r.shr32(v, s) as $wide);
+                let q = if $bits == 16 && cfg!(gradscope_dsp) && (1..=15).contains(&s) && r.nearest_even() {
+                    sat_nearest_even32(v, s)
+                } else {
+                    r.shr32(v, s)
+                };
+                let (out, f) = Self::saturate_w(q as $wide);
                 if !ALL {
                     return (out, f);
                 }
@@ -719,23 +774,31 @@ macro_rules! fixed_family {
                 Self::round64::<ALL, R>(v, s, r)
             }
 
-            /// [`Self::round64`] under [`NearestEven`](crate::round::NearestEven) (`1 ≤ s ≤ 62`) in the biased form
-            /// ([`crate::round::nearest_even_biased64`]), without the compare of the remainder with one half;
-            /// `None` where `v + 2^(s−1)` overflows. The dropped bits' test stands in for `v != 0`, as in
-            /// [`Self::round32`] (and, with `ALL` false, flags only a saturation as it does).
+            /// [`Self::round64`] under [`NearestEven`](crate::round::NearestEven) in the biased form
+            /// ([`crate::round::nearest_even_wrapping64`]), without the compare of the remainder with one half,
+            /// for `1 ≤ s ≤ 31`, or `1 ≤ s ≤ 62` with `|v| ≤ 2^62`. `WRAPS` says whether `v` may lie within
+            /// 2^(s−1) of `i64::MAX`: there the bias wraps the sum, the quotient −2^(63−s) is below every format's
+            /// range (`s ≤ 31`), and the saturation goes by `v`'s sign. The dropped bits' test stands in for
+            /// `v != 0`, as in [`Self::round32`] (and, with `ALL` false, flags only a saturation as it does).
             #[inline(always)]
-            fn round_biased<const ALL: bool>(v: i64, s: u32) -> Option<(Self, Flags)> {
-                let u = v.checked_add(1 << (s - 1))?;
-                let (out, f) = Self::saturate(crate::round::nearest_even_biased64(u - 1, s));
+            fn round_biased<const ALL: bool, const WRAPS: bool>(v: i64, s: u32) -> (Self, Flags) {
+                let q = crate::round::nearest_even_wrapping64(v, s);
+                // Without a wrap, an out-of-range `q` has `v`'s sign; testing `v`'s sign only where `v` may wrap
+                // keeps it out of the registers elsewhere (the host's I16F16 steps at batch 1: 1–2% fewer instructions).
+                let (out, f) = if WRAPS {
+                    Self::fit(q, v)
+                } else {
+                    Self::saturate(q)
+                };
                 if !ALL {
-                    return Some((out, f));
+                    return (out, f);
                 }
                 let dropped = (v as u64) & ((1u64 << s) - 1) != 0;
-                Some((
+                (
                     out,
                     f | Flags::when(dropped, Flags::INEXACT)
                         | Flags::when(dropped && out.0 == 0, Flags::UNDERFLOW),
-                ))
+                )
             }
 
             /// [`Self::round_wide`] in 64-bit arithmetic (`ALL` as in [`Self::round32`]).
@@ -798,12 +861,9 @@ macro_rules! fixed_family {
                 // Beyond i64 every format saturates: clamp first (the sign is all that matters).
                 let v = i64::try_from(acc.value)
                     .unwrap_or(if acc.value < 0 { i64::MIN } else { i64::MAX });
-                if $bits == 32
-                    && BIASED_NARROW
-                    && r.nearest_even()
-                    && let Some(out) = Self::round_biased::<ALL>(v, F)
-                {
-                    return out;
+                if $bits == 32 && BIASED_NARROW && F >= 1 && r.nearest_even() {
+                    // F <= 31: any sum.
+                    return Self::round_biased::<ALL, true>(v, F);
                 }
                 Self::round_wide_as::<ALL, R>(v, F, r)
             }
@@ -1387,6 +1447,54 @@ mod tests {
         let (n, f) = I16F16::sq_sqrt(acc);
         assert!((n.to_f64() - 200.0 * 2f64.sqrt()).abs() <= I16F16::LSB / 2.0);
         assert!(!f.contains(Flags::OVERFLOW));
+    }
+
+    /// `sat_nearest_even32` (the Cortex-M4's 16-bit narrowing) at every shift it serves, against the exact
+    /// quotient rounded to nearest-even in `i128`: equal wherever `v + 2^(s−1)` fits `i32`, and equal after a
+    /// 16-bit format's saturation everywhere, on the edges of `i32`, the overflow boundary, ties of both
+    /// parities and seeded random values of every magnitude.
+    #[test]
+    fn saturating_biased_form_saturates_like_nearest_even() {
+        use rand_core::{Rng, SeedableRng};
+        use rand_xoshiro::Xoshiro128PlusPlus;
+        let mut rng = Xoshiro128PlusPlus::seed_from_u64(31);
+        let (mut ties, mut overflowed) = (0, 0);
+        for s in 1..=15u32 {
+            let half = 1i32 << (s - 1);
+            let edges = [
+                0,
+                1,
+                -1,
+                half,
+                -half,
+                3 * half,
+                -3 * half,
+                i32::MIN,
+                i32::MIN + 1,
+                (i16::MAX as i32) << s,
+                (i16::MIN as i32) << s,
+            ];
+            // Every value from i32::MAX down past the overflow boundary, then random magnitudes.
+            let top = (0..=half.min(1 << 12) + 2).map(|j| i32::MAX - j);
+            let random = (0..20_000u32).map(|k| (rng.next_u32() as i32) >> (k % 32));
+            for v in edges.into_iter().chain(top).chain(random) {
+                let (q, rem) = ((v as i128) >> s, (v as i128) & ((1i128 << s) - 1));
+                let want = q + (rem > half as i128 || (rem == half as i128 && q & 1 == 1)) as i128;
+                let got = sat_nearest_even32(v, s) as i128;
+                let sat = |x: i128| x.clamp(i16::MIN as i128, i16::MAX as i128);
+                if v.checked_add(half).is_some() {
+                    assert_eq!(got, want, "v = {v}, s = {s}");
+                } else {
+                    overflowed += 1;
+                }
+                ties += (rem == half as i128) as u32;
+                assert_eq!(sat(got), sat(want), "v = {v}, s = {s}");
+            }
+        }
+        assert!(
+            ties > 100 && overflowed > 10_000,
+            "{ties} ties, {overflowed} overflows"
+        );
     }
 
     /// The watching narrowings (`narrow_watched`, `from_wide_watched`, `from_ratio_watched`) against the full

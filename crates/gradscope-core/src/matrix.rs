@@ -219,6 +219,11 @@ const FLOAT_ROW_BLOCK: usize = if cfg!(all(gradscope_dsp, target_abi = "eabihf")
     ROW_BLOCK
 };
 
+/// [`ROW_BLOCK`] for fixed point: on a Cortex-M4 two rows share each load of `x`, their two 64-bit sums in four
+/// registers (`crate::dsp::smlal2` for 32-bit raws; LLVM interleaves two Q15 rows' `smlald`s itself), which
+/// measured `matvec16x16` I1F15 737 → 707 instructions, and fewer in the 4-8-8-1 step of both formats.
+const FIXED_ROW_BLOCK: usize = if cfg!(gradscope_dsp) { 2 } else { ROW_BLOCK };
+
 /// `y[o] = dot(w[o], x) (+ extra(o))` for every row, rounded once.
 #[inline(always)]
 fn rows<S: Scalar, const I: usize, const O: usize, P: Probe + ?Sized>(
@@ -240,6 +245,8 @@ fn rows<S: Scalar, const I: usize, const O: usize, P: Probe + ?Sized>(
     };
     if S::IS_FLOAT && I >= 16 {
         blocks::<S, I, O, P, FLOAT_ROW_BLOCK>(w, x, xb, y, (&extra, &exact), r, p);
+    } else if !S::IS_FLOAT {
+        blocks::<S, I, O, P, FIXED_ROW_BLOCK>(w, x, xb, y, (&extra, &exact), r, p);
     } else {
         blocks::<S, I, O, P, ROW_BLOCK>(w, x, xb, y, (&extra, &exact), r, p);
     }

@@ -186,19 +186,51 @@ pub fn backprop_digests(emit: &mut dyn FnMut(&str, &str, u64)) {
     }
 }
 
-/// The Q15 kernels each target makes fastest, on seeded values over the whole raw range (−1 = −2¹⁵ and
-/// 1 − 2⁻¹⁵ included); equal digests on every target show the fast paths equal to the host's safe one bit for
-/// bit:
+/// The fixed-point kernels each target makes fastest, on seeded values; equal digests on every target show the
+/// fast paths equal to the host's safe one bit for bit:
 ///
-/// - the matrix-vector product with probes off (on the Cortex-M4F, dual 16-bit multiply-accumulates in
-///   `asm!`), for a square, an odd and a wide shape: `emit("kernel/matvec-<rows>x<cols>", "I1F15", digest)`;
+/// - the matrix-vector product with probes off, for a square, an odd and a wide shape:
+///   `emit("kernel/matvec-<rows>x<cols>", "<format>", digest)`. I1F15 over the whole raw range (−1 = −2¹⁵ and
+///   1 − 2⁻¹⁵ included; on the Cortex-M4F, dual 16-bit multiply-accumulates in `asm!`). I16F16 (on the
+///   Cortex-M4F, two rows' `smlal`s in `asm!`) at raw magnitudes below 2³¹, 2²³, 2¹⁹ and 2¹⁵ in turn, so that
+///   both the exact path (sums beyond `i64` included) and the fast path with saturated outputs are covered;
 /// - the SGD update `w ← w − c·g` with nearest rounding (on the Cortex-M4F, pairs of values through `QSUB16`
 ///   in `asm!`) for coefficients from 2·10⁻⁹ (beyond that path's exponents: the general one) to 1.5 (where
 ///   steps saturate) and every length up to 9, with the sink off and on (its events join the digest): `emit("kernel/sgd-update", "I1F15", digest)`.
 pub fn kernel_digests(emit: &mut dyn FnMut(&str, &str, u64)) {
-    emit("kernel/matvec-16x16", "I1F15", matvec_digest::<16, 16>(1));
-    emit("kernel/matvec-9x7", "I1F15", matvec_digest::<9, 7>(2));
-    emit("kernel/matvec-3x64", "I1F15", matvec_digest::<3, 64>(3));
+    let q15 = |w: u32, _: u32| I1F15::from_bits(w as i16);
+    let q16 =
+        |w: u32, round: u32| I16F16::from_bits(w as i32 >> [0, 8, 12, 16][round as usize % 4]);
+    emit(
+        "kernel/matvec-16x16",
+        "I1F15",
+        matvec_digest::<_, 16, 16>(1, q15),
+    );
+    emit(
+        "kernel/matvec-9x7",
+        "I1F15",
+        matvec_digest::<_, 9, 7>(2, q15),
+    );
+    emit(
+        "kernel/matvec-3x64",
+        "I1F15",
+        matvec_digest::<_, 3, 64>(3, q15),
+    );
+    emit(
+        "kernel/matvec-16x16",
+        "I16F16",
+        matvec_digest::<_, 16, 16>(5, q16),
+    );
+    emit(
+        "kernel/matvec-9x7",
+        "I16F16",
+        matvec_digest::<_, 9, 7>(6, q16),
+    );
+    emit(
+        "kernel/matvec-3x64",
+        "I16F16",
+        matvec_digest::<_, 3, 64>(7, q16),
+    );
     emit("kernel/sgd-update", "I1F15", update_digest(4));
 }
 
@@ -236,26 +268,32 @@ fn update_digest(seed: u64) -> u64 {
     d.finish()
 }
 
-// Own stack frame, as `init_digest`.
+// Own stack frame, as `init_digest`. `raw(word, round)` makes a value from a random word.
 #[inline(never)]
-fn matvec_digest<const O: usize, const I: usize>(seed: u64) -> u64 {
+fn matvec_digest<S: Scalar, const O: usize, const I: usize>(
+    seed: u64,
+    raw: impl Fn(u32, u32) -> S,
+) -> u64 {
     use rand_core::Rng;
     let mut rng = Xoshiro128PlusPlus::seed_from_u64(seed);
     let mut d = Digest::default();
     for round in 0..8 {
-        let mut raw = || I1F15::from_bits(rng.next_u32() as i16);
-        let mut w = [[I1F15::ZERO; I]; O];
-        let mut x = [I1F15::ZERO; I];
-        w.as_flattened_mut().iter_mut().for_each(|v| *v = raw());
-        x.iter_mut().for_each(|v| *v = raw());
-        // The extremes, in the first round: every product of −1 and 1 − 2⁻¹⁵ with each other.
+        let mut w = [[S::ZERO; I]; O];
+        let mut x = [S::ZERO; I];
+        w.as_flattened_mut()
+            .iter_mut()
+            .chain(x.iter_mut())
+            .for_each(|v| *v = raw(rng.next_u32(), round));
+        // The extremes, in the first round: every product of the most negative and the largest value with each
+        // other.
         if round == 0 {
+            let (lo, hi) = (S::MIN, S::MAX);
             for (k, v) in w.as_flattened_mut().iter_mut().enumerate() {
-                *v = I1F15::from_bits(if k % 3 == 0 { i16::MAX } else { i16::MIN });
+                *v = if k % 3 == 0 { hi } else { lo };
             }
-            x.iter_mut().for_each(|v| *v = I1F15::from_bits(i16::MIN));
+            x.iter_mut().for_each(|v| *v = lo);
         }
-        let mut y = [I1F15::ZERO; O];
+        let mut y = [S::ZERO; O];
         crate::matrix::matvec(&w, &x, &mut y, &mut NearestEven, &mut ());
         d.write_all(&y);
     }

@@ -101,11 +101,15 @@ pub(crate) fn nearest_even_biased(t: i32, s: u32) -> i32 {
     (t + ((t << (31 - s)) as u32 >> 31) as i32) >> s
 }
 
-/// [`nearest_even_biased`] in 64 bits, from `t = x + 2^(s−1) − 1` (`1 ≤ s ≤ 62`, `t < i64::MAX`), by the same
-/// argument.
+/// `x / 2^s` rounded to nearest, ties to even (`1 ≤ s ≤ 62`): [`nearest_even_biased`] in 64 bits with wrapping
+/// sums, `t = x + 2^(s−1) − 1`, then `(t + bit_s(t)) >> s` by the same argument. Exact wherever `x + 2^(s−1)`
+/// fits `i64`. Where it does not (`x` within 2^(s−1) of `i64::MAX`), one of the two sums wraps to within 2^s of
+/// `i64::MIN` and the result is `−2^(63−s)` exactly, below every 32-bit format's range for `s ≤ 31`: a caller
+/// saturates by `x`'s sign there, where a checked add would test and branch on every value.
 #[inline(always)]
-pub(crate) fn nearest_even_biased64(t: i64, s: u32) -> i64 {
-    (t + ((t >> s) & 1)) >> s
+pub(crate) fn nearest_even_wrapping64(x: i64, s: u32) -> i64 {
+    let t = x.wrapping_add((1i64 << (s - 1)) - 1);
+    t.wrapping_add((t >> s) & 1) >> s
 }
 
 #[inline]
@@ -426,12 +430,12 @@ pub(crate) mod tests {
         }
     }
 
-    /// `nearest_even_biased64` under the guard of its callers (`Fx::round_biased`: `x + 2^(s−1)` fits `i64`):
-    /// equal to the exact quotient rounded to nearest-even (an `i128` reference) at every shift, on the edges
-    /// of `i64` and of the SGD update's range (|x| ≤ 2^62), exact ties of both parities and seeded random
-    /// values of every magnitude.
+    /// `nearest_even_wrapping64` at every shift, on the edges of `i64` and of the SGD update's range
+    /// (|x| ≤ 2^62), exact ties of both parities and seeded random values of every magnitude: equal to the exact
+    /// quotient rounded to nearest-even (an `i128` reference) wherever `x + 2^(s−1)` fits `i64`, and exactly
+    /// `−2^(63−s)` where it does not (the value the callers' saturation by the sign of `x` relies on).
     #[test]
-    fn biased_64_bit_form_equals_nearest_even() {
+    fn wrapping_64_bit_form_equals_nearest_even() {
         let edges = [
             i64::MAX,
             i64::MAX - 1,
@@ -450,13 +454,15 @@ pub(crate) mod tests {
         ];
         // Every edge meets every shift (17 and 62 are coprime); random values at every magnitude between.
         let random = |r: &mut Xoshiro128PlusPlus, k: u32| (r.next_u64() as i64) >> (k % 64);
-        let (mut ties, mut tested) = (0, 0);
+        let (mut ties, mut tested, mut wrapped) = (0, 0, 0);
         for (k, x) in edges_then_random(23, &edges, 17, 400_000, random) {
             let s = 1 + k % 62;
-            let Some(u) = x.checked_add(1 << (s - 1)) else {
-                assert!(x > i64::MAX - (1 << (s - 1)), "x = {x}, s = {s}");
+            let got = nearest_even_wrapping64(x, s) as i128;
+            if x.checked_add(1 << (s - 1)).is_none() {
+                wrapped += 1;
+                assert_eq!(got, -(1i128 << (63 - s)), "x = {x}, s = {s}");
                 continue;
-            };
+            }
             // floor(x / 2^s) and the remainder, in i128; up on more than half, or on half with an odd floor.
             let (q, rem, half) = (
                 (x as i128) >> s,
@@ -466,15 +472,11 @@ pub(crate) mod tests {
             ties += (rem == half) as u32;
             tested += 1;
             let want = q + (rem > half || (rem == half && q & 1 == 1)) as i128;
-            assert_eq!(
-                nearest_even_biased64(u - 1, s) as i128,
-                want,
-                "x = {x}, s = {s}"
-            );
+            assert_eq!(got, want, "x = {x}, s = {s}");
         }
         assert!(
-            ties > 100 && tested > 300_000,
-            "{ties} ties in {tested} values"
+            ties > 100 && tested > 300_000 && wrapped >= 2,
+            "{ties} ties and {wrapped} wrapped sums in {tested} values"
         );
     }
 
