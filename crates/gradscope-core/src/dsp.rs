@@ -1,6 +1,6 @@
-//! Dual 16-bit DSP instructions for the Cortex-M4/M7 (thumbv7em), the one place the core uses `unsafe`: `asm!`
-//! blocks of one instruction each, because stable Rust has no DSP intrinsics (`core::arch::arm::__smlald` is
-//! unstable):
+//! DSP and long-multiply instructions for the Cortex-M4/M7 (thumbv7em), the one place the core uses `unsafe`:
+//! `asm!` blocks of one or two instructions, because stable Rust has no DSP intrinsics
+//! (`core::arch::arm::__smlald` is unstable) and no way to make LLVM keep two rows' sums together:
 //!
 //! - `SMLALD` adds both 16 × 16 products of two pairs to a 64-bit accumulator in 64-bit arithmetic, so each step
 //!   is exact and the sum equals the safe path's in any order (integer addition). LLVM forms `smlald` only in
@@ -16,9 +16,10 @@
 //!
 //! Compiled only for thumbv7em (`build.rs` sets `gradscope_dsp`); every other target uses the safe kernels in
 //! `fixed.rs`. The host's unit tests compile this module with `QSUB16`, `SMLABB` and `SMLATB` computed in safe
-//! code, to test the pair loop. The firmware's parity digests (`kernel/matvec-*`, `kernel/sgd-update`, and Q15 backprop and training)
-//! run these instructions on the M4F over the whole Q15 range and equal the host's safe path bit for bit
-//! (`crates/gradscope-lab/tests/firmware_parity.rs`). BENCHMARKS.md gives the measured reasons: the Q15 matvec's
+//! code, to test the pair loop. The firmware's parity digests (`kernel/matvec-*` in I1F15 and
+//! I16F16, `kernel/sgd-update`, and backprop and training) run these instructions on the M4F, Q15 over its whole
+//! range, and equal the host's safe path bit for bit
+//! (`crates/gradscope-lab/tests/firmware_parity.rs`). BENCHMARKS.md gives the measured reasons: the matvec's
 //! instructions per MAC and the Q15 SGD update's instructions per parameter on the M4F.
 #![allow(unsafe_code)]
 

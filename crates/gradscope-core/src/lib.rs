@@ -1,6 +1,6 @@
 #![doc = include_str!("../README.md")]
 #![cfg_attr(not(test), no_std)]
-// `unsafe` is denied everywhere but `dsp`, one-instruction `asm!` blocks for thumbv7em (see its docs).
+// `unsafe` is denied everywhere but `dsp`, `asm!` blocks of one or two instructions for thumbv7em (see its docs).
 #![deny(unsafe_code)]
 #![deny(missing_docs)]
 
