@@ -198,40 +198,39 @@ pub fn backprop_digests(emit: &mut dyn FnMut(&str, &str, u64)) {
 ///   in `asm!`) for coefficients from 2·10⁻⁹ (beyond that path's exponents: the general one) to 1.5 (where
 ///   steps saturate) and every length up to 9, with the sink off and on (its events join the digest): `emit("kernel/sgd-update", "I1F15", digest)`.
 pub fn kernel_digests(emit: &mut dyn FnMut(&str, &str, u64)) {
-    let q15 = |w: u32, _: u32| I1F15::from_bits(w as i16);
-    let q16 =
-        |w: u32, round: u32| I16F16::from_bits(w as i32 >> [0, 8, 12, 16][round as usize % 4]);
-    emit(
-        "kernel/matvec-16x16",
-        "I1F15",
-        matvec_digest::<_, 16, 16>(1, q15),
-    );
-    emit(
-        "kernel/matvec-9x7",
-        "I1F15",
-        matvec_digest::<_, 9, 7>(2, q15),
-    );
-    emit(
-        "kernel/matvec-3x64",
-        "I1F15",
-        matvec_digest::<_, 3, 64>(3, q15),
-    );
-    emit(
-        "kernel/matvec-16x16",
+    matvec_digests("I1F15", 1, |w, _| I1F15::from_bits(w as i16), emit);
+    let shifts = [0, 8, 12, 16];
+    matvec_digests(
         "I16F16",
-        matvec_digest::<_, 16, 16>(5, q16),
-    );
-    emit(
-        "kernel/matvec-9x7",
-        "I16F16",
-        matvec_digest::<_, 9, 7>(6, q16),
-    );
-    emit(
-        "kernel/matvec-3x64",
-        "I16F16",
-        matvec_digest::<_, 3, 64>(7, q16),
+        5,
+        |w, round| I16F16::from_bits(w as i32 >> shifts[round as usize % 4]),
+        emit,
     );
     emit("kernel/sgd-update", "I1F15", update_digest(4));
+}
+
+/// [`kernel_digests`]' three matvec shapes in one format, seeded from `seed` on.
+fn matvec_digests<S: Scalar>(
+    format: &str,
+    seed: u64,
+    raw: impl Fn(u32, u32) -> S + Copy,
+    emit: &mut dyn FnMut(&str, &str, u64),
+) {
+    emit(
+        "kernel/matvec-16x16",
+        format,
+        matvec_digest::<S, 16, 16>(seed, raw),
+    );
+    emit(
+        "kernel/matvec-9x7",
+        format,
+        matvec_digest::<S, 9, 7>(seed + 1, raw),
+    );
+    emit(
+        "kernel/matvec-3x64",
+        format,
+        matvec_digest::<S, 3, 64>(seed + 2, raw),
+    );
 }
 
 // Own stack frame, as `init_digest`.
