@@ -776,10 +776,10 @@ macro_rules! fixed_family {
             }
 
             /// [`Self::round64`] under [`NearestEven`](crate::round::NearestEven) in the biased form
-            /// ([`crate::round::nearest_even_wrapping64`]), without the compare of the remainder with one half,
-            /// for `1 ≤ s ≤ 31`, or `1 ≤ s ≤ 62` with `|v| ≤ 2^62`. `WRAPS` says whether `v` may lie within
-            /// 2^(s−1) of `i64::MAX`: there the bias wraps the sum, the quotient −2^(63−s) is below every format's
-            /// range (`s ≤ 31`), and the saturation goes by `v`'s sign. The dropped bits' test stands in for
+            /// ([`crate::round::nearest_even_wrapping64`]), without the compare of the remainder with one half.
+            /// With `WRAPS`, for any `v` and `1 ≤ s ≤ 31`: where `v` lies within 2^(s−1) of `i64::MAX` the bias
+            /// wraps the sum, the quotient −2^(63−s) is below every format's range, and the saturation goes by
+            /// `v`'s sign. Without, for `|v| ≤ 2^62` and `1 ≤ s ≤ 62`, where nothing wraps. The dropped bits' test stands in for
             /// `v != 0`, as in [`Self::round32`] (and, with `ALL` false, flags only a saturation as it does).
             #[inline(always)]
             fn round_biased<const ALL: bool, const WRAPS: bool>(v: i64, s: u32) -> (Self, Flags) {
