@@ -766,9 +766,9 @@ macro_rules! fixed_family {
             ) -> (Self, Flags) {
                 // 16-bit formats: 32-bit rounding where the value fits 32 bits (a Cortex-M0 has no 64-bit
                 // shifts), the same result and the same random draws as `round64`.
-                // `v` fits 32 bits when its high word is its low word's sign: one compare with a shifted
-                // operand on a Cortex-M, where `i32::try_from` compiled to four instructions (M4F
-                // `matvec16x16` I1F15 660 → 620; the M0's 2,945 → 2,976, its steps within 0.1%).
+                // `v` fits 32 bits when its high word is its low word's sign. Written on the halves, the M4F's
+                // test is `adds`/`adcs`/`bne`; from `i32::try_from` LLVM emitted `adds`/`sbc`/`mov`/`cmp`/`bhs`
+                // (M4F `matvec16x16` I1F15 660 → 620; the M0's 2,945 → 2,976, its steps within 0.1%).
                 let lo = v as i32;
                 if $bits == 16 && s <= 31 && (v >> 32) as i32 == lo >> 31 {
                     return Self::round32::<ALL, R>(lo, s, r);
