@@ -257,6 +257,22 @@ trait RawMul: Copy {
     {
         crate::matrix::matmul_lanes_chunked(a, b, lanes);
     }
+
+    /// Exact `lanes[i] += Σₒ w[o][i]·d[o]` (the lanes may hold a start), where the caller's bound keeps every
+    /// sum inside `i64`.
+    #[inline(always)]
+    fn columns_lanes<S: Copy, const I: usize, const O: usize>(
+        w: &[[S; I]; O],
+        d: &[S; O],
+        raw: impl Fn(S) -> Self + Copy,
+        lanes: &mut [i64; I],
+    ) {
+        for (row, &dv) in w.iter().zip(d) {
+            for (l, &wv) in lanes.iter_mut().zip(row) {
+                *l = l.wrapping_add(Self::product(raw(wv), raw(dv)));
+            }
+        }
+    }
 }
 
 impl RawMul for i32 {
@@ -364,6 +380,39 @@ impl RawMul for i16 {
             crate::matrix::matmul_lanes_chunked(a, b, lanes);
         } else {
             pair_matmul(a, b, raw, lanes);
+        }
+    }
+
+    /// [`pair_dots4`]'s scheme with one product per step: each product `p` (|p| ≤ 2³⁰) goes to a wrapping `i32`
+    /// sum and `p >> 16` to a second, which x86's vectorizer runs four columns per instruction where `i64`
+    /// lanes took one; fewer than 2¹⁶ rows keep the low halves' sum below 2³² ([`pair_total`]).
+    #[cfg(any(target_arch = "x86", target_arch = "x86_64"))]
+    #[inline(always)]
+    fn columns_lanes<S: Copy, const I: usize, const O: usize>(
+        w: &[[S; I]; O],
+        d: &[S; O],
+        raw: impl Fn(S) -> i16 + Copy,
+        lanes: &mut [i64; I],
+    ) {
+        if O >= 1 << 16 {
+            for (row, &dv) in w.iter().zip(d) {
+                for (l, &wv) in lanes.iter_mut().zip(row) {
+                    *l = l.wrapping_add(i16::product(raw(wv), raw(dv)));
+                }
+            }
+            return;
+        }
+        let (mut sum, mut high) = ([0i32; I], [0i32; I]);
+        for (row, &dv) in w.iter().zip(d) {
+            let dv = raw(dv) as i32;
+            for ((s, h), &wv) in sum.iter_mut().zip(high.iter_mut()).zip(row) {
+                let p = raw(wv) as i32 * dv;
+                *s = s.wrapping_add(p);
+                *h = h.wrapping_add(p >> 16);
+            }
+        }
+        for ((l, s), h) in lanes.iter_mut().zip(sum).zip(high) {
+            *l = l.wrapping_add(pair_total(s, h));
         }
     }
 
@@ -967,6 +1016,15 @@ macro_rules! fixed_family {
                 <$raw as RawMul>::matmul_lanes(a, b, b_bound, |v: Self| v.0, lanes);
             }
 
+            #[inline(always)]
+            fn columns_lanes<const I: usize, const O: usize>(
+                w: &[[Self; I]; O],
+                d: &[Self; O],
+                lanes: &mut [i64; I],
+            ) {
+                <$raw as RawMul>::columns_lanes(w, d, |v: Self| v.0, lanes);
+            }
+
             type Bound = u64;
             const ANY: u64 = 1u64 << ($bits - 1);
             #[inline]
@@ -1205,6 +1263,48 @@ pub type I1F15 = Fx16<15>;
 mod tests {
     use super::*;
     use crate::round::{Floor, NearestEven};
+
+    /// `Wᵀ d` over 40 rows of the largest products of each sign (−1·−1 = 2³⁰ and −1·(1 − 2⁻¹⁵)): running sums
+    /// pass ±2³¹ several times, and the totals are 20·2¹⁵ (inside the format) or ±4·2³⁰ and beyond, where a
+    /// wrapping 32-bit sum alone would read a small value instead of saturating. x86's 32-bit column sums
+    /// must recover each total exactly. Against the i128 sum of each column, rounded as `round_wide` rounds it.
+    #[test]
+    fn transposed_product_is_exact_where_its_partial_sums_pass_32_bits() {
+        const O: usize = 40;
+        let (min, max) = (I1F15::from_bits(i16::MIN), I1F15::from_bits(i16::MAX));
+        // Per column: the first `mins` rows hold −1, the next `maxs` rows 1 − 2⁻¹⁵, the rest zero.
+        let cols = [(20, 20), (20, 16), (20, 12), (12, 20), (8, 20)];
+        let w: [[I1F15; 5]; O] = core::array::from_fn(|o| {
+            core::array::from_fn(|i| {
+                let (mins, maxs) = cols[i];
+                match o {
+                    _ if o < mins => min,
+                    _ if o < mins + maxs => max,
+                    _ => I1F15::ZERO,
+                }
+            })
+        });
+        let d = [min; O];
+        for add in [false, true] {
+            let mut y = [I1F15::from_bits(3); 5];
+            let start = y;
+            if add {
+                crate::matrix::matvec_t_add(&w, &d, &mut y, &mut NearestEven, &mut ());
+            } else {
+                crate::matrix::matvec_t(&w, &d, &mut y, &mut NearestEven, &mut ());
+            }
+            for i in 0..5 {
+                let from = if add { (start[i].0 as i128) << 15 } else { 0 };
+                let exact = (0..O).fold(from, |s, o| s + w[o][i].0 as i128 * d[o].0 as i128);
+                assert!(
+                    i == 0 || exact.abs() >= 1 << 32,
+                    "column {i} totals {exact}"
+                );
+                let (want, _) = I1F15::round_wide(exact as i64, 15, &mut NearestEven);
+                assert_eq!(y[i], want, "column {i}, add {add}, exact {exact}");
+            }
+        }
+    }
 
     #[test]
     fn coefficient_mantissas_are_within_their_bounds() {

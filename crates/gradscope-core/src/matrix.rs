@@ -392,11 +392,7 @@ fn columns<S: Scalar, const I: usize, const O: usize, P: Probe + ?Sized>(
             *l = S::lane_of(v);
         }
     }
-    for (row, &dv) in w.iter().zip(d) {
-        for (l, &wv) in lanes.iter_mut().zip(row) {
-            *l = S::lane_mac(*l, wv, dv);
-        }
-    }
+    S::columns_lanes(w, d, &mut lanes);
     let start = *y;
     let exact = |i: usize| {
         let acc = match start.get(i) {

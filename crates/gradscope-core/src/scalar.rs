@@ -151,6 +151,22 @@ pub trait Scalar: Copy + Default + PartialEq + PartialOrd + Debug + Send + Sync 
         out
     }
 
+    /// The sums of [`crate::matrix::matvec_t`]'s fast path: each lane `i` (arriving at [`Scalar::LANE_ZERO`] or
+    /// at a starting value) gains `Σₒ w[o][i]·d[o]`, added by [`Scalar::lane_mac`] with `o` ascending (floats:
+    /// that order exactly; fixed point: the exact sum, valid when [`Scalar::quiet`]).
+    #[inline(always)]
+    fn columns_lanes<const I: usize, const O: usize>(
+        w: &[[Self; I]; O],
+        d: &[Self; O],
+        lanes: &mut [Self::Lane; I],
+    ) {
+        for (row, &dv) in w.iter().zip(d) {
+            for (l, &wv) in lanes.iter_mut().zip(row) {
+                *l = Self::lane_mac(*l, wv, dv);
+            }
+        }
+    }
+
     /// The `R × N` block `A B` of [`crate::matrix::matmul`]'s fast path, as lanes: lane `(i, j)` becomes
     /// `Σₖ a[i][k]·b[k][j]` added by [`Scalar::lane_mac`] with `k` ascending (floats: that order exactly; fixed
     /// point: the exact sum, valid when [`Scalar::quiet`]). `b`'s bound may pick a faster exact shape. (Into the
