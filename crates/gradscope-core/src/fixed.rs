@@ -426,6 +426,18 @@ impl RawMul for i16 {
     ) -> [i64; R] {
         crate::dsp::dots(rows, b, raw)
     }
+
+    /// Two columns' products per loaded word of `w`, each into its 64-bit sum ([`crate::dsp::columns`]).
+    #[cfg(gradscope_dsp)]
+    #[inline(always)]
+    fn columns_lanes<S: Copy, const I: usize, const O: usize>(
+        w: &[[S; I]; O],
+        d: &[S; O],
+        raw: impl Fn(S) -> i16 + Copy,
+        lanes: &mut [i64; I],
+    ) {
+        crate::dsp::columns(w, d, raw, lanes);
+    }
 }
 
 /// Where the 32-bit formats round to nearest-even in the biased form (`round_biased`), measured in
@@ -1809,6 +1821,43 @@ mod tests {
     /// The pair loop (with `QSUB16` computed in safe code here; the firmware's parity digests compare the
     /// Cortex-M4's instruction with this host's value-by-value loop) against `scale_by` then `sub` per value:
     /// the same values and the same events, for every length up to 11 and raws over the whole range.
+    /// The M4F's column sums (`dsp::columns`, its instructions computed in safe code here) against the i128 sum
+    /// of each column, with `w` and `d` over their whole range (−1 included) and lanes that start away from zero,
+    /// in shapes that split into pairs of columns and a tail differently.
+    #[test]
+    fn paired_column_sums_are_exact() {
+        use rand_core::{Rng, SeedableRng};
+        use rand_xoshiro::Xoshiro128PlusPlus;
+        fn check<const I: usize, const O: usize>(rng: &mut Xoshiro128PlusPlus) {
+            let mut raw = |k: usize| {
+                if k.is_multiple_of(3) {
+                    i16::MIN
+                } else {
+                    rng.next_u32() as i16
+                }
+            };
+            let d: [i16; O] = core::array::from_fn(|o| raw(o + 1));
+            let w: [[i16; I]; O] = core::array::from_fn(|o| core::array::from_fn(|i| raw(o + i)));
+            let start: [i64; I] = core::array::from_fn(|i| (i as i64 - 3) << 40);
+            let mut lanes = start;
+            crate::dsp::columns(&w, &d, |v: i16| v, &mut lanes);
+            for i in 0..I {
+                let exact =
+                    (0..O).fold(start[i] as i128, |s, o| s + w[o][i] as i128 * d[o] as i128);
+                assert_eq!(lanes[i] as i128, exact, "I = {I}, O = {O}, column {i}");
+            }
+        }
+        let mut rng = Xoshiro128PlusPlus::seed_from_u64(5);
+        for _ in 0..200 {
+            check::<1, 1>(&mut rng);
+            check::<4, 8>(&mut rng);
+            check::<8, 8>(&mut rng);
+            check::<8, 1>(&mut rng);
+            check::<7, 3>(&mut rng);
+            check::<33, 40>(&mut rng);
+        }
+    }
+
     #[test]
     fn pair_update_equals_scale_by_then_sub() {
         use rand_core::{Rng, SeedableRng};
