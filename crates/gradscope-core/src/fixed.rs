@@ -267,10 +267,21 @@ trait RawMul: Copy {
         raw: impl Fn(S) -> Self + Copy,
         lanes: &mut [i64; I],
     ) {
-        for (row, &dv) in w.iter().zip(d) {
-            for (l, &wv) in lanes.iter_mut().zip(row) {
-                *l = l.wrapping_add(Self::product(raw(wv), raw(dv)));
-            }
+        wide_columns(w, d, raw, lanes);
+    }
+}
+
+/// [`RawMul::columns_lanes`] with one `i64` lane per column.
+#[inline(always)]
+fn wide_columns<S: Copy, T: RawMul, const I: usize, const O: usize>(
+    w: &[[S; I]; O],
+    d: &[S; O],
+    raw: impl Fn(S) -> T + Copy,
+    lanes: &mut [i64; I],
+) {
+    for (row, &dv) in w.iter().zip(d) {
+        for (l, &wv) in lanes.iter_mut().zip(row) {
+            *l = l.wrapping_add(T::product(raw(wv), raw(dv)));
         }
     }
 }
@@ -383,9 +394,9 @@ impl RawMul for i16 {
         }
     }
 
-    /// [`pair_dots4`]'s scheme with one product per step: each product `p` (|p| ≤ 2³⁰) goes to a wrapping `i32`
-    /// sum and `p >> 16` to a second, which x86's vectorizer runs four columns per instruction where `i64`
-    /// lanes took one; fewer than 2¹⁶ rows keep the low halves' sum below 2³² ([`pair_total`]).
+    /// From [`PAIR_COLUMNS_MIN`] columns, [`pair_dots4`]'s scheme with one product per step: each product `p`
+    /// (|p| ≤ 2³⁰) goes to a wrapping `i32` sum and `p >> 16` to a second, which x86's vectorizer runs four
+    /// columns per instruction; fewer than 2¹⁶ rows keep the low halves' sum below 2³² ([`pair_total`]).
     #[cfg(any(target_arch = "x86", target_arch = "x86_64"))]
     #[inline(always)]
     fn columns_lanes<S: Copy, const I: usize, const O: usize>(
@@ -394,13 +405,8 @@ impl RawMul for i16 {
         raw: impl Fn(S) -> i16 + Copy,
         lanes: &mut [i64; I],
     ) {
-        if O >= 1 << 16 {
-            for (row, &dv) in w.iter().zip(d) {
-                for (l, &wv) in lanes.iter_mut().zip(row) {
-                    *l = l.wrapping_add(i16::product(raw(wv), raw(dv)));
-                }
-            }
-            return;
+        if I < PAIR_COLUMNS_MIN || O >= 1 << 16 {
+            return wide_columns(w, d, raw, lanes);
         }
         let (mut sum, mut high) = ([0i32; I], [0i32; I]);
         for (row, &dv) in w.iter().zip(d) {
@@ -550,6 +556,13 @@ fn pair_dot<S: Copy, const N: usize>(
 /// 8, where interleaving the pairs is most of the work. `benches/instructions.rs` counts the 32×32 product.
 #[cfg(any(target_arch = "x86", target_arch = "x86_64"))]
 const PAIR_MIN_COLS: usize = 32;
+
+/// The fewest columns for which x86's transposed product takes the 32-bit sums (`RawMul::columns_lanes` for
+/// 16-bit raws): callgrind counts of one `matvec_t` in I1F15, `i64` lanes → 32-bit sums, columns × rows:
+/// 32 × 32 4,121 → 2,919 and 32 × 16 2,457 → 1,795, but 16 × 16 1,305 → 1,811, 16 × 32 2,201 → 2,927, 8 × 8
+/// 445 → 499 and 4 × 8 200 → 308 (rustc 1.95; one call each, counted outside the benches).
+#[cfg(any(target_arch = "x86", target_arch = "x86_64"))]
+const PAIR_COLUMNS_MIN: usize = 32;
 
 /// Exact `A B` of 16-bit raws by [`pair_dots4`]'s scheme along `k`: rows `k` and `k + 1` of `b` are
 /// interleaved into pairs once, and each row of `a` adds, per element, the pair sum
@@ -1286,9 +1299,10 @@ mod tests {
         let (min, max) = (I1F15::from_bits(i16::MIN), I1F15::from_bits(i16::MAX));
         // Per column: the first `mins` rows hold −1, the next `maxs` rows 1 − 2⁻¹⁵, the rest zero.
         let cols = [(20, 20), (20, 16), (20, 12), (12, 20), (8, 20)];
-        let w: [[I1F15; 5]; O] = core::array::from_fn(|o| {
+        // 32 columns: as many as x86 needs to take its 32-bit sums (`PAIR_COLUMNS_MIN`).
+        let w: [[I1F15; 32]; O] = core::array::from_fn(|o| {
             core::array::from_fn(|i| {
-                let (mins, maxs) = cols[i];
+                let (mins, maxs) = cols[i % cols.len()];
                 match o {
                     _ if o < mins => min,
                     _ if o < mins + maxs => max,
@@ -1298,18 +1312,18 @@ mod tests {
         });
         let d = [min; O];
         for add in [false, true] {
-            let mut y = [I1F15::from_bits(3); 5];
+            let mut y = [I1F15::from_bits(3); 32];
             let start = y;
             if add {
                 crate::matrix::matvec_t_add(&w, &d, &mut y, &mut NearestEven, &mut ());
             } else {
                 crate::matrix::matvec_t(&w, &d, &mut y, &mut NearestEven, &mut ());
             }
-            for i in 0..5 {
+            for i in 0..32 {
                 let from = if add { (start[i].0 as i128) << 15 } else { 0 };
                 let exact = (0..O).fold(from, |s, o| s + w[o][i].0 as i128 * d[o].0 as i128);
                 assert!(
-                    i == 0 || exact.abs() >= 1 << 32,
+                    i % cols.len() == 0 || exact.abs() >= 1 << 32,
                     "column {i} totals {exact}"
                 );
                 let (want, _) = I1F15::round_wide(exact as i64, 15, &mut NearestEven);
