@@ -1832,9 +1832,6 @@ mod tests {
         }
     }
 
-    /// The pair loop (with `QSUB16` computed in safe code here; the firmware's parity digests compare the
-    /// Cortex-M4's instruction with this host's value-by-value loop) against `scale_by` then `sub` per value:
-    /// the same values and the same events, for every length up to 11 and raws over the whole range.
     /// The M4F's column sums (`dsp::columns`, its instructions computed in safe code here) against the i128 sum
     /// of each column, with `w` and `d` over their whole range (−1 included) and lanes that start away from zero,
     /// in shapes that split into pairs of columns and a tail differently.
@@ -1872,6 +1869,9 @@ mod tests {
         }
     }
 
+    /// The pair loop (with `QSUB16` computed in safe code here; the firmware's parity digests compare the
+    /// Cortex-M4's instruction with this host's value-by-value loop) against `scale_by` then `sub` per value:
+    /// the same values and the same events, for every length up to 11 and raws over the whole range.
     #[test]
     fn pair_update_equals_scale_by_then_sub() {
         use rand_core::{Rng, SeedableRng};
