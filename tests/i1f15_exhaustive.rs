@@ -1,13 +1,17 @@
 //! Every binary `I1F15` operation over all 2³² input pairs, against an `f64` oracle.
 //!
 //! The oracle is independent of the core's integer code: a Q15 product is at most 2³⁰ in magnitude, so
-//! `a·b / 2¹⁵` is exact in `f64`, and `floor` / `round_ties_even` give the reference rounding. In release builds
+//! `a·b / 2¹⁵` is exact in `f64`, and `floor` / `round_ties_even` give the reference rounding. The same holds
+//! for the chain rule of the output-based derivatives, tanh's `(1 − y²)·dy` and the sigmoid's `y(1 − y)·dy`:
+//! their products are integers below 2⁴⁷ at 45 fraction bits. In release builds
 //! every pair is checked (a few seconds a core per operation); debug builds check every 61st `b` for each `a`
 //! so the suite still runs in both.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use gradscope_core::{Flags, Floor, I1F15, NearestEven, Scalar, Stochastic};
+use gradscope_core::{
+    Act, Activate, Flags, Floor, I1F15, NearestEven, Rounding, Scalar, Stochastic,
+};
 use rand_core::SeedableRng;
 use rand_xoshiro::Xoshiro128PlusPlus;
 
@@ -151,4 +155,39 @@ fn stochastic_rounding_is_unbiased() {
         .sum::<f64>()
         / n as f64;
     assert!((floor_mean - exact).abs() > 100.0 * sigma);
+}
+
+/// `act.backward(y, y, dy)` (x is unused by tanh and the sigmoid) for every output `y` and gradient `dy`,
+/// against `d30(y)·dy / 2³⁰` in LSB units rounded by `round`. A derivative is never exactly zero for these two,
+/// so a non-zero `dy` whose gradient rounds to zero is an underflow even where `y = ±1` made `d30` zero.
+fn backward_all_pairs<R: Rounding + Default>(act: Act, d30: fn(f64) -> f64, round: fn(f64) -> f64) {
+    all_pairs(|y, dy, _| {
+        let e = d30(y as f64) * dy as f64 / (1u64 << 30) as f64;
+        let (want, mut wf) = expected(e, round(e));
+        if dy != 0 && want == 0 {
+            wf |= Flags::UNDERFLOW | Flags::INEXACT;
+        }
+        let got = act.backward(q(y), q(y), q(dy), &mut R::default());
+        let watched = act.backward_watched(q(y), q(y), q(dy), &mut R::default());
+        (got.0.to_bits(), got.1) == (want, wf) && watched.0 == got.0
+    });
+}
+
+#[test]
+fn tanh_backward_nearest_even_all_pairs() {
+    backward_all_pairs::<NearestEven>(
+        Act::Tanh,
+        |y| (1u64 << 30) as f64 - y * y,
+        f64::round_ties_even,
+    );
+}
+
+#[test]
+fn tanh_backward_floor_all_pairs() {
+    backward_all_pairs::<Floor>(Act::Tanh, |y| (1u64 << 30) as f64 - y * y, f64::floor);
+}
+
+#[test]
+fn sigmoid_backward_nearest_even_all_pairs() {
+    backward_all_pairs::<NearestEven>(Act::Sigmoid, |y| y * 32768.0 - y * y, f64::round_ties_even);
 }

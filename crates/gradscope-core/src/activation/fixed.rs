@@ -370,7 +370,12 @@ fn backward_as<S: Fixed, R: Rounding + ?Sized, const ALL: bool, const BITS: u32>
     let d = derivative30(a, x.raw(), y.raw(), S::FRAC);
     // |dy| <= 2^(bits−1): with |d| below `narrow_d` the product is under 2^62, exact in i64 and already what
     // `reduce` would return; the i128 path is for derivatives beyond that.
-    let (g, fl) = if d.unsigned_abs() < narrow_d {
+    let (g, fl) = if let Some(d) = i32::try_from(d)
+        .ok()
+        .filter(|_| BITS == 16 && r.nearest_even())
+    {
+        product_nearest_even::<S, R, ALL>(d, dy.raw(), r)
+    } else if d.unsigned_abs() < narrow_d {
         from_wide(mul64(d, dy.raw()), S::FRAC + TABLE_FRAC, r)
     } else {
         let (v, frac) = reduce(mul(dy.raw(), d), S::FRAC + TABLE_FRAC);
@@ -381,6 +386,37 @@ fn backward_as<S: Fixed, R: Rounding + ?Sized, const ALL: bool, const BITS: u32>
     }
     let exact_zero = dy.raw() == 0 || a.zero_set(x.raw(), 0, 1i64 << S::FRAC).1;
     (g, fl | underflow(g.raw(), exact_zero))
+}
+
+/// The chain rule's `d·dy` (`d` at 30 fraction bits, `|dy| <= 2¹⁵`) rounded to nearest-even at `S`'s
+/// fraction bits, with [`Fixed::from_wide`]'s value and flags, in what a 16-bit format needs: one 32 × 32 →
+/// 64-bit product and the biased rounding by the constant 30 places, where `from_wide` took a shift known only
+/// at run time and compared the remainder with one half (the M4F's tanh backward of 8 `I1F15` values, in
+/// `firmware/src/bin/costs.rs` once: 262 → 120 instructions). `|d·dy| <= 2⁴⁶`, so the bias cannot wrap, and
+/// the quotient needs only saturating to `S`, which is exact.
+#[inline(always)]
+fn product_nearest_even<S: Fixed, R: Rounding + ?Sized, const ALL: bool>(
+    d: i32,
+    dy: i64,
+    r: &mut R,
+) -> (S, Flags) {
+    let v = mul64(d as i64, dy);
+    let q = crate::round::nearest_even_wrapping64(v, TABLE_FRAC);
+    let (g, fl) = if ALL {
+        S::from_wide(q, S::FRAC, r)
+    } else {
+        S::from_wide_watched(q, S::FRAC, r)
+    };
+    if !ALL {
+        return (g, fl);
+    }
+    // As `from_wide`'s: a gradient that rounds to zero had bits dropped, so `dropped` stands in for `v != 0`.
+    let dropped = v & (ONE30 - 1) != 0;
+    (
+        g,
+        fl | Flags::when(dropped, Flags::INEXACT)
+            | Flags::when(dropped && g.raw() == 0, Flags::UNDERFLOW),
+    )
 }
 
 macro_rules! fixed_activate {
