@@ -1087,19 +1087,34 @@ macro_rules! fixed_family {
                 if x.is_nan() {
                     return (Self(0), Flags::NONFINITE);
                 }
-                let scaled = x * Self::ONE_RAW_F64;
-                // Beyond 2^bits no rounding can bring it back in range (this also catches ±∞).
-                let limit = (1u64 << $bits) as f64;
-                if scaled >= limit || scaled <= -limit {
-                    let sat = if scaled > 0.0 { i64::MAX } else { i64::MIN };
-                    let (v, f) = Self::saturate(sat);
-                    return (v, f | Flags::when(x.is_infinite(), Flags::NONFINITE));
+                // t = x·2^(F+G) = ±m·2^k from the bits, in integers: a microcontroller's f64 operations are
+                // library calls (the M4F's FPU is single precision).
+                let bits = x.to_bits();
+                let exp = (bits >> 52 & 0x7ff) as i32;
+                let mantissa = bits & ((1u64 << 52) - 1);
+                let m = if exp == 0 { mantissa } else { mantissa | 1 << 52 };
+                let k = exp.max(1) - 1075 + (F + $guard) as i32;
+                let negative = bits >> 63 != 0;
+                // |x|·2^F >= 2^bits, where no rounding can bring it back in range (also ±∞): 2^52 <= m < 2^53.
+                if exp != 0 && k >= $bits + $guard - 52 {
+                    let (v, f) = Self::saturate(if negative { i64::MIN } else { i64::MAX });
+                    return (v, f | Flags::when(exp == 0x7ff, Flags::NONFINITE));
                 }
                 // Exact value in units of 2^−(F+G); G guard bits keep |t| < 2^61. One more bit carries
-                // "something below was non-zero" (sticky), so nearest-even sees ties exactly.
-                let t = scaled * (1u64 << $guard) as f64;
-                let fl = libm::floor(t);
-                let wide = (fl as i64) * 2 + (fl != t) as i64;
+                // "something below was non-zero" (sticky), so nearest-even sees ties exactly: `wide` is
+                // 2·floor(t) + sticky.
+                let (whole, sticky) = match u32::try_from(-k) {
+                    Err(_) => (m << k, false),
+                    Ok(s) if s >= 64 => (0, m != 0),
+                    Ok(s) => (m >> s, m & ((1u64 << s) - 1) != 0),
+                };
+                // |t| < 2^61 here, so `whole` fits; floor rounds a negative t with dropped bits down.
+                let floor = if negative {
+                    -(whole as i64) - sticky as i64
+                } else {
+                    whole as i64
+                };
+                let wide = floor * 2 + sticky as i64;
                 // `wide` is non-zero for every non-zero x (the sticky bit), so UNDERFLOW is exact too.
                 Self::round_wide(wide, $guard + 1, r)
             }
@@ -1246,10 +1261,6 @@ macro_rules! fixed_family {
             }
         }
 
-        impl<const F: u32> $name<F> {
-            const ONE_RAW_F64: f64 = (1u64 << F) as f64;
-        }
-
         impl<const F: u32> fmt::Debug for $name<F> {
             fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
                 write!(f, "{}({})", <Self as Scalar>::NAME, self.to_f64())
@@ -1288,6 +1299,102 @@ pub type I1F15 = Fx16<15>;
 mod tests {
     use super::*;
     use crate::round::{Floor, NearestEven};
+
+    /// What `from_f64` computed before it read the bits: `x·2^F` and `·2^G` in f64 (exact, powers of two),
+    /// `floor` and a sticky bit, then the same rounding of `2·floor(t) + sticky` at `F + G + 1` fraction bits.
+    fn from_f64_in_floats<S: Fixed, R: Rounding>(
+        x: f64,
+        bits: u32,
+        guard: u32,
+        r: &mut R,
+    ) -> (S, Flags) {
+        if x.is_nan() {
+            return (S::ZERO, Flags::NONFINITE);
+        }
+        let scaled = x * (1u64 << S::FRAC) as f64;
+        let limit = (1u64 << bits) as f64;
+        if scaled >= limit || scaled <= -limit {
+            let (v, f) = S::from_wide(if scaled > 0.0 { i64::MAX } else { i64::MIN }, 0, r);
+            return (v, f | Flags::when(x.is_infinite(), Flags::NONFINITE));
+        }
+        let t = scaled * (1u64 << guard) as f64;
+        let fl = t.floor();
+        S::from_wide((fl as i64) * 2 + (fl != t) as i64, S::FRAC + guard + 1, r)
+    }
+
+    #[test]
+    fn from_f64_from_the_bits_equals_the_float_computation() {
+        use crate::round::Stochastic;
+        use rand_core::{Rng, SeedableRng};
+        use rand_xoshiro::Xoshiro128PlusPlus;
+        fn check<S: Fixed>(bits: u32, guard: u32, rng: &mut Xoshiro128PlusPlus) {
+            let lsb = 1.0 / (1u64 << S::FRAC) as f64;
+            let top = (1u64 << (bits - 1)) as f64 * lsb;
+            let mut xs = vec![
+                0.0,
+                f64::INFINITY,
+                f64::NAN,
+                f64::MAX,
+                f64::MIN_POSITIVE,
+                f64::from_bits(1),
+                f64::from_bits((1 << 52) - 1),
+                1.0,
+                0.5,
+                top,
+                2.0 * top,
+                lsb,
+                lsb / 2.0,
+                lsb / (1u64 << guard) as f64,
+                lsb / (1u64 << (guard + 1)) as f64,
+            ];
+            for _ in 0..20_000 {
+                let n = (rng.next_u64() >> (64 - bits)) as f64;
+                let e = rng.next_u32() % 90;
+                xs.extend([
+                    f64::from_bits(rng.next_u64()),
+                    (n + 0.5) * lsb,
+                    n * lsb,
+                    (rng.next_u64() >> 11) as f64 * 2f64.powi(e as i32 - 80),
+                ]);
+            }
+            // Each value, its neighbours one ulp away, and its negation.
+            let all = xs.iter().flat_map(|&x| {
+                let b = x.to_bits();
+                [
+                    x,
+                    f64::from_bits(b.wrapping_add(1)),
+                    f64::from_bits(b.wrapping_sub(1)),
+                ]
+            });
+            for x in all.flat_map(|x| [x, -x]) {
+                let seed = rng.next_u64();
+                let stochastic = || Stochastic(Xoshiro128PlusPlus::seed_from_u64(seed));
+                let (got, want) = (
+                    S::from_f64(x, &mut Floor),
+                    from_f64_in_floats(x, bits, guard, &mut Floor),
+                );
+                assert_eq!(got, want, "{} floor {x:e}", S::NAME);
+                let (got, want) = (
+                    S::from_f64(x, &mut NearestEven),
+                    from_f64_in_floats(x, bits, guard, &mut NearestEven),
+                );
+                assert_eq!(got, want, "{} nearest-even {x:e}", S::NAME);
+                let (got, want) = (
+                    S::from_f64(x, &mut stochastic()),
+                    from_f64_in_floats(x, bits, guard, &mut stochastic()),
+                );
+                assert_eq!(got, want, "{} stochastic {x:e}", S::NAME);
+            }
+        }
+        let mut rng = Xoshiro128PlusPlus::seed_from_u64(17);
+        check::<Fx<0>>(32, 29, &mut rng);
+        check::<I16F16>(32, 29, &mut rng);
+        check::<I8F24>(32, 29, &mut rng);
+        check::<Fx<31>>(32, 29, &mut rng);
+        check::<Fx16<0>>(16, 45, &mut rng);
+        check::<Fx16<8>>(16, 45, &mut rng);
+        check::<I1F15>(16, 45, &mut rng);
+    }
 
     /// `Wᵀ d` over 40 rows of the largest products of each sign (−1·−1 = 2³⁰ and −1·(1 − 2⁻¹⁵)): running sums
     /// pass ±2³¹ several times, and the totals are 20·2¹⁵ (inside the format) or ±4·2³⁰ and beyond, where a
