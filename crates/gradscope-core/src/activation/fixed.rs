@@ -391,9 +391,9 @@ fn backward_as<S: Fixed, R: Rounding + ?Sized, const ALL: bool, const BITS: u32>
 /// The chain rule's `d·dy` (`d` at 30 fraction bits, `|dy| <= 2¹⁵`) rounded to nearest-even at `S`'s
 /// fraction bits, with [`Fixed::from_wide`]'s value and flags, in what a 16-bit format needs: one 32 × 32 →
 /// 64-bit product and the biased rounding by the constant 30 places, where `from_wide` took a shift known only
-/// at run time and compared the remainder with one half (the M4F's tanh backward of 8 `I1F15` values, in
-/// `firmware/src/bin/costs.rs` once: 262 → 120 instructions). `|d·dy| <= 2⁴⁶`, so the bias cannot wrap, and
-/// the quotient needs only saturating to `S`, which is exact.
+/// at run time and compared the remainder with one half: the M4F's `backward_4-8-8-1` in `I1F15` (the cost
+/// table in BENCHMARKS.md) went 2,430 → 2,200 instructions. `|d·dy| <= 2⁴⁶`, so the bias cannot wrap, and the
+/// quotient needs only saturating to `S`, which is exact.
 #[inline(always)]
 fn product_nearest_even<S: Fixed, R: Rounding + ?Sized, const ALL: bool>(
     d: i32,
