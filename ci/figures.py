@@ -78,8 +78,10 @@ MCU_WHY = {
                   "spills.",
     "m4f_step": "Per part of the step, from the cost table below (probes off), I1F15 / f32 is {fw:.2f} in the "
                 "forward pass, {bw:.2f} in the backward pass, {up:.2f} in the SGD update and {rest:.2f} in the rest "
-                "(the step's count minus those three, which includes zeroing the gradients and the loss with its "
-                "gradient); a 16-value sigmoid alone is {sg:.2f}. Fixed point evaluates every activation through a "
+                "(the step's count minus those three: zeroing the gradients, the loss with its gradient, and the "
+                "step's watch of every pass for saturations and non-finite values, which the parts, measured with "
+                "probes off, leave out); a 16-value sigmoid alone is {sg:.2f}. Fixed point evaluates every "
+                "activation through a "
                 "table with quadratic interpolation in integers (tanh's derivative is 1 − y², from the output), "
                 "narrows every activation, product and gradient with nearest-even and saturation, and "
                 "computes the loss in f64, which the M4F's single-precision FPU leaves to software; f32 does each of "

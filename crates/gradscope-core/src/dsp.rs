@@ -17,14 +17,22 @@
 //!   the Q15 transposed matvec (a dense layer's backward signal), two columns' products per loaded word of a row.
 //!   The 4-8-8-1 backward pass (`backward_4-8-8-1`, probes off) measured 2,430 instructions with it, 2,555 with
 //!   the same loop in safe code, and 2,485 with one `i64` lane per column (the default loop).
+//! - `SSAT` (with its shift), `QADD`, `MSR APSR_nzcvq` and `MRS APSR`: a 16-bit narrowing whose saturation sets
+//!   the sticky Q flag, its setting by hand where a sum beyond 32 bits saturates without an `SSAT`, and the flag's
+//!   clearing and reading, so that a kernel under a watching probe tests one flag where it tested every output
+//!   (`matrix::deferred`). LLVM forms `ssat` from a clamp, but may as well form a compare and a select, which
+//!   would leave a saturation out of the flag: here each is an instruction of its own, in an order the compiler
+//!   keeps (the blocks are not `pure`). Exceptions save and restore Q with the rest of xPSR.
 //!
 //! Compiled only for thumbv7em (`build.rs` sets `gradscope_dsp`); every other target uses the safe kernels in
 //! `fixed.rs`. The host's unit tests compile this module with `QSUB16`, `SMLABB`, `SMLATB`, `SMLALBB` and
 //! `SMLALTB` computed in safe code, to test the pair loops. The firmware's parity digests (`kernel/matvec-*` in
-//! I1F15 and I16F16, `kernel/sgd-update`, and backprop and training) run these instructions on the M4F, Q15 over
-//! its whole range, and equal the host's safe path bit for bit
+//! I1F15 and I16F16, `kernel/sgd-update`, `kernel/watched` with its count of saturations, and backprop and
+//! training) run these instructions on the M4F, Q15 over its whole range, and equal the host's safe path bit for
+//! bit
 //! (`crates/gradscope-lab/tests/firmware_parity.rs`). BENCHMARKS.md gives the measured reasons: the matvec's
-//! instructions per MAC and the Q15 SGD update's instructions per parameter on the M4F.
+//! instructions per MAC, the Q15 SGD update's instructions per parameter and the Q15 training step's
+//! instructions (it watches) on the M4F.
 #![allow(unsafe_code)]
 
 /// `acc + a.lo·b.lo + a.hi·b.hi` with signed 16-bit halves, exact in 64 bits (wrapping only beyond i64,
@@ -124,6 +132,80 @@ pub(crate) fn smla_half<const TOP: bool>(a: u32, m: u32, acc: i32) -> i32 {
         }
     }
     out
+}
+
+/// `t >> s` (`1 ≤ s ≤ 15`, arithmetic) saturated to a signed 16-bit value, one `SSAT #16, asr #s`, which sets
+/// the sticky Q flag when it saturates: the 16-bit formats' nearest-even narrowing on the M4F, so that a kernel
+/// under a watching probe reads one flag ([`q_take`]) where it tested every value (`matrix::deferred`).
+#[cfg(gradscope_dsp)]
+#[inline(always)]
+pub(crate) fn ssat16_shr(t: i32, s: u32) -> i32 {
+    let out: i32;
+    // An immediate shift needs a literal: one arm per shift, of which a constant `s` leaves one.
+    macro_rules! ssat {
+        ($($k:literal)*) => {
+            match s {
+                $($k => core::arch::asm!(
+                    concat!("ssat {out}, #16, {t}, asr #", $k),
+                    out = lateout(reg) out,
+                    t = in(reg) t,
+                    options(nomem, nostack),
+                ),)*
+                _ => core::arch::asm!(
+                    "ssat {out}, #16, {t}",
+                    out = lateout(reg) out,
+                    t = in(reg) t >> s.min(31),
+                    options(nomem, nostack),
+                ),
+            }
+        };
+    }
+    // SAFETY: `ssat` reads one register and writes one; it touches no memory and no stack. It sets the Q flag
+    // when it saturates, which is its purpose here: the blocks are not `pure`, so the compiler keeps them in
+    // order with `q_clear` and `q_take` and never drops one.
+    unsafe {
+        ssat!(1 2 3 4 5 6 7 8 9 10 11 12 13 14 15);
+    }
+    out
+}
+
+/// Set the sticky Q flag: a 16-bit narrowing that saturated where no `SSAT` ran (its exact value beyond 32
+/// bits). One `QADD` of `i32::MAX` to itself.
+#[cfg(gradscope_dsp)]
+#[inline(always)]
+pub(crate) fn q_raise() {
+    // SAFETY: `qadd` reads one register and writes one; it touches no memory and no stack, and sets Q.
+    unsafe {
+        core::arch::asm!(
+            "qadd {t}, {t}, {t}",
+            t = inout(reg) i32::MAX => _,
+            options(nomem, nostack),
+        );
+    }
+}
+
+/// Clear the sticky Q flag (and N, Z, C, V, which no caller holds across it): one `MSR APSR_nzcvq`.
+#[cfg(gradscope_dsp)]
+#[inline(always)]
+pub(crate) fn q_clear() {
+    // SAFETY: `msr` writes the condition flags and Q from a register; it touches no memory and no stack.
+    unsafe {
+        core::arch::asm!("msr APSR_nzcvq, {z}", z = in(reg) 0u32, options(nomem, nostack));
+    }
+}
+
+/// Whether the sticky Q flag is set: some `SSAT`, `QADD` or `q_raise` saturated since the last [`q_clear`]
+/// (exceptions save and restore it with the rest of xPSR). One `MRS`.
+#[cfg(gradscope_dsp)]
+#[inline(always)]
+pub(crate) fn q_take() -> bool {
+    let apsr: u32;
+    // SAFETY: `mrs` reads the flags into a register; it touches no memory, no stack and no flags. Not `pure`: it
+    // reads state the `ssat` blocks write, and must stay after them.
+    unsafe {
+        core::arch::asm!("mrs {a}, APSR", a = lateout(reg) apsr, options(nomem, nostack, preserves_flags));
+    }
+    apsr & (1 << 27) != 0
 }
 
 /// What `SMLABB`/`SMLATB` compute, in safe code: the host's unit tests run the pair loops through it.

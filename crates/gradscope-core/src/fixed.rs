@@ -467,7 +467,27 @@ const BIASED_NARROW: bool = cfg!(any(gradscope_dsp, not(target_os = "none")));
 /// branches (`matvec16x16` I1F15 707 → 660 instructions).
 #[inline(always)]
 fn sat_nearest_even32(v: i32, s: u32) -> i32 {
-    v.saturating_add((1 << (s - 1)) - 1 + ((v >> s) & 1)) >> s
+    sat_biased32(v, s) >> s
+}
+
+/// [`crate::dsp::ssat16_shr`] where there is no `SSAT` (never called: `narrow_sticky` takes it on thumbv7em
+/// only).
+#[cfg(not(gradscope_dsp))]
+#[inline(always)]
+fn ssat16_shr(t: i32, s: u32) -> i32 {
+    (t >> s.min(31)).clamp(i16::MIN as i32, i16::MAX as i32)
+}
+#[cfg(gradscope_dsp)]
+use crate::dsp::{q_raise, ssat16_shr};
+/// [`crate::dsp::q_raise`] where there is no Q flag: nothing to set.
+#[cfg(not(gradscope_dsp))]
+#[inline(always)]
+fn q_raise() {}
+
+/// [`sat_nearest_even32`] before its shift: what the Cortex-M4's `SSAT … asr #s` takes.
+#[inline(always)]
+fn sat_biased32(v: i32, s: u32) -> i32 {
+    v.saturating_add((1 << (s - 1)) - 1 + ((v >> s) & 1))
 }
 
 /// Exact dot products of 16-bit raws in 32-bit lanes, the shape x86's loop vectorizer turns into `pmaddwd`:
@@ -955,6 +975,7 @@ macro_rules! fixed_family {
             const RESOLUTION: f64 = Self::LSB;
             const SMALLEST: f64 = Self::LSB;
             const IS_FLOAT: bool = false;
+            const STICKY_SATURATION: bool = $bits == 16 && cfg!(gradscope_dsp) && F >= 1;
 
             #[inline]
             fn acc_zero() -> WideAcc {
@@ -984,6 +1005,22 @@ macro_rules! fixed_family {
             #[inline]
             fn narrow_watched<R: Rounding + ?Sized>(acc: WideAcc, r: &mut R) -> (Self, Flags) {
                 Self::narrow_as::<false, R>(acc, r)
+            }
+            #[inline]
+            fn narrow_sticky<R: Rounding + ?Sized>(acc: WideAcc, r: &mut R) -> Self {
+                if !(Self::STICKY_SATURATION && r.nearest_even()) {
+                    return Self::narrow(acc, r).0;
+                }
+                // `round32`'s nearest-even narrowing, its shift and saturation in one `SSAT`, which sets Q when
+                // it saturates. A sum beyond 32 bits saturates at any F < 16 (|v·2^−F| >= 2^16), where Q is set
+                // by hand.
+                let v = i64::try_from(acc.value).unwrap_or(if acc.value < 0 { i64::MIN } else { i64::MAX });
+                let lo = v as i32;
+                if (v >> 32) as i32 == lo >> 31 {
+                    return Self(ssat16_shr(sat_biased32(lo, F), F) as $raw);
+                }
+                q_raise();
+                Self::saturation(v)
             }
 
             fn narrow_mean<R: Rounding + ?Sized>(acc: WideAcc, n: u32, r: &mut R) -> (Self, Flags) {

@@ -102,10 +102,11 @@ pub(crate) fn put<S: Scalar, R: Rounding + ?Sized, P: Probe + ?Sized>(
     }
 }
 
-/// [`put`] of a fast lanes' sum, for kernels that call [`watch`] on their outputs afterwards. Fixed point and
-/// finite floats report as [`put`] does; a float that is not finite may come from an overflow that the fast
-/// lanes did not see ([`Scalar::quiet_if_finite`]), so an active probe gets the events of its exact sum
+/// [`put`] of a fast lanes' sum, for kernels that call [`begin`] before their outputs and [`watch`] on them
+/// afterwards. Finite floats report as [`put`] does; a float that is not finite may come from an overflow that
+/// the fast lanes did not see ([`Scalar::quiet_if_finite`]), so an active probe gets the events of its exact sum
 /// `exact()` (rare, out of line), in the same place in the sequence of records as the exact path would give them.
+/// Fixed point reports as [`put`] does, unless its saturations are [`deferred`] to `watch`.
 #[inline(always)]
 pub(crate) fn put_fast<S: Scalar, R: Rounding + ?Sized, P: Probe + ?Sized>(
     acc: S::Acc,
@@ -121,8 +122,43 @@ pub(crate) fn put_fast<S: Scalar, R: Rounding + ?Sized, P: Probe + ?Sized>(
             exact_flags::<S>(exact)
         });
         v
+    } else if deferred::<S, P>(r) {
+        S::narrow_sticky(acc, r)
     } else {
         put(acc, r, p)
+    }
+}
+
+/// Whether [`put_fast`] leaves its fixed-point saturations to [`watch`]: a watching probe that is not active
+/// (it keeps only the values' own events), nearest-even rounding, and a format whose every saturating
+/// narrowing sets the processor's sticky flag ([`Scalar::STICKY_SATURATION`]), which the kernel clears when it
+/// starts ([`begin`]) and `watch` reads once, where each narrowing tested its own value (the M4F's I1F15
+/// training step, which watches: BENCHMARKS.md, "Q15 kernels under a watching probe").
+#[inline(always)]
+pub(crate) fn deferred<S: Scalar, P: Probe + ?Sized>(r: &(impl Rounding + ?Sized)) -> bool {
+    S::STICKY_SATURATION && P::WATCH && !P::ACTIVE && r.nearest_even()
+}
+
+#[cfg(gradscope_dsp)]
+use crate::dsp::{q_clear, q_take};
+/// Without a sticky saturation flag nothing defers to one ([`Scalar::STICKY_SATURATION`] is false), so this is
+/// never called.
+#[cfg(not(gradscope_dsp))]
+#[inline(always)]
+fn q_clear() {}
+/// See [`q_clear`]: were it called, "set" would send the caller to its exact report.
+#[cfg(not(gradscope_dsp))]
+#[inline(always)]
+fn q_take() -> bool {
+    true
+}
+
+/// The start of a kernel that reports through [`put_fast`] and [`watch`]: clears the sticky saturation flag
+/// where saturations are [`deferred`].
+#[inline(always)]
+pub(crate) fn begin<S: Scalar, P: Probe + ?Sized>(r: &(impl Rounding + ?Sized)) {
+    if deferred::<S, P>(r) {
+        q_clear();
     }
 }
 
@@ -133,18 +169,41 @@ fn exact_flags<S: Scalar>(exact: impl FnOnce() -> S::Acc) -> Flags {
     S::narrow(exact(), &mut crate::round::NearestEven).1
 }
 
-/// After a fast float kernel under a watching (not active) probe: one vectorized check of the outputs `y`, and
-/// for each one that is not finite, the events of its exact recomputation `exact(k)` (rare, out of line).
+/// The end of a kernel whose outputs `y` each narrowed one exact sum `exact(k)` through [`put_fast`] (and
+/// which called [`begin`] first), under a watching (not active) probe. Floats: one vectorized check of the
+/// outputs, and for each one that is not finite, the events of its exact recomputation (rare, out of line).
+/// Fixed point, where saturations are [`deferred`]: one read of the sticky flag, and if it is set, the events of
+/// narrowing again the exact sum of each output on a bound of the range, where a saturated one lies (rare, out
+/// of line).
 #[inline(always)]
-pub(crate) fn watch<S: Scalar, P: Probe + ?Sized>(
+pub(crate) fn watch<S: Scalar, R: Rounding + ?Sized, P: Probe + ?Sized>(
     y: &[S],
+    r: &mut R,
     p: &mut P,
     mut exact: impl FnMut(usize) -> S::Acc,
 ) {
-    if !(S::IS_FLOAT && P::WATCH && !P::ACTIVE) || S::all_finite(y) {
-        return;
+    if S::IS_FLOAT {
+        if P::WATCH && !P::ACTIVE && !S::all_finite(y) {
+            report_nonfinite(y, p, &mut exact);
+        }
+    } else if deferred::<S, P>(r) && q_take() {
+        report_saturated(y, r, p, &mut exact);
     }
-    report_nonfinite(y, p, &mut exact);
+}
+
+#[cold]
+#[inline(never)]
+fn report_saturated<S: Scalar, R: Rounding + ?Sized, P: Probe + ?Sized>(
+    y: &[S],
+    r: &mut R,
+    p: &mut P,
+    exact: &mut dyn FnMut(usize) -> S::Acc,
+) {
+    for (k, &v) in y.iter().enumerate() {
+        if v == S::MIN || v == S::MAX {
+            p.note(S::narrow_watched(exact(k), r).1);
+        }
+    }
 }
 
 #[cold]
@@ -170,8 +229,9 @@ pub fn dot<S: Scalar, const N: usize, P: Probe + ?Sized>(
     p: &mut P,
 ) -> S {
     let acc = dot_acc::<S, _, P>(a, b, bound_if_needed::<S, P>(b, N));
+    begin::<S, P>(r);
     let v = put_fast(acc, r, p, || S::dot_exact(a, b));
-    watch(core::slice::from_ref(&v), p, |_| S::dot_exact(a, b));
+    watch(core::slice::from_ref(&v), r, p, |_| S::dot_exact(a, b));
     v
 }
 
@@ -243,6 +303,7 @@ fn rows<S: Scalar, const I: usize, const O: usize, P: Probe + ?Sized>(
         let acc = w.get(o).map_or(S::acc_zero(), |row| S::dot_exact(row, x));
         extra(o).map_or(acc, |b| S::acc_add(acc, b))
     };
+    begin::<S, P>(r);
     if S::IS_FLOAT && I >= 16 {
         blocks::<S, I, O, P, FLOAT_ROW_BLOCK>(w, x, xb, y, (&extra, &exact), r, p);
     } else if !S::IS_FLOAT {
@@ -250,7 +311,7 @@ fn rows<S: Scalar, const I: usize, const O: usize, P: Probe + ?Sized>(
     } else {
         blocks::<S, I, O, P, ROW_BLOCK>(w, x, xb, y, (&extra, &exact), r, p);
     }
-    watch(y, p, exact);
+    watch(y, r, p, exact);
 }
 
 /// [`rows`]' fast loop, `B` rows per block.
@@ -326,6 +387,7 @@ pub fn affine_pair<S: Scalar, const I: usize, const J: usize, const O: usize, P>
             bo,
         )
     };
+    begin::<S, P>(r);
     for (((yo, row1), row2), &bo) in y.iter_mut().zip(w1).zip(w2).zip(b) {
         let acc = S::acc_merge(
             dot_acc::<S, _, P>(row1, x1, b1),
@@ -333,7 +395,7 @@ pub fn affine_pair<S: Scalar, const I: usize, const J: usize, const O: usize, P>
         );
         *yo = put_fast(S::acc_add(acc, bo), r, p, || exact(row1, row2, bo));
     }
-    watch(y, p, |o| match (w1.get(o), w2.get(o), b.get(o)) {
+    watch(y, r, p, |o| match (w1.get(o), w2.get(o), b.get(o)) {
         (Some(row1), Some(row2), Some(&bo)) => exact(row1, row2, bo),
         _ => S::acc_zero(),
     });
@@ -403,10 +465,11 @@ fn columns<S: Scalar, const I: usize, const O: usize, P: Probe + ?Sized>(
             row.get(i).map_or(a, |&wv| S::mac(a, wv, dv))
         })
     };
+    begin::<S, P>(r);
     for (i, (yi, l)) in y.iter_mut().zip(lanes).enumerate() {
         *yi = put_fast(S::lane_acc(l), r, p, || exact(i));
     }
-    watch(y, p, exact);
+    watch(y, r, p, exact);
 }
 
 /// [`columns`] with every product's events: one output at a time (a single wide accumulator on the stack),
@@ -655,10 +718,11 @@ fn matmul_block<S: Scalar, const R: usize, const K: usize, const N: usize, P>(
                 brow.get(j).map_or(s, |&bv| S::mac(s, av, bv))
             })
         };
+        begin::<S, P>(r);
         for (j, (cv, &l)) in crow.iter_mut().zip(ls).enumerate() {
             *cv = put_fast(S::lane_acc(l), r, p, || exact(j));
         }
-        watch(crow, p, exact);
+        watch(crow, r, p, exact);
     }
 }
 
@@ -749,12 +813,16 @@ pub fn axpy<S: Scalar, const N: usize, P: Probe + ?Sized>(
         // lent to no function on the common path (the test of every value is inlined), so it can stay in
         // registers.
         let mut out = *y;
-        for ((o, &yv), &xv) in out.iter_mut().zip(y.iter()).zip(x) {
+        begin::<S, P>(r);
+        for (k, ((o, &yv), &xv)) in out.iter_mut().zip(y.iter()).zip(x).enumerate() {
             let l = S::lane_mac(S::lane_of(yv), alpha, xv);
-            *o = put(S::lane_acc(l), r, p);
+            *o = put_fast(S::lane_acc(l), r, p, || axpy_exact(alpha, x, y, k));
         }
-        if S::IS_FLOAT && P::WATCH && !P::ACTIVE && !S::all_finite(&out) {
-            axpy_nonfinite(alpha, x, y, out, p);
+        // `watch`'s tests, inlined on the copy; its reports out of line, where they may borrow it.
+        if (S::IS_FLOAT && P::WATCH && !P::ACTIVE && !S::all_finite(&out))
+            || (deferred::<S, P>(r) && q_take())
+        {
+            axpy_watch(alpha, x, y, out, r, p);
         }
         *y = out;
     } else {
@@ -764,20 +832,28 @@ pub fn axpy<S: Scalar, const N: usize, P: Probe + ?Sized>(
     }
 }
 
-/// [`axpy`]'s report to a watching probe of each output in `out` that is not finite (rare, out of line).
+/// [`axpy`]'s output `k` (of `y + α x`) as an exact sum.
+#[inline(always)]
+fn axpy_exact<S: Scalar>(alpha: S, x: &[S], y: &[S], k: usize) -> S::Acc {
+    match (y.get(k), x.get(k)) {
+        (Some(&yv), Some(&xv)) => S::mac(S::acc_add(S::acc_zero(), yv), alpha, xv),
+        _ => S::acc_zero(),
+    }
+}
+
+/// [`axpy`]'s [`watch`] of its outputs `out`, once its inlined tests found a non-finite float or a fixed-point
+/// saturation (rare, out of line).
 #[cold]
 #[inline(never)]
-fn axpy_nonfinite<S: Scalar, const N: usize, P: Probe + ?Sized>(
+fn axpy_watch<S: Scalar, const N: usize, R: Rounding + ?Sized, P: Probe + ?Sized>(
     alpha: S,
     x: &[S; N],
     y: &[S; N],
     out: [S; N],
+    r: &mut R,
     p: &mut P,
 ) {
-    report_nonfinite(&out, p, &mut |k| match (y.get(k), x.get(k)) {
-        (Some(&yv), Some(&xv)) => S::mac(S::acc_add(S::acc_zero(), yv), alpha, xv),
-        _ => S::acc_zero(),
-    });
+    watch(&out, r, p, |k| axpy_exact(alpha, x, y, k));
 }
 
 /// `y += x` elementwise (saturating for fixed point); each sum's events go to the probe. Used for gradient

@@ -196,7 +196,13 @@ pub fn backprop_digests(emit: &mut dyn FnMut(&str, &str, u64)) {
 ///   both the exact path (sums beyond `i64` included) and the fast path with saturated outputs are covered;
 /// - the SGD update `w ← w − c·g` with nearest rounding (on the Cortex-M4F, pairs of values through `QSUB16`
 ///   in `asm!`) for coefficients from 2·10⁻⁹ (beyond that path's exponents: the general one) to 1.5 (where
-///   steps saturate) and every length up to 9, with the sink off and on (its events join the digest): `emit("kernel/sgd-update", "I1F15", digest)`.
+///   steps saturate) and every length up to 9, with the sink off and on (its events join the digest): `emit("kernel/sgd-update", "I1F15", digest)`;
+/// - the kernels a training step runs under its watching probe (`dot`, `matvec`, `affine`,
+///   `matvec_t`, `matvec_t_add`, `outer_acc`, `matmul`, `affine_pair`, and a convolution's forward and backward
+///   passes), I1F15 from small magnitudes (nothing
+///   saturates) to the whole raw range (many outputs saturate): their outputs and how many saturations the probe
+///   saw, which on the Cortex-M4F the kernels read from the sticky Q flag once each (`matrix::deferred`) and
+///   elsewhere test value by value: `emit("kernel/watched", "I1F15", digest)`.
 pub fn kernel_digests(emit: &mut dyn FnMut(&str, &str, u64)) {
     matvec_digests("I1F15", 1, |w, _| I1F15::from_bits(w as i16), emit);
     let shifts = [0, 8, 12, 16];
@@ -207,6 +213,116 @@ pub fn kernel_digests(emit: &mut dyn FnMut(&str, &str, u64)) {
         emit,
     );
     emit("kernel/sgd-update", "I1F15", update_digest(4));
+    emit("kernel/watched", "I1F15", watched_digest(6).0);
+}
+
+/// A probe that watches without being active, as a training step's: it counts the events it is given by their
+/// combination of flags (a count, since a target may report a kernel's saturations after its outputs).
+struct WatchCounts([u64; 32]);
+
+impl crate::probe::Probe for WatchCounts {
+    const ACTIVE: bool = false;
+    const WATCH: bool = true;
+    fn record(&mut self, flags: crate::flags::Flags) {
+        if !flags.is_empty() {
+            self.0[(flags.bits() & 31) as usize] += 1;
+        }
+    }
+}
+
+impl crate::layer::Probes for WatchCounts {
+    const ACTIVE: bool = false;
+    const WATCH: bool = true;
+    fn record(&mut self, _layer: usize, _phase: crate::layer::Phase, flags: crate::flags::Flags) {
+        crate::probe::Probe::record(self, flags);
+    }
+}
+
+/// The `kernel/watched` digest, and how many saturations the probe saw in the matrix kernels and in the
+/// convolution.
+// Own stack frame, as `init_digest`.
+#[inline(never)]
+fn watched_digest(seed: u64) -> (u64, [u64; 2]) {
+    use crate::matrix::{
+        affine, affine_pair, dot, matmul, matvec, matvec_t, matvec_t_add, outer_acc,
+    };
+    use rand_core::Rng;
+    let mut rng = Xoshiro128PlusPlus::seed_from_u64(seed);
+    let mut d = Digest::default();
+    let r = &mut NearestEven;
+    let mut saturations = [0; 2];
+    // Raw magnitudes below 2^15 (the whole range), 2^13, 2^11 and 2^8.
+    for shift in [0, 2, 4, 7, 0, 2] {
+        let mut raw = || I1F15::from_bits(rng.next_u32() as i16 >> shift);
+        let mut w = [[I1F15::ZERO; 8]; 6];
+        let (mut x, mut b, mut dz) = ([I1F15::ZERO; 8], [I1F15::ZERO; 6], [I1F15::ZERO; 6]);
+        w.iter_mut()
+            .flatten()
+            .chain(&mut x)
+            .chain(&mut b)
+            .chain(&mut dz)
+            .for_each(|v| *v = raw());
+        let mut p = WatchCounts([0; 32]);
+        d.write_all(&[dot(&x, &w[0], r, &mut p)]);
+        let mut y = [I1F15::ZERO; 6];
+        matvec(&w, &x, &mut y, r, &mut p);
+        d.write_all(&y);
+        affine(&w, &x, &b, &mut y, r, &mut p);
+        d.write_all(&y);
+        let mut g = x;
+        matvec_t(&w, &dz, &mut g, r, &mut p);
+        d.write_all(&g);
+        matvec_t_add(&w, &dz, &mut g, r, &mut p);
+        d.write_all(&g);
+        let mut gw = w;
+        outer_acc(&mut gw, &dz, &x, r, &mut p);
+        outer_acc(&mut gw, &dz, &x, r, &mut p);
+        d.write_all(gw.as_flattened());
+        let mut c = [[I1F15::ZERO; 6]; 6];
+        let wt: [[I1F15; 6]; 8] = core::array::from_fn(|i| core::array::from_fn(|o| w[o][i]));
+        matmul(&w, &wt, &mut c, r, &mut p);
+        d.write_all(c.as_flattened());
+        affine_pair((&w, &x), (&c, &dz), &b, &mut y, r, &mut p);
+        d.write_all(&y);
+        // A 3×3 `same` convolution, 1 → 2 channels on 6×6: its output, input gradient and parameter gradients.
+        let mut conv = Conv2d::<I1F15, 1, 6, 6, 2, 3, 6, 6, 1, 1>::new(Act::Identity);
+        let mut image = [[[I1F15::ZERO; 6]; 6]; 1];
+        let mut dy = [[[I1F15::ZERO; 6]; 6]; 2];
+        let cells = conv
+            .weight
+            .iter_mut()
+            .flatten()
+            .flatten()
+            .flatten()
+            .chain(&mut conv.bias);
+        cells
+            .chain(image.iter_mut().flatten().flatten())
+            .chain(dy.iter_mut().flatten().flatten())
+            .for_each(|v| *v = raw());
+        let mut pc = WatchCounts([0; 32]);
+        let z = conv.forward(&image, 0, r, &mut pc);
+        d.write_all(z.as_flattened().as_flattened());
+        let dx = conv.backward(&dy, 0, r, &mut pc);
+        d.write_all(dx.as_flattened().as_flattened());
+        d.write_all(
+            conv.grad_weight
+                .as_flattened()
+                .as_flattened()
+                .as_flattened(),
+        );
+        d.write_all(&conv.grad_bias);
+        let overflow = crate::flags::Flags::OVERFLOW.bits() as usize;
+        for (counts, total) in [&p, &pc].into_iter().zip(&mut saturations) {
+            counts.0.iter().for_each(|&n| d.write_u64(n));
+            let overflowed = counts
+                .0
+                .iter()
+                .enumerate()
+                .filter(|(k, _)| k & overflow != 0);
+            *total += overflowed.map(|(_, &n)| n).sum::<u64>();
+        }
+    }
+    (d.finish(), saturations)
 }
 
 /// [`kernel_digests`]' three matvec shapes in one format, seeded from `seed` on.
@@ -725,4 +841,19 @@ pub fn half_digests(
     }
     one::<f16>("f16", digits, emit, on_epoch);
     one::<bf16>("bf16", digits, emit, on_epoch);
+}
+
+#[cfg(test)]
+mod tests {
+    /// The watched kernels' workload saturates often enough, in the matrix kernels and in the convolution, to
+    /// show whether a target reports saturations: on the host each narrowing tests its own value, the path the
+    /// Cortex-M4F's sticky flag must match.
+    #[test]
+    fn watched_kernels_saturate() {
+        let (_, [matrix, conv]) = super::watched_digest(6);
+        assert!(
+            matrix >= 50 && conv >= 50,
+            "{matrix} and {conv} saturations"
+        );
+    }
 }

@@ -17,7 +17,9 @@ pub trait Probe {
     /// not finite, with the events of their exact recomputation) and every fixed-point narrowing, with flags
     /// that may leave out every event but the value's own (its saturation). What a training step needs to
     /// spot a divergence, at the cost of one scan per float output vector and one saturation test per
-    /// fixed-point value.
+    /// fixed-point value, or on a Cortex-M4 for the 16-bit formats one read of the processor's sticky saturation
+    /// flag per kernel ([`Scalar::STICKY_SATURATION`](crate::Scalar::STICKY_SATURATION)). Such a probe may get
+    /// only the values that have events, and a kernel's after all its outputs.
     const WATCH: bool = Self::ACTIVE;
 
     /// Record the events of one produced value.

@@ -53,6 +53,11 @@ pub trait Scalar: Copy + Default + PartialEq + PartialOrd + Debug + Send + Sync 
     const SMALLEST: f64;
     /// True for binary floating-point types.
     const IS_FLOAT: bool;
+    /// Whether [`Scalar::narrow_sticky`] under [`NearestEven`] sets the processor's
+    /// sticky saturation flag (a Cortex-M4's Q) whenever it saturates, so that a kernel under a watching probe
+    /// can read one flag for all its outputs where it tested each: the 16-bit fixed-point formats with at least
+    /// one fraction bit on thumbv7em.
+    const STICKY_SATURATION: bool = false;
 
     /// An empty accumulator.
     fn acc_zero() -> Self::Acc;
@@ -203,6 +208,13 @@ pub trait Scalar: Copy + Default + PartialEq + PartialOrd + Debug + Send + Sync 
     #[inline]
     fn narrow_watched<R: Rounding + ?Sized>(acc: Self::Acc, r: &mut R) -> (Self, Flags) {
         Self::narrow(acc, r)
+    }
+
+    /// [`Scalar::narrow`]'s value alone; where [`Scalar::STICKY_SATURATION`] holds and `r` rounds to nearest-even,
+    /// a saturation also sets the processor's sticky flag.
+    #[inline]
+    fn narrow_sticky<R: Rounding + ?Sized>(acc: Self::Acc, r: &mut R) -> Self {
+        Self::narrow(acc, r).0
     }
 
     /// The mean `acc / n` of a sum of `n` values accumulated with [`Scalar::acc_add`], rounded with `r`.

@@ -21,7 +21,7 @@ use rand_core::Rng;
 use super::{At, Layer, Phase, Probes, activate, activate_back};
 use crate::activation::{Act, Activate};
 use crate::init::{Init, InitError, init_slice};
-use crate::matrix::{bound_if_needed, fast, put, put_fast, watch};
+use crate::matrix::{begin, bound_if_needed, fast, put, put_fast, watch};
 use crate::net::{ParamTensor, Params};
 use crate::probe::Probe;
 use crate::round::Rounding;
@@ -170,6 +170,7 @@ impl Geom {
             return exact_outputs(z, r, p, |k| g.z_exact(x, w, b, k));
         }
         let mut out = z.iter_mut().enumerate();
+        begin::<S, P>(r);
         for f in 0..g.f {
             let bias = b.get(f).copied().unwrap_or(S::ZERO);
             for oy in 0..g.oh {
@@ -187,7 +188,7 @@ impl Geom {
                 }
             }
         }
-        watch(z, p, |k| g.z_exact(x, w, b, k));
+        watch(z, r, p, |k| g.z_exact(x, w, b, k));
     }
 
     /// [`Geom::forward`]'s output `k` (flat), exactly, with every product's events.
@@ -235,6 +236,7 @@ impl Geom {
             return exact_outputs(dx, r, p, |k| g.dx_exact(w, dz, k));
         }
         let mut out = dx.iter_mut().enumerate();
+        begin::<S, P>(r);
         for c in 0..g.c {
             for iy in 0..g.h {
                 for ix0 in (0..g.w).step_by(ROW) {
@@ -249,7 +251,7 @@ impl Geom {
                 }
             }
         }
-        watch(dx, p, |k| g.dx_exact(w, dz, k));
+        watch(dx, r, p, |k| g.dx_exact(w, dz, k));
     }
 
     /// [`Geom::backward_input`]'s output `k` (flat), exactly, with every product's events.
@@ -313,21 +315,24 @@ impl Geom {
             }
             let mut lanes = old.map(S::lane_of);
             g.gw_lanes::<S, K>(x, dz, (f, c, ky), &mut lanes);
-            for (gv, l) in gr.iter_mut().zip(lanes) {
-                *gv = put(S::lane_acc(l), r, p);
-            }
-            watch(gr, p, |kx| {
+            let exact = |kx: usize| {
                 let o = old.get(kx).copied().unwrap_or(S::ZERO);
                 g.gw_exact(x, dz, row * K + kx, o)
-            });
+            };
+            begin::<S, P>(r);
+            for (kx, (gv, l)) in gr.iter_mut().zip(lanes).enumerate() {
+                *gv = put_fast(S::lane_acc(l), r, p, || exact(kx));
+            }
+            watch(gr, r, p, exact);
         }
         let plane = g.oh * g.ow;
         for (f, gv) in gb.iter_mut().enumerate() {
             let terms = dz.iter().skip(f * plane).take(plane);
             let acc = terms.fold(S::acc_add(S::acc_zero(), *gv), |a, &d| S::acc_add(a, d));
-            *gv = put(acc, r, p);
-            // A watching probe sees a non-finite float only through this check (`put` reports fixed point's).
-            watch(core::slice::from_ref(gv), p, |_| acc);
+            begin::<S, P>(r);
+            *gv = put_fast(acc, r, p, || acc);
+            // A watching probe sees a non-finite float only through this check.
+            watch(core::slice::from_ref(gv), r, p, |_| acc);
         }
     }
 
