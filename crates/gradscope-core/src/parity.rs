@@ -197,12 +197,12 @@ pub fn backprop_digests(emit: &mut dyn FnMut(&str, &str, u64)) {
 /// - the SGD update `w ← w − c·g` with nearest rounding (on the Cortex-M4F, pairs of values through `QSUB16`
 ///   in `asm!`) for coefficients from 2·10⁻⁹ (beyond that path's exponents: the general one) to 1.5 (where
 ///   steps saturate) and every length up to 9, with the sink off and on (its events join the digest): `emit("kernel/sgd-update", "I1F15", digest)`;
-/// - the kernels a training step runs under its watching probe (`dot`, `matvec`, `affine`,
-///   `matvec_t`, `matvec_t_add`, `outer_acc`, `matmul`, `affine_pair`, and a convolution's forward and backward
-///   passes), I1F15 from small magnitudes (nothing
-///   saturates) to the whole raw range (many outputs saturate): their outputs and how many saturations the probe
-///   saw, which on the Cortex-M4F the kernels read from the sticky Q flag once each (`matrix::deferred`) and
-///   elsewhere test value by value: `emit("kernel/watched", "I1F15", digest)`.
+/// - the kernels a training step runs under its watching probe (`dot`, `matvec`, `affine`, `matvec_t`,
+///   `matvec_t_add`, `outer_acc`, `matmul`, `affine_pair`, and a convolution's forward and backward passes),
+///   I1F15 from small magnitudes (nothing saturates) to the whole raw range (many outputs saturate): their
+///   outputs and how many saturations the probe saw, which on the Cortex-M4F the kernels read from the sticky Q
+///   flag once each (`matrix::deferred`) and elsewhere test value by value: `emit("kernel/watched", "I1F15",
+///   digest)`.
 pub fn kernel_digests(emit: &mut dyn FnMut(&str, &str, u64)) {
     matvec_digests("I1F15", 1, |w, _| I1F15::from_bits(w as i16), emit);
     let shifts = [0, 8, 12, 16];
