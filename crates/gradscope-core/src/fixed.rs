@@ -470,19 +470,7 @@ fn sat_nearest_even32(v: i32, s: u32) -> i32 {
     sat_biased32(v, s) >> s
 }
 
-/// [`crate::dsp::ssat16_shr`] where there is no `SSAT` (never called: `narrow_sticky` takes it on thumbv7em
-/// only).
-#[cfg(not(gradscope_dsp))]
-#[inline(always)]
-fn ssat16_shr(t: i32, s: u32) -> i32 {
-    (t >> s.min(31)).clamp(i16::MIN as i32, i16::MAX as i32)
-}
-#[cfg(gradscope_dsp)]
-use crate::dsp::{q_raise, ssat16_shr};
-/// [`crate::dsp::q_raise`] where there is no Q flag: nothing to set.
-#[cfg(not(gradscope_dsp))]
-#[inline(always)]
-fn q_raise() {}
+use crate::qflag::{q_raise, ssat16_shr};
 
 /// [`sat_nearest_even32`] before its shift: what the Cortex-M4's `SSAT … asr #s` takes.
 #[inline(always)]

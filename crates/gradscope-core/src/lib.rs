@@ -21,6 +21,7 @@ pub mod net;
 pub mod optim;
 pub mod parity;
 pub mod probe;
+mod qflag;
 pub mod round;
 pub mod scalar;
 pub mod scale;

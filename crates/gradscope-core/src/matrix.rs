@@ -36,6 +36,7 @@
 
 use crate::flags::Flags;
 use crate::probe::Probe;
+use crate::qflag::{q_clear, q_take};
 use crate::round::Rounding;
 use crate::scalar::Scalar;
 
@@ -137,20 +138,6 @@ pub(crate) fn put_fast<S: Scalar, R: Rounding + ?Sized, P: Probe + ?Sized>(
 #[inline(always)]
 pub(crate) fn deferred<S: Scalar, P: Probe + ?Sized>(r: &(impl Rounding + ?Sized)) -> bool {
     S::STICKY_SATURATION && P::WATCH && !P::ACTIVE && r.nearest_even()
-}
-
-#[cfg(gradscope_dsp)]
-use crate::dsp::{q_clear, q_take};
-/// Without a sticky saturation flag nothing defers to one ([`Scalar::STICKY_SATURATION`] is false), so this is
-/// never called.
-#[cfg(not(gradscope_dsp))]
-#[inline(always)]
-fn q_clear() {}
-/// See [`q_clear`]: were it called, "set" would send the caller to its exact report.
-#[cfg(not(gradscope_dsp))]
-#[inline(always)]
-fn q_take() -> bool {
-    true
 }
 
 /// The start of a kernel that reports through [`put_fast`] and [`watch`]: clears the sticky saturation flag
