@@ -459,6 +459,35 @@ const BIASED_UPDATE: bool = cfg!(any(gradscope_dsp, not(target_os = "none")));
 /// biased form its 4-8-8-1 steps took more (I16F16 52,820 → 52,882, I8F24 54,757 → 55,171).
 const BIASED_NARROW: bool = cfg!(any(gradscope_dsp, not(target_os = "none")));
 
+/// `m · 2^−frac` rounded to nearest-even (exact when `m < 2⁵³`), for `frac ≤ 128`: the value of
+/// `m as f64 · 2^−frac`, assembled from the leading one's place and the bits below it, where a microcontroller
+/// converts and multiplies in library calls (the M4F's FPU is single precision). The inverse of `from_f64`'s
+/// reading.
+#[inline]
+fn f64_of_u64(m: u64, frac: u32) -> f64 {
+    if m == 0 {
+        return 0.0;
+    }
+    let top = 63 - m.leading_zeros();
+    // The significand with its leading one at bit 52, rounded; a carry out of bit 52 moves the exponent up.
+    let q = match top.checked_sub(52) {
+        None | Some(0) => m << (52 - top),
+        Some(s) => {
+            let (q, rem, half) = (m >> s, m & ((1 << s) - 1), 1 << (s - 1));
+            q + (rem > half || (rem == half && q & 1 == 1)) as u64
+        }
+    };
+    // The leading one adds one to the exponent field: hence 1022 for the bias 1023.
+    f64::from_bits((((1022 + top - frac) as u64) << 52) + q)
+}
+
+/// `raw · 2^−frac` (`frac ≤ 128`), exactly: [`f64_of_u64`] with a sign.
+#[inline]
+fn f64_of_raw(raw: i32, frac: u32) -> f64 {
+    let v = f64_of_u64(raw.unsigned_abs() as u64, frac);
+    f64::from_bits(v.to_bits() | ((raw < 0) as u64) << 63)
+}
+
 /// `v / 2^s` rounded to nearest, ties to even (`1 ≤ s ≤ 15`), as `(v + 2^(s−1) − 1 + bit_s(v)) >> s`: with
 /// `q = ⌊v / 2^s⌋`, the bias carries the remainder into the next multiple of 2^s exactly when it exceeds one half,
 /// or equals it and `q` is odd. The add saturates: where `v + 2^(s−1)` overflows `i32` the result is
@@ -1109,14 +1138,14 @@ macro_rules! fixed_family {
             }
             #[inline]
             fn from_f64<R: Rounding + ?Sized>(x: f64, r: &mut R) -> (Self, Flags) {
-                if x.is_nan() {
-                    return (Self(0), Flags::NONFINITE);
-                }
                 // t = x·2^(F+G) = ±m·2^k from the bits, in integers: a microcontroller's f64 operations are
-                // library calls (the M4F's FPU is single precision).
+                // library calls (the M4F's FPU is single precision), `is_nan` among them.
                 let bits = x.to_bits();
                 let exp = (bits >> 52 & 0x7ff) as i32;
                 let mantissa = bits & ((1u64 << 52) - 1);
+                if exp == 0x7ff && mantissa != 0 {
+                    return (Self(0), Flags::NONFINITE);
+                }
                 let m = if exp == 0 { mantissa } else { mantissa | 1 << 52 };
                 let k = exp.max(1) - 1075 + (F + $guard) as i32;
                 let negative = bits >> 63 != 0;
@@ -1199,7 +1228,7 @@ macro_rules! fixed_family {
             }
             #[inline]
             fn to_f64(self) -> f64 {
-                self.0 as f64 * Self::LSB
+                f64_of_raw(self.0 as i32, F)
             }
             #[inline]
             fn to_f32(self) -> (f32, Flags) {
@@ -1250,7 +1279,10 @@ macro_rules! fixed_family {
             }
             #[inline]
             fn sq_to_f64(acc: u128) -> f64 {
-                acc as f64 * Self::LSB * Self::LSB
+                match u64::try_from(acc) {
+                    Ok(a) => f64_of_u64(a, 2 * F),
+                    Err(_) => acc as f64 * Self::LSB * Self::LSB,
+                }
             }
         }
 
@@ -1345,6 +1377,57 @@ mod tests {
         let t = scaled * (1u64 << guard) as f64;
         let fl = t.floor();
         S::from_wide((fl as i64) * 2 + (fl != t) as i64, S::FRAC + guard + 1, r)
+    }
+
+    #[test]
+    fn f64_of_u64_rounds_as_the_float_conversion_and_multiply() {
+        use rand_core::{Rng, SeedableRng};
+        let mut rng = rand_xoshiro::Xoshiro128PlusPlus::seed_from_u64(6);
+        let mut ms: Vec<u64> = (0..70_000).collect();
+        for top in 50..64 {
+            // Around ties and carries at every shift that rounds: ±2 of each half and each all-ones.
+            let base = 1u64 << top;
+            for s in 1..12u32.min(top) {
+                let half = 1u64 << (s - 1);
+                for k in [0, 1, 2, 3, (1 << (63 - top)).min(1 << 10) - 1] {
+                    for d in [half - 1, half, half + 1, (1 << s) - 1, 0, 1] {
+                        ms.push(base | (k << s) | d);
+                    }
+                }
+            }
+            ms.push(base.wrapping_mul(2).wrapping_sub(1));
+        }
+        ms.extend((0..200_000).map(|_| rng.next_u64() >> (rng.next_u32() % 64)));
+        for frac in [0, 1, 15, 30, 32, 48, 62, 64, 128] {
+            let scale = (-(frac as f64)).exp2();
+            for &m in &ms {
+                let (got, want) = (f64_of_u64(m, frac), m as f64 * scale);
+                assert_eq!(got.to_bits(), want.to_bits(), "m {m}, frac {frac}");
+            }
+        }
+    }
+
+    #[test]
+    fn f64_of_raw_equals_the_float_conversion_and_multiply() {
+        use rand_core::{Rng, SeedableRng};
+        let mut rng = rand_xoshiro::Xoshiro128PlusPlus::seed_from_u64(5);
+        let mut raws: Vec<i32> = (i16::MIN as i32..=i16::MAX as i32).collect();
+        raws.extend([
+            i32::MIN,
+            i32::MIN + 1,
+            i32::MAX,
+            i32::MAX - 1,
+            1 << 30,
+            -(1 << 30),
+        ]);
+        raws.extend((0..100_000).map(|_| rng.next_u32() as i32));
+        for frac in 0..=32 {
+            let scale = (-(frac as f64)).exp2();
+            for &raw in &raws {
+                let (got, want) = (f64_of_raw(raw, frac), raw as f64 * scale);
+                assert_eq!(got.to_bits(), want.to_bits(), "raw {raw}, frac {frac}");
+            }
+        }
     }
 
     #[test]
