@@ -66,6 +66,10 @@ pub trait Fixed: Scalar {
     fn from_ratio_watched<R: Rounding + ?Sized>(num: i64, den: i64, r: &mut R) -> (Self, Flags) {
         Self::from_ratio(num, den, r)
     }
+    /// [`Fixed::from_wide`]'s value, its saturation told only by the processor's sticky Q flag, which it sets
+    /// (on a Cortex-M4/M7; elsewhere there is none): for a kernel that reads the flag once after its outputs
+    /// ([`Scalar::STICKY_SATURATION`]).
+    fn from_wide_sticky<R: Rounding + ?Sized>(v: i64, frac: u32, r: &mut R) -> Self;
 }
 
 /// Nearest-even rounding of `m·g / 2^e` for a 16-bit raw `g` and a 15-bit mantissa `m` (`|m·g| < 2³⁰`,
@@ -1315,6 +1319,19 @@ macro_rules! fixed_family {
                 r: &mut R,
             ) -> (Self, Flags) {
                 Self::from_ratio_as::<false, R>(num, den, r)
+            }
+            // A value already at F fraction bits only saturates: one `SSAT`, which sets Q, where it fits 32 bits.
+            #[inline]
+            fn from_wide_sticky<R: Rounding + ?Sized>(v: i64, frac: u32, r: &mut R) -> Self {
+                let lo = v as i32;
+                if Self::STICKY_SATURATION && frac == F && (v >> 32) as i32 == lo >> 31 {
+                    return Self(ssat16_shr(lo, 0) as $raw);
+                }
+                let (out, f) = Self::from_wide_watched(v, frac, r);
+                if f.intersects(Flags::OVERFLOW) {
+                    q_raise();
+                }
+                out
             }
         }
 

@@ -178,17 +178,31 @@ pub(crate) fn watch<S: Scalar, R: Rounding + ?Sized, P: Probe + ?Sized>(
     }
 }
 
-#[cold]
-#[inline(never)]
+#[inline(always)]
 fn report_saturated<S: Scalar, R: Rounding + ?Sized, P: Probe + ?Sized>(
     y: &[S],
     r: &mut R,
     p: &mut P,
     exact: &mut dyn FnMut(usize) -> S::Acc,
 ) {
+    note_saturated(y, p, &mut |k| Some(S::narrow_watched(exact(k), r).1));
+}
+
+/// The events of the values of `y` on a bound of the range, where a saturated value lies, from `flags(k)`
+/// (the value's computation again), to `p`: after a pass whose saturations only the sticky flag told (rare,
+/// out of line).
+#[cold]
+#[inline(never)]
+pub(crate) fn note_saturated<S: Scalar, P: Probe + ?Sized>(
+    y: &[S],
+    p: &mut P,
+    flags: &mut dyn FnMut(usize) -> Option<Flags>,
+) {
     for (k, &v) in y.iter().enumerate() {
-        if v == S::MIN || v == S::MAX {
-            p.note(S::narrow_watched(exact(k), r).1);
+        if (v == S::MIN || v == S::MAX)
+            && let Some(f) = flags(k)
+        {
+            p.note(f);
         }
     }
 }

@@ -196,13 +196,7 @@ pub fn backprop_digests(emit: &mut dyn FnMut(&str, &str, u64)) {
 ///   both the exact path (sums beyond `i64` included) and the fast path with saturated outputs are covered;
 /// - the SGD update `w ← w − c·g` with nearest rounding (on the Cortex-M4F, pairs of values through `QSUB16`
 ///   in `asm!`) for coefficients from 2·10⁻⁹ (beyond that path's exponents: the general one) to 1.5 (where
-///   steps saturate) and every length up to 9, with the sink off and on (its events join the digest): `emit("kernel/sgd-update", "I1F15", digest)`;
-/// - the kernels a training step runs under its watching probe (`dot`, `matvec`, `affine`, `matvec_t`,
-///   `matvec_t_add`, `outer_acc`, `matmul`, `affine_pair`, and a convolution's forward and backward passes),
-///   I1F15 from small magnitudes (nothing saturates) to the whole raw range (many outputs saturate): their
-///   outputs and how many saturations the probe saw, which on the Cortex-M4F the kernels read from the sticky Q
-///   flag once each (`matrix::deferred`) and elsewhere test value by value: `emit("kernel/watched", "I1F15",
-///   digest)`.
+///   steps saturate) and every length up to 9, with the sink off and on (its events join the digest): `emit("kernel/sgd-update", "I1F15", digest)`.
 pub fn kernel_digests(emit: &mut dyn FnMut(&str, &str, u64)) {
     matvec_digests("I1F15", 1, |w, _| I1F15::from_bits(w as i16), emit);
     let shifts = [0, 8, 12, 16];
@@ -213,6 +207,16 @@ pub fn kernel_digests(emit: &mut dyn FnMut(&str, &str, u64)) {
         emit,
     );
     emit("kernel/sgd-update", "I1F15", update_digest(4));
+}
+
+/// The kernels a training step runs under its watching probe (`dot`, `matvec`, `affine`, `matvec_t`,
+/// `matvec_t_add`, `outer_acc`, `matmul`, `affine_pair`, a convolution's forward and backward passes, and the
+/// SELU and ELU activations' backward passes), I1F15 from small magnitudes (nothing saturates) to the whole
+/// raw range (many outputs saturate): their outputs and how many saturations the probe saw, which on the
+/// Cortex-M4F the kernels read from the sticky Q flag once each (`matrix::deferred`) and elsewhere test value
+/// by value: `emit("kernel/watched", "I1F15", digest)`. Apart from [`kernel_digests`]: on the micro:bit they
+/// fit beside the 16-bit floats' code (the firmware's `half` binary), not beside the demo's.
+pub fn watched_digests(emit: &mut dyn FnMut(&str, &str, u64)) {
     emit("kernel/watched", "I1F15", watched_digest(6).0);
 }
 
@@ -238,11 +242,11 @@ impl crate::layer::Probes for WatchCounts {
     }
 }
 
-/// The `kernel/watched` digest, and how many saturations the probe saw in the matrix kernels and in the
-/// convolution.
+/// The `kernel/watched` digest, and how many saturations the probe saw in the matrix kernels, in the
+/// convolution and in the activations.
 // Own stack frame, as `init_digest`.
 #[inline(never)]
-fn watched_digest(seed: u64) -> (u64, [u64; 2]) {
+fn watched_digest(seed: u64) -> (u64, [u64; 3]) {
     use crate::matrix::{
         affine, affine_pair, dot, matmul, matvec, matvec_t, matvec_t_add, outer_acc,
     };
@@ -250,7 +254,7 @@ fn watched_digest(seed: u64) -> (u64, [u64; 2]) {
     let mut rng = Xoshiro128PlusPlus::seed_from_u64(seed);
     let mut d = Digest::default();
     let r = &mut NearestEven;
-    let mut saturations = [0; 2];
+    let mut saturations = [0; 3];
     // Raw magnitudes below 2^15 (the whole range), 2^13, 2^11 and 2^8.
     for shift in [0, 2, 4, 7, 0, 2] {
         let mut raw = || I1F15::from_bits(rng.next_u32() as i16 >> shift);
@@ -311,8 +315,27 @@ fn watched_digest(seed: u64) -> (u64, [u64; 2]) {
                 .as_flattened(),
         );
         d.write_all(&conv.grad_bias);
+        // Activation gradients (their derivatives read the input only), with gradients of either extreme between
+        // the round's own: SELU's from inputs across the range (λ > 1 where x > 0), which saturate in the
+        // derivative's 32-bit product, and ELU's with α = 3 from inputs in (−0.2, 0], where the derivative is
+        // beyond 2 and every gradient takes the wide path.
+        let mut pa = WatchCounts([0; 32]);
+        let spread: [I1F15; 8] =
+            core::array::from_fn(|k| I1F15::from_bits(k as i16 * 9000 - 32000));
+        let near_zero: [I1F15; 8] = core::array::from_fn(|k| I1F15::from_bits(k as i16 * -800));
+        let dya: [I1F15; 8] = core::array::from_fn(|k| match k % 4 {
+            0 => I1F15::MAX,
+            2 => I1F15::MIN,
+            _ => gw[0][k],
+        });
+        let elu = Act::elu(3.0).unwrap_or(Act::Selu);
+        for (act, xa) in [(Act::Selu, &spread), (elu, &near_zero)] {
+            let mut ga = [I1F15::ZERO; 8];
+            act.backward_all((xa, xa), &dya, &mut ga, r, &mut pa);
+            d.write_all(&ga);
+        }
         let overflow = crate::flags::Flags::OVERFLOW.bits() as usize;
-        for (counts, total) in [&p, &pc].into_iter().zip(&mut saturations) {
+        for (counts, total) in [&p, &pc, &pa].into_iter().zip(&mut saturations) {
             counts.0.iter().for_each(|&n| d.write_u64(n));
             let overflowed = counts
                 .0
@@ -845,15 +868,16 @@ pub fn half_digests(
 
 #[cfg(test)]
 mod tests {
-    /// The watched kernels' workload saturates often enough, in the matrix kernels and in the convolution, to
+    /// The watched kernels' workload saturates often enough, in the matrix kernels, in the convolution and in
+    /// the activations' gradients, to
     /// show whether a target reports saturations: on the host each narrowing tests its own value, the path the
     /// Cortex-M4F's sticky flag must match.
     #[test]
     fn watched_kernels_saturate() {
-        let (_, [matrix, conv]) = super::watched_digest(6);
+        let (_, [matrix, conv, act]) = super::watched_digest(6);
         assert!(
-            matrix >= 50 && conv >= 50,
-            "{matrix} and {conv} saturations"
+            matrix >= 50 && conv >= 50 && act >= 30,
+            "{matrix}, {conv} and {act} saturations"
         );
     }
 }

@@ -51,7 +51,7 @@ pub fn digest_lines() -> Result<Vec<String>> {
     Ok(out)
 }
 
-/// The lines of the 16-bit float workloads alone (the firmware's `half` binary prints these).
+/// The lines of the firmware's `half` binary: the 16-bit float workloads, then the watched kernels.
 pub fn half_digest_lines() -> Result<Vec<String>> {
     let mut out = Vec::new();
     let digits = digits_subset()?;
@@ -61,6 +61,9 @@ pub fn half_digest_lines() -> Result<Vec<String>> {
         &mut |kind, name, format, d| out.push(format!("digest {kind}/{name}/{format} {d:x}")),
         &mut |_, _, _, _, _| {},
     );
+    gradscope_core::parity::watched_digests(&mut |name, format, d| {
+        out.push(format!("digest {name}/{format} {d:x}"))
+    });
     Ok(out)
 }
 

@@ -91,7 +91,8 @@ fn firmware_digests_equal_the_hosts_on_m4f_and_m0() {
     let host = gradscope_lab::parity::digest_lines().expect("the host's digests");
     // Initializers, backpropagation, and the training workloads (XOR and digits, every epoch's loss included),
     // in f32, I16F16 (two roundings), I1F15 (the `demo` binary), f16 and bf16 (the `half` binary); the digits
-    // CNN in f32 and I16F16 (`demo`); the fixed-point kernels (`kernel/*`, `demo`).
+    // CNN in f32 and I16F16 (`demo`); the fixed-point kernels (`kernel/*`: `demo`, and `half` under a watching
+    // probe).
     assert_eq!(host.len(), 128, "{} lines", host.len());
     // Users' models emitted by `inspect --emit-rust` and trained (the `byom` binary): 3 lines on the M4F, 2
     // on the M0.

@@ -2,8 +2,9 @@
 //! digits subset trained on the device) in `f16` and `bf16`, whose digests must equal the host's
 //! (`gradscope firmware-digests`), with the loss per epoch and the peak stack. Neither core has half-precision
 //! hardware: every operation converts to `f32` and back (in software on the M0, whose `f32` is soft-float too).
-//! A binary of its own, as `costs`: the micro:bit's 256 KiB of flash do not hold these formats' code beside
-//! the demo's.
+//! Then the Q15 kernels under a watching probe (`kernel/watched`, `gradscope_core::parity::watched_digests`).
+//! A binary of its own, as `costs`: the micro:bit's 256 KiB of flash do not hold these formats' code, or the
+//! watched kernels', beside the demo's.
 #![no_std]
 #![no_main]
 
@@ -14,8 +15,8 @@ use gradscope_firmware::{exit, log_epoch, stack};
 include!(concat!(env!("OUT_DIR"), "/digits.rs"));
 const DIGITS_TRAIN: usize = 160;
 
-/// Parity lines: 14 initializers, 4 backprop cases and 2 training tasks, in 2 formats.
-const PARITY_LINES: u32 = (14 + 4 + 2) * 2;
+/// Parity lines: 14 initializers, 4 backprop cases and 2 training tasks, in 2 formats; the watched kernels.
+const PARITY_LINES: u32 = (14 + 4 + 2) * 2 + 1;
 
 #[cortex_m_rt::entry]
 fn main() -> ! {
@@ -42,6 +43,10 @@ fn main() -> ! {
             learned &= log_epoch(task, format, epoch, loss, accuracy, true);
         },
     );
+    gradscope_core::parity::watched_digests(&mut |name, format, d| {
+        defmt::println!("digest {=str}/{=str} {=u64:x}", name, format, d);
+        lines += 1;
+    });
     defmt::println!("parity workloads: {=u32}", lines);
     defmt::println!(
         "stack peak {=usize} of {=usize} bytes",

@@ -350,11 +350,18 @@ fn f_as<S: Fixed, R: Rounding + ?Sized, const ALL: bool>(a: &Act, x: S, r: &mut 
     )
 }
 
-/// [`Activate::backward`] of fixed-point values with `BITS`-bit raws, its events as in [`f_as`].
+/// [`Activate::backward`] of fixed-point values with `BITS`-bit raws, its events as in [`f_as`], or with `STICKY`
+/// none: a saturation only sets the sticky Q flag ([`Fixed::from_wide_sticky`]), for a loop that reads it once.
 // As `derivative30`.
 #[cfg_attr(not(gradscope_per_kind), inline)]
 #[cfg_attr(gradscope_per_kind, inline(always))]
-fn backward_as<S: Fixed, R: Rounding + ?Sized, const ALL: bool, const BITS: u32>(
+fn backward_as<
+    S: Fixed,
+    R: Rounding + ?Sized,
+    const ALL: bool,
+    const BITS: u32,
+    const STICKY: bool,
+>(
     a: &Act,
     (x, y, dy): (S, S, S),
     r: &mut R,
@@ -363,6 +370,8 @@ fn backward_as<S: Fixed, R: Rounding + ?Sized, const ALL: bool, const BITS: u32>
     let from_wide = |v, frac, r: &mut R| {
         if ALL {
             S::from_wide(v, frac, r)
+        } else if STICKY {
+            (S::from_wide_sticky(v, frac, r), Flags::NONE)
         } else {
             S::from_wide_watched(v, frac, r)
         }
@@ -374,7 +383,7 @@ fn backward_as<S: Fixed, R: Rounding + ?Sized, const ALL: bool, const BITS: u32>
         .ok()
         .filter(|_| BITS == 16 && r.nearest_even())
     {
-        product_nearest_even::<S, R, ALL>(d, dy.raw(), r)
+        product_nearest_even::<S, R, ALL, STICKY>(d, dy.raw(), r)
     } else if d.unsigned_abs() < narrow_d {
         from_wide(mul64(d, dy.raw()), S::FRAC + TABLE_FRAC, r)
     } else {
@@ -395,13 +404,16 @@ fn backward_as<S: Fixed, R: Rounding + ?Sized, const ALL: bool, const BITS: u32>
 /// table in BENCHMARKS.md) went 2,430 → 2,200 instructions. `|d·dy| <= 2⁴⁶`, so the bias cannot wrap, and the
 /// quotient needs only saturating to `S`, which is exact.
 #[inline(always)]
-fn product_nearest_even<S: Fixed, R: Rounding + ?Sized, const ALL: bool>(
+fn product_nearest_even<S: Fixed, R: Rounding + ?Sized, const ALL: bool, const STICKY: bool>(
     d: i32,
     dy: i64,
     r: &mut R,
 ) -> (S, Flags) {
     let v = mul64(d as i64, dy);
     let q = crate::round::nearest_even_wrapping64(v, TABLE_FRAC);
+    if STICKY {
+        return (S::from_wide_sticky(q, S::FRAC, r), Flags::NONE);
+    }
     let (g, fl) = if ALL {
         S::from_wide(q, S::FRAC, r)
     } else {
@@ -459,7 +471,7 @@ macro_rules! fixed_activate {
                 dy: $name<F>,
                 r: &mut R,
             ) -> ($name<F>, Flags) {
-                backward_as::<_, R, true, { <$raw>::BITS }>(self, (x, y, dy), r)
+                backward_as::<_, R, true, { <$raw>::BITS }, false>(self, (x, y, dy), r)
             }
             // As `f_watched`.
             #[cfg_attr(not(gradscope_per_kind), inline)]
@@ -471,7 +483,7 @@ macro_rules! fixed_activate {
                 dy: $name<F>,
                 r: &mut R,
             ) -> ($name<F>, Flags) {
-                backward_as::<_, R, false, { <$raw>::BITS }>(self, (x, y, dy), r)
+                backward_as::<_, R, false, { <$raw>::BITS }, false>(self, (x, y, dy), r)
             }
             // Per kind, as the floats do: with the kind a constant, the inlined evaluation loses its dispatch
             // (a ReLU becomes a max, its flags a compare). The same functions run on each value, so values
@@ -502,8 +514,33 @@ macro_rules! fixed_activate {
                 p: &mut P,
             ) {
                 per_kind!(self, Act, |a| {
+                    if !crate::matrix::deferred::<$name<F>, P>(r) {
+                        for (((dv, &xv), &yv), &g) in d.iter_mut().zip(x).zip(y).zip(dy) {
+                            *dv = crate::layer::activate_back_one(a, (xv, yv, g), r, p);
+                        }
+                        return;
+                    }
+                    // Saturations deferred to the sticky flag, as the matrix kernels defer theirs: one read
+                    // after the values, where the probe's test of each value was an IT block of nine
+                    // instructions on the M4F, run whether taken or not. If the flag is set, the values on a
+                    // bound of the range, where a saturated one lies, are evaluated again for their events
+                    // (nearest-even draws nothing, so again gives the same).
+                    crate::qflag::q_clear();
                     for (((dv, &xv), &yv), &g) in d.iter_mut().zip(x).zip(y).zip(dy) {
-                        *dv = crate::layer::activate_back_one(a, (xv, yv, g), r, p);
+                        *dv =
+                            backward_as::<_, R, false, { <$raw>::BITS }, true>(a, (xv, yv, g), r).0;
+                    }
+                    if crate::qflag::q_take() {
+                        crate::matrix::note_saturated(d, p, &mut |k| match (
+                            x.get(k),
+                            y.get(k),
+                            dy.get(k),
+                        ) {
+                            (Some(&xv), Some(&yv), Some(&g)) => {
+                                Some(a.backward_watched(xv, yv, g, r).1)
+                            }
+                            _ => None,
+                        });
                     }
                 })
             }
