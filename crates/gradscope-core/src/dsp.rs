@@ -297,8 +297,9 @@ fn smlal_halves(acc: [i64; 2], a: u32, m: u32) -> [i64; 2] {
     ]
 }
 
-/// `lanes[i] += Σₒ w[o][i]·d[o]`, exact in 64 bits, two columns at a time: each pair of a row's raws loaded as
-/// one word and both multiplied by `d[o]` ([`smlal_halves`]); an odd `I`'s last column one product at a time.
+/// `lanes[i] += Σₒ w[o][i]·d[o]`, exact in 64 bits, four columns at a time: each pair of a row's raws loaded as
+/// one word and both multiplied by `d[o]` ([`smlal_halves`]), `d[o]` loaded once for two words; then a last
+/// pair of columns, and an odd `I`'s last column one product at a time.
 #[cfg(any(gradscope_dsp, test))]
 #[inline(always)]
 pub(crate) fn columns<S: Copy, const I: usize, const O: usize>(
@@ -307,19 +308,46 @@ pub(crate) fn columns<S: Copy, const I: usize, const O: usize>(
     raw: impl Fn(S) -> i16 + Copy,
     lanes: &mut [i64; I],
 ) {
-    let (pairs, tail) = lanes.as_chunks_mut::<2>();
-    for (c, l2) in pairs.iter_mut().enumerate() {
-        let mut s = *l2;
-        for (row, &dv) in w.iter().zip(d) {
-            if let Some(q) = row.as_chunks::<2>().0.get(c) {
-                s = smlal_halves(s, pack([raw(q[0]), raw(q[1])]), raw(dv) as u16 as u32);
-            }
-        }
-        *l2 = s;
+    let (quads, rest) = lanes.as_chunks_mut::<4>();
+    let paired = 4 * quads.len();
+    for (c, l4) in quads.iter_mut().enumerate() {
+        column_block(w, d, raw, l4, 4 * c);
+    }
+    let (pair, tail) = rest.as_chunks_mut::<2>();
+    if let Some(l2) = pair.first_mut() {
+        column_block(w, d, raw, l2, paired);
     }
     for (row, &dv) in w.iter().zip(d) {
         for (l, &wv) in tail.iter_mut().zip(row.as_chunks::<2>().1) {
             *l = l.wrapping_add((raw(wv) as i32 * raw(dv) as i32) as i64);
         }
     }
+}
+
+/// [`columns`] for the `K` (even) columns from `first` on, their sums in `lanes`.
+#[cfg(any(gradscope_dsp, test))]
+#[inline(always)]
+fn column_block<S: Copy, const I: usize, const O: usize, const K: usize>(
+    w: &[[S; I]; O],
+    d: &[S; O],
+    raw: impl Fn(S) -> i16 + Copy,
+    lanes: &mut [i64; K],
+    first: usize,
+) {
+    let mut s = *lanes;
+    for (row, &dv) in w.iter().zip(d) {
+        let m = raw(dv) as u16 as u32;
+        let Some(q) = row.get(first..first + K) else {
+            continue;
+        };
+        for (sums, q) in s
+            .as_chunks_mut::<2>()
+            .0
+            .iter_mut()
+            .zip(q.as_chunks::<2>().0)
+        {
+            *sums = smlal_halves(*sums, pack([raw(q[0]), raw(q[1])]), m);
+        }
+    }
+    *lanes = s;
 }

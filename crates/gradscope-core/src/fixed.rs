@@ -437,7 +437,8 @@ impl RawMul for i16 {
         crate::dsp::dots(rows, b, raw)
     }
 
-    /// Two columns' products per loaded word of `w`, each into its 64-bit sum ([`crate::dsp::columns`]).
+    /// Two columns' products per loaded word of `w`, each into its 64-bit sum, four columns per pass
+    /// ([`crate::dsp::columns`]).
     #[cfg(gradscope_dsp)]
     #[inline(always)]
     fn columns_lanes<S: Copy, const I: usize, const O: usize>(
@@ -2066,7 +2067,7 @@ mod tests {
 
     /// The M4F's column sums (`dsp::columns`, its instructions computed in safe code here) against the i128 sum
     /// of each column, with `w` and `d` over their whole range (−1 included) and lanes that start away from zero,
-    /// in shapes that split into pairs of columns and a tail differently.
+    /// in shapes that split into blocks of four columns, a pair and a tail differently.
     #[test]
     fn paired_column_sums_are_exact() {
         use rand_core::{Rng, SeedableRng};
@@ -2097,6 +2098,8 @@ mod tests {
             check::<8, 8>(&mut rng);
             check::<8, 1>(&mut rng);
             check::<7, 3>(&mut rng);
+            check::<6, 5>(&mut rng);
+            check::<2, 3>(&mut rng);
             check::<33, 40>(&mut rng);
         }
     }
