@@ -1143,14 +1143,14 @@ macro_rules! fixed_family {
             }
             #[inline]
             fn from_f64<R: Rounding + ?Sized>(x: f64, r: &mut R) -> (Self, Flags) {
+                if x.is_nan() {
+                    return (Self(0), Flags::NONFINITE);
+                }
                 // t = x·2^(F+G) = ±m·2^k from the bits, in integers: a microcontroller's f64 operations are
-                // library calls (the M4F's FPU is single precision), `is_nan` among them.
+                // library calls (the M4F's FPU is single precision).
                 let bits = x.to_bits();
                 let exp = (bits >> 52 & 0x7ff) as i32;
                 let mantissa = bits & ((1u64 << 52) - 1);
-                if exp == 0x7ff && mantissa != 0 {
-                    return (Self(0), Flags::NONFINITE);
-                }
                 let m = if exp == 0 { mantissa } else { mantissa | 1 << 52 };
                 let k = exp.max(1) - 1075 + (F + $guard) as i32;
                 let negative = bits >> 63 != 0;
@@ -1233,7 +1233,13 @@ macro_rules! fixed_family {
             }
             #[inline]
             fn to_f64(self) -> f64 {
-                f64_of_raw(self.0 as i32, F)
+                // A host converts and multiplies in an instruction each; a microcontroller, without a
+                // double-precision FPU, calls the library for both.
+                if cfg!(target_os = "none") {
+                    f64_of_raw(self.0 as i32, F)
+                } else {
+                    self.0 as f64 * Self::LSB
+                }
             }
             #[inline]
             fn to_f32(self) -> (f32, Flags) {
@@ -1284,9 +1290,10 @@ macro_rules! fixed_family {
             }
             #[inline]
             fn sq_to_f64(acc: u128) -> f64 {
+                // As `to_f64`.
                 match u64::try_from(acc) {
-                    Ok(a) => f64_of_u64(a, 2 * F),
-                    Err(_) => acc as f64 * Self::LSB * Self::LSB,
+                    Ok(a) if cfg!(target_os = "none") => f64_of_u64(a, 2 * F),
+                    _ => acc as f64 * Self::LSB * Self::LSB,
                 }
             }
         }
