@@ -174,18 +174,8 @@ pub(crate) fn watch<S: Scalar, R: Rounding + ?Sized, P: Probe + ?Sized>(
             report_nonfinite(y, p, &mut exact);
         }
     } else if deferred::<S, P>(r) && q_take() {
-        report_saturated(y, r, p, &mut exact);
+        note_saturated(y, p, &mut |k| Some(S::narrow_watched(exact(k), r).1));
     }
-}
-
-#[inline(always)]
-fn report_saturated<S: Scalar, R: Rounding + ?Sized, P: Probe + ?Sized>(
-    y: &[S],
-    r: &mut R,
-    p: &mut P,
-    exact: &mut dyn FnMut(usize) -> S::Acc,
-) {
-    note_saturated(y, p, &mut |k| Some(S::narrow_watched(exact(k), r).1));
 }
 
 /// The events of the values of `y` on a bound of the range, where a saturated value lies, from `flags(k)`
