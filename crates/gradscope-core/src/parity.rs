@@ -321,8 +321,9 @@ fn watched_digest(seed: u64) -> (u64, [u64; 3]) {
         // beyond 2 and every gradient takes the wide path.
         let mut pa = WatchCounts([0; 32]);
         let spread: [I1F15; 8] =
-            core::array::from_fn(|k| I1F15::from_bits(k as i16 * 9000 - 32000));
-        let near_zero: [I1F15; 8] = core::array::from_fn(|k| I1F15::from_bits(k as i16 * -800));
+            core::array::from_fn(|k| I1F15::from_bits((k as i32 * 9000 - 32000) as i16));
+        let near_zero: [I1F15; 8] =
+            core::array::from_fn(|k| I1F15::from_bits((k as i32 * -800) as i16));
         let dya: [I1F15; 8] = core::array::from_fn(|k| match k % 4 {
             0 => I1F15::MAX,
             2 => I1F15::MIN,
