@@ -2,9 +2,16 @@
 //! `asm!` blocks of one or two instructions, because stable Rust has no DSP intrinsics
 //! (`core::arch::arm::__smlald` is unstable) and no way to make LLVM keep two rows' sums together:
 //!
+//! - `SMLAD` adds both 16 × 16 products of two pairs to a 32-bit accumulator, and sets the sticky Q flag when
+//!   the exact result does not fit 32 bits: a chain of them that leaves Q clear summed exactly, in any order
+//!   (integer addition). The Q15 matrix–vector product runs four rows' chains at once, their sums in four
+//!   registers and each word of `x` loaded once for them (`matvec16x16` I1F15: 620 → 440 instructions against
+//!   two rows of `SMLALD`), Q saved before and restored after, and sums a block of rows again with `SMLALD`
+//!   (64-bit, exact beyond 32 bits) when Q tells that one overflowed. LLVM forms neither from safe code in
+//!   these loops, and could not know to read Q.
 //! - `SMLALD` adds both 16 × 16 products of two pairs to a 64-bit accumulator in 64-bit arithmetic, so each step
-//!   is exact and the sum equals the safe path's in any order (integer addition). LLVM forms `smlald` only in
-//!   loop shapes that measured slower than one `smlal` per product.
+//!   is exact and the sum equals the safe path's in any order. LLVM forms `smlald` only in loop shapes that
+//!   measured slower than one `smlal` per product.
 //! - Two `SMLAL`s, one block: two rows' 32 × 32 → 64-bit multiply-accumulates with one shared value of `x`
 //!   (I16F16 and I8F24 matvec on the M4F). `SMLAL` itself LLVM forms, but from two rows in safe code it ran
 //!   each row's chain to its end and spilled `x` between them.
@@ -30,7 +37,9 @@
 //! I1F15 and I16F16, `kernel/sgd-update`, `kernel/watched` with its count of saturations, and backprop and
 //! training) run these instructions on the M4F, Q15 over its whole range, and equal the host's safe path bit for
 //! bit
-//! (`crates/gradscope-lab/tests/firmware_parity.rs`). BENCHMARKS.md gives the measured reasons: the matvec's
+//! (`crates/gradscope-lab/tests/firmware_parity.rs`): `kernel/matvec-*` in I1F15 has blocks of rows whose sums
+//! overflow 32 bits and blocks whose sums do not, and `kernel/watched` a product whose last block of rows
+//! saturates nothing after earlier blocks that saturate (Q's restore). BENCHMARKS.md gives the measured reasons: the matvec's
 //! instructions per MAC, the Q15 SGD update's instructions per parameter and the Q15 training step's
 //! instructions (it watches) on the M4F.
 #![allow(unsafe_code)]
@@ -188,24 +197,38 @@ pub(crate) fn q_raise() {
 #[cfg(gradscope_dsp)]
 #[inline(always)]
 pub(crate) fn q_clear() {
-    // SAFETY: `msr` writes the condition flags and Q from a register; it touches no memory and no stack.
-    unsafe {
-        core::arch::asm!("msr APSR_nzcvq, {z}", z = in(reg) 0u32, options(nomem, nostack));
-    }
+    set_apsr(0);
 }
 
-/// Whether the sticky Q flag is set: some `SSAT`, `QADD` or `q_raise` saturated since the last [`q_clear`]
-/// (exceptions save and restore it with the rest of xPSR). One `MRS`.
+/// Whether the sticky Q flag is set: some `SSAT`, `QADD`, `SMLAD` or `q_raise` saturated or overflowed since the
+/// last [`q_clear`] (exceptions save and restore it with the rest of xPSR). One `MRS`.
 #[cfg(gradscope_dsp)]
 #[inline(always)]
 pub(crate) fn q_take() -> bool {
+    apsr() & (1 << 27) != 0
+}
+
+/// The flags register (`MRS APSR`): N, Z, C, V and Q, for [`q_take`] and to restore Q ([`set_apsr`]).
+#[cfg(gradscope_dsp)]
+#[inline(always)]
+fn apsr() -> u32 {
     let apsr: u32;
     // SAFETY: `mrs` reads the flags into a register; it touches no memory, no stack and no flags. Not `pure`: it
-    // reads state the `ssat` blocks write, and must stay after them.
+    // reads state the `ssat` and `smlad` blocks write, and must stay after them.
     unsafe {
         core::arch::asm!("mrs {a}, APSR", a = lateout(reg) apsr, options(nomem, nostack, preserves_flags));
     }
-    apsr & (1 << 27) != 0
+    apsr
+}
+
+/// Write N, Z, C, V and Q back as [`apsr`] read them (`MSR APSR_nzcvq`); no caller holds N, Z, C or V across it.
+#[cfg(gradscope_dsp)]
+#[inline(always)]
+fn set_apsr(v: u32) {
+    // SAFETY: `msr` writes the condition flags and Q from a register; it touches no memory and no stack.
+    unsafe {
+        core::arch::asm!("msr APSR_nzcvq, {v}", v = in(reg) v, options(nomem, nostack));
+    }
 }
 
 /// What `SMLABB`/`SMLATB` compute, in safe code: the host's unit tests run the pair loops through it.
@@ -228,6 +251,27 @@ pub(crate) fn qsub16(a: u32, b: u32) -> u32 {
 #[inline(always)]
 pub(crate) fn pack(p: [i16; 2]) -> u32 {
     (p[0] as u16 as u32) | ((p[1] as u16 as u32) << 16)
+}
+
+/// `acc + a.lo·b.lo + a.hi·b.hi` with signed 16-bit halves (`SMLAD`), wrapping in 32 bits; sets the sticky Q
+/// flag when the exact result does not fit 32 bits, so that a chain of them that leaves Q clear summed exactly.
+#[cfg(gradscope_dsp)]
+#[inline(always)]
+fn smlad(acc: i32, a: u32, b: u32) -> i32 {
+    let out: i32;
+    // SAFETY: `smlad` reads three registers and writes one; it touches no memory and no stack. It sets Q on
+    // overflow, which the caller reads: not `pure`, so the compiler keeps it in order with `mrs`.
+    unsafe {
+        core::arch::asm!(
+            "smlad {out}, {a}, {b}, {acc}",
+            out = lateout(reg) out,
+            a = in(reg) a,
+            b = in(reg) b,
+            acc = in(reg) acc,
+            options(nomem, nostack),
+        );
+    }
+    out
 }
 
 /// Exact `Σ aᵢ·bᵢ` of each row with `b`, two products per `smlald` (each pair of 16-bit raws loaded as one
@@ -257,6 +301,61 @@ pub(crate) fn dots<S: Copy, const R: usize, const N: usize>(
         *o = s;
     }
     out
+}
+
+/// Exact `Σ aᵢ·bᵢ` of each row with `b`, handed to `out` in row order: two products per `smlad` into a 32-bit
+/// sum, each pair of 16-bit raws loaded as one word and each word of `b` shared by the rows (an odd length's
+/// last product with a zero high half). If some sum left 32 bits, `SMLAD` set Q and the rows are summed again
+/// in 64 bits ([`dots`], out of line). `out` is reached from both paths, so that the common one knows its sums
+/// fit 32 bits. Q is as the caller left it afterwards (a kernel under a watching probe keeps its saturations
+/// there).
+#[cfg(gradscope_dsp)]
+#[inline(always)]
+pub(crate) fn dots_each<S: Copy, const R: usize, const N: usize>(
+    rows: &[[S; N]; R],
+    b: &[S; N],
+    raw: impl Fn(S) -> i16 + Copy,
+    mut out: impl FnMut(i64),
+) {
+    let saved = apsr();
+    q_clear();
+    let mut s = [0i32; R];
+    let (bp, bt) = b.as_chunks::<2>();
+    for (k, y) in bp.iter().enumerate() {
+        let y = pack([raw(y[0]), raw(y[1])]);
+        for (so, row) in s.iter_mut().zip(rows) {
+            if let Some(x) = row.as_chunks::<2>().0.get(k) {
+                *so = smlad(*so, pack([raw(x[0]), raw(x[1])]), y);
+            }
+        }
+    }
+    if let [y] = bt {
+        let y = pack([raw(*y), 0]);
+        for (so, row) in s.iter_mut().zip(rows) {
+            if let [x] = row.as_chunks::<2>().1 {
+                *so = smlad(*so, pack([raw(*x), 0]), y);
+            }
+        }
+    }
+    let over = q_take();
+    set_apsr(saved);
+    if over {
+        dots_wide(rows, b, raw).into_iter().for_each(out);
+    } else {
+        s.into_iter().for_each(|v| out(v.into()));
+    }
+}
+
+/// [`dots`] out of line: [`dots_each`]'s rare path.
+#[cfg(gradscope_dsp)]
+#[cold]
+#[inline(never)]
+fn dots_wide<S: Copy, const R: usize, const N: usize>(
+    rows: &[[S; N]; R],
+    b: &[S; N],
+    raw: impl Fn(S) -> i16 + Copy,
+) -> [i64; R] {
+    dots(rows, b, raw)
 }
 
 /// `(acc0 + a.lo·m, acc1 + a.hi·m)` with signed 16-bit halves of `a` and `m`'s low half, exact in 64 bits

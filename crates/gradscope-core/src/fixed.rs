@@ -247,6 +247,18 @@ trait RawMul: Copy {
         out
     }
 
+    /// [`RawMul::dots`], each row's sum handed to `out` in row order.
+    #[inline(always)]
+    fn dots_each<S: Copy, const R: usize, const N: usize>(
+        rows: &[[S; N]; R],
+        b: &[S; N],
+        b_max: u64,
+        raw: impl Fn(S) -> Self + Copy,
+        out: impl FnMut(i64),
+    ) {
+        Self::dots(rows, b, b_max, raw).into_iter().for_each(out);
+    }
+
     /// Exact `Σₖ a[i][k]·b[k][j]` into `i64` lanes that arrive at zero (`b_max` as in [`RawMul::dots`]), where
     /// the caller's bound keeps every sum inside `i64`.
     #[inline(always)]
@@ -304,20 +316,20 @@ impl RawMul for i32 {
         a as i64 * m as i64
     }
 
-    /// Two rows at a time share each load of `b` ([`crate::dsp::smlal2`]); the first product of each row is a
-    /// plain multiply, so no sum starts from a zeroed register pair.
+    /// Two rows at a time share each load of `b` ([`crate::dsp::smlal2`]), each pair's sums handed on before the
+    /// next pair starts; the first product of each row is a plain multiply, so no sum starts from a zeroed
+    /// register pair.
     #[cfg(gradscope_dsp)]
     #[inline(always)]
-    fn dots<S: Copy, const R: usize, const N: usize>(
+    fn dots_each<S: Copy, const R: usize, const N: usize>(
         rows: &[[S; N]; R],
         b: &[S; N],
         _b_max: u64,
         raw: impl Fn(S) -> i32 + Copy,
-    ) -> [i64; R] {
-        let mut out = [0; R];
+        mut out: impl FnMut(i64),
+    ) {
         let (pairs, tail) = rows.as_chunks::<2>();
-        let (op, ot) = out.as_chunks_mut::<2>();
-        for (o, [r0, r1]) in op.iter_mut().zip(pairs) {
+        for [r0, r1] in pairs {
             let mut terms = r0.iter().zip(r1).zip(b);
             let mut s = [0i64; 2];
             if let Some(((a0, a1), bv)) = terms.next() {
@@ -327,12 +339,11 @@ impl RawMul for i32 {
             for ((a0, a1), bv) in terms {
                 s = crate::dsp::smlal2(s, [raw(*a0), raw(*a1)], raw(*bv));
             }
-            *o = s;
+            s.into_iter().for_each(&mut out);
         }
-        for (o, row) in ot.iter_mut().zip(tail) {
-            *o = fast_dot(row, b, raw);
+        for row in tail {
+            out(fast_dot(row, b, raw));
         }
-        out
     }
 }
 
@@ -435,6 +446,19 @@ impl RawMul for i16 {
         raw: impl Fn(S) -> i16 + Copy,
     ) -> [i64; R] {
         crate::dsp::dots(rows, b, raw)
+    }
+
+    /// 32-bit sums, two products per `smlad`, redone in 64 bits when one overflows ([`crate::dsp::dots_each`]).
+    #[cfg(gradscope_dsp)]
+    #[inline(always)]
+    fn dots_each<S: Copy, const R: usize, const N: usize>(
+        rows: &[[S; N]; R],
+        b: &[S; N],
+        _b_max: u64,
+        raw: impl Fn(S) -> i16 + Copy,
+        out: impl FnMut(i64),
+    ) {
+        crate::dsp::dots_each(rows, b, raw, out);
     }
 
     /// Two columns' products per loaded word of `w`, each into its 64-bit sum, four columns per pass
@@ -998,6 +1022,7 @@ macro_rules! fixed_family {
             const SMALLEST: f64 = Self::LSB;
             const IS_FLOAT: bool = false;
             const STICKY_SATURATION: bool = $bits == 16 && cfg!(gradscope_dsp) && F >= 1;
+            const ROW_BLOCK: usize = if $bits == 16 && cfg!(gradscope_dsp) { 4 } else { 0 };
 
             #[inline]
             fn acc_zero() -> WideAcc {
@@ -1088,6 +1113,16 @@ macro_rules! fixed_family {
                 b_bound: u64,
             ) -> [i64; R] {
                 <$raw as RawMul>::dots(rows, b, b_bound, |v: Self| v.0)
+            }
+
+            #[inline(always)]
+            fn dots_fast_each<const R: usize, const N: usize>(
+                rows: &[[Self; N]; R],
+                b: &[Self; N],
+                b_bound: u64,
+                out: impl FnMut(i64),
+            ) {
+                <$raw as RawMul>::dots_each(rows, b, b_bound, |v: Self| v.0, out);
             }
 
             #[inline(always)]

@@ -270,9 +270,10 @@ const FLOAT_ROW_BLOCK: usize = if cfg!(all(gradscope_dsp, target_abi = "eabihf")
     ROW_BLOCK
 };
 
-/// [`ROW_BLOCK`] for fixed point: on a Cortex-M4 two rows share each load of `x`, their two 64-bit sums in four
-/// registers (`crate::dsp::smlal2` for 32-bit raws; LLVM interleaves two Q15 rows' `smlald`s itself), which
-/// measured `matvec16x16` I1F15 737 → 707 instructions, and fewer in the 4-8-8-1 step of both formats.
+/// [`ROW_BLOCK`] for fixed point, unless the format asks for its own ([`Scalar::ROW_BLOCK`]: four Q15 rows on a
+/// Cortex-M4, `crate::dsp::dots_each`): on a Cortex-M4 two rows share each load of `x`, their two 64-bit sums in
+/// four registers (`crate::dsp::smlal2` for 32-bit raws), which measured fewer instructions in `matvec16x16`
+/// and in the 4-8-8-1 step; four rows of 32-bit raws took more (`matvec16x16` I16F16 985 → 1,115).
 const FIXED_ROW_BLOCK: usize = if cfg!(gradscope_dsp) { 2 } else { ROW_BLOCK };
 
 /// `y[o] = dot(w[o], x) (+ extra(o))` for every row, rounded once.
@@ -297,6 +298,8 @@ fn rows<S: Scalar, const I: usize, const O: usize, P: Probe + ?Sized>(
     begin::<S, P>(r);
     if S::IS_FLOAT && I >= 16 {
         blocks::<S, I, O, P, FLOAT_ROW_BLOCK>(w, x, xb, y, (&extra, &exact), r, p);
+    } else if !S::IS_FLOAT && S::ROW_BLOCK == 4 {
+        blocks::<S, I, O, P, 4>(w, x, xb, y, (&extra, &exact), r, p);
     } else if !S::IS_FLOAT {
         blocks::<S, I, O, P, FIXED_ROW_BLOCK>(w, x, xb, y, (&extra, &exact), r, p);
     } else {
@@ -326,10 +329,12 @@ fn blocks<S: Scalar, const I: usize, const O: usize, P: Probe + ?Sized, const B:
         o += 1;
     };
     for (ys, block) in yb.iter_mut().zip(wb) {
-        let lanes = S::dots_fast(block, x, xb);
-        for (yo, lane) in ys.iter_mut().zip(lanes) {
-            out(yo, lane);
-        }
+        let mut ys = ys.iter_mut();
+        S::dots_fast_each(block, x, xb, |lane| {
+            if let Some(yo) = ys.next() {
+                out(yo, lane);
+            }
+        });
     }
     for (yo, row) in yt.iter_mut().zip(wt) {
         out(yo, S::dot_fast(row, x, xb));

@@ -209,7 +209,7 @@ pub fn kernel_digests(emit: &mut dyn FnMut(&str, &str, u64)) {
     emit("kernel/sgd-update", "I1F15", update_digest(4));
 }
 
-/// The kernels a training step runs under its watching probe (`dot`, `matvec`, `affine`, `matvec_t`,
+/// The kernels a training step runs under its watching probe (`dot`, `matvec` of 6 and of 12 rows, `affine`, `matvec_t`,
 /// `matvec_t_add`, `outer_acc`, `matmul`, `affine_pair`, a convolution's forward and backward passes, and the
 /// SELU and ELU activations' backward passes), I1F15 from small magnitudes (nothing saturates) to the whole
 /// raw range (many outputs saturate): their outputs and how many saturations the probe saw, which on the
@@ -242,11 +242,12 @@ impl crate::layer::Probes for WatchCounts {
     }
 }
 
-/// The `kernel/watched` digest, and how many saturations the probe saw in the matrix kernels, in the
-/// convolution and in the activations.
+/// The `kernel/watched` digest, how many saturations the probe saw in the matrix kernels, in the convolution
+/// and in the activations, and in how many rounds the 12-row product has an output on a bound in its first
+/// eight rows and none in its last four.
 // Own stack frame, as `init_digest`.
 #[inline(never)]
-fn watched_digest(seed: u64) -> (u64, [u64; 3]) {
+fn watched_digest(seed: u64) -> (u64, [u64; 3], u64) {
     use crate::matrix::{
         affine, affine_pair, dot, matmul, matvec, matvec_t, matvec_t_add, outer_acc,
     };
@@ -255,6 +256,7 @@ fn watched_digest(seed: u64) -> (u64, [u64; 3]) {
     let mut d = Digest::default();
     let r = &mut NearestEven;
     let mut saturations = [0; 3];
+    let mut restores = 0;
     // Raw magnitudes below 2^15 (the whole range), 2^13, 2^11 and 2^8.
     for shift in [0, 2, 4, 7, 0, 2] {
         let mut raw = || I1F15::from_bits(rng.next_u32() as i16 >> shift);
@@ -273,6 +275,18 @@ fn watched_digest(seed: u64) -> (u64, [u64; 3]) {
         d.write_all(&y);
         affine(&w, &x, &b, &mut y, r, &mut p);
         d.write_all(&y);
+        // Twelve rows, three blocks of four on the Cortex-M4F, where each block clears Q for its 32-bit sums
+        // and restores it: the last block's values are small and never saturate, so the earlier blocks'
+        // saturations count only if the restore kept them.
+        let tall: [[I1F15; 8]; 12] = core::array::from_fn(|k| {
+            let shift = if k < 8 { 0 } else { 7 };
+            w[k % 6].map(|v| I1F15::from_bits(v.to_bits() >> shift))
+        });
+        let mut y12 = [I1F15::ZERO; 12];
+        matvec(&tall, &x, &mut y12, r, &mut p);
+        d.write_all(&y12);
+        let bound = |v: &I1F15| *v == I1F15::MIN || *v == I1F15::MAX;
+        restores += u64::from(y12[..8].iter().any(bound) && !y12[8..].iter().any(bound));
         let mut g = x;
         matvec_t(&w, &dz, &mut g, r, &mut p);
         d.write_all(&g);
@@ -346,7 +360,7 @@ fn watched_digest(seed: u64) -> (u64, [u64; 3]) {
             *total += overflowed.map(|(_, &n)| n).sum::<u64>();
         }
     }
-    (d.finish(), saturations)
+    (d.finish(), saturations, restores)
 }
 
 /// [`kernel_digests`]' three matvec shapes in one format, seeded from `seed` on.
@@ -413,9 +427,23 @@ fn matvec_digest<S: Scalar, const O: usize, const I: usize>(
     seed: u64,
     raw: impl Fn(u32, u32) -> S,
 ) -> u64 {
+    let mut d = Digest::default();
+    matvec_rounds::<S, O, I>(seed, raw, |w, x| {
+        let mut y = [S::ZERO; O];
+        crate::matrix::matvec(w, x, &mut y, &mut NearestEven, &mut ());
+        d.write_all(&y);
+    });
+    d.finish()
+}
+
+/// [`matvec_digest`]'s eight rounds of seeded `W` and `x`, each given to `f`.
+fn matvec_rounds<S: Scalar, const O: usize, const I: usize>(
+    seed: u64,
+    raw: impl Fn(u32, u32) -> S,
+    mut f: impl FnMut(&[[S; I]; O], &[S; I]),
+) {
     use rand_core::Rng;
     let mut rng = Xoshiro128PlusPlus::seed_from_u64(seed);
-    let mut d = Digest::default();
     for round in 0..8 {
         let mut w = [[S::ZERO; I]; O];
         let mut x = [S::ZERO; I];
@@ -432,11 +460,8 @@ fn matvec_digest<S: Scalar, const O: usize, const I: usize>(
             }
             x.iter_mut().for_each(|v| *v = lo);
         }
-        let mut y = [S::ZERO; O];
-        crate::matrix::matvec(&w, &x, &mut y, &mut NearestEven, &mut ());
-        d.write_all(&y);
+        f(&w, &x);
     }
-    d.finish()
 }
 
 /// One digits sample: 64 pixels in 0..=16 and the label 0..=9 (the layout of scikit-learn's `digits.csv`).
@@ -869,13 +894,58 @@ pub fn half_digests(
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+
+    /// The I1F15 `kernel/matvec-*` workloads reach both of the Cortex-M4F's paths: blocks of four rows whose
+    /// `SMLAD` sums (two products per step, in the order of `crate::dsp::dots_each`) stay within 32 bits, and
+    /// blocks where one leaves them and the block is summed again in 64 bits.
+    #[test]
+    fn q15_matvec_workloads_overflow_32_bits_in_some_blocks() {
+        fn count<const O: usize, const I: usize>(seed: u64, counts: &mut [u32; 2]) {
+            let raw = |w: u32, _| I1F15::from_bits(w as i16);
+            matvec_rounds::<I1F15, O, I>(seed, raw, |w, x| {
+                for block in w.as_chunks::<4>().0 {
+                    let over = block.iter().any(|row| {
+                        let mut s = 0i64;
+                        row.chunks(2).zip(x.chunks(2)).any(|(a, b)| {
+                            let pair = a.iter().zip(b);
+                            s += pair
+                                .map(|(a, b)| i64::from(a.to_bits()) * i64::from(b.to_bits()))
+                                .sum::<i64>();
+                            i32::try_from(s).is_err()
+                        })
+                    });
+                    counts[usize::from(over)] += 1;
+                }
+            });
+        }
+        // `kernel_digests`' seeds for I1F15: 1 for 16×16, 2 for 9×7 (3×64 has no block of four rows).
+        let mut counts = [0; 2];
+        count::<16, 16>(1, &mut counts);
+        count::<9, 7>(2, &mut counts);
+        assert!(
+            counts[0] >= 1 && counts[1] >= 1,
+            "{} blocks within 32 bits, {} beyond",
+            counts[0],
+            counts[1]
+        );
+    }
+
+    /// The watched workload's 12-row product has a round whose last block of four rows (on the Cortex-M4F) puts
+    /// no output on a bound while an earlier block does: there, a block that did not restore the sticky flag
+    /// would lose the earlier saturations.
+    #[test]
+    fn watched_tall_product_needs_the_restore() {
+        let (_, _, restores) = watched_digest(6);
+        assert!(restores >= 1, "{restores} rounds");
+    }
     /// The watched kernels' workload saturates often enough, in the matrix kernels, in the convolution and in
     /// the activations' gradients, to
     /// show whether a target reports saturations: on the host each narrowing tests its own value, the path the
     /// Cortex-M4F's sticky flag must match.
     #[test]
     fn watched_kernels_saturate() {
-        let (_, [matrix, conv, act]) = super::watched_digest(6);
+        let (_, [matrix, conv, act], _) = super::watched_digest(6);
         assert!(
             matrix >= 50 && conv >= 50 && act >= 30,
             "{matrix}, {conv} and {act} saturations"

@@ -58,6 +58,12 @@ pub trait Scalar: Copy + Default + PartialEq + PartialOrd + Debug + Send + Sync 
     /// can read one flag for all its outputs where it tested each: the 16-bit fixed-point formats with at least
     /// one fraction bit on thumbv7em.
     const STICKY_SATURATION: bool = false;
+    /// Rows per block in the fixed-point matrix–vector kernels' fast loop (the rows of a block share each load
+    /// of the vector), where the format's best shape on the target differs from the kernels' default: 4 takes
+    /// four rows at a time, any other value leaves the default. Only the speed depends on it: each row's sum is
+    /// the same. Four for the 16-bit fixed-point formats on thumbv7em, whose four 32-bit sums stay in
+    /// registers (`SMLAD`, BENCHMARKS.md).
+    const ROW_BLOCK: usize = 0;
 
     /// An empty accumulator.
     fn acc_zero() -> Self::Acc;
@@ -154,6 +160,19 @@ pub trait Scalar: Copy + Default + PartialEq + PartialOrd + Debug + Send + Sync 
             *o = Self::lane_add(Self::lane_add(l0, l2), Self::lane_add(l1, l3));
         }
         out
+    }
+
+    /// [`Scalar::dots_fast`], each row's lane handed to `out` in row order: a target whose fast shape can fail
+    /// and be redone reaches `out` from both paths, each keeping what it knows of its lanes (the M4F's Q15 rows
+    /// in 32-bit sums, `crate::dsp::dots_each`).
+    #[inline(always)]
+    fn dots_fast_each<const R: usize, const N: usize>(
+        rows: &[[Self; N]; R],
+        b: &[Self; N],
+        b_bound: Self::Bound,
+        out: impl FnMut(Self::Lane),
+    ) {
+        Self::dots_fast(rows, b, b_bound).into_iter().for_each(out);
     }
 
     /// The sums of [`crate::matrix::matvec_t`]'s fast path: each lane `i` (arriving at [`Scalar::LANE_ZERO`] or
