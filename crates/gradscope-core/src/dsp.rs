@@ -303,7 +303,7 @@ pub(crate) fn dots<S: Copy, const R: usize, const N: usize>(
     out
 }
 
-/// Exact `Σ aᵢ·bᵢ` of each row with `b`, handed to `out` in row order: two products per `smlad` into a 32-bit
+/// Exact `Σ aᵢ·bᵢ` of each row with `b`, handed to `out(row, sum)` in row order: two products per `smlad` into a 32-bit
 /// sum, each pair of 16-bit raws loaded as one word and each word of `b` shared by the rows (an odd length's
 /// last product with a zero high half). If some sum left 32 bits, `SMLAD` set Q and the rows are summed again
 /// in 64 bits ([`dots`], out of line). `out` is reached from both paths, so that the common one knows its sums
@@ -315,7 +315,7 @@ pub(crate) fn dots_each<S: Copy, const R: usize, const N: usize>(
     rows: &[[S; N]; R],
     b: &[S; N],
     raw: impl Fn(S) -> i16 + Copy,
-    mut out: impl FnMut(i64),
+    mut out: impl FnMut(usize, i64),
 ) {
     let saved = apsr();
     q_clear();
@@ -340,9 +340,13 @@ pub(crate) fn dots_each<S: Copy, const R: usize, const N: usize>(
     let over = q_take();
     set_apsr(saved);
     if over {
-        dots_wide(rows, b, raw).into_iter().for_each(out);
+        for (k, v) in dots_wide(rows, b, raw).into_iter().enumerate() {
+            out(k, v);
+        }
     } else {
-        s.into_iter().for_each(|v| out(v.into()));
+        for (k, v) in s.into_iter().enumerate() {
+            out(k, v.into());
+        }
     }
 }
 

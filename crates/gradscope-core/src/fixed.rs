@@ -247,16 +247,18 @@ trait RawMul: Copy {
         out
     }
 
-    /// [`RawMul::dots`], each row's sum handed to `out` in row order.
+    /// [`RawMul::dots`], each row's sum handed to `out(row, sum)` in row order.
     #[inline(always)]
     fn dots_each<S: Copy, const R: usize, const N: usize>(
         rows: &[[S; N]; R],
         b: &[S; N],
         b_max: u64,
         raw: impl Fn(S) -> Self + Copy,
-        out: impl FnMut(i64),
+        mut out: impl FnMut(usize, i64),
     ) {
-        Self::dots(rows, b, b_max, raw).into_iter().for_each(out);
+        for (k, v) in Self::dots(rows, b, b_max, raw).into_iter().enumerate() {
+            out(k, v);
+        }
     }
 
     /// Exact `Σₖ a[i][k]·b[k][j]` into `i64` lanes that arrive at zero (`b_max` as in [`RawMul::dots`]), where
@@ -326,10 +328,10 @@ impl RawMul for i32 {
         b: &[S; N],
         _b_max: u64,
         raw: impl Fn(S) -> i32 + Copy,
-        mut out: impl FnMut(i64),
+        mut out: impl FnMut(usize, i64),
     ) {
         let (pairs, tail) = rows.as_chunks::<2>();
-        for [r0, r1] in pairs {
+        for (k, [r0, r1]) in pairs.iter().enumerate() {
             let mut terms = r0.iter().zip(r1).zip(b);
             let mut s = [0i64; 2];
             if let Some(((a0, a1), bv)) = terms.next() {
@@ -339,10 +341,11 @@ impl RawMul for i32 {
             for ((a0, a1), bv) in terms {
                 s = crate::dsp::smlal2(s, [raw(*a0), raw(*a1)], raw(*bv));
             }
-            s.into_iter().for_each(&mut out);
+            out(2 * k, s[0]);
+            out(2 * k + 1, s[1]);
         }
-        for row in tail {
-            out(fast_dot(row, b, raw));
+        for (k, row) in tail.iter().enumerate() {
+            out(2 * pairs.len() + k, fast_dot(row, b, raw));
         }
     }
 }
@@ -456,7 +459,7 @@ impl RawMul for i16 {
         b: &[S; N],
         _b_max: u64,
         raw: impl Fn(S) -> i16 + Copy,
-        out: impl FnMut(i64),
+        out: impl FnMut(usize, i64),
     ) {
         crate::dsp::dots_each(rows, b, raw, out);
     }
@@ -1120,7 +1123,7 @@ macro_rules! fixed_family {
                 rows: &[[Self; N]; R],
                 b: &[Self; N],
                 b_bound: u64,
-                out: impl FnMut(i64),
+                out: impl FnMut(usize, i64),
             ) {
                 <$raw as RawMul>::dots_each(rows, b, b_bound, |v: Self| v.0, out);
             }

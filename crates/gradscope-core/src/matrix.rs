@@ -329,9 +329,8 @@ fn blocks<S: Scalar, const I: usize, const O: usize, P: Probe + ?Sized, const B:
         o += 1;
     };
     for (ys, block) in yb.iter_mut().zip(wb) {
-        let mut ys = ys.iter_mut();
-        S::dots_fast_each(block, x, xb, |lane| {
-            if let Some(yo) = ys.next() {
+        S::dots_fast_each(block, x, xb, |k, lane| {
+            if let Some(yo) = ys.get_mut(k) {
                 out(yo, lane);
             }
         });

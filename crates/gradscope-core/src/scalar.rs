@@ -162,7 +162,7 @@ pub trait Scalar: Copy + Default + PartialEq + PartialOrd + Debug + Send + Sync 
         out
     }
 
-    /// [`Scalar::dots_fast`], each row's lane handed to `out` in row order: a target whose fast shape can fail
+    /// [`Scalar::dots_fast`], each row's lane handed to `out(row, lane)` in row order: a target whose fast shape can fail
     /// and be redone reaches `out` from both paths, each keeping what it knows of its lanes (the M4F's Q15 rows
     /// in 32-bit sums, `crate::dsp::dots_each`).
     #[inline(always)]
@@ -170,9 +170,11 @@ pub trait Scalar: Copy + Default + PartialEq + PartialOrd + Debug + Send + Sync 
         rows: &[[Self; N]; R],
         b: &[Self; N],
         b_bound: Self::Bound,
-        out: impl FnMut(Self::Lane),
+        mut out: impl FnMut(usize, Self::Lane),
     ) {
-        Self::dots_fast(rows, b, b_bound).into_iter().for_each(out);
+        for (k, lane) in Self::dots_fast(rows, b, b_bound).into_iter().enumerate() {
+            out(k, lane);
+        }
     }
 
     /// The sums of [`crate::matrix::matvec_t`]'s fast path: each lane `i` (arriving at [`Scalar::LANE_ZERO`] or
