@@ -36,12 +36,11 @@
 //! `SMLALTB` computed in safe code, to test the pair loops. The firmware's parity digests (`kernel/matvec-*` in
 //! I1F15 and I16F16, `kernel/sgd-update`, `kernel/watched` with its count of saturations, and backprop and
 //! training) run these instructions on the M4F, Q15 over its whole range, and equal the host's safe path bit for
-//! bit
-//! (`crates/gradscope-lab/tests/firmware_parity.rs`): `kernel/matvec-*` in I1F15 has blocks of rows whose sums
-//! overflow 32 bits and blocks whose sums do not, and `kernel/watched` a product whose last block of rows
-//! saturates nothing after earlier blocks that saturate (Q's restore). BENCHMARKS.md gives the measured reasons: the matvec's
-//! instructions per MAC, the Q15 SGD update's instructions per parameter and the Q15 training step's
-//! instructions (it watches) on the M4F.
+//! bit (`crates/gradscope-lab/tests/firmware_parity.rs`): `kernel/matvec-*` in I1F15 has blocks of rows whose
+//! sums overflow 32 bits and blocks whose sums do not, and `kernel/watched` a product whose last block of rows
+//! saturates nothing after earlier blocks that saturate (Q's restore). BENCHMARKS.md gives the measured
+//! reasons: the matvec's instructions per MAC, the Q15 SGD update's instructions per parameter and the Q15
+//! training step's instructions (it watches) on the M4F.
 #![allow(unsafe_code)]
 
 /// `acc + a.lo·b.lo + a.hi·b.hi` with signed 16-bit halves, exact in 64 bits (wrapping only beyond i64,
@@ -303,9 +302,9 @@ pub(crate) fn dots<S: Copy, const R: usize, const N: usize>(
     out
 }
 
-/// Exact `Σ aᵢ·bᵢ` of each row with `b`, handed to `out(row, sum)` in row order: two products per `smlad` into a 32-bit
-/// sum, each pair of 16-bit raws loaded as one word and each word of `b` shared by the rows (an odd length's
-/// last product with a zero high half). If some sum left 32 bits, `SMLAD` set Q and the rows are summed again
+/// Exact `Σ aᵢ·bᵢ` of each row with `b`, handed to `out(row, sum)` in row order: two products per `smlad` into
+/// a 32-bit sum, each pair of 16-bit raws loaded as one word and each word of `b` shared by the rows (an odd
+/// length's last product with a zero high half). If some sum left 32 bits, `SMLAD` set Q and the rows are summed again
 /// in 64 bits ([`dots`], out of line). `out` is reached from both paths, so that the common one knows its sums
 /// fit 32 bits. Q is as the caller left it afterwards (a kernel under a watching probe keeps its saturations
 /// there).
