@@ -209,13 +209,13 @@ pub fn kernel_digests(emit: &mut dyn FnMut(&str, &str, u64)) {
     emit("kernel/sgd-update", "I1F15", update_digest(4));
 }
 
-/// The kernels a training step runs under its watching probe (`dot`, `matvec` of 6 and of 12 rows, `affine`, `matvec_t`,
-/// `matvec_t_add`, `outer_acc`, `matmul`, `affine_pair`, a convolution's forward and backward passes, and the
-/// SELU and ELU activations' backward passes), I1F15 from small magnitudes (nothing saturates) to the whole
-/// raw range (many outputs saturate): their outputs and how many saturations the probe saw, which on the
-/// Cortex-M4F the kernels read from the sticky Q flag once each (`matrix::deferred`) and elsewhere test value
-/// by value: `emit("kernel/watched", "I1F15", digest)`. Apart from [`kernel_digests`]: on the micro:bit they
-/// fit beside the 16-bit floats' code (the firmware's `half` binary), not beside the demo's.
+/// The kernels a training step runs under its watching probe (`dot`, `matvec` of 6 and of 12 rows, `affine`,
+/// `matvec_t`, `matvec_t_add`, `outer_acc`, `matmul`, `affine_pair`, a convolution's forward and backward
+/// passes, and the SELU and ELU activations' backward passes), I1F15 from small magnitudes (nothing saturates)
+/// to the whole raw range (many outputs saturate): their outputs and how many saturations the probe saw, which
+/// on the Cortex-M4F the kernels read from the sticky Q flag once each (`matrix::deferred`) and elsewhere test
+/// value by value: `emit("kernel/watched", "I1F15", digest)`. Apart from [`kernel_digests`]: on the micro:bit
+/// they fit beside the 16-bit floats' code (the firmware's `half` binary), not beside the demo's.
 pub fn watched_digests(emit: &mut dyn FnMut(&str, &str, u64)) {
     emit("kernel/watched", "I1F15", watched_digest(6).0);
 }
@@ -939,6 +939,7 @@ mod tests {
         let (_, _, restores) = watched_digest(6);
         assert!(restores >= 1, "{restores} rounds");
     }
+
     /// The watched kernels' workload saturates often enough, in the matrix kernels, in the convolution and in
     /// the activations' gradients, to
     /// show whether a target reports saturations: on the host each narrowing tests its own value, the path the

@@ -162,9 +162,9 @@ pub trait Scalar: Copy + Default + PartialEq + PartialOrd + Debug + Send + Sync 
         out
     }
 
-    /// [`Scalar::dots_fast`], each row's lane handed to `out(row, lane)` in row order: a target whose fast shape can fail
-    /// and be redone reaches `out` from both paths, each keeping what it knows of its lanes (the M4F's Q15 rows
-    /// in 32-bit sums, `crate::dsp::dots_each`).
+    /// [`Scalar::dots_fast`], each row's lane handed to `out(row, lane)` in row order: a target whose fast shape
+    /// can fail and be redone reaches `out` from both paths, each keeping what it knows of its lanes (the M4F's
+    /// Q15 rows in 32-bit sums, `crate::dsp::dots_each`).
     #[inline(always)]
     fn dots_fast_each<const R: usize, const N: usize>(
         rows: &[[Self; N]; R],
